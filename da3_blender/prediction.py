@@ -1,0 +1,222 @@
+"""The result of a DA3 run, as numpy arrays, and its on-disk form (an npz without objects).
+
+``Prediction`` is what :meth:`DepthAnything3.inference` returns, what the worker writes and what
+the Blender scene builders read. Field names and layouts follow the official DA3 ``Prediction``
+(``processed_images``, ``depth``, ``conf``, ``extrinsics`` (N,3,4) world-to-camera in OpenCV axes,
+``intrinsics`` (N,3,3) in processed-image pixels). We add what a Blender scene needs to line
+cameras up with the footage: where each view came from and how processed pixels map back to the
+original image.
+
+Result files
+------------
+A result file is a plain ``.npz`` (``np.savez_compressed``), readable with ``allow_pickle=False``.
+It uses the official ``npz`` export key names so files from the official DA3 and from us are
+interchangeable:
+
+=====================  ===========================  ====================================
+key                    shape / dtype                meaning
+=====================  ===========================  ====================================
+``image``              (N,H,W,3) uint8              processed images
+``depth``              (N,H,W) float32              z-depth
+``conf``               (N,H,W) float32              confidence (optional)
+``extrinsics``         (N,3,4) float32              world-to-camera, OpenCV (optional)
+``intrinsics``         (N,3,3) float32              processed-image pixels (optional)
+``sky``                (N,H,W) bool                 sky mask (optional)
+``is_metric``          () bool                      depth and translations in metres
+``scale_factor``       () float64                   nested metric scale (NaN if none)
+``orig_size``          (N,2) int64                  original image size (W, H)
+``proc_to_orig``       (N,3,3) float64              K_orig = proc_to_orig @ K_proc (pixel edges)
+``frame_numbers``      (N,) int64                   source frame number (-1 if none)
+``timestamps``         (N,) float64                 seconds in the video (NaN if none)
+``source_paths``       (N,) unicode                 file each view came from ("" if in memory)
+``meta_json``          () unicode                   JSON: format version, model, options, video
+=====================  ===========================  ====================================
+
+Only ``depth`` is required when loading; the official ``mini_npz`` (no images) and ``npz`` files
+load too, with neutral defaults for the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ResultFormatError
+
+RESULT_FORMAT = "da3-blender-result"
+RESULT_VERSION = 1
+
+
+@dataclass
+class Prediction:
+    depth: np.ndarray  # (N,H,W) float32
+    processed_images: np.ndarray | None = None  # (N,H,W,3) uint8
+    conf: np.ndarray | None = None  # (N,H,W) float32
+    extrinsics: np.ndarray | None = None  # (N,3,4) float32 w2c OpenCV
+    intrinsics: np.ndarray | None = None  # (N,3,3) float32 processed pixels
+    sky: np.ndarray | None = None  # (N,H,W) bool
+    is_metric: bool = False
+    scale_factor: float | None = None
+    # where the views came from (our additions; defaults describe "unknown")
+    orig_size: np.ndarray | None = None  # (N,2) int (W,H)
+    proc_to_orig: np.ndarray | None = None  # (N,3,3) float64
+    frame_numbers: np.ndarray | None = None  # (N,) int64, -1 = none
+    timestamps: np.ndarray | None = None  # (N,) float64, NaN = none
+    source_paths: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        n, h, w = self.depth.shape
+        if self.orig_size is None:
+            self.orig_size = np.tile(np.array([[w, h]], dtype=np.int64), (n, 1))
+        if self.proc_to_orig is None:
+            self.proc_to_orig = np.tile(np.eye(3), (n, 1, 1))
+        if self.frame_numbers is None:
+            self.frame_numbers = np.full(n, -1, dtype=np.int64)
+        if self.timestamps is None:
+            self.timestamps = np.full(n, np.nan)
+        if self.source_paths is None:
+            self.source_paths = [""] * n
+
+    @property
+    def num_views(self) -> int:
+        return int(self.depth.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Processed (H, W)."""
+        return int(self.depth.shape[1]), int(self.depth.shape[2])
+
+    def original_intrinsics(self) -> np.ndarray | None:
+        """Intrinsics in original-image pixels (edge convention), (N,3,3) float64."""
+        if self.intrinsics is None:
+            return None
+        return self.proc_to_orig @ self.intrinsics.astype(np.float64)
+
+
+def save_result(path: str | os.PathLike, pred: Prediction, meta: dict[str, Any] | None = None) -> str:
+    """Write ``pred`` atomically (temp file in the same folder, then rename). Returns the path."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    all_meta = {"format": RESULT_FORMAT, "version": RESULT_VERSION}
+    all_meta.update(pred.meta or {})
+    all_meta.update(meta or {})
+    arrays: dict[str, np.ndarray] = {
+        "depth": np.asarray(pred.depth, dtype=np.float32),
+        "is_metric": np.asarray(bool(pred.is_metric)),
+        "scale_factor": np.asarray(np.nan if pred.scale_factor is None else float(pred.scale_factor)),
+        "orig_size": np.asarray(pred.orig_size, dtype=np.int64),
+        "proc_to_orig": np.asarray(pred.proc_to_orig, dtype=np.float64),
+        "frame_numbers": np.asarray(pred.frame_numbers, dtype=np.int64),
+        "timestamps": np.asarray(pred.timestamps, dtype=np.float64),
+        "source_paths": np.asarray([str(p) for p in pred.source_paths], dtype=np.str_),
+        "meta_json": np.asarray(json.dumps(all_meta, default=_json_default)),
+    }
+    if pred.processed_images is not None:
+        arrays["image"] = np.asarray(pred.processed_images, dtype=np.uint8)
+    for key in ("conf", "extrinsics", "intrinsics"):
+        value = getattr(pred, key)
+        if value is not None:
+            arrays[key] = np.asarray(value, dtype=np.float32)
+    if pred.sky is not None:
+        arrays["sky"] = np.asarray(pred.sky, dtype=bool)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def load_result(path: str | os.PathLike) -> Prediction:
+    """Read a result file written by :func:`save_result`, or an official DA3 ``npz``/``mini_npz``.
+
+    Raises :class:`ResultFormatError` (one line, names the file) for anything unreadable.
+    """
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise ResultFormatError(f"result file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise ResultFormatError(
+            f"{name} is not a readable DA3 result (corrupt or truncated npz: {exc}); run DA3 again to recreate it"
+        ) from None
+    meta: dict[str, Any] = {}
+    if "meta_json" in data:
+        try:
+            meta = json.loads(str(data["meta_json"]))
+        except ValueError:
+            raise ResultFormatError(f"{name}: its metadata is not valid JSON; run DA3 again to recreate it") from None
+        if meta.get("format") != RESULT_FORMAT:
+            raise ResultFormatError(f"{name}: unknown result format {meta.get('format')!r}")
+        version = meta.get("version")
+        if not isinstance(version, int) or version > RESULT_VERSION or version < 1:
+            raise ResultFormatError(
+                f"{name}: result format version {version!r} is not supported by this version "
+                f"(reads 1..{RESULT_VERSION}); update DA3 for Blender"
+            )
+    if "depth" not in data:
+        raise ResultFormatError(f"{name} has no 'depth' array: not a DA3 result")
+    depth = np.asarray(data["depth"], dtype=np.float32)
+    if depth.ndim == 2:
+        depth = depth[None]
+    if depth.ndim != 3 or depth.shape[0] < 1:
+        raise ResultFormatError(f"{name}: 'depth' has shape {depth.shape}, expected (N,H,W)")
+    n, h, w = depth.shape
+
+    def get(key, shape, dtype):
+        if key not in data:
+            return None
+        arr = np.asarray(data[key])
+        if arr.shape != shape:
+            raise ResultFormatError(f"{name}: '{key}' has shape {arr.shape}, expected {shape}")
+        return arr.astype(dtype, copy=False)
+
+    extr = data.get("extrinsics")
+    if extr is not None and extr.shape == (n, 4, 4):  # official quirk (align without scale)
+        data["extrinsics"] = extr[:, :3, :]
+    sf = data.get("scale_factor")
+    sf = None if sf is None or not np.isfinite(float(sf)) else float(sf)
+    paths = data.get("source_paths")
+    return Prediction(
+        depth=depth,
+        processed_images=get("image", (n, h, w, 3), np.uint8),
+        conf=get("conf", (n, h, w), np.float32),
+        extrinsics=get("extrinsics", (n, 3, 4), np.float32),
+        intrinsics=get("intrinsics", (n, 3, 3), np.float32),
+        sky=get("sky", (n, h, w), bool),
+        is_metric=bool(data["is_metric"]) if "is_metric" in data else False,
+        scale_factor=sf,
+        orig_size=get("orig_size", (n, 2), np.int64),
+        proc_to_orig=get("proc_to_orig", (n, 3, 3), np.float64),
+        frame_numbers=get("frame_numbers", (n,), np.int64),
+        timestamps=get("timestamps", (n,), np.float64),
+        source_paths=None if paths is None else [str(p) for p in get("source_paths", (n,), np.str_)],
+        meta=meta,
+    )
