@@ -1,0 +1,71 @@
+"""Shared test fixtures: where the reference material (../shared) lives, and skips when it is absent.
+
+The reference data (DA3 fixtures, example media) sits beside the checkout in ``../shared``. A user's
+clone may not have it: tests that need it are *skipped* with a reason that says so, never passed.
+Set ``DA3_SHARED`` to point elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_root() -> Path:
+    env = os.environ.get("DA3_SHARED")
+    return Path(env) if env else REPO_ROOT.parent / "shared"
+
+
+SHARED = _shared_root()
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference data not found at {path} (clone the project beside its shared/ folder or set DA3_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _need(SHARED)
+
+
+@pytest.fixture(scope="session")
+def da3_ref(shared_dir) -> Path:
+    """../shared/da3: ARCHITECTURE.md, keys/, fixtures/, examples/."""
+    return _need(shared_dir / "da3")
+
+
+@pytest.fixture(scope="session")
+def keys_dir(da3_ref) -> Path:
+    return _need(da3_ref / "keys")
+
+
+@pytest.fixture(scope="session")
+def fixture_dir(da3_ref) -> Path:
+    """The DA3-SMALL random-weight checkpoint (HF layout) and the official outputs."""
+    return _need(da3_ref / "fixtures" / "da3-small-random")
+
+
+@pytest.fixture(scope="session")
+def examples_dir(da3_ref) -> Path:
+    return _need(da3_ref / "examples")
+
+
+@pytest.fixture(scope="session")
+def soh_images(examples_dir) -> list[Path]:
+    return [_need(examples_dir / "SOH" / "000.png"), _need(examples_dir / "SOH" / "010.png")]
+
+
+@pytest.fixture(scope="session")
+def robot_frames(examples_dir) -> list[Path]:
+    return [_need(examples_dir / "robot_frames" / f"robot_unitree_f{i:03d}.png") for i in (30, 90, 150)]
+
+
+@pytest.fixture(scope="session")
+def robot_video(examples_dir) -> Path:
+    return _need(examples_dir / "robot_unitree.mp4")
