@@ -69,3 +69,31 @@ def robot_frames(examples_dir) -> list[Path]:
 @pytest.fixture(scope="session")
 def robot_video(examples_dir) -> Path:
     return _need(examples_dir / "robot_unitree.mp4")
+
+
+EXTENSION_PACKAGE = "da3_for_blender"  # the manifest id; Blender imports it as bl_ext.<repo>.da3_for_blender
+
+
+def import_extension():
+    """Import the repository root as the extension package (as Blender does), needs the bpy module.
+
+    The repo root is linked into a temporary folder under the package name, so the extension's
+    relative imports (``from .da3_blender import ...``, ``from .scene import ...``) work as in Blender.
+    """
+    import importlib
+    import sys
+    import tempfile
+
+    pytest.importorskip("bpy", reason="the bpy module (pip install bpy==5.0.1) is needed for Blender tests")
+    if EXTENSION_PACKAGE in sys.modules:
+        return sys.modules[EXTENSION_PACKAGE]
+    root = Path(tempfile.mkdtemp(prefix="da3-ext-"))
+    (root / EXTENSION_PACKAGE).symlink_to(REPO_ROOT, target_is_directory=True)
+    sys.path.insert(0, str(root))
+    return importlib.import_module(EXTENSION_PACKAGE)
+
+
+@pytest.fixture(scope="session")
+def extension():
+    """The extension package (not yet registered)."""
+    return import_extension()
