@@ -9,6 +9,8 @@ diagonally) when looked at through a camera built from the same K; we deliberate
 
 from __future__ import annotations
 
+from typing import Any, Mapping, NamedTuple
+
 import numpy as np
 
 
@@ -73,3 +75,185 @@ def project_points(points: np.ndarray, intrinsics: np.ndarray, extrinsics: np.nd
 def camera_centers(extrinsics: np.ndarray) -> np.ndarray:
     """World positions of cameras given (N,3|4,4) world-to-camera matrices."""
     return affine_inverse(extrinsics)[:, :3, 3]
+
+
+# --------------------------------------------------------------------------------------------
+# Similarity alignment of camera trajectories (Umeyama, as in evo; spec §7.2)
+# --------------------------------------------------------------------------------------------
+
+
+class Sim3Fit(NamedTuple):
+    """``dst ≈ scale * rotation @ src + translation``; ``inliers`` marks the points of the final fit."""
+
+    scale: float
+    rotation: np.ndarray  # (3,3)
+    translation: np.ndarray  # (3,)
+    inliers: np.ndarray  # (N,) bool
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Smallest rotation taking unit vector ``a`` onto unit vector ``b``."""
+    axis = np.cross(a, b)
+    sin, cos = np.linalg.norm(axis), float(np.dot(a, b))
+    if sin < 1e-12:
+        if cos > 0:
+            return np.eye(3)
+        # half turn about any axis perpendicular to a
+        perp = np.cross(a, np.eye(3)[np.argmin(np.abs(a))])
+        perp /= np.linalg.norm(perp)
+        return 2.0 * np.outer(perp, perp) - np.eye(3)
+    k = axis / sin
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + sin * kx + (1.0 - cos) * kx @ kx
+
+
+def _nearest_rotation(mat: np.ndarray) -> np.ndarray:
+    """Closest proper rotation (Frobenius) to a 3x3 matrix."""
+    u, _, vt = np.linalg.svd(mat)
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    return u @ d @ vt
+
+
+def _umeyama(src: np.ndarray, dst: np.ndarray, fallback_rotation: np.ndarray | None = None):
+    """Umeyama Sim3; returns (s, R, t, ok) with ok=False when the rotation was not determined."""
+    mu_x, mu_y = src.mean(axis=0), dst.mean(axis=0)
+    xc, yc = src - mu_x, dst - mu_y
+    var_x = float(np.mean(np.sum(xc * xc, axis=1)))
+    cov = yc.T @ xc / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    eps = np.finfo(np.float64).eps
+    ok = np.count_nonzero(d > max(eps, 1e-12 * d[0])) >= 2  # evo needs rank >= 2
+    if ok:
+        flip = np.diag([1.0, 1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+        rot = u @ flip @ vt
+        scale = float(np.trace(np.diag(d) @ flip) / var_x)
+    else:
+        # 1 point, 2 points or collinear points: the rotation about the line is free. The scale is
+        # still the least-squares one (2 points: the ratio of their distances), or 1 if unknown.
+        if fallback_rotation is not None:
+            rot = np.asarray(fallback_rotation, dtype=np.float64)
+        elif d[0] > eps:
+            rot = _rotation_between(vt[0], u[:, 0])
+        else:
+            rot = np.eye(3)
+        scale = float(d[0] / var_x) if var_x > eps and d[0] > 1e-12 * var_x else 1.0
+    return scale, rot, mu_y - scale * rot @ mu_x, ok
+
+
+def umeyama_sim3(
+    src: np.ndarray, dst: np.ndarray, fallback_rotation: np.ndarray | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity ``(s, R, t)`` with ``dst ≈ s * R @ src + t`` for (N,3) point sets (Umeyama 1991, as evo).
+
+    Reflections are excluded (``diag(1, 1, -1)`` when ``det(U) det(V) < 0``). Where evo raises (fewer
+    than two singular values of the covariance above eps: 1 or 2 points, or collinear points), this
+    does not: ``R`` is ``fallback_rotation`` if given, else the smallest rotation taking the source line
+    onto the target line (identity for a single point); ``s`` is the least-squares scale for that
+    line (for 2 points, the ratio of the distances between them), or 1 when it cannot be known
+    (1 point, or all points coincide); ``t = mean(dst) - s R mean(src)``.
+    """
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 3)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 3)
+    if len(src) != len(dst) or len(src) == 0:
+        raise ValueError(f"umeyama_sim3 needs two equally long non-empty point sets, got {len(src)} and {len(dst)}")
+    scale, rot, trans, _ = _umeyama(src, dst, fallback_rotation)
+    return scale, rot, trans
+
+
+def _median_nn_distance(reference: np.ndarray, points: np.ndarray) -> float:
+    """Median over ``points`` of the distance to the nearest ``reference`` point."""
+    nearest = [
+        np.linalg.norm(chunk[:, None, :] - reference[None, :, :], axis=-1).min(axis=1)
+        for chunk in np.array_split(points, max(1, len(points) // 1024))
+    ]
+    return float(np.median(np.concatenate(nearest)))
+
+
+def align_to_input_poses(
+    pred_extrinsics: np.ndarray, input_extrinsics: np.ndarray, ransac_min_views: int = 10, seed: int = 42
+) -> Sim3Fit:
+    """Sim3 taking the user's cameras into the prediction's frame (spec §7.2, official ``align_poses_umeyama``).
+
+    pred_extrinsics (N,3|4,4) and input_extrinsics (N,3|4,4) are w2c. Only camera centres are fitted:
+    ``pred_centre ≈ s R input_centre + t``. With N >= ``ransac_min_views`` a RANSAC as in the official
+    code is run (``default_rng(seed)``, 10 draws of ``max(3, (N+1)//2)`` views, inlier threshold = the
+    median nearest-neighbour distance after the full fit, best = most inliers then lowest mean error,
+    refit on >= 3 inliers). When the centres leave the rotation undetermined (1-2 views, collinear),
+    the official code raises; here the rotation is the average of ``R_pred_c2w @ R_input_c2w^T`` over
+    views (so a single view's camera is matched exactly, with s = 1) and the scale is as in
+    :func:`umeyama_sim3`.
+    """
+    pred_c2w = affine_inverse(pred_extrinsics)
+    in_c2w = affine_inverse(input_extrinsics)
+    if len(pred_c2w) != len(in_c2w) or len(pred_c2w) == 0:
+        raise ValueError(f"need as many input poses as predicted views, got {len(in_c2w)} and {len(pred_c2w)}")
+    ref, est = pred_c2w[:, :3, 3], in_c2w[:, :3, 3]
+    orient = _nearest_rotation(np.einsum("nij,nkj->ik", pred_c2w[:, :3, :3], in_c2w[:, :3, :3]))
+    n = len(ref)
+    scale, rot, trans, _ = _umeyama(est, ref, orient)
+    if n < ransac_min_views:
+        return Sim3Fit(scale, rot, trans, np.ones(n, dtype=bool))
+
+    rng = np.random.default_rng(seed)
+    thresh = _median_nn_distance(ref, scale * est @ rot.T + trans)
+    best, best_inliers, best_score = (scale, rot, trans), None, (-1, np.inf)
+    for _ in range(10):
+        sample = rng.choice(np.arange(n), size=max(3, (n + 1) // 2), replace=False)
+        s, r, t, ok = _umeyama(est[sample], ref[sample])
+        if not ok:  # the official (evo) raises here and skips the draw
+            continue
+        errs = np.linalg.norm(s * est @ r.T + t - ref, axis=1)
+        inliers = errs <= thresh
+        k = int(inliers.sum())
+        mean_err = float(errs[inliers].mean()) if k else np.inf
+        if k > best_score[0] or (k == best_score[0] and mean_err < best_score[1]):
+            best, best_inliers, best_score = (s, r, t), inliers, (k, mean_err)
+    if best_inliers is None:
+        return Sim3Fit(scale, rot, trans, np.ones(n, dtype=bool))
+    if best_inliers.sum() >= 3:
+        best = _umeyama(est[best_inliers], ref[best_inliers], orient)[:3]
+    return Sim3Fit(best[0], best[1], best[2], best_inliers)
+
+
+def apply_sim3_to_extrinsics(extrinsics: np.ndarray, fit: Sim3Fit | tuple) -> np.ndarray:
+    """Map w2c cameras (N,3|4,4) through ``x -> s R x + t`` of their world; returns rigid (N,3,4) w2c."""
+    scale, rot, trans = fit[:3]
+    c2w = affine_inverse(extrinsics)
+    out = np.zeros_like(c2w)
+    out[:, :3, :3] = rot @ c2w[:, :3, :3]
+    out[:, :3, 3] = scale * c2w[:, :3, 3] @ rot.T + trans
+    out[:, 3, 3] = 1.0
+    return affine_inverse(out)[:, :3, :]
+
+
+def align_prediction_to_input_poses(
+    prediction: Mapping[str, Any],
+    input_extrinsics: np.ndarray,
+    input_intrinsics: np.ndarray | None = None,
+    align_to_input_ext_scale: bool = True,
+    ransac_min_views: int = 10,
+    seed: int = 42,
+) -> dict[str, Any]:
+    """Official ``_align_to_input_extrinsics_intrinsics`` (spec §7.2) on a dict with ``depth``, ``extrinsics``.
+
+    Returns a new dict (same other keys) plus ``"sim3"`` (:class:`Sim3Fit`). ``input_extrinsics`` are
+    the user's original (un-normalised) w2c poses. ``intrinsics`` become ``input_intrinsics`` (processed
+    pixels) when given. With ``align_to_input_ext_scale`` the cameras are the user's (N,3,4) and depth is
+    divided by s (the user's units); otherwise depth stays in model units and the user's cameras are
+    mapped into the prediction frame, returned as (N,3,4) w2c like every other path (the official
+    returns (N,4,4) there: a quirk we do not keep).
+    """
+    out = dict(prediction)
+    input_extrinsics = np.asarray(input_extrinsics)
+    fit = align_to_input_poses(prediction["extrinsics"], input_extrinsics, ransac_min_views=ransac_min_views, seed=seed)
+    dtype = np.asarray(prediction["extrinsics"]).dtype
+    if input_intrinsics is not None:
+        out["intrinsics"] = np.asarray(input_intrinsics, dtype=dtype)
+    if align_to_input_ext_scale:
+        out["extrinsics"] = input_extrinsics[:, :3, :].astype(dtype, copy=True)
+        depth = np.asarray(prediction["depth"])
+        out["depth"] = (depth / fit.scale).astype(depth.dtype, copy=False)
+    else:
+        out["extrinsics"] = apply_sim3_to_extrinsics(input_extrinsics, fit).astype(dtype)
+    out["sim3"] = fit
+    return out
