@@ -1,0 +1,408 @@
+"""The DA3 worker: ``python -m da3_blender.worker``, a long-lived process that runs DA3 jobs.
+
+It speaks the JSON-lines protocol of :mod:`da3_blender.protocol` on stdin/stdout (stdout carries
+nothing else: stray prints and C-level writes go to stderr, where the logs are). Jobs run on a
+thread, so the main thread keeps reading requests and a ``cancel`` stops a running job between two
+network blocks. The model stays loaded between jobs (keyed by model, device, dtype) until
+``unload``, another model, or ``shutdown``.
+
+Only the standard library is imported at start: ``hello`` answers in a Python without torch.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from typing import Any, BinaryIO, TextIO
+
+from .errors import BadInputError, CancelledError, DA3Error, MissingDependencyError
+from .protocol import PROTOCOL_VERSION, ProtocolError, check_request, decode, encode, error_event, event, normalize_job
+
+log = logging.getLogger("da3_blender.worker")
+
+PROGRESS_INTERVAL = 0.1  # seconds between two progress events of the same stage
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("da3-blender")
+    except Exception:
+        return "unknown"
+
+
+def dependency_versions() -> dict[str, str | None]:
+    """Installed version of each pinned dependency (None if missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .envs import DEPENDENCIES, requirement_name
+
+    found: dict[str, str | None] = {}
+    for req in DEPENDENCIES:
+        name = requirement_name(req)
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def check_output_path(path: str, what: str = "result") -> str:
+    """Absolute ``path`` after checking its folder can be written; :class:`BadInputError` otherwise."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        raise BadInputError(f"the {what} path {path} is a folder: give a file name such as {os.path.join(path, 'result.npz')}")
+    _check_writable_dir(os.path.dirname(path), f"write the {what} to {path}")
+    return path
+
+
+def _check_writable_dir(folder: str, doing: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise BadInputError(f"cannot {doing} ({reason}): choose a writable output folder") from None
+
+
+def classify(exc: BaseException, device: str | None = None) -> tuple[str, str]:
+    """(error kind, one-line message) for any exception a job raised."""
+    from .devices import is_out_of_memory, out_of_memory_error
+
+    if isinstance(exc, DA3Error):
+        return exc.kind, str(exc)
+    if is_out_of_memory(exc):
+        err = out_of_memory_error(exc, device)
+        return err.kind, str(err)
+    if isinstance(exc, ImportError):
+        return "missing_dependency", f"{exc}: set up the DA3 environment again (it lacks a package)"
+    log.error("job failed with an unexpected error:\n%s", "".join(traceback.format_exception(exc)))
+    return "internal", f"{type(exc).__name__}: {exc} (a bug in DA3 for Blender; the worker log has the traceback)"
+
+
+class _Job:
+    def __init__(self, job_id: str, spec: Any):
+        self.id = job_id
+        self.spec = spec
+        self.cancel = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
+class Worker:
+    """Request handling and job execution; ``serve`` runs the request loop."""
+
+    def __init__(self, out: TextIO):
+        self._out = out
+        self._write_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._job: _Job | None = None
+        self._model = None
+        self._model_key: tuple[str, str, str] | None = None
+        self.loads = 0
+        self._closed = False
+
+    # -- output ---------------------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        line = encode(message)
+        with self._write_lock:
+            if self._closed:
+                return
+            try:
+                self._out.write(line)
+                self._out.flush()
+            except (OSError, ValueError):  # the client is gone
+                self._closed = True
+
+    # -- request loop ---------------------------------------------------------------------------
+    def serve(self, stdin: BinaryIO) -> int:
+        while True:
+            raw = stdin.readline()
+            if not raw:  # EOF: the client went away
+                log.info("stdin closed; stopping")
+                self._stop(None)
+                return 0
+            if not raw.strip():
+                continue
+            if not self.handle(raw):
+                return 0
+
+    def handle(self, raw: bytes | str) -> bool:
+        """Handle one request line; False when the worker must exit."""
+        rid = None
+        try:
+            message = decode(raw)
+            rid = message.get("id") if isinstance(message.get("id"), str) else None
+            kind, rid = check_request(message)
+        except ProtocolError as exc:
+            self.send(error_event(rid, None, "protocol", f"bad request: {exc}"))
+            return True
+        if kind == "hello":
+            self.send(event("hello", rid, None, **self.hello_info()))
+        elif kind == "run":
+            self._start_job(rid, message.get("job"))
+        elif kind == "cancel":
+            self._cancel(rid, message.get("job"))
+        elif kind == "unload":
+            with self._state_lock:
+                busy = self._job
+            if busy is not None:
+                self.send(error_event(rid, None, "bad_input", f"busy: job {busy.id} is running; cancel it before unloading"))
+            else:
+                name = self._release_model()
+                self.send(event("unloaded", rid, None, model=name, loads=self.loads))
+        elif kind == "shutdown":
+            self._stop(rid)
+            return False
+        return True
+
+    def hello_info(self) -> dict[str, Any]:
+        from .devices import describe_devices, torch_info
+
+        info = torch_info()
+        with self._state_lock:
+            busy = self._job.id if self._job else None
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "package": package_version(),
+            "python": platform.python_version(),
+            "executable": sys.executable,
+            "platform": platform.platform(),
+            "pid": os.getpid(),
+            "torch": info["torch"],
+            "cuda": {"build": info["cuda_build"], "available": info["cuda_available"]},
+            "mps": info["mps_available"],
+            "devices": describe_devices(),
+            "dependencies": dependency_versions(),
+            "model": self._model_key[0] if self._model_key else None,
+            "loads": self.loads,
+            "busy": busy,
+        }
+
+    def _start_job(self, rid: str, spec: Any) -> None:
+        with self._state_lock:
+            if self._job is not None:
+                busy = self._job.id
+                job = None
+            else:
+                job = self._job = _Job(rid, spec)
+        if job is None:
+            self.send(error_event(rid, rid, "bad_input", f"busy: job {busy} is still running; wait for it or cancel it"))
+            return
+        job.thread = threading.Thread(target=self._run_job, args=(job,), name=f"da3-job-{rid}", daemon=True)
+        job.thread.start()
+
+    def _cancel(self, rid: str, job_id: Any) -> None:
+        with self._state_lock:
+            job = self._job
+        if job is not None and (job_id is None or job_id == job.id):
+            log.info("cancelling job %s", job.id)
+            job.cancel.set()  # the job answers with error kind "cancelled"
+        else:
+            self.send(error_event(rid, None, "bad_input", f"no running job {job_id!r} to cancel", request="cancel"))
+
+    def _stop(self, rid: str | None) -> None:
+        with self._state_lock:
+            job = self._job
+        if job is not None:
+            job.cancel.set()
+            if job.thread is not None:
+                job.thread.join(timeout=30)
+        self._release_model()
+        self.send(event("bye", rid, None, loads=self.loads))
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def _run_job(self, job: _Job) -> None:
+        device = None
+        try:
+            spec = normalize_job(job.spec)
+            device = spec["device"]
+            message = event("result", job.id, job.id, **self._execute(job, spec))
+        except BaseException as exc:  # every failure becomes one error event
+            kind, text = classify(exc, device)
+            log.info("job %s ended: %s: %s", job.id, kind, text)
+            message = error_event(job.id, job.id, kind, text)
+        finally:
+            with self._state_lock:
+                self._job = None  # free before answering: the client may send the next job at once
+        self.send(message)
+
+    def _execute(self, job: _Job, spec: dict[str, Any]) -> dict[str, Any]:
+        from .devices import resolve_device
+
+        started = time.perf_counter()
+        progress = _Progress(self, job)
+        output = check_output_path(spec["output"])
+        if spec["export_dir"]:
+            _check_writable_dir(os.path.abspath(spec["export_dir"]), f"write exports to {spec['export_dir']}")
+        device = resolve_device(spec["device"])
+        options = dict(spec["options"])
+        exif = options.pop("exif_transpose", True)
+        for key in ("extrinsics", "intrinsics"):
+            if options.get(key) is not None:
+                options[key] = _matrices(options[key], key)
+
+        from .inputs import collect_inputs
+
+        progress("load", 0.0, "reading inputs")
+        inputs = collect_inputs(spec["inputs"], exif_transpose=exif, progress=progress.inputs, **spec["video"])
+        progress.check()
+        model = self._get_model(spec["model"], device, spec["dtype"], job, progress)
+        progress.check()
+        pred = model.inference(
+            inputs.images,
+            export_dir=spec["export_dir"],
+            export_format=spec["export_format"] or "mini_npz",
+            progress=progress,
+            **options,
+        )
+        progress.check()
+        n = pred.num_views
+        if list(pred.source_paths) == [""] * n and len(inputs.source_paths) == n:
+            pred.source_paths = [str(p) for p in inputs.source_paths]
+            pred.frame_numbers = inputs.frame_numbers
+            pred.timestamps = inputs.timestamps
+        seconds = time.perf_counter() - started
+        meta = {
+            "model": spec["model"],
+            "device": device,
+            "dtype": spec["dtype"],
+            "options": spec["options"],
+            "inputs": spec["inputs"],
+            "video": getattr(inputs, "video", None),
+            "input_kind": getattr(inputs, "kind", None),
+            "package_version": package_version(),
+            "protocol_version": PROTOCOL_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(seconds, 3),
+        }
+        progress("save", 0.0, f"writing {os.path.basename(output)}")
+        from .prediction import save_result
+
+        save_result(output, pred, meta)
+        progress("save", 1.0, "done")
+        h, w = pred.image_size
+        return {
+            "path": output,
+            "summary": {
+                "views": n,
+                "size": [h, w],
+                "model": spec["model"],
+                "device": device,
+                "seconds": round(time.perf_counter() - started, 3),
+                "model_loads": self.loads,
+            },
+        }
+
+    def _get_model(self, name: str, device: str, dtype: str, job: _Job, progress: _Progress):
+        key = (name, device, dtype)
+        if self._model is not None and self._model_key == key:
+            return self._model
+        self._release_model()
+        progress("load", 0.0, f"loading {name} on {device}")
+        t0 = time.perf_counter()
+        from .api import DepthAnything3
+
+        model = DepthAnything3.from_pretrained(name, device=device)
+        if dtype != "auto":
+            import torch
+
+            model = model.to(getattr(torch, dtype))
+        model.eval()
+        seconds = time.perf_counter() - t0
+        self._model, self._model_key = model, key
+        self.loads += 1
+        log.info("loaded %s on %s in %.2fs (load %d)", name, device, seconds, self.loads)
+        self.send(event("loaded", job.id, job.id, model=name, device=device, dtype=dtype, loads=self.loads,
+                        seconds=round(seconds, 3)))
+        return model
+
+    def _release_model(self) -> str | None:
+        name = self._model_key[0] if self._model_key else None
+        if self._model is None:
+            return None
+        self._model = None
+        self._model_key = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            mps = getattr(torch, "mps", None)
+            if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+                mps.empty_cache()
+        except ImportError:
+            pass
+        log.info("released model %s", name)
+        return name
+
+
+class _Progress:
+    """The inference progress callback: checks the cancel flag, sends throttled ``progress`` events."""
+
+    def __init__(self, worker: Worker, job: _Job):
+        self.worker = worker
+        self.job = job
+        self._last = ("", -1.0, 0.0)
+
+    def check(self) -> None:
+        if self.job.cancel.is_set():
+            raise CancelledError()
+
+    def __call__(self, stage: str, fraction: float = 0.0, message: str = "") -> None:
+        self.check()
+        now = time.monotonic()
+        last_stage, last_fraction, last_time = self._last
+        fraction = float(fraction)
+        if stage != last_stage or fraction >= 1.0 or now - last_time >= PROGRESS_INTERVAL:
+            self._last = (stage, fraction, now)
+            self.worker.send(event("progress", self.job.id, self.job.id, stage=stage,
+                                   fraction=round(min(max(fraction, 0.0), 1.0), 4), message=str(message)))
+
+    def inputs(self, *args, **kwargs) -> None:
+        """Progress of the input reader (any signature): a cancel point, reported as stage ``load``."""
+        self.check()
+        fraction = next((a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)), 0.0)
+        message = next((a for a in args if isinstance(a, str) and a != "load"), "")
+        self("load", float(fraction), kwargs.get("message", message))
+
+
+def _matrices(value: Any, name: str):
+    import numpy as np
+
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadInputError(f"option {name} must be a nested list of numbers") from None
+    if not np.all(np.isfinite(arr)):
+        raise BadInputError(f"option {name} contains NaN or infinite values")
+    return arr
+
+
+def main() -> int:
+    """Entry point: protocol on the real stdout, everything else on stderr."""
+    proto_fd = os.dup(1)
+    os.dup2(2, 1)  # C-level writes to fd 1 (libraries) land on stderr
+    out = os.fdopen(proto_fd, "w", encoding="utf-8", newline="\n")
+    sys.stdout = sys.stderr
+    logging.basicConfig(stream=sys.stderr, level=os.environ.get("DA3_WORKER_LOG", "INFO"),
+                        format="[da3-worker %(asctime)s] %(levelname)s %(message)s")
+    log.info("worker started (pid %d, python %s)", os.getpid(), sys.executable)
+    try:
+        return Worker(out).serve(sys.stdin.buffer)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""Drive a DA3 worker process from Blender (or any Python): start, submit, poll, cancel, restart.
+
+:class:`WorkerClient` never blocks the caller except in the explicit waits (``hello``, ``wait_for``,
+``shutdown``): a reader thread turns the worker's stdout lines into event dicts on a queue and
+:meth:`WorkerClient.poll` hands out what has arrived (Blender calls it from a timer). A worker that
+dies becomes an ``error`` event for the job it was running; the next :meth:`submit` starts a fresh
+one. Standard library only: no bpy, no numpy.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import DA3Error
+from .protocol import TERMINAL_EVENTS, decode, encode, error_event, request
+
+EXTENSION_ROOT = str(Path(__file__).resolve().parents[1])  # the folder holding da3_blender/
+CANCEL_TIMEOUT = 3.0  # seconds a worker gets to answer a cancel before it is killed
+STDERR_LINES = 200
+_OOM_MARKERS = ("out of memory", "outofmemoryerror", "memoryerror", "cannot allocate memory", "std::bad_alloc")
+
+
+class WorkerError(DA3Error):
+    """The worker could not be started or did not answer."""
+
+
+class WorkerClient:
+    """One worker process, started on demand and restarted after a crash."""
+
+    def __init__(self, python: str | None = None, extension_root: str | None = None,
+                 env: dict[str, str] | None = None, cancel_timeout: float = CANCEL_TIMEOUT):
+        self.python = python or sys.executable
+        self.extension_root = os.fspath(extension_root or EXTENSION_ROOT)
+        self.env = dict(env or {})
+        self.cancel_timeout = cancel_timeout
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._stash: list[dict[str, Any]] = []  # events taken off the queue by a wait, not yet polled
+        self._proc: subprocess.Popen | None = None
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._jobs: set[str] = set()  # jobs sent to the current process and not finished
+        self._cancels: dict[str, float] = {}  # job id -> when its cancel was sent
+        self._expected_exit = False
+        self._ids = itertools.count(1)
+        self._prefix = uuid.uuid4().hex[:6]
+
+    # -- process ---------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start the worker if it is not running (a dead one is cleaned up first)."""
+        if self.is_alive():
+            return
+        self._reap()
+        if not os.path.isfile(self.python):
+            raise WorkerError(f"Python not found at {self.python}: choose an existing Python or set up the DA3 environment",
+                              kind="missing_dependency")
+        env = os.environ.copy()
+        env.update(self.env)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (self.extension_root, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONIOENCODING"] = "utf-8"
+        env.pop("PYTHONHOME", None)  # Blender's own Python home must not leak into another Python
+        kwargs: dict[str, Any] = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        try:
+            proc = subprocess.Popen(
+                [self.python, "-u", "-m", "da3_blender.worker"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=self.extension_root, env=env, **kwargs,
+            )
+        except OSError as exc:
+            raise WorkerError(f"could not start {self.python} ({exc.strerror or exc}): choose a working Python",
+                              kind="missing_dependency") from None
+        self._proc = proc
+        self._expected_exit = False
+        self.stderr_tail.clear()
+        err_thread = threading.Thread(target=self._read_stderr, args=(proc,), name="da3-worker-stderr", daemon=True)
+        out_thread = threading.Thread(target=self._read_stdout, args=(proc, err_thread), name="da3-worker-stdout",
+                                      daemon=True)
+        self._threads = [err_thread, out_thread]
+        err_thread.start()
+        out_thread.start()
+
+    def _read_stderr(self, proc: subprocess.Popen) -> None:
+        for raw in iter(proc.stderr.readline, b""):
+            self.stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
+
+    def _read_stdout(self, proc: subprocess.Popen, err_thread: threading.Thread) -> None:
+        for raw in iter(proc.stdout.readline, b""):
+            try:
+                message = decode(raw)
+            except DA3Error:
+                self.stderr_tail.append("(stdout) " + raw.decode("utf-8", "replace").rstrip())
+                continue
+            if message.get("event") in TERMINAL_EVENTS and message.get("job"):
+                with self._lock:
+                    self._jobs.discard(message["job"])
+                    self._cancels.pop(message["job"], None)
+            self.events.put(message)
+        code = proc.wait()
+        err_thread.join(timeout=5)
+        with self._lock:
+            lost = sorted(self._jobs)
+            self._jobs.clear()
+            self._cancels.clear()
+            expected = self._expected_exit
+        if expected and not lost:
+            return
+        kind, text = self._death(code)
+        for job in lost or [None]:
+            if expected:  # killed on purpose (cancel timeout or kill()) while a job ran
+                self.events.put(error_event(job, job, "cancelled", "the worker was stopped"))
+            else:
+                self.events.put(error_event(job, job, kind, text, exit_code=code))
+
+    def _death(self, code: int) -> tuple[str, str]:
+        if code < 0:
+            try:
+                status = f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                status = f"killed by signal {-code}"
+        else:
+            status = f"exit status {code}"
+        lines = [line for line in self.stderr_tail if line.strip()]
+        last = lines[-1].strip() if lines else "no output"
+        oom = any(m in line.lower() for line in lines[-20:] for m in _OOM_MARKERS)
+        if oom:
+            return "out_of_memory", (f"the DA3 worker ran out of memory ({status}; last log line: {last}): "
+                                     "choose a smaller model, a lower processing resolution or fewer frames")
+        return "internal", f"the DA3 worker stopped unexpectedly ({status}; last log line: {last}); run the job again"
+
+    def _reap(self) -> None:
+        """Forget a finished process and join its reader threads."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            return
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads = []
+        if proc is not None:
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                try:
+                    stream.close()
+                except (OSError, ValueError):
+                    pass
+        self._proc = None
+
+    def _send(self, message: dict[str, Any]) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            raise WorkerError("the DA3 worker is not running", kind="internal")
+        try:
+            proc.stdin.write(encode(message).encode("utf-8"))
+            proc.stdin.flush()
+        except (OSError, ValueError):
+            raise WorkerError("the DA3 worker is not running (its input is closed)", kind="internal") from None
+
+    def send_raw(self, line: str) -> None:
+        """Send one raw line (for tests and debugging)."""
+        self.start()
+        self._proc.stdin.write(line.encode("utf-8") + b"\n")
+        self._proc.stdin.flush()
+
+    def _new_id(self, kind: str) -> str:
+        return f"{kind}-{self._prefix}-{next(self._ids)}"
+
+    # -- requests --------------------------------------------------------------------------------
+    def submit(self, job: dict[str, Any], job_id: str | None = None) -> str:
+        """Send a ``run`` job (starting a worker if needed); returns its id. Events follow via :meth:`poll`."""
+        self.start()
+        job_id = job_id or self._new_id("job")
+        with self._lock:
+            self._jobs.add(job_id)
+        try:
+            self._send(request("run", job_id, job=job))
+        except WorkerError:
+            with self._lock:
+                self._jobs.discard(job_id)
+            raise
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        """Ask the worker to stop ``job_id``; if it does not answer within ``cancel_timeout`` it is killed."""
+        with self._lock:
+            if job_id not in self._jobs:
+                return
+            self._cancels[job_id] = time.monotonic()
+        try:
+            self._send(request("cancel", self._new_id("cancel"), job=job_id))
+        except WorkerError:
+            pass  # already dead: the reader reports it
+
+    def unload(self) -> str | None:
+        """Ask the worker to free its model (no-op without a worker). Returns the request id."""
+        if not self.is_alive():
+            return None
+        rid = self._new_id("unload")
+        self._send(request("unload", rid))
+        return rid
+
+    def hello(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Start the worker if needed and return its ``hello`` event; :class:`WorkerError` on failure."""
+        self.start()
+        rid = self._new_id("hello")
+        self._send(request("hello", rid))
+        found = self.wait_for(lambda e: e.get("id") == rid, timeout=timeout)
+        if found is None:
+            if not self.is_alive():
+                self._reap()
+                raise WorkerError(self._start_failure(), kind="missing_dependency")
+            raise WorkerError(f"the DA3 worker ({self.python}) did not answer within {timeout:.0f} s", kind="internal")
+        if found.get("event") != "hello":
+            raise WorkerError(found.get("message", "the worker refused hello"), kind=found.get("kind", "internal"))
+        return found
+
+    def _start_failure(self) -> str:
+        lines = [line for line in self.stderr_tail if line.strip()]
+        last = lines[-1].strip() if lines else "no output"
+        return f"the DA3 worker could not start with {self.python} ({last})"
+
+    def poll(self) -> list[dict[str, Any]]:
+        """All events that arrived since the last call, without blocking."""
+        self._check_cancel_timeouts()
+        events, self._stash = self._stash, []
+        while True:
+            try:
+                events.append(self.events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any] | None:
+        """Block until an event matching ``predicate`` arrives (returned and consumed) or ``timeout``.
+
+        Other events stay queued for :meth:`poll`.
+        """
+        deadline = time.monotonic() + timeout
+        for i, e in enumerate(self._stash):
+            if predicate(e):
+                return self._stash.pop(i)
+        while True:
+            self._check_cancel_timeouts()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                e = self.events.get(timeout=min(left, 0.1))
+            except queue.Empty:
+                if not self.is_alive() and not any(t.is_alive() for t in self._threads) and self.events.empty():
+                    return None
+                continue
+            if predicate(e):
+                return e
+            self._stash.append(e)
+
+    def wait_job(self, job_id: str, timeout: float, on_event: Callable[[dict[str, Any]], None] | None = None
+                 ) -> dict[str, Any] | None:
+        """Block until ``job_id`` ends; returns its ``result``/``error`` event (None on timeout)."""
+        def done(e):
+            if e.get("job") != job_id:
+                return False
+            if on_event is not None:
+                on_event(e)
+            return e.get("event") in TERMINAL_EVENTS
+
+        return self.wait_for(done, timeout)
+
+    def _check_cancel_timeouts(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late = [j for j, t in self._cancels.items() if now - t > self.cancel_timeout]
+        if late and self.is_alive():
+            self.kill()  # the reader reports the lost jobs as cancelled
+
+    def shutdown(self, timeout: float = 10.0) -> int | None:
+        """Stop the worker politely (kill after ``timeout``); returns its exit code. Joins all threads."""
+        proc = self._proc
+        if proc is None:
+            return None
+        code = proc.poll()
+        if code is None:
+            self._expected_exit = True
+            try:
+                self._send(request("shutdown", self._new_id("shutdown")))
+                proc.stdin.close()
+            except (WorkerError, OSError, ValueError):
+                pass
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+        self._reap()
+        return code
+
+    def kill(self) -> int | None:
+        """Kill the worker at once; a job it was running ends with a ``cancelled`` error event."""
+        proc = self._proc
+        if proc is None:
+            return None
+        self._expected_exit = True
+        if proc.poll() is None:
+            proc.kill()
+        code = proc.wait()
+        self._reap()
+        return code
+
+    def __enter__(self) -> WorkerClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def __del__(self):
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.kill()
+            except OSError:
+                pass
