@@ -1,0 +1,206 @@
+"""COLMAP text model ``colmap/sparse/0/{cameras,images,points3D}.txt``, and a reader for it.
+
+One PINHOLE camera per image, in ORIGINAL image pixels: ``K_orig = proc_to_orig @ K`` and size
+``orig_size``. COLMAP puts the image's top-left corner at (0, 0) and the first pixel's centre at
+(0.5, 0.5), the same pixel-edge convention as our K, so no half-pixel shift is needed. Image poses
+are the world-to-camera rotation (as qvec w, x, y, z) and translation. Every point has a track of
+one observation: the centre of the pixel it was lifted from, mapped to original pixels (the
+official export uses the pixel corner, half a pixel off). Points: confidence >= ``P_pct(conf)``
+(official, no clamp), finite depth > 0, sky dropped, no subsampling. Image names are the
+basenames of ``source_paths`` (``{i:06d}.png`` for in-memory images; ``{stem}_{frame:06d}.png``
+when several views share a file, e.g. video frames). The prediction is never modified.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import BadInputError, ResultFormatError
+from ..prediction import Prediction
+from .files import open_atomic
+from .points import build_points, cameras_for_points, plain_conf_threshold
+
+
+class Camera(NamedTuple):
+    id: int
+    model: str
+    width: int
+    height: int
+    params: np.ndarray
+
+
+class Image(NamedTuple):
+    id: int
+    qvec: np.ndarray  # (w, x, y, z) of the world-to-camera rotation
+    tvec: np.ndarray
+    camera_id: int
+    name: str
+    xys: np.ndarray  # (P,2) observations in pixels
+    point3D_ids: np.ndarray  # (P,) int64, -1 = none
+
+
+class Point3D(NamedTuple):
+    id: int
+    xyz: np.ndarray
+    rgb: np.ndarray
+    error: float
+    image_ids: np.ndarray
+    point2D_idxs: np.ndarray
+
+
+def rotmat_to_qvec(rot: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w, x, y, z), w >= 0, of a 3x3 rotation (Shepperd's method)."""
+    m = np.asarray(rot, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    case = int(np.argmax([trace, m[0, 0], m[1, 1], m[2, 2]]))
+    if case == 0:
+        s = 2.0 * np.sqrt(1.0 + trace)
+        q = [s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif case == 1:
+        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [(m[2, 1] - m[1, 2]) / s, s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif case == 2:
+        s = 2.0 * np.sqrt(1.0 - m[0, 0] + m[1, 1] - m[2, 2])
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 - m[0, 0] - m[1, 1] + m[2, 2])
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4]
+    q = np.array(q) / np.linalg.norm(q)
+    return -q if q[0] < 0 else q
+
+
+def qvec_to_rotmat(qvec: np.ndarray) -> np.ndarray:
+    w, x, y, z = np.asarray(qvec, dtype=np.float64) / np.linalg.norm(qvec)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def image_names(pred: Prediction) -> list[str]:
+    """Unique COLMAP image names for the views (see module docstring)."""
+    bases = [os.path.basename(str(p)) for p in pred.source_paths]
+    names = []
+    for i, base in enumerate(bases):
+        if not base:
+            names.append(f"{i:06d}.png")
+        elif bases.count(base) > 1:
+            frame = int(pred.frame_numbers[i]) if pred.frame_numbers[i] >= 0 else i
+            names.append(f"{os.path.splitext(base)[0]}_{frame:06d}.png")
+        else:
+            names.append(base)
+    return names
+
+
+def _pinhole(k_orig: np.ndarray, view: int) -> tuple[float, float, float, float]:
+    if abs(k_orig[0, 1]) > 1e-6 * abs(k_orig[0, 0]) or not np.allclose(k_orig[2], [0, 0, 1]):
+        raise BadInputError(
+            f"view {view}: its intrinsics in original pixels are not a plain pinhole camera "
+            "(skew or projective mapping in proc_to_orig); COLMAP export supports resize/crop preprocessing only"
+        )
+    return float(k_orig[0, 0]), float(k_orig[1, 1]), float(k_orig[0, 2]), float(k_orig[1, 2])
+
+
+def export_colmap(pred: Prediction, export_dir: str, conf_thresh_percentile: float = 40.0) -> list[str]:
+    k, w2c = cameras_for_points(pred, "colmap")
+    points = build_points(pred, plain_conf_threshold(pred.conf, conf_thresh_percentile), k, w2c)
+    to_orig = np.asarray(pred.proc_to_orig, dtype=np.float64)
+    k_orig = to_orig @ k
+    names = image_names(pred)
+    folder = os.path.join(export_dir, "colmap", "sparse", "0")
+    n = len(k)
+    counts = np.bincount(points.view, minlength=n)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    # observation = source pixel centre, mapped to original pixels
+    centres = np.stack([points.col + 0.5, points.row + 0.5, np.ones(len(points))], axis=-1)
+    obs = np.einsum("mij,mj->mi", to_orig[points.view], centres)[:, :2]
+    point_ids = np.arange(1, len(points) + 1)
+
+    cam_path = os.path.join(folder, "cameras.txt")
+    with open_atomic(cam_path, "w") as fh:
+        fh.write("# Camera list with one line of data per camera:\n")
+        fh.write("#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n")
+        fh.write(f"# Number of cameras: {n}\n")
+        for i in range(n):
+            width, height = (int(v) for v in pred.orig_size[i])
+            params = " ".join(repr(v) for v in _pinhole(k_orig[i], i))
+            fh.write(f"{i + 1} PINHOLE {width} {height} {params}\n")
+
+    img_path = os.path.join(folder, "images.txt")
+    with open_atomic(img_path, "w") as fh:
+        fh.write("# Image list with two lines of data per image:\n")
+        fh.write("#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n")
+        fh.write("#   POINTS2D[] as (X, Y, POINT3D_ID)\n")
+        fh.write(f"# Number of images: {n}, mean observations per image: {len(points) / max(n, 1)}\n")
+        for i in range(n):
+            rot = w2c[i, :3, :3]
+            scale = np.cbrt(np.linalg.det(rot))  # a similarity w2c projects like the rigid [R/s | t/s]
+            pose = [*rotmat_to_qvec(rot / scale), *(w2c[i, :3, 3] / scale)]
+            fh.write(f"{i + 1} {' '.join(repr(float(v)) for v in pose)} {i + 1} {names[i]}\n")
+            sl = slice(starts[i], starts[i + 1])
+            fh.write(" ".join("%.6f %.6f %d" % t for t in zip(obs[sl, 0].tolist(), obs[sl, 1].tolist(), point_ids[sl].tolist())))
+            fh.write("\n")
+
+    pts_path = os.path.join(folder, "points3D.txt")
+    with open_atomic(pts_path, "w") as fh:
+        fh.write("# 3D point list with one line of data per point:\n")
+        fh.write("#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n")
+        fh.write(f"# Number of points: {len(points)}, mean track length: {1 if len(points) else 0}\n")
+        idx_in_image = np.arange(len(points)) - starts[points.view]
+        chunk = 200_000
+        for lo in range(0, len(points), chunk):
+            sl = slice(lo, lo + chunk)
+            rows = zip(
+                point_ids[sl].tolist(), *points.xyz[sl].T.tolist(), *points.rgb[sl].T.tolist(),
+                (points.view[sl] + 1).tolist(), idx_in_image[sl].tolist(),
+            )
+            fh.write("".join("%d %.9g %.9g %.9g %d %d %d 0 %d %d\n" % r for r in rows))
+    return [cam_path, img_path, pts_path]
+
+
+def _data_lines(path: str) -> list[str]:
+    if not os.path.isfile(path):
+        raise ResultFormatError(f"COLMAP model file not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        return [line.rstrip("\r\n") for line in fh if not line.startswith("#")]
+
+
+def read_colmap_text(folder: str | os.PathLike) -> tuple[dict[int, Camera], dict[int, Image], dict[int, Point3D]]:
+    """Read ``cameras.txt``, ``images.txt`` and ``points3D.txt`` from a COLMAP text model folder."""
+    folder = os.fspath(folder)
+    try:
+        cameras = {}
+        for line in _data_lines(os.path.join(folder, "cameras.txt")):
+            if line.strip():
+                tok = line.split()
+                cameras[int(tok[0])] = Camera(int(tok[0]), tok[1], int(tok[2]), int(tok[3]), np.array(tok[4:], dtype=np.float64))
+        images = {}
+        lines = _data_lines(os.path.join(folder, "images.txt"))
+        i = 0
+        while i < len(lines):
+            if not lines[i].strip():
+                i += 1
+                continue
+            tok = lines[i].split(maxsplit=9)
+            obs = np.array(lines[i + 1].split() if i + 1 < len(lines) else [], dtype=np.float64).reshape(-1, 3)
+            images[int(tok[0])] = Image(
+                int(tok[0]), np.array(tok[1:5], dtype=np.float64), np.array(tok[5:8], dtype=np.float64),
+                int(tok[8]), tok[9], obs[:, :2], obs[:, 2].astype(np.int64),
+            )
+            i += 2
+        points = {}
+        for line in _data_lines(os.path.join(folder, "points3D.txt")):
+            if line.strip():
+                tok = line.split()
+                track = np.array(tok[8:], dtype=np.int64).reshape(-1, 2)
+                points[int(tok[0])] = Point3D(
+                    int(tok[0]), np.array(tok[1:4], dtype=np.float64), np.array(tok[4:7], dtype=np.uint8),
+                    float(tok[7]), track[:, 0], track[:, 1],
+                )
+    except (ValueError, IndexError) as exc:
+        raise ResultFormatError(f"{folder} is not a readable COLMAP text model ({exc})") from None
+    return cameras, images, points
