@@ -1,0 +1,65 @@
+"""The source footage in the scene: frame rate, frame range and the video behind the camera.
+
+Video frame ``k`` (0-based source frame number) is scene frame ``frame_start + k``; the movie
+clip starts at ``frame_start`` so the background shows the frame the camera was solved from.
+The background is a viewport overlay (``show_background_images``); renders do not include it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+import numpy as np
+
+from .conventions import fps_to_blender
+
+MAX_FRAME = 1_048_574  # Blender's last frame
+
+
+def video_info(pred) -> dict | None:
+    """``meta["video"]`` when every view has a source frame number, else None (an image set)."""
+    video = (pred.meta or {}).get("video")
+    frames = pred.frame_numbers
+    if not isinstance(video, dict) or frames is None or len(frames) == 0 or np.any(np.asarray(frames) < 0):
+        return None
+    return video
+
+
+def scene_frames(frame_numbers, frame_start: int) -> np.ndarray:
+    frames = frame_start + np.asarray(frame_numbers, dtype=np.int64)
+    if frames.max() > MAX_FRAME:
+        raise ValueError(f"frame {int(frames.max())} is past Blender's last frame {MAX_FRAME}")
+    return frames
+
+
+def set_scene_timing(scene, video: dict, frames: np.ndarray, frame_start: int) -> None:
+    """Scene fps (NTSC-aware) and frame range covering the video (or at least the keyed frames)."""
+    fps = video.get("fps")
+    if fps:
+        scene.render.fps, scene.render.fps_base = fps_to_blender(float(fps))
+    count = int(video.get("frame_count") or 0)
+    end = max(int(frames.max()), frame_start + count - 1)
+    scene.frame_start, scene.frame_end = frame_start, min(end, MAX_FRAME)
+
+
+def load_clip(path: str, track):
+    """The video as a movie clip, or None when the file is missing or unreadable."""
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        return track(bpy.data.movieclips.load(path, check_existing=False))
+    except RuntimeError:
+        return None
+
+
+def set_background(cam_obj, clip, frame_start: int) -> None:
+    """Show ``clip`` behind ``cam_obj``'s view, frame-aligned with the camera keys."""
+    clip.frame_start = frame_start
+    cam = cam_obj.data
+    bg = cam.background_images.new()
+    bg.source = "MOVIE_CLIP"
+    bg.clip = clip
+    bg.frame_method = "FIT"
+    bg.alpha = 1.0
+    cam.show_background_images = True

@@ -1,0 +1,317 @@
+"""Build a DA3 result into the Blender scene: point cloud, textured depth planes, cameras.
+
+``import_prediction(pred, name=None, options=None)`` creates the collection ``DA3 <source>``
+(source = video or image folder name) with child collections Points, Planes and Cameras.
+Importing the same source again replaces that collection and every data-block it made (meshes,
+materials, images, node groups, cameras, actions, clips); different sources coexist. The import is
+transactional: the result and options are validated first, and if anything fails while building,
+everything created so far is removed, leaving the file exactly as it was.
+Conventions (axes, origin, scale, pixel centres, camera intrinsics): see :mod:`.conventions`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import uuid
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+
+from ..da3_blender.errors import BadInputError, ResultFormatError
+from ..da3_blender.geometry import to_4x4
+from ..da3_blender.prediction import Prediction, load_result
+from . import cameras, footage, materials, planes, points, tracking
+from .conventions import (
+    UP_AXES, camera_matrices, fallback_intrinsics, intrinsics_to_blender, relative_extrinsics, up_matrix,
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr", ".tga")
+
+
+@dataclass
+class ImportOptions:
+    points: bool = True
+    planes: bool = True
+    cameras: bool = True
+    fuse_points: bool = True  # one mesh for all views (else one object per view)
+    conf_percentile: float = 40.0  # drop points below this confidence percentile (0 keeps all)
+    max_points: int = 1_000_000  # random (seeded) subset above this; 0 = no limit
+    point_stride: int = 1  # every n-th pixel in rows and columns
+    point_radius: float | None = None  # scene units; None: 0.2 % of the median depth
+    skip_sky: bool = True
+    plane_stride: int = 4
+    plane_edge_threshold: float = 0.1  # drop faces whose corner depths differ more (max/min - 1); <= 0 keeps all
+    plane_texture: str = "processed"  # or "original" (the source image file, if it exists)
+    pack_images: bool = True  # pack original images into the .blend (processed ones always are)
+    up_axis: str = "Z_UP"  # or "KEEP" (the first camera's OpenCV frame)
+    scale: str | float = "predicted"  # "predicted" (as is), "metric" (needs a metric result) or a factor
+    fixed_intrinsics: bool = False  # video: median lens/shifts instead of keys
+    intrinsics_tolerance: float = 1e-4  # video: key lens (relative) / shifts only if they vary more
+    interpolation: str = "LINEAR"  # or "CONSTANT"
+    set_scene_from_source: bool = True  # render resolution, pixel aspect, fps, frame range, scene camera
+    footage_background: bool = True  # video as the camera's viewport background
+    frame_start: int = 1  # scene frame of source frame 0
+    fallback_fov: float = 60.0  # horizontal degrees, for results without intrinsics (mono models)
+    seed: int = 0
+
+
+def _check_options(opts: ImportOptions) -> None:
+    def bad(msg):
+        raise BadInputError(f"import option {msg}")
+
+    if opts.up_axis not in UP_AXES:
+        bad(f"up_axis={opts.up_axis!r} is unknown; use one of {sorted(UP_AXES)}")
+    if opts.plane_texture not in ("processed", "original"):
+        bad(f"plane_texture={opts.plane_texture!r} is unknown; use 'processed' or 'original'")
+    if opts.interpolation not in ("LINEAR", "CONSTANT"):
+        bad(f"interpolation={opts.interpolation!r} is unknown; use 'LINEAR' or 'CONSTANT'")
+    if not 0 <= opts.conf_percentile < 100:
+        bad(f"conf_percentile={opts.conf_percentile} must be in [0, 100)")
+    for key in ("point_stride", "plane_stride"):
+        if int(getattr(opts, key)) < 1:
+            bad(f"{key}={getattr(opts, key)} must be at least 1")
+    if opts.max_points < 0:
+        bad(f"max_points={opts.max_points} must be >= 0 (0 = no limit)")
+    if opts.point_radius is not None and not opts.point_radius > 0:
+        bad(f"point_radius={opts.point_radius} must be positive")
+    if not 0 < opts.fallback_fov < 180:
+        bad(f"fallback_fov={opts.fallback_fov} must be in (0, 180) degrees")
+
+
+def _resolve_scale(pred: Prediction, scale) -> float:
+    if scale == "predicted":
+        return 1.0
+    if scale == "metric":
+        if not pred.is_metric:
+            raise BadInputError("this result is not metric (use a metric model, or scale='predicted' or a number)")
+        return 1.0
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise BadInputError(f"import option scale={scale!r}: use 'predicted', 'metric' or a positive number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise BadInputError(f"import option scale={scale!r} must be a positive number")
+    return value
+
+
+def _validate(pred: Prediction, opts: ImportOptions) -> dict:
+    """Check every array the build reads; returns the derived geometry. Raises ResultFormatError."""
+    def bad(msg):
+        raise ResultFormatError(f"DA3 result: {msg}; run DA3 again to recreate it")
+
+    depth = np.asarray(pred.depth)
+    if depth.ndim != 3 or depth.shape[0] < 1 or min(depth.shape[1:]) < 2:
+        bad(f"depth has shape {depth.shape}, expected (N,H,W)")
+    n, h, w = depth.shape
+    shapes = {"processed_images": (n, h, w, 3), "conf": (n, h, w), "sky": (n, h, w), "intrinsics": (n, 3, 3),
+              "orig_size": (n, 2), "proc_to_orig": (n, 3, 3), "frame_numbers": (n,)}
+    for key, shape in shapes.items():
+        value = getattr(pred, key)
+        if value is not None and np.shape(value) != shape:
+            bad(f"{key} has shape {np.shape(value)}, expected {shape}")
+    if pred.extrinsics is not None and np.shape(pred.extrinsics) not in ((n, 3, 4), (n, 4, 4)):
+        bad(f"extrinsics has shape {np.shape(pred.extrinsics)}, expected ({n},3,4)")
+    for key in ("extrinsics", "intrinsics", "proc_to_orig"):
+        value = getattr(pred, key)
+        if value is not None and not np.all(np.isfinite(value)):
+            bad(f"{key} contains NaN or infinite values")
+    if not np.any(np.isfinite(depth) & (depth > 0)):
+        bad("depth has no valid (finite, positive) value")
+    sizes = np.asarray(pred.orig_size, dtype=np.int64)
+    if np.any(sizes < 1):
+        bad("orig_size has non-positive sizes")
+    if pred.intrinsics is not None:
+        k_proc = np.asarray(pred.intrinsics, dtype=np.float64)
+        if np.any(k_proc[:, 0, 0] <= 0) or np.any(k_proc[:, 1, 1] <= 0):
+            bad("intrinsics have non-positive focal lengths")
+    else:
+        k_proc = fallback_intrinsics(n, w, h, opts.fallback_fov)
+    if pred.extrinsics is None:
+        if opts.cameras and n > 1:
+            raise BadInputError(f"this result has {n} views but no camera poses; import without cameras or "
+                                "run a model that predicts poses")
+        w2c_rel = np.tile(np.eye(4), (n, 1, 1))
+    else:
+        w2c_rel = relative_extrinsics(pred.extrinsics, to_4x4(np.asarray(pred.extrinsics)[0]))
+    video = footage.video_info(pred)
+    if video is not None and len(np.unique(pred.frame_numbers)) != n:
+        bad("frame_numbers repeat a frame")
+    return {
+        "k_proc": k_proc,
+        "k_orig": np.asarray(pred.proc_to_orig, dtype=np.float64) @ k_proc,
+        "sizes": sizes,
+        "w2c_rel": w2c_rel,
+        "up": up_matrix(opts.up_axis),
+        "scale": _resolve_scale(pred, opts.scale),
+        "video": video,
+        "assumed_fov": pred.intrinsics is None,
+    }
+
+
+def source_of(pred: Prediction, name: str | None = None, fallback: str | None = None) -> tuple[str, str]:
+    """(label, key): the label names the collection, the key identifies the source for re-imports."""
+    video = footage.video_info(pred)
+    paths = [p for p in (pred.source_paths or []) if p]
+    key = label = None
+    if video is not None and (video.get("path") or paths):
+        path = os.path.abspath(video.get("path") or paths[0])
+        key, label = f"video:{path}", os.path.splitext(os.path.basename(path))[0]
+    elif paths:
+        folder = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+        digest = hashlib.sha1("\n".join(sorted(os.path.abspath(p) for p in paths)).encode()).hexdigest()[:16]
+        key, label = f"images:{folder}:{digest}", os.path.basename(folder) or folder
+    elif fallback:
+        key, label = f"file:{os.path.abspath(fallback)}", os.path.splitext(os.path.basename(fallback))[0]
+    if name:
+        label = name
+    if key is None:
+        key = f"name:{label or 'result'}"
+    return label or "result", key
+
+
+def find_import(key: str):
+    """The collection of an earlier import of ``key``, or None."""
+    for col in bpy.data.collections:
+        if col.get(tracking.TAG) == key and col.get("da3_role") == "root":
+            return col
+    return None
+
+
+def import_prediction(pred: Prediction, name: str | None = None, options: ImportOptions | None = None, *,
+                      scene=None, _fallback_source: str | None = None):
+    """Build ``pred`` into ``scene`` (default: the context scene); returns the new collection."""
+    opts = options or ImportOptions()
+    _check_options(opts)
+    geo = _validate(pred, opts)
+    label, key = source_of(pred, name, _fallback_source)
+    scene = scene or bpy.context.scene
+    token = f"pending:{uuid.uuid4().hex}"
+    track = tracking.Tracker(token)
+    old = tracking.set_aside(key)
+    try:
+        root, cams = _build(pred, opts, geo, label, key, scene, track)
+    except BaseException:
+        tracking.remove_tagged(token)
+        tracking.restore_names(old)
+        raise
+    tracking.remove_tagged(key)
+    tracking.retag(token, key)
+    if opts.set_scene_from_source and cams:
+        cameras.apply_camera_render_settings(cams[0], scene)
+        if geo["video"] is not None:
+            frames = footage.scene_frames(pred.frame_numbers, opts.frame_start)
+            footage.set_scene_timing(scene, geo["video"], frames, opts.frame_start)
+            scene.frame_set(int(frames.min()))
+    return root
+
+
+def import_result_file(path, options: ImportOptions | None = None, name: str | None = None, *, scene=None):
+    """Load a result ``.npz`` (``prediction.load_result``) and import it. Bad files change nothing."""
+    pred = load_result(path)
+    return import_prediction(pred, name, options, scene=scene, _fallback_source=os.fspath(path))
+
+
+def remove_import(key: str) -> int:
+    """Remove an import (by its key, ``collection["da3_import"]``) and all its data-blocks."""
+    return tracking.remove_tagged(key)
+
+
+def _child(parent, role: str, track):
+    col = track(bpy.data.collections.new(role.capitalize()))
+    col["da3_role"] = role
+    parent.children.link(col)
+    return col
+
+
+def _build(pred, opts, geo, label, key, scene, track):
+    up, scale, k_proc, w2c_rel = geo["up"], geo["scale"], geo["k_proc"], geo["w2c_rel"]
+    depth = np.asarray(pred.depth)
+    valid = depth[np.isfinite(depth) & (depth > 0)]
+    typical = float(np.median(valid)) * scale
+    root = track(bpy.data.collections.new(f"DA3 {label}"))
+    root["da3_role"] = "root"
+    root["da3_key"] = key
+    root["da3_up_axis"] = opts.up_axis
+    root["da3_scale"] = scale
+    root["da3_kind"] = "video" if geo["video"] is not None else "images"
+    if geo["assumed_fov"]:
+        root["da3_assumed_fov"] = float(opts.fallback_fov)
+    scene.collection.children.link(root)
+    names = cameras.view_names(pred.source_paths, pred.num_views)
+
+    if opts.points:
+        col = _child(root, "points", track)
+        data = points.point_data(pred, k_proc, w2c_rel, up, scale, conf_percentile=opts.conf_percentile,
+                                 max_points=opts.max_points, stride=int(opts.point_stride),
+                                 skip_sky=opts.skip_sky, seed=opts.seed)
+        mat = track(materials.attribute_material(f"DA3 {label} points", "Col"))
+        group = track(points.points_node_group(f"DA3 {label} points", mat))
+        radius = opts.point_radius if opts.point_radius is not None else 0.002 * typical
+        parts = [(f"{label} points", slice(None))]
+        if not opts.fuse_points:
+            bounds = np.searchsorted(data["view"], np.arange(pred.num_views + 1))
+            parts = [(f"{names[i]} points", slice(bounds[i], bounds[i + 1])) for i in range(pred.num_views)]
+        for obj_name, sel in parts:
+            mesh = track(points.points_mesh(obj_name, data["positions"][sel], data["colors"][sel],
+                                            data["conf"][sel], data["view"][sel]))
+            col.objects.link(track(points.points_object(obj_name, mesh, group, mat, radius)))
+
+    if opts.planes:
+        col = _child(root, "planes", track)
+        for i in range(pred.num_views):
+            _plane(pred, i, names[i], opts, geo, col, track)
+
+    cams = []
+    if opts.cameras:
+        col = _child(root, "cameras", track)
+        k_orig, sizes = geo["k_orig"], geo["sizes"]
+        params = intrinsics_to_blender(k_orig, sizes[:, 0], sizes[:, 1])
+        mats = camera_matrices(w2c_rel, up, scale)
+        video = geo["video"]
+        if video is not None:
+            order = np.argsort(pred.frame_numbers)
+            frames = footage.scene_frames(np.asarray(pred.frame_numbers)[order], opts.frame_start)
+            cam = cameras.animated_camera(
+                label, mats[order], {k: v[order] for k, v in params.items()}, frames, sizes[order[0]], track,
+                fixed_intrinsics=opts.fixed_intrinsics, tolerance=opts.intrinsics_tolerance,
+                interpolation=opts.interpolation, display_size=0.1 * typical)
+            cams = [cam]
+            if opts.footage_background:
+                clip = footage.load_clip(video.get("path") or "", track)
+                if clip is not None:
+                    footage.set_background(cam, clip, opts.frame_start)
+        else:
+            cams = cameras.still_cameras(names, mats, params, sizes, track, display_size=0.1 * typical)
+        for cam in cams:
+            cam["da3_up_axis"], cam["da3_scale"] = opts.up_axis, scale
+            col.objects.link(cam)
+    return root, cams
+
+
+def _plane(pred, i, name, opts, geo, col, track):
+    source = (pred.source_paths or [""] * pred.num_views)[i]
+    use_original = (opts.plane_texture == "original" and source and os.path.isfile(source)
+                    and source.lower().endswith(IMAGE_SUFFIXES))
+    if not use_original and pred.processed_images is None and source and os.path.isfile(source) \
+            and source.lower().endswith(IMAGE_SUFFIXES):
+        use_original = True  # no processed pixels stored: the source file is the only texture
+    data = planes.plane_data(
+        pred.depth[i], geo["k_proc"][i], geo["w2c_rel"][i], geo["up"], geo["scale"], stride=int(opts.plane_stride),
+        edge_threshold=opts.plane_edge_threshold,
+        proc_to_orig=pred.proc_to_orig[i] if use_original else None,
+        orig_size=geo["sizes"][i] if use_original else None)
+    image = None
+    if use_original:
+        image = track(planes.image_from_file(source, opts.pack_images))
+    elif pred.processed_images is not None:
+        image = track(planes.image_from_array(f"{name} image", pred.processed_images[i]))
+    mesh = track(planes.plane_mesh(f"{name} plane", data["positions"], data["faces"], data["uv"]))
+    mat = track(materials.image_material(f"{name} plane", image))
+    mesh.materials.append(mat)
+    obj = track(bpy.data.objects.new(f"{name} plane", mesh))
+    obj["da3_view"] = i
+    col.objects.link(obj)
+    return obj

@@ -1,0 +1,129 @@
+"""Point clouds: one mesh of vertices (fused or one per view) drawn by a Geometry Nodes modifier.
+
+Points sit at pixel centres (``geometry.unproject_depth``) in the Blender world of
+:mod:`.conventions`. Vertex attributes: ``Col`` (FLOAT_COLOR, scene-linear, from the processed
+image), ``conf`` (FLOAT), ``view`` (INT). The modifier's node group deletes points whose ``conf``
+is below its "Confidence Threshold" input (live), turns vertices into points of "Radius" and sets
+the material, which reads ``Col``.
+"""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from ..da3_blender.geometry import unproject_depth
+from .conventions import points_to_blender, srgb_to_linear
+
+GROUP_INPUTS = ("Confidence Threshold", "Radius")
+
+
+def point_data(pred, k_proc, w2c_rel, up, scale, *, conf_percentile=40.0, max_points=0, stride=1,
+               skip_sky=True, seed=0) -> dict[str, np.ndarray]:
+    """Select pixels and lift them. Returns ``positions`` (M,3) float32 Blender world, ``colors``
+    (M,4) float32 linear, ``conf`` (M,) float32, ``view`` (M,) int32, ``pixel`` (M,) flat pixel index."""
+    depth = pred.depth
+    n, h, w = depth.shape
+    valid = np.isfinite(depth) & (depth > 0)
+    if stride > 1:
+        grid = np.zeros((h, w), dtype=bool)
+        grid[::stride, ::stride] = True
+        valid &= grid
+    if skip_sky and pred.sky is not None:
+        valid &= ~pred.sky
+    if pred.conf is not None and conf_percentile > 0:
+        kept = pred.conf[valid]
+        if kept.size:
+            valid &= pred.conf >= np.percentile(kept, conf_percentile)
+    flat = np.flatnonzero(valid)
+    if max_points and flat.size > max_points:
+        rng = np.random.default_rng(seed)
+        flat = np.sort(flat[rng.choice(flat.size, int(max_points), replace=False)])
+    view = (flat // (h * w)).astype(np.int32)
+    pixel = flat % (h * w)
+    positions = np.empty((flat.size, 3), dtype=np.float64)
+    bounds = np.searchsorted(view, np.arange(n + 1))
+    for i in range(n):
+        lo, hi = bounds[i], bounds[i + 1]
+        if hi > lo:
+            pts = unproject_depth(depth[i], k_proc[i], w2c_rel[i])[0].reshape(-1, 3)
+            positions[lo:hi] = pts[pixel[lo:hi]]
+    colors = np.ones((flat.size, 4), dtype=np.float32)
+    if pred.processed_images is not None:
+        colors[:, :3] = srgb_to_linear(pred.processed_images.reshape(-1, 3)[flat] / np.float32(255.0))
+    else:
+        colors[:, :3] = 0.5
+    conf = pred.conf.reshape(-1)[flat].astype(np.float32) if pred.conf is not None else np.ones(flat.size, np.float32)
+    return {
+        "positions": points_to_blender(positions, up, scale).astype(np.float32),
+        "colors": colors,
+        "conf": conf,
+        "view": view,
+        "pixel": pixel,
+    }
+
+
+def points_mesh(name: str, positions, colors, conf, view):
+    """A vertex-only mesh with the ``Col``, ``conf`` and ``view`` point attributes (bulk writes)."""
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(positions))
+    mesh.vertices.foreach_set("co", np.ascontiguousarray(positions, dtype=np.float32).ravel())
+    mesh.attributes.new("Col", "FLOAT_COLOR", "POINT").data.foreach_set("color", np.ascontiguousarray(colors, np.float32).ravel())
+    mesh.attributes.new("conf", "FLOAT", "POINT").data.foreach_set("value", np.ascontiguousarray(conf, np.float32))
+    mesh.attributes.new("view", "INT", "POINT").data.foreach_set("value", np.ascontiguousarray(view, np.int32))
+    mesh.update()
+    return mesh
+
+
+def points_node_group(name: str, material):
+    """Geometry Nodes: delete conf < threshold, Mesh to Points (radius), Set Material."""
+    group = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    face = group.interface
+    face.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    thr = face.new_socket("Confidence Threshold", in_out="INPUT", socket_type="NodeSocketFloat")
+    thr.default_value, thr.min_value = 0.0, 0.0
+    rad = face.new_socket("Radius", in_out="INPUT", socket_type="NodeSocketFloat")
+    rad.default_value, rad.min_value = 0.005, 0.0
+    face.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nodes, links = group.nodes, group.links
+    g_in, g_out = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+    attr = nodes.new("GeometryNodeInputNamedAttribute")
+    attr.data_type = "FLOAT"
+    attr.inputs["Name"].default_value = "conf"
+    less = nodes.new("FunctionNodeCompare")
+    less.data_type, less.operation = "FLOAT", "LESS_THAN"
+    delete = nodes.new("GeometryNodeDeleteGeometry")
+    delete.domain = "POINT"
+    to_points = nodes.new("GeometryNodeMeshToPoints")
+    set_mat = nodes.new("GeometryNodeSetMaterial")
+    set_mat.inputs["Material"].default_value = material
+    links.new(attr.outputs["Attribute"], less.inputs[0])
+    links.new(g_in.outputs["Confidence Threshold"], less.inputs[1])
+    links.new(g_in.outputs["Geometry"], delete.inputs["Geometry"])
+    links.new(less.outputs["Result"], delete.inputs["Selection"])
+    links.new(delete.outputs["Geometry"], to_points.inputs["Mesh"])
+    links.new(g_in.outputs["Radius"], to_points.inputs["Radius"])
+    links.new(to_points.outputs["Points"], set_mat.inputs["Geometry"])
+    links.new(set_mat.outputs["Geometry"], g_out.inputs["Geometry"])
+    for i, node in enumerate((g_in, attr, less, delete, to_points, set_mat, g_out)):
+        node.location = (220 * i - 700, 0)
+    return group
+
+
+def set_group_input(modifier, name: str, value) -> None:
+    """Set a Geometry Nodes modifier input by its interface name."""
+    for item in modifier.node_group.interface.items_tree:
+        if getattr(item, "in_out", None) == "INPUT" and item.name == name:
+            modifier[item.identifier] = value
+            return
+    raise KeyError(name)
+
+
+def points_object(name: str, mesh, group, material, radius: float):
+    obj = bpy.data.objects.new(name, mesh)
+    mesh.materials.append(material)
+    mod = obj.modifiers.new("DA3 Points", "NODES")
+    mod.node_group = group
+    set_group_input(mod, "Radius", float(radius))
+    set_group_input(mod, "Confidence Threshold", 0.0)
+    return obj
