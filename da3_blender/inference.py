@@ -1,0 +1,411 @@
+"""One DA3 run: images in, :class:`~da3_blender.prediction.Prediction` out (and optional exports).
+
+:func:`run_inference` is what ``DepthAnything3.inference`` delegates to. It follows the official
+pipeline (load, preprocess, normalise poses, forward, numpy Prediction, align to the user's poses,
+export) and fixes its rough edges:
+
+- posed runs with 1 or 2 views work (the official Umeyama step throws);
+- ``extrinsics`` may be (N,4,4) or (N,3,4); counts are checked against the images and intrinsics;
+- camera poses given to a mono/metric model raise a clear error instead of crashing in the network;
+- user intrinsics given *without* extrinsics are used as the output intrinsics (the official code
+  silently drops them);
+- DA3METRIC-LARGE depth is turned into metres (``focal * out / 300``) when intrinsics are given;
+- ``is_metric`` is always a bool; exports are written before the call returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from . import devices, geometry, preprocess
+from .errors import BadInputError, CancelledError, DA3Error, OutOfMemoryError
+from .prediction import Prediction
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[..., None]
+
+METRIC_FOCAL_BASE = 300.0  # DA3METRIC-LARGE: metres = focal_px * output / 300 (README FAQ)
+
+
+def run_inference(
+    model,
+    image,
+    extrinsics: np.ndarray | None = None,
+    intrinsics: np.ndarray | None = None,
+    align_to_input_ext_scale: bool = True,
+    use_ray_pose: bool = False,
+    ref_view_strategy: str = "saddle_balanced",
+    process_res: int = 504,
+    process_res_method: str = "upper_bound_resize",
+    export_dir: str | os.PathLike | None = None,
+    export_format: str = "mini_npz",
+    conf_thresh_percentile: float = 40.0,
+    num_max_points: int = 1_000_000,
+    show_cameras: bool = True,
+    progress: ProgressFn | None = None,
+    metric_units: bool = True,
+    exif_transpose: bool = True,
+    ray_pose_seed: int | None = None,
+) -> Prediction:
+    """Run ``model`` (a :class:`da3_blender.api.DepthAnything3`) on images and return a Prediction.
+
+    ``image``: a path, a list of paths / PIL images / HxWx3 uint8 arrays, or an
+    :class:`inputs.InputSet` (its source paths, frame numbers, timestamps and video info are kept).
+    ``extrinsics`` (N,4,4) or (N,3,4) world-to-camera OpenCV and ``intrinsics`` (N,3,3) in pixels of
+    the original images condition the network on known cameras (any-view models only).
+    ``progress(stage, fraction, message)`` is called for the stages load, preprocess, forward,
+    postprocess, export; raising :class:`CancelledError` from it cancels the run.
+    ``ray_pose_seed`` seeds the RANSAC of ``use_ray_pose`` (the official code leaves it unseeded).
+    """
+    report = _Reporter(progress)
+    formats = parse_export_format(export_format) if export_dir is not None else []
+
+    # -- load -------------------------------------------------------------------------------
+    report("load", 0.0, "reading images")
+    images, source = _load_images(image, exif_transpose, report)
+    n = len(images)
+    extr = _check_extrinsics(extrinsics, n)
+    intr = _check_intrinsics(intrinsics, n, extr)
+    caps = dict(getattr(model, "capabilities", {}) or {})
+    model_name = str(getattr(model, "model_name", "unknown"))
+    if extr is not None and not caps.get("pose_conditioning", True):
+        raise BadInputError(
+            f"model {model_name} does not take camera poses; use DA3-SMALL/BASE/LARGE/GIANT or NESTED, "
+            "or run without extrinsics"
+        )
+    report("load", 1.0, f"{n} image{'s' * (n != 1)}")
+
+    # -- preprocess -------------------------------------------------------------------------
+    report("preprocess", 0.0, f"resizing to {process_res} ({process_res_method})")
+    try:
+        pre = preprocess.preprocess_images(images, process_res=process_res, method=process_res_method, intrinsics=intr)
+    except DA3Error:
+        raise
+    except (ValueError, TypeError) as exc:  # invalid option values
+        raise BadInputError(f"cannot preprocess the images: {exc}") from None
+    tensor = torch.as_tensor(pre.tensor, dtype=torch.float32)
+    proc_k = None if pre.intrinsics is None else np.asarray(pre.intrinsics, dtype=np.float64)
+    report("preprocess", 1.0, f"{tensor.shape[-1]}x{tensor.shape[-2]} px")
+
+    # -- forward ----------------------------------------------------------------------------
+    report("forward", 0.0, "running the network")
+    device = _model_device(model)
+    with _out_of_memory_as_da3_error(str(device)):
+        x = tensor.to(device=device, dtype=torch.float32)[None]
+        ex_t = in_t = None
+        if extr is not None:
+            from .model.transforms import normalize_extrinsics
+
+            ex_t = normalize_extrinsics(torch.as_tensor(extr, dtype=torch.float32, device=device)[None])
+            in_t = torch.as_tensor(proc_k, dtype=torch.float32, device=device)[None]
+        seed = {"ray_pose_seed": int(ray_pose_seed)} if use_ray_pose and ray_pose_seed is not None else {}
+        with torch.inference_mode():
+            raw = model.forward(
+                x,
+                extrinsics=ex_t,
+                intrinsics=in_t,
+                use_ray_pose=use_ray_pose,
+                ref_view_strategy=ref_view_strategy,
+                progress=lambda f: report("forward", float(f), ""),
+                **seed,
+            )
+        raw = {k: (v.detach().float().cpu() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in raw.items()}
+    report("forward", 1.0, "")
+
+    # -- postprocess ------------------------------------------------------------------------
+    report("postprocess", 0.0, "building the prediction")
+    pred = _to_prediction(raw, n)
+    pred.processed_images = preprocess.denormalize_to_uint8(tensor)
+    pred.orig_size = np.asarray(pre.orig_size, dtype=np.int64).reshape(n, 2)
+    pred.proc_to_orig = np.asarray(pre.proc_to_orig, dtype=np.float64).reshape(n, 3, 3)
+    if source is not None:
+        pred.source_paths = [str(p) for p in source.source_paths]
+        pred.frame_numbers = np.asarray(source.frame_numbers, dtype=np.int64)
+        pred.timestamps = np.asarray(source.timestamps, dtype=np.float64)
+
+    pred.meta = _meta(
+        model_name,
+        source,
+        process_res=process_res,
+        process_res_method=process_res_method,
+        ref_view_strategy=ref_view_strategy,
+        use_ray_pose=use_ray_pose,
+        pose_conditioned=extr is not None,
+        user_intrinsics=intr is not None,
+        align_to_input_ext_scale=align_to_input_ext_scale if extr is not None else None,
+    )
+    if proc_k is not None and extr is None:
+        # Official DA3 ignores intrinsics given without poses; we keep the user's cameras.
+        pred.intrinsics = proc_k.astype(np.float32)
+    if _is_standalone_metric(model_name):
+        _metric_depth(pred, proc_k, metric_units, model_name)
+    if extr is not None:
+        _align_to_inputs(pred, extr, proc_k, align_to_input_ext_scale)
+    report("postprocess", 1.0, "")
+
+    # -- export -----------------------------------------------------------------------------
+    if export_dir is not None:
+        report("export", 0.0, f"writing {'-'.join(formats)} to {export_dir}")
+        from . import exports
+
+        os.makedirs(export_dir, exist_ok=True)
+        files = exports.export(
+            pred,
+            export_format="-".join(formats),
+            export_dir=os.fspath(export_dir),
+            conf_thresh_percentile=conf_thresh_percentile,
+            num_max_points=num_max_points,
+            show_cameras=show_cameras,
+        )
+        pred.meta["exported_files"] = [os.fspath(f) for f in (files or [])]
+        report("export", 1.0, f"{len(pred.meta['exported_files'])} files")
+    return pred
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+
+def parse_export_format(export_format: str) -> list[str]:
+    """Split "glb-ply" into formats, rejecting unknown ones before any work is done."""
+    from . import exports
+
+    return exports.parse_formats(export_format)
+
+
+class _Reporter:
+    """Calls the user's ``progress(stage, fraction, message)``; CancelledError passes through."""
+
+    def __init__(self, progress: ProgressFn | None):
+        self.progress = progress
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        if self.progress is not None:
+            self.progress(stage, min(max(float(fraction), 0.0), 1.0), message)
+
+
+def _is_input_set(obj) -> bool:
+    return all(hasattr(obj, a) for a in ("images", "source_paths", "frame_numbers", "timestamps"))
+
+
+def _load_images(image, exif_transpose: bool, report: _Reporter):
+    """Return (list of HxWx3 uint8 arrays, InputSet or None)."""
+    if _is_input_set(image):
+        items = list(image.images)
+        if not items:
+            raise BadInputError("the input set has no images")
+        return [_as_rgb_array(im, exif_transpose) for im in items], image
+    if isinstance(image, (str, os.PathLike)):
+        items: list = [image]
+    elif isinstance(image, np.ndarray) and image.ndim == 4:
+        items = list(image)
+    elif isinstance(image, np.ndarray) or _is_pil(image):
+        items = [image]
+    elif isinstance(image, Sequence) or hasattr(image, "__iter__"):
+        items = list(image)
+    else:
+        raise BadInputError(
+            f"cannot read images from a {type(image).__name__}: pass a path, or a list of paths, PIL images or "
+            "HxWx3 uint8 arrays"
+        )
+    if not items:
+        raise BadInputError("no images given: pass at least one image path, PIL image or HxWx3 uint8 array")
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            from .inputs import load_image
+
+            out.append(load_image(item, exif_transpose=exif_transpose))
+        else:
+            out.append(_as_rgb_array(item, exif_transpose))
+        report("load", (i + 1) / len(items), f"image {i + 1}/{len(items)}")
+    if all(isinstance(it, (str, os.PathLike)) for it in items):
+        return out, _PathSource([os.fspath(p) for p in items])
+    return out, None
+
+
+class _PathSource:
+    """Provenance for a plain list of paths (same attributes as an InputSet)."""
+
+    kind = "images"
+    video = None
+
+    def __init__(self, paths: list[str]):
+        self.source_paths = paths
+        self.frame_numbers = np.full(len(paths), -1, dtype=np.int64)
+        self.timestamps = np.full(len(paths), np.nan)
+
+
+def _is_pil(obj) -> bool:
+    return isinstance(obj, Image.Image)
+
+
+def _as_rgb_array(item, exif_transpose: bool) -> np.ndarray:
+    """PIL image -> HxWx3 uint8 RGB (alpha dropped, as the official ``convert("RGB")``); arrays pass
+    through (``preprocess`` validates them)."""
+    if _is_pil(item):
+        if exif_transpose:
+            item = ImageOps.exif_transpose(item)
+        return np.asarray(item.convert("RGB"), dtype=np.uint8)
+    return np.asarray(item)
+
+
+def _check_extrinsics(extrinsics, n: int) -> np.ndarray | None:
+    """-> (N,4,4) float64 world-to-camera, or None."""
+    if extrinsics is None:
+        return None
+    ext = np.asarray(extrinsics, dtype=np.float64)
+    if ext.ndim == 2 and n == 1:
+        ext = ext[None]
+    if ext.ndim != 3 or ext.shape[1:] not in ((4, 4), (3, 4)):
+        raise BadInputError(f"extrinsics have shape {ext.shape}: pass (N,4,4) or (N,3,4) world-to-camera matrices")
+    if ext.shape[0] != n:
+        raise BadInputError(f"got {ext.shape[0]} extrinsics for {n} images: pass one world-to-camera matrix per image")
+    if not np.all(np.isfinite(ext)):
+        raise BadInputError("extrinsics contain NaN or infinite values")
+    ext = geometry.to_4x4(ext)
+    if np.any(np.abs(np.linalg.det(ext[:, :3, :3])) < 1e-8):
+        raise BadInputError("extrinsics have a singular rotation block: pass rigid world-to-camera matrices")
+    return ext
+
+
+def _check_intrinsics(intrinsics, n: int, extrinsics) -> np.ndarray | None:
+    """-> (N,3,3) float64 in original-image pixels, or None."""
+    if intrinsics is None:
+        if extrinsics is not None:
+            raise BadInputError(
+                "camera poses need intrinsics too: pass intrinsics (N,3,3) in pixels of the original images"
+            )
+        return None
+    k = np.asarray(intrinsics, dtype=np.float64)
+    if k.ndim == 2 and n == 1:
+        k = k[None]
+    if k.ndim != 3 or k.shape[1:] != (3, 3):
+        raise BadInputError(f"intrinsics have shape {k.shape}: pass (N,3,3) pixel intrinsics")
+    if k.shape[0] != n:
+        extra = "" if extrinsics is None else f" and {len(extrinsics)} extrinsics"
+        raise BadInputError(f"got {k.shape[0]} intrinsics for {n} images{extra}: pass one 3x3 matrix per image")
+    if not np.all(np.isfinite(k)) or np.any(k[:, 0, 0] <= 0) or np.any(k[:, 1, 1] <= 0):
+        raise BadInputError("intrinsics must be finite with positive focal lengths fx, fy")
+    return k
+
+
+# --------------------------------------------------------------------------------------------
+# model call
+
+
+def _model_device(model) -> torch.device:
+    dev = getattr(model, "device", None)
+    if dev is not None:
+        return torch.device(dev)
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _out_of_memory_as_da3_error(device: str | None = None):
+    try:
+        yield
+    except (DA3Error, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if not devices.is_out_of_memory(exc):
+            raise
+        err = devices.out_of_memory_error(exc, device)
+        del exc
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise err from None
+
+
+# --------------------------------------------------------------------------------------------
+# outputs
+
+
+def _numpy(raw: dict, key: str, n: int, tail: tuple[int, ...] | None = None) -> np.ndarray | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    arr = value.numpy() if torch.is_tensor(value) else np.asarray(value)
+    arr = np.asarray(arr, dtype=np.float32)
+    if tail is None:  # (B,N,H,W) or (B,N,1,H,W) -> (N,H,W)
+        return arr.reshape(n, *arr.shape[-2:])
+    return arr.reshape(n, *arr.shape[-len(tail) :])
+
+
+def _to_prediction(raw: dict, n: int) -> Prediction:
+    depth = _numpy(raw, "depth", n)
+    extr = _numpy(raw, "extrinsics", n, (4, 4) if _last2(raw.get("extrinsics")) == (4, 4) else (3, 4))
+    if extr is not None:
+        extr = extr[:, :3, :]
+    intr = _numpy(raw, "intrinsics", n, (3, 3))
+    sky_prob = _numpy(raw, "sky", n)
+    is_metric = raw.get("is_metric", False)
+    is_metric = bool(is_metric.item() if torch.is_tensor(is_metric) else is_metric)
+    scale = raw.get("scale_factor")
+    scale = None if scale is None else float(scale.item() if torch.is_tensor(scale) else scale)
+    return Prediction(
+        depth=np.ascontiguousarray(depth),
+        conf=_numpy(raw, "depth_conf", n),
+        extrinsics=None if extr is None else np.ascontiguousarray(extr),
+        intrinsics=intr,
+        sky=None if sky_prob is None else sky_prob >= 0.5,
+        is_metric=is_metric,
+        scale_factor=scale,
+    )
+
+
+def _last2(value) -> tuple[int, ...] | None:
+    return None if value is None else tuple(value.shape[-2:])
+
+
+def _is_standalone_metric(model_name: str) -> bool:
+    return model_name.lower().startswith("da3metric")
+
+
+def _metric_depth(pred: Prediction, proc_k: np.ndarray | None, metric_units: bool, model_name: str) -> None:
+    """DA3METRIC-LARGE outputs depth * 300 / focal; with the user's focal we can give metres."""
+    if not metric_units:
+        return
+    if proc_k is None:
+        log.warning(
+            "%s depth is not in metres without the camera focal length: pass intrinsics (N,3,3) in pixels of "
+            "the original images (depth_m = focal_px * depth / 300), or use DA3NESTED-GIANT-LARGE for metres",
+            model_name,
+        )
+        return
+    focal = 0.5 * (proc_k[:, 0, 0] + proc_k[:, 1, 1])
+    pred.depth = (pred.depth * (focal / METRIC_FOCAL_BASE)[:, None, None]).astype(np.float32)
+    pred.is_metric = True
+
+
+def _align_to_inputs(pred: Prediction, extr: np.ndarray, proc_k: np.ndarray, keep_input_scale: bool) -> None:
+    """Fit the predicted poses to the user's (Sim3) and express the result in the user's frame and scale
+    (``keep_input_scale``) or the user's cameras in the prediction frame (spec §7.2)."""
+    if pred.extrinsics is None:
+        raise BadInputError("the model returned no camera poses to align to the input poses")
+    out = geometry.align_prediction_to_input_poses(
+        {"depth": pred.depth, "extrinsics": pred.extrinsics}, extr, proc_k, align_to_input_ext_scale=keep_input_scale
+    )
+    pred.depth = np.asarray(out["depth"], dtype=np.float32)
+    pred.extrinsics = np.asarray(out["extrinsics"], dtype=np.float32)
+    pred.intrinsics = np.asarray(out["intrinsics"], dtype=np.float32)
+    pred.meta["alignment_scale"] = float(out["sim3"].scale)
+
+
+def _meta(model_name: str, source, **options: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"model": model_name, "options": options}
+    if source is not None:
+        meta["input_kind"] = getattr(source, "kind", "images")
+        video = getattr(source, "video", None)
+        if video:
+            meta["video"] = {k: (v if isinstance(v, (int, float, str, type(None))) else str(v)) for k, v in dict(video).items()}
+    return meta
