@@ -207,6 +207,28 @@ def test_glb_without_any_valid_point_is_still_valid(tmp_path):
     assert "points" not in meshes and len(meshes) == N
 
 
+def test_blender_imports_the_glb_and_ply(tmp_path):
+    bpy = pytest.importorskip("bpy")
+    pred = make_prediction()
+    glb, ply = export(pred, "glb-ply", tmp_path)
+    _, meshes = read_glb(glb)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    assert bpy.ops.import_scene.gltf(filepath=glb) == {"FINISHED"}
+    objects = {ob.name: ob for ob in bpy.data.objects}
+    assert sorted(objects) == sorted(meshes)
+    co = np.array([v.co[:] for v in objects["points"].data.vertices])
+    gl = meshes["points"][1]
+    np.testing.assert_allclose(co, np.stack([gl[:, 0], -gl[:, 2], gl[:, 1]], 1), atol=1e-6)  # glTF Y-up -> Z-up
+    assert len(bpy.data.scenes[0]["hf_alignment"]) == 4
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    assert bpy.ops.wm.ply_import(filepath=ply) == {"FINISHED"}
+    (ob,) = bpy.data.objects
+    _, vert = read_ply(ply)
+    assert len(ob.data.vertices) == len(vert)
+    view = np.array([d.value for d in ob.data.attributes["view"].data])
+    np.testing.assert_array_equal(view, vert["view"])
+
+
 # ----------------------------------------------------------------------------- ply
 
 
@@ -244,13 +266,17 @@ def test_ply_single_view_without_conf_or_poses_is_in_camera_frame(tmp_path):
     depth = full.depth[:1].copy()
     depth[0, 3, 4] = 0.0
     depth[0, 5, 6] = np.nan
-    pred = Prediction(depth=depth, processed_images=full.processed_images[:1], intrinsics=full.intrinsics[:1])
+    sky = np.zeros((1, H, W), bool)
+    sky[0, 7, 8:10] = True
+    pred = Prediction(depth=depth, processed_images=full.processed_images[:1], intrinsics=full.intrinsics[:1], sky=sky)
     names, vert = read_ply(export(pred, "ply", tmp_path)[0])
     assert "confidence" not in names
-    assert len(vert) == H * W - 2  # every pixel with a finite positive depth
+    assert len(vert) == H * W - 4  # every pixel with a finite positive depth, except sky
     fx, fy, cx, cy = full.intrinsics[0, 0, 0], full.intrinsics[0, 1, 1], full.intrinsics[0, 0, 2], full.intrinsics[0, 1, 2]
     u, v = vert["x"] / vert["z"] * fx + cx, vert["y"] / vert["z"] * fy + cy
     assert np.abs(u - (np.floor(u) + 0.5)).max() < 1e-3 and np.abs(v - (np.floor(v) + 0.5)).max() < 1e-3
+    _, meshes = read_glb(export(pred, "glb", tmp_path)[0])
+    assert len(meshes["points"][1]) == H * W - 4 and len(meshes) == 2
 
 
 # ----------------------------------------------------------------------------- colmap
@@ -346,14 +372,24 @@ def test_depth_vis_side_by_side_near_red_far_blue(tmp_path):
     assert len(mid) and (mid[:, :2] > 200).all(), "mid inverse depth is the pale yellow middle of Spectral"
 
 
-# ----------------------------------------------------------------------------- mono / errors
+# ----------------------------------------------------------------------------- all / mono / errors
+
+
+def test_all_formats_at_once_leave_the_prediction_untouched(tmp_path):
+    pred = make_prediction()
+    before = {k: np.copy(v) for k, v in vars(pred).items() if isinstance(v, np.ndarray)}
+    paths = export(pred, "npz-mini_npz-glb-ply-colmap-depth_vis", tmp_path)
+    assert len(paths) == 2 + 1 + 1 + 3 + N and all(os.path.isfile(p) for p in paths)
+    for key, value in before.items():
+        np.testing.assert_array_equal(getattr(pred, key), value, err_msg=f"export modified prediction.{key}")
 
 
 def test_mono_prediction_gets_depth_exports(tmp_path):
     pred = make_prediction()
     mono = Prediction(depth=pred.depth, processed_images=pred.processed_images, sky=np.zeros((N, H, W), bool))
-    paths = export(mono, "mini_npz-depth_vis", tmp_path)
-    assert len(paths) == 1 + N
+    fractions = []
+    paths = export(mono, "mini_npz-depth_vis", tmp_path, progress=fractions.append)
+    assert len(paths) == 1 + N and fractions == [0.5, 1.0]
     back = load_result(paths[0])
     assert back.conf is None and back.extrinsics is None
 

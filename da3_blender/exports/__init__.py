@@ -4,16 +4,16 @@
 returns the paths written. Every file is written synchronously (the official ``npz`` writes are
 asynchronous) and atomically (temp file + rename). Formats and where they go (under export_dir):
 
-=============  ==========================================  =========================================
-format         file(s)                                     needs
-=============  ==========================================  =========================================
-``mini_npz``   ``exports/mini_npz/results.npz``            depth
-``npz``        ``exports/npz/results.npz``                 depth, processed images
-``glb``        ``scene.glb``                               intrinsics; extrinsics if several views
-``ply``        ``points.ply``                              intrinsics; extrinsics if several views
+=============  =================================================  =======================================
+format         file(s)                                            needs
+=============  =================================================  =======================================
+``mini_npz``   ``exports/mini_npz/results.npz``                   depth
+``npz``        ``exports/npz/results.npz``                        depth, processed images
+``glb``        ``scene.glb``                                      intrinsics; extrinsics if several views
+``ply``        ``points.ply``                                     intrinsics; extrinsics if several views
 ``colmap``     ``colmap/sparse/0/{cameras,images,points3D}.txt``  intrinsics; extrinsics if several views
-``depth_vis``  ``depth_vis/{i:04d}.png``                   depth
-=============  ==========================================  =========================================
+``depth_vis``  ``depth_vis/{i:04d}.png``                          depth
+=============  =================================================  =======================================
 
 Point exports lift pixels at their centres (K in pixel-edge coordinates), deliberately fixing the
 official half-pixel offset. A prediction without confidence (mono/metric models) keeps every
@@ -24,13 +24,14 @@ point exports when it has intrinsics, and a single view is then placed at the or
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from ..errors import BadInputError
 from ..prediction import Prediction
 from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
 from .glb import export_glb
-from .npz import export_mini_npz, export_npz
+from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
 
@@ -58,10 +59,12 @@ def export(
     num_max_points: int = 1_000_000,
     show_cameras: bool = True,
     seed: int = 0,
+    progress: Callable[[float], None] | None = None,
 ) -> list[str]:
     """Write ``prediction`` in every format of ``export_format``; returns the files written, in order.
 
     All inputs are checked before the first file is written. The prediction is never modified.
+    ``progress(fraction)`` is called after each format (raise from it to stop between formats).
     """
     formats = parse_formats(export_format)
     if export_dir is None or not os.fspath(export_dir):
@@ -70,8 +73,8 @@ def export(
         raise BadInputError(f"conf_thresh_percentile must be within 0..100, got {conf_thresh_percentile}")
     if int(num_max_points) < 1:
         raise BadInputError(f"num_max_points must be at least 1, got {num_max_points}")
-    if "npz" in formats and prediction.processed_images is None:
-        raise BadInputError("the npz export needs the processed images, which this prediction lacks; use mini_npz")
+    if "npz" in formats:
+        check_npz_input(prediction)
     for fmt in formats:
         if fmt in POINT_FORMATS:
             cameras_for_points(prediction, fmt)  # raises with the model to use
@@ -79,7 +82,7 @@ def export(
     os.makedirs(export_dir, exist_ok=True)
     pct, max_points = float(conf_thresh_percentile), int(num_max_points)
     written: list[str] = []
-    for fmt in formats:
+    for done, fmt in enumerate(formats):
         if fmt == "mini_npz":
             written += export_mini_npz(prediction, export_dir)
         elif fmt == "npz":
@@ -92,6 +95,8 @@ def export(
             written += export_colmap(prediction, export_dir, pct)
         elif fmt == "depth_vis":
             written += export_depth_vis(prediction, export_dir)
+        if progress is not None:
+            progress((done + 1) / len(formats))
     return written
 
 

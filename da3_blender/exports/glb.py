@@ -26,7 +26,7 @@ import numpy as np
 from ..geometry import affine_inverse
 from ..prediction import Prediction
 from .files import open_atomic
-from .points import PointCloud, build_points, cameras_for_points, glb_conf_threshold, subsample
+from .points import build_points, cameras_for_points, glb_conf_threshold, subsample
 
 GLB_MAGIC = 0x46546C67  # "glTF"
 CHUNK_JSON = 0x4E4F534A
@@ -139,7 +139,7 @@ def export_glb(
     k, w2c = cameras_for_points(pred, "glb")
     points = build_points(pred, glb_conf_threshold(pred.conf, conf_thresh_percentile), k, w2c)
     align = alignment_transform(w2c[0], points.xyz)
-    points = PointCloud(transform(align, points.xyz).astype(np.float32), points.rgb, points.conf, points.view, points.row, points.col)
+    points.xyz = transform(align, points.xyz).astype(np.float32)
     points = points.take(np.isfinite(points.xyz).all(axis=1))
     points = subsample(points, num_max_points, seed)
     meshes = [("points", POINTS, points.xyz, _rgba(points.rgb))]
@@ -148,6 +148,7 @@ def export_glb(
         height, width = pred.image_size
         for i in range(len(k)):
             segs = transform(align, frustum_segments(k[i], w2c[i], width, height, size))
-            meshes.append((f"camera_{i:04d}", LINES, segs.astype(np.float32), np.tile(np.append(view_color(i, len(k)), 255).astype(np.uint8), (len(segs), 1))))
+            colors = _rgba(np.tile(view_color(i, len(k)), (len(segs), 1)))
+            meshes.append((f"camera_{i:04d}", LINES, segs.astype(np.float32), colors))
     extras = {"hf_alignment": align.tolist()}
     return [write_glb(os.path.join(export_dir, "scene.glb"), meshes, extras)]

@@ -16,6 +16,11 @@ from ..prediction import Prediction
 from .files import open_atomic
 
 
+def check_npz_input(pred: Prediction) -> None:
+    if pred.processed_images is None:
+        raise BadInputError("the npz export needs the processed images, which this prediction lacks; use mini_npz")
+
+
 def _cameras_and_conf(pred: Prediction) -> dict[str, np.ndarray]:
     out = {}
     if pred.conf is not None:
@@ -35,8 +40,7 @@ def _write(path: str, arrays: dict[str, np.ndarray]) -> str:
 
 def export_npz(pred: Prediction, export_dir: str) -> list[str]:
     """``exports/npz/results.npz``: image (uint8), depth (6 decimals), conf (2), extrinsics, intrinsics."""
-    if pred.processed_images is None:
-        raise BadInputError("the npz export needs the processed images, which this prediction lacks; use mini_npz")
+    check_npz_input(pred)
     arrays = {
         "image": np.asarray(pred.processed_images, dtype=np.uint8),
         "depth": np.round(np.asarray(pred.depth, dtype=np.float32), 6),
