@@ -69,10 +69,9 @@ def match_pixels(pred, world):
         col, row = np.floor(u).astype(int), np.floor(y).astype(int)
         inside = (col >= 0) & (col < W) & (row >= 0) & (row < H) & (cam[:, 2] > 0)
         col, row = np.clip(col, 0, W - 1), np.clip(row, 0, H - 1)
-        at_centre = (np.abs(u - (col + 0.5)) < 0.5) & (np.abs(y - (row + 0.5)) < 0.5)
-        err = np.hypot(u - (col + 0.5), y - (row + 0.5))
+        at_centre = np.hypot(u - (col + 0.5), y - (row + 0.5)) < 1e-2  # far below the 0.5 px budget
         same_depth = np.abs(cam[:, 2] - pred.depth[v, row, col]) < 1e-4 * cam[:, 2]
-        ok = inside & at_centre & same_depth & (err < 1e-2)
+        ok = inside & at_centre & same_depth
         found[ok] = np.stack([np.full(ok.sum(), v), row[ok], col[ok]], axis=1)
         hits += ok
     assert (hits == 1).all(), "every point must re-project onto exactly one source pixel centre"
