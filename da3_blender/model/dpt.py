@@ -1,0 +1,212 @@
+"""Dense heads: DualDPT (any-view: depth + conf, and the aux "ray" map), DPT (mono/metric: depth + sky),
+GSDPT (giant, Gaussian parameters; weights only here).
+
+Module names mirror the official checkpoint (``head.scratch.refinenet1.resConfUnit2.conv1``...).
+All heads run in fp32 and process views in chunks of 8 (results do not depend on the chunking).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PATCH = 14
+CHUNK = 8
+
+
+def interpolate(x: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(x, size=tuple(int(v) for v in size), mode="bilinear", align_corners=True)
+
+
+def add_uv_embedding(x: torch.Tensor, width: int, height: int, ratio: float = 0.1) -> torch.Tensor:
+    """Add the sin/cos embedding of an aspect-aware UV grid (channels: u half, then v half)."""
+    n, c, ph, pw = x.shape
+    aspect = width / height
+    diag = (aspect**2 + 1.0) ** 0.5
+    sx, sy = aspect / diag, 1.0 / diag
+    u = torch.linspace(-sx * (pw - 1) / pw, sx * (pw - 1) / pw, steps=pw, dtype=x.dtype, device=x.device)
+    v = torch.linspace(-sy * (ph - 1) / ph, sy * (ph - 1) / ph, steps=ph, dtype=x.dtype, device=x.device)
+    uu, vv = torch.meshgrid(u, v, indexing="xy")  # (ph, pw)
+
+    def sincos(pos: torch.Tensor, dim: int) -> torch.Tensor:
+        omega = torch.arange(dim // 2, dtype=torch.float32, device=x.device) / (dim / 2.0)
+        out = pos.reshape(-1)[:, None] * (1.0 / 100**omega)[None]
+        return torch.cat((out.sin(), out.cos()), dim=1)
+
+    emb = torch.cat((sincos(uu, c // 2), sincos(vv, c // 2)), dim=-1).view(ph, pw, c) * ratio
+    return x + emb.permute(2, 0, 1)[None]
+
+
+class ResidualConvUnit(nn.Module):
+    def __init__(self, features: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, 1, 1)
+        self.conv2 = nn.Conv2d(features, features, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.conv1(F.relu(x)))) + x
+
+
+class FeatureFusionBlock(nn.Module):
+    """(top + RCU1(lateral)) -> RCU2 -> bilinear resize (to ``size``, or x2) -> 1x1 conv."""
+
+    def __init__(self, features: int, has_residual: bool = True):
+        super().__init__()
+        if has_residual:
+            self.resConfUnit1 = ResidualConvUnit(features)
+        self.resConfUnit2 = ResidualConvUnit(features)
+        self.out_conv = nn.Conv2d(features, features, 1)
+
+    def forward(self, x: torch.Tensor, lateral: torch.Tensor | None = None, size=None) -> torch.Tensor:
+        if lateral is not None:
+            x = x + self.resConfUnit1(lateral)
+        x = self.resConfUnit2(x)
+        x = interpolate(x, size if size is not None else (x.shape[-2] * 2, x.shape[-1] * 2))
+        return self.out_conv(x)
+
+
+class Permute(nn.Module):
+    def __init__(self, *dims: int):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+def _out_conv2(features: int, out: int, shared_ln: nn.LayerNorm | None = None) -> nn.Sequential:
+    mid = [Permute(0, 2, 3, 1), shared_ln, Permute(0, 3, 1, 2)] if shared_ln is not None else []
+    return nn.Sequential(nn.Conv2d(features // 2, 32, 3, 1, 1), *mid, nn.ReLU(), nn.Conv2d(32, out, 1))
+
+
+class _DPTBase(nn.Module):
+    """Projections, resizers, scratch adapters and a main fusion chain (shared by all heads)."""
+
+    use_uv = True
+
+    def __init__(self, dim_in: int, features: int, out_channels):
+        super().__init__()
+        oc = list(out_channels)
+        self.projects = nn.ModuleList(nn.Conv2d(dim_in, c, 1) for c in oc)
+        self.resize_layers = nn.ModuleList([
+            nn.ConvTranspose2d(oc[0], oc[0], 4, stride=4),
+            nn.ConvTranspose2d(oc[1], oc[1], 2, stride=2),
+            nn.Identity(),
+            nn.Conv2d(oc[3], oc[3], 3, stride=2, padding=1),
+        ])
+        self.scratch = nn.Module()
+        for k, c in enumerate(oc, start=1):
+            setattr(self.scratch, f"layer{k}_rn", nn.Conv2d(c, features, 3, 1, 1, bias=False))
+        self._fusion_chain("")
+        self.scratch.output_conv1 = nn.Conv2d(features, features // 2, 3, 1, 1)
+
+    def _fusion_chain(self, suffix: str):
+        f = self.scratch.layer1_rn.out_channels
+        for k in (1, 2, 3, 4):
+            setattr(self.scratch, f"refinenet{k}{suffix}", FeatureFusionBlock(f, has_residual=k != 4))
+
+    def pyramid(self, feats: list[torch.Tensor], h: int, w: int, height: int, width: int) -> list[torch.Tensor]:
+        """Token features (n,P,C) x4 -> the four ``layerK_rn`` maps at 4x, 2x, 1x, 1/2x the patch grid."""
+        maps = []
+        for k, x in enumerate(feats):
+            x = self.norm(x)
+            x = x.permute(0, 2, 1).reshape(x.shape[0], x.shape[2], h, w)
+            x = self.projects[k](x)
+            if self.use_uv:
+                x = add_uv_embedding(x, width, height)
+            x = self.resize_layers[k](x)
+            maps.append(getattr(self.scratch, f"layer{k + 1}_rn")(x))
+        return maps
+
+    def fuse(self, maps: list[torch.Tensor], suffix: str = "", keep_levels: bool = False):
+        """Top-down fusion 4 -> 1; ends at 8x the patch grid. Optionally returns every level too."""
+        l1, l2, l3, l4 = maps
+        rn = lambda k: getattr(self.scratch, f"refinenet{k}{suffix}")  # noqa: E731
+        levels = [rn(4)(l4, size=l3.shape[2:])]
+        levels.append(rn(3)(levels[-1], l3, size=l2.shape[2:]))
+        levels.append(rn(2)(levels[-1], l2, size=l1.shape[2:]))
+        levels.append(rn(1)(levels[-1], l1))
+        return levels if keep_levels else levels[-1]
+
+    def forward(self, feats, height: int, width: int, **kwargs) -> dict[str, torch.Tensor]:
+        """feats: 4 x (B,S,P,C) -> dict of (B,S,...) maps; views run in chunks of 8."""
+        b, s, p, c = feats[0].shape
+        flat = [f.reshape(b * s, p, c) for f in feats]
+        outs = [self.forward_views([f[i:i + CHUNK] for f in flat], height, width, **kwargs)
+                for i in range(0, b * s, CHUNK)]
+        return {k: torch.cat([o[k] for o in outs]).unflatten(0, (b, s)) for k in outs[0]}
+
+
+class DualDPT(_DPTBase):
+    """Any-view head: depth (exp) + conf (exp+1) at H x W, and ray (linear, 6) + ray_conf at 8h x 8w.
+
+    The four aux levels share ONE LayerNorm(32) module (``output_conv2_aux.{0..3}.2``), as officially;
+    only level 3 is used. The ray branch (a second fusion chain) is skipped unless ``with_ray``.
+    """
+
+    def __init__(self, dim_in: int, features: int, out_channels):
+        super().__init__(dim_in, features, out_channels)
+        self.norm = nn.LayerNorm(dim_in, eps=1e-5)
+        self.scratch.output_conv2 = _out_conv2(features, 2)
+        self._fusion_chain("_aux")
+        f, g = features, features // 2
+        self.scratch.output_conv1_aux = nn.ModuleList(
+            nn.Sequential(*(nn.Conv2d(a, o, 3, 1, 1) for a, o in ((f, g), (g, f), (f, g), (g, f), (f, g))))
+            for _ in range(4)
+        )
+        shared_ln = nn.LayerNorm(32, eps=1e-5)
+        self.scratch.output_conv2_aux = nn.ModuleList(_out_conv2(features, 7, shared_ln) for _ in range(4))
+
+    def forward_views(self, feats, height, width, with_ray: bool = True):
+        h, w = height // PATCH, width // PATCH
+        maps = self.pyramid(feats, h, w, height, width)
+        main = self.scratch.output_conv1(self.fuse(maps))
+        main = add_uv_embedding(interpolate(main, (h * PATCH, w * PATCH)), width, height)
+        logits = self.scratch.output_conv2(main)
+        out = {"depth": torch.exp(logits[:, 0]), "depth_conf": torch.exp(logits[:, 1]) + 1}
+        if with_ray:  # only the finest aux level feeds the output
+            aux = self.scratch.output_conv1_aux[3](self.fuse(maps, "_aux"))
+            aux = self.scratch.output_conv2_aux[3](add_uv_embedding(aux, width, height))
+            out["ray"] = aux[:, :6].permute(0, 2, 3, 1)
+            out["ray_conf"] = torch.exp(aux[:, 6]) + 1
+        return out
+
+
+class DPT(_DPTBase):
+    """Mono/metric head: depth (exp) and sky (relu) at H x W; no token norm, no UV embedding."""
+
+    use_uv = False
+
+    def __init__(self, dim_in: int, features: int, out_channels, sky: bool = True, out_dim: int = 1):
+        super().__init__(dim_in, features, out_channels)
+        self.norm = nn.Identity()
+        self.scratch.output_conv2 = _out_conv2(features, out_dim)
+        if sky:
+            self.scratch.sky_output_conv2 = _out_conv2(features, 1)
+
+    def forward_views(self, feats, height, width):
+        h, w = height // PATCH, width // PATCH
+        x = self.scratch.output_conv1(self.fuse(self.pyramid(feats, h, w, height, width)))
+        x = interpolate(x, (h * PATCH, w * PATCH))
+        out = {"depth": torch.exp(self.scratch.output_conv2(x)[:, 0])}
+        if hasattr(self.scratch, "sky_output_conv2"):
+            out["sky"] = torch.relu(self.scratch.sky_output_conv2(x)[:, 0])
+        return out
+
+
+class GSDPT(DPT):
+    """Giant's 3D-Gaussian head. Its weights load (keys ``gs_head.*``); running it is not implemented."""
+
+    use_uv = True
+
+    def __init__(self, dim_in: int, features: int, out_channels, out_dim: int = 38):
+        super().__init__(dim_in, features, out_channels, sky=False, out_dim=out_dim)
+        m = features // 2
+        self.images_merger = nn.Sequential(
+            nn.Conv2d(3, m // 4, 3, 1, 1), nn.GELU(), nn.Conv2d(m // 4, m // 2, 3, 1, 1), nn.GELU(),
+            nn.Conv2d(m // 2, m, 3, 1, 1), nn.GELU(),
+        )
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("the 3D Gaussian head (infer_gs) is not implemented; depth and poses do not need it")

@@ -1,0 +1,133 @@
+"""Find, check and load DA3 checkpoints (HF layout: ``config.json`` + one ``model.safetensors``).
+
+A source is a local directory holding both files, or a hub repo id fetched with
+``huggingface_hub.hf_hub_download`` (honours ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` and the
+HF cache). Loading is strict: every model tensor must be in the file (the shared aux LayerNorm
+may be stored under any one of its four names, as ``save_pretrained`` de-duplicates it) and
+nothing else may be. F32, F16 and BF16 tensors are accepted and cast to fp32. The network is built
+on the ``meta`` device and the file's tensors are assigned in place, so no second copy is made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ModelLoadError
+from .config import check_model_name, model_name_for_repo
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+_NO_HUB = ("check the connection, set HF_ENDPOINT to a mirror, or pass a local directory "
+           f"with {CONFIG_FILE} and {WEIGHTS_FILE}")
+
+
+def _few(keys, n: int = 5) -> str:
+    keys = sorted(keys)
+    more = f", ... ({len(keys)} in all)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def locate(source: str | os.PathLike) -> tuple[Path, Path, str | None]:
+    """(config.json, model.safetensors, repo id or None) for a local directory or a hub repo id."""
+    path = Path(os.path.expanduser(str(source)))
+    if path.is_dir():
+        files = path / CONFIG_FILE, path / WEIGHTS_FILE
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise ModelLoadError(f"{path} has no {' or '.join(absent)}; a DA3 model folder needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+        return files[0], files[1], None
+    repo_id = str(source).strip().strip("/")
+    if path.exists() or repo_id.count("/") != 1 or repo_id.startswith((".", "~")):
+        raise ModelLoadError(f"{source!r} is neither a model folder ({CONFIG_FILE} + {WEIGHTS_FILE}) nor a hub repo id like depth-anything/DA3-LARGE-1.1")
+    return _download(repo_id, CONFIG_FILE), _download(repo_id, WEIGHTS_FILE), repo_id
+
+
+def _download(repo_id: str, filename: str) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub import errors as hf
+
+    try:
+        return Path(hf_hub_download(repo_id, filename))
+    except hf.GatedRepoError:
+        raise ModelLoadError(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)") from None
+    except hf.RepositoryNotFoundError:
+        raise ModelLoadError(f"hub repo {repo_id} not found; check the name (e.g. depth-anything/DA3-LARGE-1.1)") from None
+    except hf.RemoteEntryNotFoundError:
+        raise ModelLoadError(f"hub repo {repo_id} has no {filename}; it is not a DA3 model repo") from None
+    except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled):
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") else ""
+        raise ModelLoadError(f"cannot download {filename} of {repo_id} and it is not in the Hugging Face cache{offline}: {_NO_HUB}") from None
+    except Exception as err:  # connection, HTTP, disk errors
+        raise ModelLoadError(f"downloading {filename} of {repo_id} failed ({type(err).__name__}: {err}): {_NO_HUB}") from None
+
+
+def read_model_name(config_path: Path, repo_id: str | None = None) -> str:
+    """``model_name`` from config.json, else from the known repo table."""
+    try:
+        config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot read {config_path} ({err}); delete it (from the HF cache) and download again") from None
+    name = config.get("model_name") if isinstance(config, dict) else None
+    if name is None and repo_id:
+        name = model_name_for_repo(repo_id)
+    if name is None:
+        raise ModelLoadError(f"{config_path} has no \"model_name\" (e.g. \"da3-large\") and the repo is not a known DA3 repo")
+    return check_model_name(name)
+
+
+def shared_groups(module: nn.Module) -> list[list[str]]:
+    """State-dict names grouped by tensor: one group per tensor, several names for shared ones."""
+    groups = defaultdict(list)
+    for name, t in list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers(remove_duplicate=False)):
+        groups[id(t)].append(name)
+    persistent = set(module.state_dict(keep_vars=True))
+    return [sorted(n for n in names if n in persistent) for names in groups.values() if any(n in persistent for n in names)]
+
+
+def load_safetensors_into(module: nn.Module, weights: Path, device: torch.device, label: str = "") -> None:
+    """Strictly load ``weights`` into ``module`` (may live on ``meta``); tensors go to ``device`` as fp32."""
+    from safetensors import safe_open
+
+    fix = f"delete {weights} (from the HF cache: ~/.cache/huggingface/hub) and download again"
+    groups = shared_groups(module)
+    expected = {n: t for n, t in module.state_dict(keep_vars=True).items()}
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            in_file = set(f.keys())
+            missing = [g[0] for g in groups if not any(n in in_file for n in g)]
+            unexpected = in_file - set(expected)
+            if missing or unexpected:
+                parts = []
+                if missing:
+                    parts.append(f"{len(missing)} missing key(s): {_few(missing)}")
+                if unexpected:
+                    parts.append(f"{len(unexpected)} unexpected key(s): {_few(unexpected)}")
+                raise ModelLoadError(f"{weights} does not match {label or 'the model'}: {'; '.join(parts)}; "
+                                     "check model_name in config.json or re-download the checkpoint")
+            state = {}
+            for group in groups:
+                name = next(n for n in group if n in in_file)
+                shape = tuple(f.get_slice(name).get_shape())
+                if shape != tuple(expected[name].shape):
+                    raise ModelLoadError(f"{weights}: tensor {name} has shape {shape}, {label or 'the model'} needs "
+                                         f"{tuple(expected[name].shape)}; check model_name in config.json")
+                t = f.get_tensor(name)
+                if not t.is_floating_point():
+                    raise ModelLoadError(f"{weights}: tensor {name} has dtype {t.dtype}; expected F32, F16 or BF16")
+                t = t.to(device=device, dtype=torch.float32)
+                for n in group:
+                    state[n] = t
+    except ModelLoadError:
+        raise
+    except Exception as err:  # SafetensorError, truncated or corrupt file, OSError
+        raise ModelLoadError(f"cannot read {weights} (corrupt or truncated: {type(err).__name__}: {err}); {fix}") from None
+    module.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, p in module.named_parameters() if p.is_meta]
+    if left:
+        raise ModelLoadError(f"internal: parameters left unloaded: {_few(left)}")
