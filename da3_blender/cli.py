@@ -135,7 +135,7 @@ def _folder_images(folder: str, extensions: tuple[str, ...]) -> list[str]:
         if os.path.splitext(name)[1].lower() in extensions and os.path.isfile(os.path.join(folder, name))
     )
     if not files:
-        raise BadInputError(f"no images ({', '.join(extensions)}) in {folder}: put photos there or pass another folder")
+        raise BadInputError(f"{folder} has no images ({', '.join(extensions)}): put photos there or pass another folder")
     return files
 
 
@@ -160,7 +160,8 @@ def input_kind(path: str, command: str = "auto") -> str:
         raise BadInputError(f"{path} is neither an image nor a video file (known types: {known})")
     if command != "auto" and kind != command:
         hint = {"image": "da3 image FILE", "images": "da3 images FOLDER", "video": "da3 video FILE"}[kind]
-        raise BadInputError(f"{path} is {'a folder' if kind == 'images' else 'a ' + kind}, not what `da3 {command}` takes: use {hint} or da3 auto")
+        what = {"image": "an image file", "images": "a folder", "video": "a video file"}[kind]
+        raise BadInputError(f"{path} is {what}, not what `da3 {command}` takes: use {hint} or da3 auto")
     return kind
 
 
@@ -231,10 +232,11 @@ def run(args) -> int:
     from .inference import run_inference
 
     formats = _check_options(args)
+    input_kind(args.input, args.command)
+    device = devices.resolve_device(args.device)
     printer = _quiet if args.quiet else ProgressPrinter()
     try:
         source = collect(args, progress=printer)
-        device = devices.resolve_device(args.device)
         printer("model", 0.0, f"loading {args.model} on {device}")
         model = DepthAnything3.from_pretrained(args.model, device=device)
         printer("model", 1.0, f"{getattr(model, 'model_name', args.model)} on {device}")

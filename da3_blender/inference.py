@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageOps
 
 from . import devices, geometry, preprocess
-from .errors import BadInputError, CancelledError, DA3Error, OutOfMemoryError
+from .errors import BadInputError, DA3Error
 from .prediction import Prediction
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def run_inference(
     ``ray_pose_seed`` seeds the RANSAC of ``use_ray_pose`` (the official code leaves it unseeded).
     """
     report = _Reporter(progress)
+    preprocess.check_options(process_res, process_res_method)  # fail before any work
     formats = parse_export_format(export_format) if export_dir is not None else []
 
     # -- load -------------------------------------------------------------------------------
@@ -85,12 +86,7 @@ def run_inference(
 
     # -- preprocess -------------------------------------------------------------------------
     report("preprocess", 0.0, f"resizing to {process_res} ({process_res_method})")
-    try:
-        pre = preprocess.preprocess_images(images, process_res=process_res, method=process_res_method, intrinsics=intr)
-    except DA3Error:
-        raise
-    except (ValueError, TypeError) as exc:  # invalid option values
-        raise BadInputError(f"cannot preprocess the images: {exc}") from None
+    pre = preprocess.preprocess_images(images, process_res=process_res, method=process_res_method, intrinsics=intr)
     tensor = torch.as_tensor(pre.tensor, dtype=torch.float32)
     proc_k = None if pre.intrinsics is None else np.asarray(pre.intrinsics, dtype=np.float64)
     report("preprocess", 1.0, f"{tensor.shape[-1]}x{tensor.shape[-2]} px")
@@ -164,6 +160,7 @@ def run_inference(
             conf_thresh_percentile=conf_thresh_percentile,
             num_max_points=num_max_points,
             show_cameras=show_cameras,
+            progress=lambda f: report("export", float(f), ""),
         )
         pred.meta["exported_files"] = [os.fspath(f) for f in (files or [])]
         report("export", 1.0, f"{len(pred.meta['exported_files'])} files")
@@ -172,6 +169,7 @@ def run_inference(
 
 # --------------------------------------------------------------------------------------------
 # inputs
+
 
 def parse_export_format(export_format: str) -> list[str]:
     """Split "glb-ply" into formats, rejecting unknown ones before any work is done."""
