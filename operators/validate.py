@@ -1,0 +1,150 @@
+"""Checks made before a run starts: inputs, worker Python, known camera poses.
+
+Each check raises :class:`BadInputError` (or :class:`MissingDependencyError`) with one line that
+says what is wrong and what to do; nothing is started or created before they all pass.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from ..da3_blender.errors import BadInputError, MissingDependencyError
+from ..da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from ..preferences import environment_dir, worker_python
+
+
+def _ext(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
+def _abs(path: str) -> str:
+    return os.path.normpath(bpy.path.abspath(path.strip())) if path.strip() else ""
+
+
+def folder_images(folder: str) -> list[str]:
+    """The image files directly in ``folder``, in name order."""
+    return sorted(
+        os.path.join(folder, name) for name in os.listdir(folder)
+        if _ext(name) in IMAGE_EXTENSIONS and not name.startswith(".") and os.path.isfile(os.path.join(folder, name))
+    )
+
+
+def check_inputs(settings) -> tuple[list[str], list[str]]:
+    """The job's input paths and the image files they stand for (empty for a video)."""
+    mode = settings.input_mode
+    if mode == "IMAGES":
+        paths = [_abs(item.filepath) for item in settings.images if item.filepath.strip()]
+        if not paths:
+            raise BadInputError("no images selected: add images in DA3 > Input (the + button)")
+        for path in paths:
+            if not os.path.isfile(path):
+                raise BadInputError(f"image not found: {path}: remove it from the list or fix its path")
+            if _ext(path) not in IMAGE_EXTENSIONS:
+                raise BadInputError(f"{os.path.basename(path)} is not a supported image "
+                                    f"({', '.join(sorted(IMAGE_EXTENSIONS))}): remove it from the list")
+        return paths, paths
+    if mode == "FOLDER":
+        folder = _abs(settings.folder)
+        if not folder:
+            raise BadInputError("no folder chosen: pick a folder of images in DA3 > Input")
+        if not os.path.isdir(folder):
+            raise BadInputError(f"folder not found: {folder}: choose an existing folder of images")
+        images = folder_images(folder)
+        if not images:
+            raise BadInputError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}): "
+                                "choose a folder that contains images")
+        return [folder], images
+    video = _abs(settings.video)
+    if not video:
+        raise BadInputError("no video chosen: pick a video file in DA3 > Input")
+    if not os.path.isfile(video):
+        raise BadInputError(f"video not found: {video}: choose an existing video file")
+    if _ext(video) not in VIDEO_EXTENSIONS:
+        raise BadInputError(f"{os.path.basename(video)} is not a supported video "
+                            f"({', '.join(sorted(VIDEO_EXTENSIONS))}): choose another file or convert it to MP4")
+    check_video(video, settings)
+    return [video], []
+
+
+def probe_video(path: str) -> dict | None:
+    """Frame count, fps and size read by Blender's own decoder; None if Blender cannot probe videos.
+
+    The temporary movie clip is removed again: nothing stays in the file.
+    """
+    try:
+        clip = bpy.data.movieclips.load(path, check_existing=False)
+    except (RuntimeError, TypeError):
+        return None
+    try:
+        return {"frames": int(clip.frame_duration), "fps": float(clip.fps), "size": tuple(clip.size)}
+    finally:
+        bpy.data.movieclips.remove(clip)
+
+
+def check_video(path: str, settings) -> None:
+    info = probe_video(path)
+    if info is None:
+        return  # the worker reads it and says what is wrong
+    if info["frames"] <= 0 or info["fps"] <= 0:
+        raise BadInputError(f"cannot read the video {path}: it is damaged or in a format that cannot be decoded; "
+                            "re-encode it (e.g. H.264 MP4) or choose another file")
+    duration = info["frames"] / info["fps"]
+    start, end = settings.video_start, settings.video_end
+    if start >= duration:
+        raise BadInputError(f"the start time {start:.2f} s is past the end of the video ({duration:.2f} s): lower Start")
+    if end and end <= start:
+        raise BadInputError(f"the end time {end:.2f} s is not after the start time {start:.2f} s: raise End or set it to 0")
+
+
+def check_worker(prefs) -> str:
+    """The worker's interpreter, after checking it exists (managed environment: that it is set up)."""
+    python = worker_python(prefs)
+    if prefs.python_mode == "CUSTOM":
+        if not python:
+            raise MissingDependencyError("no Python interpreter set: choose one in Preferences > Add-ons > DA3 for "
+                                         "Blender, or use the managed environment")
+        if not os.path.isfile(python) or not os.access(python, os.X_OK):
+            raise MissingDependencyError(f"the Python interpreter {python} does not exist or is not executable: fix the "
+                                         "path in Preferences > Add-ons > DA3 for Blender (Check tests it)")
+        return python
+    from ..da3_blender import envs
+
+    if not envs.is_ready(environment_dir(prefs)):
+        raise MissingDependencyError("the DA3 environment is not set up: open Preferences > Add-ons > DA3 for Blender "
+                                     "and press 'Set up environment' (once), or choose your own Python there")
+    return python
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(W, H) of an image file, read through a temporary Blender image that is removed again."""
+    img = bpy.data.images.load(path, check_existing=False)
+    try:
+        return tuple(int(v) for v in img.size)
+    finally:
+        bpy.data.images.remove(img)
+
+
+def known_poses(context, images: list[str], up="Z_UP", scale: float = 1.0) -> tuple[list, list]:
+    """World-to-camera (N,4,4) and K (N,3,3, original pixels) from the selected cameras, by name."""
+    from ..scene.cameras import blender_camera_to_opencv
+
+    cams = sorted((ob for ob in context.selected_objects if ob.type == "CAMERA"), key=lambda ob: ob.name)
+    if not images:
+        raise BadInputError("known camera poses work with images or a folder, not a video: "
+                            "turn off 'Use selected cameras' or use extracted frames")
+    if len(cams) != len(images):
+        raise BadInputError(f"{len(cams)} camera(s) selected for {len(images)} image(s): select exactly one camera "
+                            "per image (matched in name order), or turn off 'Use selected cameras'")
+    extrinsics, intrinsics = [], []
+    for cam, path in zip(cams, images):
+        w2c, k, (w, h) = blender_camera_to_opencv(cam, context.scene, up=up, scale=scale)
+        iw, ih = image_size(path)
+        if (iw, ih) != (w, h):  # K is for the render size: rescale to the image
+            k = [[k[0][0] * iw / w, k[0][1] * iw / w, k[0][2] * iw / w],
+                 [k[1][0] * ih / h, k[1][1] * ih / h, k[1][2] * ih / h],
+                 [0.0, 0.0, 1.0]]
+        extrinsics.append([[float(v) for v in row] for row in w2c])
+        intrinsics.append([[float(v) for v in row] for row in k])
+    return extrinsics, intrinsics

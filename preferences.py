@@ -1,0 +1,177 @@
+"""Extension preferences: which Python runs the model (managed environment or your own), the model
+cache, the hub mirror and offline mode, the default device."""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy.types import AddonPreferences
+
+PACKAGE = __package__  # "bl_ext.<repo>.da3_for_blender" when installed, "da3_for_blender" in tests
+
+PYTHON_MODES = (
+    ("MANAGED", "Managed environment", "A Python environment with torch that the extension sets up for you", 0),
+    ("CUSTOM", "Custom interpreter", "A Python of your own that has torch, numpy, pillow, safetensors, huggingface_hub", 1),
+)
+ENV_VARIANTS = (  # torch index variants (envs.create_environment's torch_variant)
+    ("cpu", "CPU", "torch for the processor only (smaller download, works everywhere, Apple MPS included)", 0),
+    ("cu126", "CUDA 12.6", "torch with CUDA 12.6 for NVIDIA GPUs (multi-GB download; needs driver 560+)", 1),
+    ("cu128", "CUDA 12.8", "torch with CUDA 12.8 for NVIDIA GPUs (multi-GB download; needs driver 570+, RTX 50xx)", 2),
+)
+DEFAULT_DEVICES = (
+    ("auto", "Auto", "CUDA if available, else Apple MPS, else CPU", 0),
+    ("cpu", "CPU", "Always run on the processor", 1),
+    ("cuda", "CUDA", "Run on the NVIDIA GPU", 2),
+    ("mps", "Apple MPS", "Run on the Apple silicon GPU", 3),
+)
+
+
+def user_dir(*parts: str, create: bool = False) -> str:
+    """A folder in the extension's user directory (kept across extension updates)."""
+    try:
+        base = bpy.utils.extension_path_user(PACKAGE, path="", create=create)
+    except ValueError:  # not installed as an extension (development checkout, tests)
+        base = os.path.join(bpy.utils.user_resource("CONFIG"), PACKAGE.rsplit(".", 1)[-1])
+    path = os.path.join(base, *parts)
+    if create:
+        os.makedirs(path, exist_ok=True)
+    return path
+
+
+class DA3Preferences(AddonPreferences):
+    bl_idname = PACKAGE
+
+    python_mode: EnumProperty(name="Worker Python", items=PYTHON_MODES, default="MANAGED")
+    env_dir: StringProperty(
+        name="Environment folder", subtype="DIR_PATH",
+        description="Where the managed environment lives (empty: in the extension's user folder)",
+    )
+    env_variant: EnumProperty(name="torch build", items=ENV_VARIANTS, default="cpu")
+    custom_python: StringProperty(
+        name="Python interpreter", subtype="FILE_PATH", description="Path of the python executable to run the model with"
+    )
+    model_cache_dir: StringProperty(
+        name="Model cache", subtype="DIR_PATH",
+        description="Where downloaded weights are kept (empty: the Hugging Face default, ~/.cache/huggingface)",
+    )
+    hf_endpoint: StringProperty(
+        name="Hub mirror", description="HF_ENDPOINT: a Hugging Face mirror URL, e.g. https://hf-mirror.com (empty: huggingface.co)"
+    )
+    offline: BoolProperty(
+        name="Offline", default=False, description="HF_HUB_OFFLINE=1: use only weights already in the cache"
+    )
+    default_device: EnumProperty(name="Default device", items=DEFAULT_DEVICES, default="auto")
+    results_dir: StringProperty(
+        name="Results folder", subtype="DIR_PATH",
+        description="Where result files (.npz) are written before import (empty: the extension's user folder)",
+    )
+
+    def draw(self, context):
+        runtime = context.window_manager.da3_runtime
+        layout = self.layout
+        box = layout.box()
+        box.label(text="Model runtime", icon="SCRIPTPLUGINS")
+        box.row().prop(self, "python_mode", expand=True)
+        if self.python_mode == "MANAGED":
+            box.prop(self, "env_dir", placeholder=environment_dir(self))
+            box.row(align=True).prop(self, "env_variant", expand=True)
+            row = box.row()
+            row.enabled = not runtime.env_busy
+            row.operator("da3.setup_environment", icon="IMPORT")
+            status = environment_status(self)
+            box.label(text=status, icon="CHECKMARK" if status.startswith("Ready") else "INFO")
+        else:
+            row = box.row(align=True)
+            row.prop(self, "custom_python")
+            row.operator("da3.check_interpreter", text="Check", icon="VIEWZOOM")
+        _draw_lines(box, runtime.env_log.splitlines()[-8:])
+        for text in (runtime.env_result, runtime.interpreter_info):
+            if text:
+                _draw_lines(box, text.splitlines(), icon="INFO")
+
+        box = layout.box()
+        box.label(text="Model weights", icon="FILE_BLEND")
+        box.prop(self, "model_cache_dir", placeholder="Hugging Face default cache")
+        box.prop(self, "hf_endpoint", placeholder="https://huggingface.co")
+        box.prop(self, "offline")
+        layout.prop(self, "default_device")
+        layout.prop(self, "results_dir", placeholder=user_dir("results"))
+
+
+def _draw_lines(layout, lines, icon="NONE"):
+    col = layout.column(align=True)
+    for i, line in enumerate(lines):
+        col.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")
+
+
+class _Defaults:
+    """Preference values when the extension is registered without the add-on entry (scripts)."""
+
+    python_mode = "MANAGED"
+    env_dir = ""
+    env_variant = "cpu"
+    custom_python = ""
+    model_cache_dir = ""
+    hf_endpoint = ""
+    offline = False
+    default_device = "auto"
+    results_dir = ""
+
+
+def get_preferences(context=None):
+    """The extension's preferences (defaults when the add-on entry does not exist)."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(PACKAGE)
+    return addon.preferences if addon is not None and addon.preferences is not None else _Defaults()
+
+
+def environment_dir(prefs) -> str:
+    return bpy.path.abspath(prefs.env_dir) if prefs.env_dir else user_dir("env")
+
+
+def environment_status(prefs) -> str:
+    from .da3_blender import envs
+
+    path = environment_dir(prefs)
+    if envs.is_ready(path):
+        return f"Ready: {path}"
+    return "Not set up yet: press 'Set up environment' (downloads torch, once)"
+
+
+def worker_python(prefs) -> str:
+    """The interpreter the worker runs with (may not exist: validation says so)."""
+    from .da3_blender import envs
+
+    if prefs.python_mode == "CUSTOM":
+        return bpy.path.abspath(prefs.custom_python.strip()) if prefs.custom_python.strip() else ""
+    return str(envs.python_in(environment_dir(prefs)))
+
+
+def worker_env(prefs) -> dict[str, str]:
+    """Environment variables for the worker (model cache, hub mirror, offline)."""
+    env = {}
+    if prefs.model_cache_dir:
+        cache = bpy.path.abspath(prefs.model_cache_dir)
+        env["HF_HOME"] = cache
+        env["HF_HUB_CACHE"] = os.path.join(cache, "hub")
+    if prefs.hf_endpoint.strip():
+        env["HF_ENDPOINT"] = prefs.hf_endpoint.strip().rstrip("/")
+    if prefs.offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def results_dir(prefs) -> str:
+    path = bpy.path.abspath(prefs.results_dir) if prefs.results_dir else user_dir("results")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def register():
+    bpy.utils.register_class(DA3Preferences)
+
+
+def unregister():
+    bpy.utils.unregister_class(DA3Preferences)

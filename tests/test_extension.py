@@ -1,0 +1,375 @@
+"""The Blender extension without the model: manifest, package build, registration, preferences,
+panels and the checks the Run button makes before starting anything."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import types
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXTENSION_PACKAGE = "da3_for_blender"  # the manifest id (conftest.EXTENSION_PACKAGE)
+
+MANIFEST = REPO_ROOT / "blender_manifest.toml"
+BUILD = REPO_ROOT / "scripts" / "build_extension.py"
+RUNTIME_DIRS = ("operators/", "panels/", "scene/", "da3_blender/")
+RUNTIME_FILES = {"__init__.py", "blender_manifest.toml", "preferences.py", "properties.py", "LICENSE", "README.md"}
+NEVER_PACKED = ("tests/", "scripts/", ".ci/", ".venv/", ".git/", "examples/", "dist/")
+
+
+def _blender_ext():
+    """Blender's own extension tool (``blender --command extension``), shipped inside the bpy module."""
+    bpy = pytest.importorskip("bpy", reason="the bpy module is needed for Blender's extension tool")
+    scripts = Path(bpy.utils.resource_path("LOCAL")) / "scripts"  # the scripts Blender ships
+    found = sorted(scripts.glob("addons_core/bl_pkg/cli/blender_ext.py"))
+    if not found:
+        pytest.skip("blender_ext.py not found in the bpy module")
+    return found[0]
+
+
+# -- manifest and package ------------------------------------------------------------------------
+def test_manifest_has_the_fields_blender_requires():
+    m = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
+    for key in ("schema_version", "id", "version", "name", "tagline", "maintainer", "type", "blender_version_min"):
+        assert isinstance(m[key], str) and m[key].strip(), key
+    assert m["id"] == EXTENSION_PACKAGE
+    assert m["type"] == "add-on"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", m["version"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", m["blender_version_min"])
+    assert tuple(int(x) for x in m["blender_version_min"].split(".")) >= (4, 2, 0)
+    assert len(m["tagline"]) <= 64 and not m["tagline"].endswith((".", "!", "?"))
+    assert m["license"] == ["SPDX:Apache-2.0"]
+    assert set(m["permissions"]) <= {"files", "network", "clipboard", "camera", "microphone"}
+    assert {"files", "network"} <= set(m["permissions"])
+    assert all(isinstance(v, str) and not v.endswith(".") for v in m["permissions"].values())
+
+
+def test_manifest_passes_blenders_own_validation():
+    spec = importlib.util.spec_from_file_location("blender_ext", _blender_ext())
+    blender_ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(blender_ext)
+    data = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
+    result = blender_ext.pkg_manifest_from_dict_and_validate_all_errros(data, from_repo=False, strict=True)
+    assert not isinstance(result, list), result  # a list holds the errors
+
+
+def _build(tmp_path, *args, source=REPO_ROOT):
+    return subprocess.run([sys.executable, str(BUILD), "--source-dir", str(source), "--output-dir", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_built_zip_holds_exactly_the_runtime_files(tmp_path):
+    proc = _build(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    version = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))["version"]
+    path = tmp_path / f"{EXTENSION_PACKAGE}-{version}.zip"
+    assert proc.stdout.strip().splitlines()[-1] == str(path)
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        assert tomllib.loads(zf.read("blender_manifest.toml").decode()) == tomllib.loads(MANIFEST.read_text("utf-8"))
+    for required in ("__init__.py", "blender_manifest.toml", "preferences.py", "properties.py",
+                     "operators/__init__.py", "operators/reconstruct.py", "panels/__init__.py",
+                     "scene/importer.py", "da3_blender/worker.py", "da3_blender/worker_client.py"):
+        assert required in names, required
+    for name in names:
+        assert name in RUNTIME_FILES or name.startswith(RUNTIME_DIRS), f"unexpected file in the package: {name}"
+        assert not name.startswith(NEVER_PACKED) and "__pycache__" not in name and not name.endswith(".pyc"), name
+    # every Python source of the runtime packages went in
+    for folder in RUNTIME_DIRS:
+        for src in (REPO_ROOT / folder).rglob("*.py"):
+            rel = src.relative_to(REPO_ROOT).as_posix()
+            if "__pycache__" not in rel:
+                assert rel in names, f"{rel} missing from the package"
+
+
+def test_build_matches_blenders_own_builder(tmp_path):
+    ours = _build(tmp_path / "ours")
+    assert ours.returncode == 0, ours.stderr
+    official = tmp_path / "official.zip"
+    proc = subprocess.run([sys.executable, str(_blender_ext()), "build", "--source-dir", str(REPO_ROOT),
+                           "--output-filepath", str(official)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with zipfile.ZipFile(official) as a, zipfile.ZipFile(next((tmp_path / "ours").glob("*.zip"))) as b:
+        assert sorted(b.namelist()) == sorted(a.namelist())
+
+
+def _tiny_source(tmp_path, manifest_edit=None, extra=None):
+    src = tmp_path / "src"
+    src.mkdir()
+    text = MANIFEST.read_text(encoding="utf-8")
+    if manifest_edit:
+        text = manifest_edit(text)
+    (src / "blender_manifest.toml").write_text(text, encoding="utf-8")
+    (src / "__init__.py").write_text("def register():\n    pass\n")
+    for name, content in (extra or {}).items():
+        (src / name).write_text(content)
+    return src
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda t: t.replace('version = "0.1.0"', 'version = "0.1"'), "version"),
+    (lambda t: re.sub(r'(?m)^maintainer = .*$', "", t), "maintainer"),
+    (lambda t: t.replace('[permissions]', '[permissions]\nmind_reading = "Read minds"'), "permission"),
+    (lambda t: t.replace('schema_version = "1.0.0"', 'schema_version = "1.0.0'), "does not parse"),
+])
+def test_build_refuses_a_bad_manifest(tmp_path, edit, expected):
+    proc = _build(tmp_path / "out", source=_tiny_source(tmp_path, edit))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("build_extension: error:") and expected in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not list((tmp_path / "out").glob("*.zip"))
+
+
+def test_build_refuses_python_that_does_not_compile(tmp_path):
+    proc = _build(tmp_path / "out", source=_tiny_source(tmp_path, extra={"broken.py": "def f(:\n"}))
+    assert proc.returncode == 1 and "broken.py:1" in proc.stderr
+
+
+# -- registration ---------------------------------------------------------------------------------
+CLASS_NAMES = ("DA3_PT_main", "DA3_PT_input", "DA3_PT_model", "DA3_PT_options", "DA3_PT_build", "DA3_UL_images",
+               "DA3_OT_reconstruct", "DA3_OT_cancel", "DA3_OT_import_result", "DA3_OT_unload_model",
+               "DA3_OT_setup_environment", "DA3_OT_check_interpreter", "DA3_OT_add_images", "DA3Settings",
+               "DA3Runtime", "DA3Preferences")
+
+
+def _handler_counts(bpy):
+    return {name: len(getattr(bpy.app.handlers, name)) for name in dir(bpy.app.handlers)
+            if isinstance(getattr(bpy.app.handlers, name), list)}
+
+
+def test_register_and_unregister_cleanly_twice(extension):
+    import addon_utils
+    import bpy
+
+    from da3_for_blender.operators import environment, session
+
+    assert addon_utils.check(EXTENSION_PACKAGE)[1] is False, "enabled by an earlier test"
+    handlers = _handler_counts(bpy)
+    for _ in range(2):
+        addon_utils.enable(EXTENSION_PACKAGE, default_set=True, handle_error=None)
+        for name in CLASS_NAMES:
+            assert hasattr(bpy.types, name), f"{name} not registered"
+        assert "da3_settings" in bpy.types.Scene.bl_rna.properties
+        assert "da3_runtime" in bpy.types.WindowManager.bl_rna.properties
+        assert bpy.context.scene.da3_settings.process_res == 504
+        assert bpy.context.preferences.addons[EXTENSION_PACKAGE].preferences.python_mode == "MANAGED"
+        assert bpy.ops.da3.reconstruct.poll()
+        addon_utils.disable(EXTENSION_PACKAGE, default_set=True, handle_error=None)
+        for name in CLASS_NAMES:
+            assert not hasattr(bpy.types, name), f"{name} left registered"
+        assert "da3_settings" not in bpy.types.Scene.bl_rna.properties
+        assert "da3_runtime" not in bpy.types.WindowManager.bl_rna.properties
+        assert EXTENSION_PACKAGE not in bpy.context.preferences.addons
+        assert _handler_counts(bpy) == handlers
+        assert not bpy.app.timers.is_registered(environment._poll)
+        assert session.current() is None and session.active_run is None
+
+
+@pytest.fixture
+def registered(extension, tmp_path):
+    import addon_utils
+    import bpy
+
+    addon_utils.enable(EXTENSION_PACKAGE, default_set=True, handle_error=None)
+    prefs = bpy.context.preferences.addons[EXTENSION_PACKAGE].preferences
+    prefs.python_mode, prefs.custom_python = "CUSTOM", sys.executable
+    prefs.results_dir = str(tmp_path / "results")
+    scene = bpy.data.scenes.new("da3 test")
+    old = bpy.context.window.scene
+    bpy.context.window.scene = scene
+    yield bpy.context
+    bpy.context.window.scene = old
+    bpy.data.scenes.remove(scene)
+    addon_utils.disable(EXTENSION_PACKAGE, default_set=True, handle_error=None)
+
+
+def test_preferences_become_the_workers_environment(registered, tmp_path):
+    from da3_for_blender.preferences import get_preferences, worker_env, worker_python
+
+    prefs = get_preferences(registered)
+    prefs.model_cache_dir = str(tmp_path / "cache")
+    prefs.hf_endpoint = "https://hf-mirror.example/ "
+    prefs.offline = True
+    env = worker_env(prefs)
+    assert env["HF_HOME"] == str(tmp_path / "cache")
+    assert Path(env["HF_HUB_CACHE"]).parent == tmp_path / "cache"
+    assert env["HF_ENDPOINT"] == "https://hf-mirror.example"
+    assert env["HF_HUB_OFFLINE"] == "1"
+    prefs.model_cache_dir, prefs.hf_endpoint, prefs.offline = "", "", False
+    assert worker_env(prefs) == {}
+    assert worker_python(prefs) == sys.executable
+    prefs.python_mode, prefs.env_dir = "MANAGED", str(tmp_path / "env")
+    assert Path(worker_python(prefs)).is_relative_to(tmp_path / "env")
+
+
+# -- panels ---------------------------------------------------------------------------------------
+class _Layout:
+    """Stands in for UILayout: records what a panel draws and checks every property and operator exists."""
+
+    def __init__(self, log):
+        self.log = log
+        self.enabled = self.active = self.alert = True
+        self.scale_y = 1.0
+
+    def _sub(self, *args, **kwargs):
+        return _Layout(self.log)
+
+    row = column = box = split = _sub
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name}"
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **kwargs):
+        module, op = idname.split(".")
+        assert hasattr(getattr(__import__("bpy").ops, module), op), f"no operator {idname}"
+        self.log.append(("operator", idname))
+
+    def label(self, text="", **kwargs):
+        self.log.append(("label", text))
+
+    def progress(self, text="", factor=0.0, type="BAR"):
+        self.log.append(("progress", text, factor))
+
+    def template_list(self, listtype, list_id, data, prop, active_data, active_prop, **kwargs):
+        import bpy
+
+        assert hasattr(bpy.types, listtype) and prop in data.bl_rna.properties
+        self.log.append(("list", prop))
+
+
+def _draw(panel_cls, context):
+    log = []
+    fake = types.SimpleNamespace(layout=_Layout(log))
+    if hasattr(panel_cls, "layout_enabled"):
+        fake.layout_enabled = lambda ctx: panel_cls.layout_enabled(fake, ctx)
+    panel_cls.draw(fake, context)
+    return log
+
+
+def test_panels_draw_every_mode_with_existing_properties(registered):
+    import bpy
+
+    s = registered.scene.da3_settings
+    rt = registered.window_manager.da3_runtime
+    panels = [getattr(bpy.types, n) for n in ("DA3_PT_main", "DA3_PT_input", "DA3_PT_model", "DA3_PT_options",
+                                               "DA3_PT_build")]
+    for mode in ("IMAGES", "FOLDER", "VIDEO"):
+        s.input_mode = mode
+        s.model = "CUSTOM" if mode == "FOLDER" else "depth-anything/DA3-LARGE-1.1"
+        s.use_selected_cameras = mode == "IMAGES"
+        s.export_format = {"glb"} if mode == "VIDEO" else set()
+        logs = [_draw(p, registered) for p in panels]
+        assert ("operator", "da3.reconstruct") in logs[0]
+        shown = {entry[1] for log in logs for entry in log if entry[0] == "prop"}
+        assert {"IMAGES": "input_mode", "FOLDER": "folder", "VIDEO": "video_fps"}[mode] in shown
+    # the model panel says what the chosen model is and may do
+    s.model = "depth-anything/DA3-LARGE-1.1"
+    labels = " ".join(e[1] for e in _draw(bpy.types.DA3_PT_model, registered) if e[0] == "label")
+    assert "0.35B" in labels and "CC BY-NC 4.0" in labels and "camera poses" in labels
+    s.model = "depth-anything/DA3METRIC-LARGE"
+    labels = " ".join(e[1] for e in _draw(bpy.types.DA3_PT_model, registered) if e[0] == "label")
+    assert "Metric depth" in labels and "no camera poses" in labels
+    # while running: a progress bar and Cancel instead of Run
+    rt.running, rt.stage, rt.fraction, rt.message = True, "forward", 0.5, "block 3/12"
+    try:
+        log = _draw(bpy.types.DA3_PT_main, registered)
+    finally:
+        rt.running = False
+    assert ("progress", "Forward: block 3/12", 0.5) in log
+    assert ("operator", "da3.cancel") in log and ("operator", "da3.reconstruct") not in log
+
+
+def test_model_table_agrees_with_the_core(extension):
+    from da3_blender.model.config import capabilities, model_name_for_repo
+
+    from da3_for_blender.properties import MODEL_ZOO
+
+    for repo, _label, _params, licence, depth, pose in MODEL_ZOO:
+        caps = capabilities(model_name_for_repo(repo))
+        assert caps["pose"] == pose, repo
+        assert caps["metric"] == (depth == "metric"), repo
+        assert licence in ("Apache-2.0", "CC BY-NC 4.0")
+
+
+# -- refused before anything starts ---------------------------------------------------------------
+def _refused(context, match):
+    """Run da3.reconstruct and check it is refused with ``match`` and starts nothing."""
+    import bpy
+
+    from da3_for_blender.operators import session
+
+    before = {k: len(getattr(bpy.data, k)) for k in ("objects", "collections", "images", "movieclips")}
+    client = session.current()
+    with pytest.raises(RuntimeError, match=match):
+        bpy.ops.da3.reconstruct()
+    assert context.window_manager.da3_runtime.error and re.search(match, context.window_manager.da3_runtime.error)
+    assert not context.window_manager.da3_runtime.running
+    assert session.current() is client and session.active_run is None  # no worker started
+    assert {k: len(getattr(bpy.data, k)) for k in before} == before
+
+
+def test_invalid_inputs_are_refused_with_what_to_fix(registered, tmp_path, soh_images):
+    from da3_for_blender.preferences import get_preferences
+
+    s = registered.scene.da3_settings
+    s.model = "CUSTOM"
+    s.custom_model = str(tmp_path)
+    s.input_mode = "IMAGES"
+    _refused(registered, "no images selected: add images")
+    s.images.add().filepath = str(soh_images[0])
+    s.images.add().filepath = str(tmp_path / "missing.png")
+    _refused(registered, r"image not found: .*missing\.png")
+
+    s.input_mode = "FOLDER"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    s.folder = str(empty)
+    _refused(registered, "no images in .*empty.*choose a folder that contains images")
+    s.folder = str(tmp_path / "nowhere")
+    _refused(registered, "folder not found")
+
+    s.input_mode = "VIDEO"
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(4096))
+    s.video = str(corrupt)
+    _refused(registered, "cannot read the video .*corrupt.mp4.*re-encode")
+    s.video = str(tmp_path / "missing.mp4")
+    _refused(registered, "video not found")
+
+    s.input_mode = "IMAGES"
+    s.images.remove(1)
+    prefs = get_preferences(registered)
+    prefs.custom_python = str(tmp_path / "no" / "python")
+    _refused(registered, "does not exist or is not executable: fix the path in Preferences")
+    prefs.python_mode, prefs.env_dir = "MANAGED", str(tmp_path / "env")
+    _refused(registered, "environment is not set up.*Set up environment")
+    prefs.python_mode, prefs.custom_python = "CUSTOM", sys.executable
+    s.custom_model = "  "
+    _refused(registered, "no custom model given")
+
+
+def test_selected_cameras_must_match_the_views(registered, soh_images):
+    import bpy
+
+    s = registered.scene.da3_settings
+    s.input_mode, s.model, s.custom_model = "IMAGES", "CUSTOM", "some/model"
+    for path in soh_images:
+        s.images.add().filepath = str(path)
+    s.use_selected_cameras = True
+    cam = bpy.data.objects.new("only one", bpy.data.cameras.new("only one"))
+    registered.scene.collection.objects.link(cam)
+    try:
+        for ob in registered.view_layer.objects:
+            ob.select_set(ob is cam)
+        _refused(registered, "1 camera.s. selected for 2 image.s.: select exactly one camera per image")
+    finally:
+        bpy.data.objects.remove(cam)
