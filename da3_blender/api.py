@@ -70,7 +70,7 @@ class DepthAnything3(nn.Module):
         name = read_model_name(config, repo_id)
         device = torch.device(device) if device is not None else default_device()
         model = cls(name, device="meta", compute_dtype=compute_dtype)
-        load_safetensors_into(model, weights, device, label=name)
+        load_safetensors_into(model, weights, device, label=name, from_hub=repo_id is not None)
         return model.eval()
 
     @torch.inference_mode()

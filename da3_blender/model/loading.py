@@ -90,11 +90,13 @@ def shared_groups(module: nn.Module) -> list[list[str]]:
     return [sorted(n for n in names if n in persistent) for names in groups.values() if any(n in persistent for n in names)]
 
 
-def load_safetensors_into(module: nn.Module, weights: Path, device: torch.device, label: str = "") -> None:
+def load_safetensors_into(module: nn.Module, weights: Path, device: torch.device, label: str = "",
+                          from_hub: bool = False) -> None:
     """Strictly load ``weights`` into ``module`` (may live on ``meta``); tensors go to ``device`` as fp32."""
     from safetensors import safe_open
 
-    fix = f"delete {weights} (from the HF cache: ~/.cache/huggingface/hub) and download again"
+    fix = (f"delete {Path(weights).resolve()} and load again to re-download it" if from_hub
+           else "replace the file with a complete download")
     groups = shared_groups(module)
     expected = {n: t for n, t in module.state_dict(keep_vars=True).items()}
     try:
