@@ -17,6 +17,35 @@ def ensure_node_tree(material) -> None:
         material.use_nodes = True
 
 
+def set_positions(mesh, flat_xyz: np.ndarray) -> None:
+    """Write vertex positions (flat float32) through the ``position`` attribute (~50x faster than
+    ``vertices.foreach_set("co")`` in 5.0); vertices must already be added."""
+    attr = mesh.attributes.get("position")
+    if attr is not None:
+        attr.data.foreach_set("vector", flat_xyz)
+    else:
+        mesh.vertices.foreach_set("co", flat_xyz)
+
+
+def set_corner_vertices(mesh, vertex_indices: np.ndarray) -> None:
+    """Write each loop's vertex (int32) through the ``.corner_vert`` attribute when there is one."""
+    attr = mesh.attributes.get(".corner_vert")
+    if attr is not None:
+        attr.data.foreach_set("value", vertex_indices)
+    else:
+        mesh.loops.foreach_set("vertex_index", vertex_indices)
+
+
+def set_uvs(mesh, name: str, loop_uvs: np.ndarray) -> None:
+    """Create the UV map ``name`` and write per-loop UVs (flat float32)."""
+    layer = mesh.uv_layers.new(name=name)
+    attr = mesh.attributes.get(layer.name)
+    if attr is not None and attr.data_type == "FLOAT2":
+        attr.data.foreach_set("vector", loop_uvs)
+    else:
+        layer.data.foreach_set("uv", loop_uvs)
+
+
 def assign_action(idblock, action) -> None:
     """Make ``action`` the active action of ``idblock`` (an object or object data)."""
     anim = idblock.animation_data or idblock.animation_data_create()

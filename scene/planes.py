@@ -14,6 +14,7 @@ import bpy
 import numpy as np
 
 from ..da3_blender.geometry import unproject_depth
+from .compat import set_corner_vertices, set_positions, set_uvs
 from .conventions import points_to_blender
 
 
@@ -66,15 +67,14 @@ def plane_mesh(name: str, positions, faces, uv):
     mesh = bpy.data.meshes.new(name)
     nf = len(faces)
     mesh.vertices.add(len(positions))
-    mesh.vertices.foreach_set("co", np.ascontiguousarray(positions, np.float32).ravel())
+    set_positions(mesh, np.ascontiguousarray(positions, np.float32).ravel())
     mesh.loops.add(4 * nf)
     loop_vertices = np.ascontiguousarray(faces, np.int32).ravel()
-    mesh.loops.foreach_set("vertex_index", loop_vertices)
+    set_corner_vertices(mesh, loop_vertices)
     mesh.polygons.add(nf)
     mesh.polygons.foreach_set("loop_start", np.arange(0, 4 * nf, 4, dtype=np.int32))
     mesh.update(calc_edges=True)
-    layer = mesh.uv_layers.new(name="UVMap")
-    layer.data.foreach_set("uv", np.ascontiguousarray(uv, np.float32)[loop_vertices].ravel())
+    set_uvs(mesh, "UVMap", np.ascontiguousarray(uv, np.float32)[loop_vertices].ravel())
     return mesh
 
 

@@ -13,6 +13,7 @@ import bpy
 import numpy as np
 
 from ..da3_blender.geometry import unproject_depth
+from .compat import set_positions
 from .conventions import points_to_blender, srgb_to_linear
 
 GROUP_INPUTS = ("Confidence Threshold", "Radius")
@@ -67,7 +68,7 @@ def points_mesh(name: str, positions, colors, conf, view):
     """A vertex-only mesh with the ``Col``, ``conf`` and ``view`` point attributes (bulk writes)."""
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(positions))
-    mesh.vertices.foreach_set("co", np.ascontiguousarray(positions, dtype=np.float32).ravel())
+    set_positions(mesh, np.ascontiguousarray(positions, dtype=np.float32).ravel())
     mesh.attributes.new("Col", "FLOAT_COLOR", "POINT").data.foreach_set("color", np.ascontiguousarray(colors, np.float32).ravel())
     mesh.attributes.new("conf", "FLOAT", "POINT").data.foreach_set("value", np.ascontiguousarray(conf, np.float32))
     mesh.attributes.new("view", "INT", "POINT").data.foreach_set("value", np.ascontiguousarray(view, np.int32))
