@@ -75,12 +75,13 @@ REF_VIEW_STRATEGIES = (
     ("first", "First", "The first view is the reference", 2),
     ("middle", "Middle", "The middle view is the reference", 3),
 )
-EXPORT_FORMATS = (
-    ("glb", "glTF (.glb)", "Point cloud and cameras as glTF binary", 0),
-    ("ply", "PLY", "Point cloud as PLY", 1),
-    ("colmap", "COLMAP", "Cameras and points as a COLMAP sparse model", 2),
-    ("npz", "NPZ", "All arrays as npz", 3),
-    ("depth_vis", "Depth images", "Coloured depth maps as PNG", 4),
+EXPORT_FORMATS = (  # an ENUM_FLAG: Blender numbers the flags itself
+    ("glb", "glTF (.glb)", "Point cloud and cameras as glTF binary"),
+    ("ply", "PLY", "Point cloud as PLY"),
+    ("colmap", "COLMAP", "Cameras and points as a COLMAP sparse model"),
+    ("npz", "NPZ", "All arrays as npz"),
+    ("mini_npz", "Mini NPZ", "Depth, confidence and cameras as npz (no images)"),
+    ("depth_vis", "Depth images", "Coloured depth maps as PNG"),
 )
 
 

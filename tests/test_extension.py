@@ -135,8 +135,7 @@ def test_build_refuses_python_that_does_not_compile(tmp_path):
 # -- registration ---------------------------------------------------------------------------------
 CLASS_NAMES = ("DA3_PT_main", "DA3_PT_input", "DA3_PT_model", "DA3_PT_options", "DA3_PT_build", "DA3_UL_images",
                "DA3_OT_reconstruct", "DA3_OT_cancel", "DA3_OT_import_result", "DA3_OT_unload_model",
-               "DA3_OT_setup_environment", "DA3_OT_check_interpreter", "DA3_OT_add_images", "DA3Settings",
-               "DA3Runtime", "DA3Preferences")
+               "DA3_OT_setup_environment", "DA3_OT_check_interpreter", "DA3_OT_add_images")
 
 
 def _handler_counts(bpy):
@@ -148,14 +147,17 @@ def test_register_and_unregister_cleanly_twice(extension):
     import addon_utils
     import bpy
 
+    from da3_for_blender import operators, panels, preferences, properties
     from da3_for_blender.operators import environment, session
 
+    ours = operators.CLASSES + panels.CLASSES + properties.CLASSES + (preferences.DA3Preferences,)
     assert addon_utils.check(EXTENSION_PACKAGE)[1] is False, "enabled by an earlier test"
     handlers = _handler_counts(bpy)
     for _ in range(2):
         addon_utils.enable(EXTENSION_PACKAGE, default_set=True, handle_error=None)
         for name in CLASS_NAMES:
             assert hasattr(bpy.types, name), f"{name} not registered"
+        assert all(cls.is_registered for cls in ours)
         assert "da3_settings" in bpy.types.Scene.bl_rna.properties
         assert "da3_runtime" in bpy.types.WindowManager.bl_rna.properties
         assert bpy.context.scene.da3_settings.process_res == 504
@@ -164,6 +166,7 @@ def test_register_and_unregister_cleanly_twice(extension):
         addon_utils.disable(EXTENSION_PACKAGE, default_set=True, handle_error=None)
         for name in CLASS_NAMES:
             assert not hasattr(bpy.types, name), f"{name} left registered"
+        assert not any(cls.is_registered for cls in ours)
         assert "da3_settings" not in bpy.types.Scene.bl_rna.properties
         assert "da3_runtime" not in bpy.types.WindowManager.bl_rna.properties
         assert EXTENSION_PACKAGE not in bpy.context.preferences.addons
@@ -368,8 +371,7 @@ def test_selected_cameras_must_match_the_views(registered, soh_images):
     cam = bpy.data.objects.new("only one", bpy.data.cameras.new("only one"))
     registered.scene.collection.objects.link(cam)
     try:
-        for ob in registered.view_layer.objects:
-            ob.select_set(ob is cam)
+        cam.select_set(True)  # the only object of the test scene
         _refused(registered, "1 camera.s. selected for 2 image.s.: select exactly one camera per image")
     finally:
         bpy.data.objects.remove(cam)
