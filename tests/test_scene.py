@@ -408,3 +408,25 @@ def test_point_filters_percentile_stride_max_points_and_per_view_objects():
     assert len(objs) == 3
     ids = np.concatenate([read(o.data, "conf") for o in objs]).astype(np.int64) - 1
     assert len(ids) == 100 and np.all((ids % 40) % 4 == 0) and np.all(((ids // 40) % 30) % 4 == 0)
+
+
+def test_points_and_planes_render_their_colours_in_cycles(tmp_path):
+    rng = np.random.default_rng(12)
+    pred = synthetic(rng, 1, (18, 32), (32, 18), [[30, 0, 16], [0, 30, 9], [0, 0, 1]])
+    pred.depth[:] = 3.0
+    pred.extrinsics[0] = np.eye(4)[:3]
+    pred.processed_images[:] = (255, 0, 0)
+    for parts in (dict(points=True, planes=False, point_radius=0.2), dict(points=False, planes=True)):
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        mod("scene.importer").import_prediction(pred, options=options(**parts))
+        scene = bpy.context.scene
+        scene.render.engine = "CYCLES"
+        scene.cycles.samples = 1
+        scene.cycles.device = "CPU"
+        scene.view_settings.view_transform = "Standard"  # colours out as they went in
+        scene.render.filepath = str(tmp_path / "r.png")
+        bpy.ops.render.render(write_still=True)
+        image = bpy.data.images.load(str(tmp_path / "r.png"))
+        px = np.array(image.pixels[:]).reshape(18, 32, 4)
+        centre = px[6:12, 10:22, :3].reshape(-1, 3)
+        assert np.median(centre[:, 0]) > 0.8 and np.median(centre[:, 1:]) < 0.1, parts
