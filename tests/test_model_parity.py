@@ -218,3 +218,40 @@ def test_ray_pose_is_seedable(model, fixture_dir):
     assert a["extrinsics"].shape == (1, 2, 3, 4) and a["intrinsics"].shape == (1, 2, 3, 3)
     assert "ray" not in a
     assert torch.equal(a["extrinsics"], b["extrinsics"]) and torch.equal(a["intrinsics"], b["intrinsics"])
+
+
+def test_nested_model_scales_depth_and_translations_together(model, fixture_dir, monkeypatch):
+    """Nested = any-view net scaled to metres by a metric net; tested with small stand-in branches."""
+    from da3_blender.model import config, net
+
+    tiny_metric = config.NetConfig("vits", (4, 7, 9, 11), -1, False, "dpt", 64, (48, 96, 192, 384))
+    monkeypatch.setitem(config.MODEL_CONFIGS, "test-metric-vits", tiny_metric)
+    torch.manual_seed(0)
+    nested = net.NestedDepthAnything3Net(config.NestedConfig("da3-small", "test-metric-vits")).eval()
+    nested.da3.load_state_dict(model.model.state_dict())
+    with torch.no_grad():  # a metric branch that sees sky (relu output >= 0.3) in part of the image
+        nested.da3_metric.head.scratch.sky_output_conv2[2].bias.fill_(0.3)
+
+    x = torch.from_numpy(np.load(fixture_dir / "pair_000_010.npz")["input_tensor"])
+    seen = {}
+    nested.da3_metric.register_forward_hook(lambda m, i, o: seen.update(o))
+    with torch.inference_mode():
+        out = nested(x)
+        plain = model.model(x)
+    non_sky = seen["sky"] < net.SKY_THRESHOLD
+    assert 10 < int(non_sky.sum()) < non_sky.numel() - 10, "the stand-in should see sky and non-sky"
+    s = out["scale_factor"]
+    assert out["is_metric"] is True and s > 0
+    torch.testing.assert_close(out["depth"][non_sky], plain["depth"][non_sky] * s, rtol=1e-5, atol=0)
+    torch.testing.assert_close(out["extrinsics"][..., :3, 3], plain["extrinsics"][..., :3, 3] * s, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["extrinsics"][..., :3, :3], plain["extrinsics"][..., :3, :3])
+    far = out["depth"][~non_sky]
+    assert torch.all(far == far[0]) and float(far[0]) <= 200.0
+    assert torch.all(out["depth_conf"][~non_sky] == 1.0)
+    # the scale is the least-squares fit of the focal-scaled metric depth (focal / 300) on confident non-sky pixels
+    k = plain["intrinsics"]
+    metric = seen["depth"] * ((k[:, :, 0, 0] + k[:, :, 1, 1]) / 2)[:, :, None, None] / 300
+    conf = plain["depth_conf"]
+    mask = non_sky & (conf >= torch.quantile(conf[non_sky], 0.5)) & (metric > 1e-2) & (plain["depth"] > 1e-3)
+    d = plain["depth"][mask].double()
+    assert s == pytest.approx(float((metric[mask].double() * d).sum() / (d * d).sum()), rel=1e-4)
