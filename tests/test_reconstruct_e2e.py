@@ -1,0 +1,231 @@
+"""``bpy.ops.da3.reconstruct`` end to end in background mode, through a real worker subprocess
+(this Python, the random-weight DA3-SMALL fixture, small processing resolution): images, video,
+cancel, a worker killed mid-run, save and reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+EXTENSION_PACKAGE = "da3_for_blender"
+KINDS = ("objects", "meshes", "cameras", "collections", "materials", "images", "node_groups", "actions",
+         "movieclips", "scenes")
+
+
+@pytest.fixture(scope="module")
+def bpy_ext(extension, tmp_path_factory):
+    """The extension enabled, its worker = this Python (it has torch), offline, results in a temp folder."""
+    import addon_utils
+    import bpy
+
+    addon_utils.enable(EXTENSION_PACKAGE, default_set=True, handle_error=None)
+    prefs = bpy.context.preferences.addons[EXTENSION_PACKAGE].preferences
+    prefs.python_mode, prefs.custom_python = "CUSTOM", sys.executable
+    prefs.results_dir = str(tmp_path_factory.mktemp("results"))
+    prefs.offline = True
+    yield bpy
+    addon_utils.disable(EXTENSION_PACKAGE, default_set=True, handle_error=None)  # also stops the worker
+
+
+@pytest.fixture
+def scene(bpy_ext, fixture_dir):
+    """A fresh scene whose DA3 settings use the fixture model at 140 px on the CPU."""
+    bpy = bpy_ext
+    scene = bpy.data.scenes.new("da3 e2e")
+    old = bpy.context.window.scene
+    bpy.context.window.scene = scene
+    s = scene.da3_settings
+    s.model, s.custom_model = "CUSTOM", str(fixture_dir)
+    s.process_res, s.device = 140, "cpu"
+    yield scene
+    from da3_for_blender.scene import importer
+
+    for col in [c for c in scene.collection.children if c.get("da3_role") == "root"]:
+        importer.remove_import(col["da3_key"])
+    bpy.context.window.scene = old
+    bpy.data.scenes.remove(scene)
+
+
+def _results(bpy):
+    folder = bpy.context.preferences.addons[EXTENSION_PACKAGE].preferences.results_dir
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def _counts(bpy):
+    return {k: len(getattr(bpy.data, k)) for k in KINDS}
+
+
+def _root(bpy, scene):
+    roots = [c for c in scene.collection.children if c.get("da3_role") == "root"]
+    assert len(roots) == 1, [c.name for c in scene.collection.children]
+    return roots[0]
+
+
+def _child(root, role):
+    found = [c for c in root.children if c.get("da3_role") == role]
+    assert len(found) == 1, f"no {role} collection in {root.name}"
+    return found[0]
+
+
+def _use_images(scene, paths):
+    s = scene.da3_settings
+    s.input_mode = "IMAGES"
+    s.images.clear()
+    for p in paths:
+        s.images.add().filepath = str(p)
+
+
+def test_images_become_cameras_points_and_planes(scene, bpy_ext, soh_images, tmp_path):
+    bpy = bpy_ext
+    _use_images(scene, soh_images)
+    assert bpy.ops.da3.reconstruct() == {"FINISHED"}
+    rt = bpy.context.window_manager.da3_runtime
+    assert not rt.running and rt.error == "" and rt.summary.startswith("2 view(s)")
+
+    root = _root(bpy, scene)
+    assert root.name == "DA3 SOH"
+    cams = _child(root, "cameras").objects
+    assert sorted(ob.name for ob in cams) == ["000", "010"] and all(ob.type == "CAMERA" for ob in cams)
+    assert scene.camera in set(cams)
+    pts = list(_child(root, "points").objects)
+    assert len(pts) == 1 and len(pts[0].data.vertices) > 1000
+    planes = list(_child(root, "planes").objects)
+    assert len(planes) == 2 and all(ob.type == "MESH" and len(ob.data.polygons) > 100 for ob in planes)
+    assert _results(bpy) == []  # the result file is deleted once imported
+
+    # the .blend saves and another Blender reads it back intact
+    path = tmp_path / "soh.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True, check_existing=False)
+    code = (
+        "import bpy, json, sys\n"
+        "bpy.ops.wm.open_mainfile(filepath=sys.argv[1])\n"
+        "sc = bpy.data.scenes['da3 e2e']\n"
+        "root = bpy.data.collections['DA3 SOH']\n"
+        "objs = {o.name: [o.type, len(o.data.vertices) if o.type == 'MESH' else 0] for o in root.all_objects}\n"
+        "print(json.dumps({'objects': objs, 'camera': sc.camera.name}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    reloaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert reloaded["objects"] == {ob.name: [ob.type, len(ob.data.vertices) if ob.type == "MESH" else 0]
+                                   for ob in root.all_objects}
+    assert reloaded["camera"] == scene.camera.name
+
+
+def test_video_becomes_one_camera_keyed_on_the_sampled_frames(scene, bpy_ext, robot_video):
+    bpy = bpy_ext
+    s = scene.da3_settings
+    s.input_mode, s.video, s.video_fps = "VIDEO", str(robot_video), 2.0
+    s.build_planes = False
+    s.keep_results = True
+    assert bpy.ops.da3.reconstruct() == {"FINISHED"}
+    kept = _results(bpy)
+    assert len(kept) == 1
+    folder = bpy.context.preferences.addons[EXTENSION_PACKAGE].preferences.results_dir
+    from da3_blender.prediction import load_result
+
+    frames = list(load_result(os.path.join(folder, kept.pop())).frame_numbers)
+
+    # what the footage says, read by Blender's own decoder: 2 frames per second of 3.5 s
+    clip = bpy.data.movieclips.load(str(robot_video), check_existing=False)
+    src_fps, n_frames = clip.fps, clip.frame_duration
+    bpy.data.movieclips.remove(clip)
+    assert len(frames) == int(n_frames / src_fps * 2 - 1e-9) + 1 == 7
+    assert frames[0] == 0 and all(abs(b - a - src_fps / 2) <= 1 for a, b in zip(frames, frames[1:]))
+
+    root = _root(bpy, scene)
+    cams = list(_child(root, "cameras").objects)
+    assert len(cams) == 1 and cams[0].type == "CAMERA"
+    cam = cams[0]
+    from da3_for_blender.scene.compat import action_fcurves
+
+    curves = [fc for fc in action_fcurves(cam.animation_data.action, cam) if fc.data_path == "location"]
+    assert len(curves) == 3
+    for fc in curves:  # keys on the sampled source frames, shifted by the scene's first frame
+        keyed = [k.co[0] for k in fc.keyframe_points]
+        assert keyed == [scene.frame_start + f for f in frames]
+    assert scene.frame_end >= scene.frame_start + frames[-1]
+    pts = list(_child(root, "points").objects)
+    assert len(pts) == 1 and len(pts[0].data.vertices) > 1000
+    assert not [c for c in root.children if c.get("da3_role") == "planes"]
+    for name in os.listdir(folder):
+        os.remove(os.path.join(folder, name))
+
+
+def _run_with(bpy, listener):
+    from da3_for_blender.operators import session
+
+    session.listeners.append(listener)
+    try:
+        return bpy.ops.da3.reconstruct()
+    finally:
+        session.listeners.remove(listener)
+
+
+def test_cancel_mid_run_leaves_the_scene_as_it_was(scene, bpy_ext, soh_images):
+    bpy = bpy_ext
+    _use_images(scene, soh_images)
+    before, objects = _counts(bpy), set(bpy.data.objects.keys())
+    seen = []
+
+    def cancel_on_first_progress(run, event):
+        seen.append(event.get("event"))
+        if event.get("event") == "progress":
+            bpy.ops.da3.cancel()  # what the panel's Cancel button runs
+
+    assert _run_with(bpy, cancel_on_first_progress) == {"CANCELLED"}
+    assert "progress" in seen and "result" not in seen
+    rt = bpy.context.window_manager.da3_runtime
+    assert rt.error == "Cancelled: the scene was not changed" and not rt.running
+    assert _counts(bpy) == before and set(bpy.data.objects.keys()) == objects
+    assert _results(bpy) == []
+    # the next run works
+    assert bpy.ops.da3.reconstruct() == {"FINISHED"}
+    assert _child(_root(bpy, scene), "cameras").objects
+
+
+def test_worker_killed_mid_run_is_reported_and_the_next_run_works(scene, bpy_ext, soh_images):
+    bpy = bpy_ext
+    _use_images(scene, soh_images)
+    before = _counts(bpy)
+    killed = []
+
+    def kill_worker(run, event):
+        if event.get("event") == "progress" and not killed:
+            killed.append(run.client.pid)
+            os.kill(run.client.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    with pytest.raises(RuntimeError, match="DA3 failed: the DA3 worker stopped unexpectedly .*run the job again"):
+        _run_with(bpy, kill_worker)
+    assert killed
+    rt = bpy.context.window_manager.da3_runtime
+    assert rt.error.startswith("DA3 failed") and not rt.running
+    assert _counts(bpy) == before and _results(bpy) == []
+    assert bpy.ops.da3.reconstruct() == {"FINISHED"}  # a fresh worker
+    from da3_for_blender.operators import session
+
+    assert session.current().pid != killed[0]
+
+
+def test_import_result_button_reads_a_kept_result(scene, bpy_ext, soh_images):
+    bpy = bpy_ext
+    _use_images(scene, soh_images[:1])
+    scene.da3_settings.keep_results = True
+    scene.da3_settings.build_planes = False
+    assert bpy.ops.da3.reconstruct() == {"FINISHED"}
+    kept = _results(bpy)
+    assert len(kept) == 1 and kept[0].endswith(".npz")
+    folder = bpy.context.preferences.addons[EXTENSION_PACKAGE].preferences.results_dir
+    from da3_for_blender.scene import importer
+
+    importer.remove_import(_root(bpy, scene)["da3_key"])
+    assert "000" not in bpy.data.objects
+    assert bpy.ops.da3.import_result(filepath=os.path.join(folder, kept[0])) == {"FINISHED"}
+    assert [ob.name for ob in _child(_root(bpy, scene), "cameras").objects] == ["000"]
+    os.remove(os.path.join(folder, kept[0]))
