@@ -58,3 +58,16 @@ def test_unknown_model_name_lists_valid_names():
         DepthAnything3("da3-huge", device="meta")
     msg = str(err.value)
     assert "da3-huge" in msg and all(n in msg for n in MODEL_NAMES) and "\n" not in msg
+
+
+def test_import_is_light_and_exports_api():
+    """``import da3_blender`` must not import torch (Blender imports the core without it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, da3_blender; assert 'torch' not in sys.modules, 'torch imported'\n"
+            "from da3_blender import DepthAnything3, Prediction\n"
+            "print(DepthAnything3.__name__, Prediction.__name__)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["DepthAnything3", "Prediction"]
