@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import bpy
+from bpy.app.handlers import persistent
 
 from . import environment, files, reconstruct, session
 
 CLASSES = reconstruct.CLASSES + files.CLASSES + environment.CLASSES
 
 
+@persistent
+def _on_load_pre(*_args):
+    """Opening another file ends the modal run: stop its job and clear the progress display."""
+    if session.active_run is not None:
+        session.active_run.abandon()
+        rt = bpy.context.window_manager.da3_runtime
+        rt.running, rt.cancel_requested, rt.stage, rt.fraction = False, False, "", 0.0
+
+
 def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
+    bpy.app.handlers.load_pre.append(_on_load_pre)
 
 
 def unregister():
+    if _on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_on_load_pre)
     environment.stop()
     session.shutdown()
     for cls in reversed(CLASSES):

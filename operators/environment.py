@@ -86,9 +86,9 @@ def describe(report) -> str:
         return report.message
     lines = [report.message]
     for dev in report.devices or []:
-        name = dev.get("name") or dev.get("type") or str(dev)
-        memory = dev.get("memory_gb") or dev.get("total_memory_gb")
-        lines.append(f"device: {name}" + (f" ({memory:.1f} GB)" if isinstance(memory, (int, float)) else ""))
+        total = dev.get("total_memory")
+        size = f" ({total / 2**30:.1f} GiB)" if isinstance(total, (int, float)) and total > 0 else ""
+        lines.append(f"device: {dev.get('name') or dev.get('id')}{size}")
     lines.extend(f"warning: {w}" for w in report.warnings)
     return "\n".join(lines)
 

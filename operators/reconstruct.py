@@ -69,10 +69,14 @@ class DA3_OT_reconstruct(Operator):
         rt.stage, rt.fraction, rt.message, rt.cancel_requested = "", 0.0, "starting the worker", False
         self._run = run
         if bpy.app.background or context.window is None:
+            shown = None
             while run.step() is None:
                 if rt.cancel_requested and not run.cancel_requested:
                     run.cancel()
                 _show(context, run)
+                if bpy.app.background and (run.stage, run.message) != shown and run.stage:
+                    shown = (run.stage, run.message)
+                    print(f"DA3 {run.fraction * 100:3.0f}% {run.stage}: {run.message}", flush=True)
                 time.sleep(0.05)
             return self._finish(context)
         wm = context.window_manager

@@ -16,6 +16,7 @@ import bpy
 
 from ..da3_blender.errors import BadInputError
 from ..preferences import get_preferences, results_dir, worker_env
+from ..properties import model_info
 from . import session, validate
 
 # share of the progress bar per worker stage (in order)
@@ -67,6 +68,11 @@ class Run:
         if not model:
             raise BadInputError("no custom model given: enter a Hugging Face repo id or a local folder in DA3 > Model")
         self.options = import_options(settings)
+        info = model_info(model)
+        if info is not None and not info["pose"] and settings.build_cameras and len(images) > 1:
+            raise BadInputError(f"{info['label']} predicts depth only, no camera poses, so {len(images)} images "
+                                "cannot be placed together: use a multi-view model (DA3 Small/Base/Large/Giant/"
+                                "Nested), one image, or turn off Cameras in DA3 > Build")
         job_options = {
             "process_res": int(settings.process_res),
             "process_res_method": settings.process_res_method,

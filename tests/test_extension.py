@@ -375,3 +375,30 @@ def test_selected_cameras_must_match_the_views(registered, soh_images):
         _refused(registered, "1 camera.s. selected for 2 image.s.: select exactly one camera per image")
     finally:
         bpy.data.objects.remove(cam)
+
+
+def test_depth_only_models_refuse_several_images_with_cameras(registered, soh_images):
+    s = registered.scene.da3_settings
+    s.input_mode, s.model = "IMAGES", "depth-anything/DA3MONO-LARGE"
+    for path in soh_images:
+        s.images.add().filepath = str(path)
+    _refused(registered, "DA3 Mono Large predicts depth only, no camera poses.*turn off Cameras")
+
+
+def test_check_interpreter_shows_torch_and_devices(registered, tmp_path):
+    import bpy
+    from importlib.metadata import version
+
+    from da3_for_blender.preferences import get_preferences
+
+    assert bpy.ops.da3.check_interpreter() == {"FINISHED"}
+    info = registered.window_manager.da3_runtime.interpreter_info.splitlines()
+    assert f"torch {version('torch')}" in info[0]
+    assert any(line.startswith("device: CPU") for line in info)
+    # a Python without torch: the check says so and what to do
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    bare = tmp_path / "bare" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    get_preferences(registered).custom_python = str(bare)
+    bpy.ops.da3.check_interpreter()
+    info = registered.window_manager.da3_runtime.interpreter_info
+    assert "torch is not installed" in info and "environment" in info

@@ -229,3 +229,32 @@ def test_import_result_button_reads_a_kept_result(scene, bpy_ext, soh_images):
     assert bpy.ops.da3.import_result(filepath=os.path.join(folder, kept[0])) == {"FINISHED"}
     assert [ob.name for ob in _child(_root(bpy, scene), "cameras").objects] == ["000"]
     os.remove(os.path.join(folder, kept[0]))
+
+
+def test_selected_cameras_are_used_as_known_poses(scene, bpy_ext, soh_images):
+    bpy = bpy_ext
+    from mathutils import Euler, Vector
+
+    _use_images(scene, soh_images)
+    s = scene.da3_settings
+    s.build_planes = False
+    assert bpy.ops.da3.reconstruct() == {"FINISHED"}
+    cams = sorted(_child(_root(bpy, scene), "cameras").objects, key=lambda ob: ob.name)
+    # the user moves and zooms the second camera: the model must take these poses, not its own
+    cams[1].location += Vector((0.3, -0.2, 0.1))
+    cams[1].rotation_euler.rotate(Euler((0.05, -0.1, 0.02)))
+    cams[1].data.lens *= 1.2
+    bpy.context.view_layer.update()
+    given = {ob.name: (ob.matrix_world.copy(), ob.data.lens, ob.data.shift_x, ob.data.shift_y) for ob in cams}
+    for ob in cams:
+        ob.select_set(True)
+    s.use_selected_cameras = True
+    assert bpy.ops.da3.reconstruct() == {"FINISHED"}
+
+    new = {ob.name: ob for ob in _child(_root(bpy, scene), "cameras").objects}
+    assert sorted(new) == sorted(given)
+    for name, (matrix, lens, shift_x, shift_y) in given.items():
+        ob = new[name]
+        assert max(abs(a - b) for ra, rb in zip(ob.matrix_world, matrix) for a, b in zip(ra, rb)) < 1e-4, name
+        assert abs(ob.data.lens - lens) < 1e-3 * lens and abs(ob.data.shift_x - shift_x) < 1e-4, name
+        assert abs(ob.data.shift_y - shift_y) < 1e-4, name
