@@ -402,3 +402,27 @@ def test_check_interpreter_shows_torch_and_devices(registered, tmp_path):
     bpy.ops.da3.check_interpreter()
     info = registered.window_manager.da3_runtime.interpreter_info
     assert "torch is not installed" in info and "environment" in info
+
+
+def test_extension_runs_without_the_workers_packages(extension):
+    """Blender's own Python has numpy but no torch, PIL, moviepy, safetensors or huggingface_hub."""
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'PIL', 'moviepy', 'safetensors', 'huggingface_hub', 'imageio', 'imageio_ffmpeg'):\n"
+        "    sys.modules[name] = None  # importing them now fails\n"
+        f"sys.path.insert(0, {str(REPO_ROOT / 'tests')!r})\n"
+        "import conftest, bpy, addon_utils\n"
+        "conftest.import_extension()\n"
+        "def fail(ex):\n"
+        "    raise ex\n"
+        "addon_utils.enable('da3_for_blender', default_set=True, handle_error=fail)\n"
+        "import da3_for_blender.scene.importer, da3_for_blender.operators.validate\n"
+        "try:\n"
+        "    bpy.ops.da3.reconstruct()\n"
+        "except RuntimeError as ex:\n"
+        "    print('refused:', ex)\n"
+        "addon_utils.disable('da3_for_blender', default_set=True, handle_error=fail)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "refused: Error: no images selected" in proc.stdout
