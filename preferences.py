@@ -75,7 +75,7 @@ class DA3Preferences(AddonPreferences):
         box.label(text="Model runtime", icon="SCRIPTPLUGINS")
         box.row().prop(self, "python_mode", expand=True)
         if self.python_mode == "MANAGED":
-            box.prop(self, "env_dir", placeholder=environment_dir(self))
+            _prop(box, self, "env_dir", placeholder=environment_dir(self))
             box.row(align=True).prop(self, "env_variant", expand=True)
             row = box.row()
             row.enabled = not runtime.env_busy
@@ -93,11 +93,19 @@ class DA3Preferences(AddonPreferences):
 
         box = layout.box()
         box.label(text="Model weights", icon="FILE_BLEND")
-        box.prop(self, "model_cache_dir", placeholder="Hugging Face default cache")
-        box.prop(self, "hf_endpoint", placeholder="https://huggingface.co")
+        _prop(box, self, "model_cache_dir", placeholder="Hugging Face default cache")
+        _prop(box, self, "hf_endpoint", placeholder="https://huggingface.co")
         box.prop(self, "offline")
         layout.prop(self, "default_device")
-        layout.prop(self, "results_dir", placeholder=user_dir("results"))
+        _prop(layout, self, "results_dir", placeholder=user_dir("results"))
+
+
+def _prop(layout, data, name, placeholder=""):
+    """``layout.prop`` with a placeholder where this Blender supports it."""
+    try:
+        layout.prop(data, name, placeholder=placeholder)
+    except TypeError:
+        layout.prop(data, name)
 
 
 def _draw_lines(layout, lines, icon="NONE"):

@@ -7,15 +7,8 @@ import os
 import bpy
 from bpy.types import Panel, UIList
 
+from ..preferences import _prop
 from ..properties import CUSTOM_MODEL, model_info
-
-
-def _prop(layout, data, name, placeholder="", **kw):
-    """``layout.prop`` with a placeholder where this Blender supports it."""
-    try:
-        layout.prop(data, name, placeholder=placeholder, **kw)
-    except TypeError:
-        layout.prop(data, name, **kw)
 
 
 class _Sidebar:

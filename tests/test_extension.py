@@ -280,6 +280,16 @@ def test_panels_draw_every_mode_with_existing_properties(registered):
     s.model = "depth-anything/DA3METRIC-LARGE"
     labels = " ".join(e[1] for e in _draw(bpy.types.DA3_PT_model, registered) if e[0] == "label")
     assert "Metric depth" in labels and "no camera poses" in labels
+    # the preferences, in both worker modes
+    prefs = registered.preferences.addons[EXTENSION_PACKAGE].preferences
+    for mode in ("MANAGED", "CUSTOM"):
+        prefs.python_mode = mode
+        log = []
+        proxy = type("Prefs", (), {"layout": _Layout(log), "__getattr__": lambda self, k: getattr(prefs, k)})()
+        type(prefs).draw(proxy, registered)
+        shown = {entry[1] for entry in log if entry[0] in ("prop", "operator")}
+        assert {"python_mode", "model_cache_dir", "hf_endpoint", "offline", "default_device"} <= shown
+        assert ("da3.setup_environment" if mode == "MANAGED" else "da3.check_interpreter") in shown
     # while running: a progress bar and Cancel instead of Run
     rt.running, rt.stage, rt.fraction, rt.message = True, "forward", 0.5, "block 3/12"
     try:
