@@ -54,7 +54,7 @@ class DA3_OT_reconstruct(Operator):
             return {"CANCELLED"}
         try:
             run = Run(context)
-        except DA3Error as ex:
+        except (DA3Error, OSError) as ex:  # bad input, or e.g. an unwritable results folder
             rt.error, rt.summary = str(ex), ""
             self.report({"ERROR"}, str(ex))
             return {"CANCELLED"}
