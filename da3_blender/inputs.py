@@ -1,0 +1,304 @@
+"""Reading what the user gives: image files, folders of images, or one video.
+
+Everything comes out as HxWx3 uint8 RGB arrays. Bad input raises :class:`BadInputError` with one
+line naming the file and what to do. Images are decoded fully on load, so truncated files fail
+here and not half-way through a reconstruction. Videos are read frame by frame through moviepy
+(its ffmpeg), keeping only the sampled frames in memory.
+
+``progress``, where taken, is called as ``progress("load", fraction, message)`` (the inference
+callback's signature); raising from it (CancelledError) stops the reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BadInputError, DA3Error
+
+log = logging.getLogger("da3_blender")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp", ".bmp")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".mts", ".m2ts", ".3gp", ".ogv")
+DEFAULT_VIDEO_FPS = 1.0  # frames per second sampled from a video when fps is None (the official default)
+
+_CONVERT_HINT = "convert it to PNG or JPEG"
+
+
+@dataclass
+class InputSet:
+    """The views to reconstruct, with where each came from."""
+
+    images: list  # HxWx3 uint8 RGB arrays
+    source_paths: list  # str per view (the video's path for every frame of a video)
+    frame_numbers: np.ndarray  # int64 per view: source frame (video) or trailing digits of the name, else -1
+    timestamps: np.ndarray  # float64 seconds per view (video), NaN for images
+    kind: str = "images"  # "images" or "video"
+    video: dict | None = field(default=None)  # path, fps, frame_count, duration, width, height
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _ext(path) -> str:
+    return os.path.splitext(os.fspath(path))[1].lower()
+
+
+def is_image_path(path) -> bool:
+    return _ext(path) in IMAGE_EXTENSIONS
+
+
+def is_video_path(path) -> bool:
+    return _ext(path) in VIDEO_EXTENSIONS
+
+
+def frame_number_from_name(path) -> int:
+    """Trailing digits of the file stem (``shot_1001.png`` -> 1001), else -1."""
+    m = re.search(r"(\d+)$", Path(os.fspath(path)).stem)
+    return int(m.group(1)) if m else -1
+
+
+def natural_key(name: str):
+    """Sort key putting ``frame2`` before ``frame10`` (case-insensitive)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t]
+
+
+# ----------------------------------------------------------------------------------------------
+# images
+
+
+def _to_rgb(im: Image.Image, path) -> np.ndarray:
+    """Any PIL mode -> HxWx3 uint8; high bit depths are scaled (65535 -> 255), never clipped."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if mode == "F":
+            peak = 1.0 if a.size and np.nanmax(a) <= 1.0 else 255.0
+        else:  # 16-bit data (PIL keeps 16-bit greyscale as I;16 or I)
+            peak = 65535.0 if mode.startswith("I;16") or (a.size and a.max() > 255) else 255.0
+        grey = np.clip(np.rint(np.nan_to_num(a) * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # avoids PIL's palette-transparency warning; alpha is dropped below
+    if im.mode != "RGB":
+        try:
+            im = im.convert("RGB")  # alpha is dropped (not composited), as the official loader does
+        except (ValueError, OSError) as exc:
+            raise BadInputError(f"{path}: colour mode {mode} is not supported ({exc}); {_CONVERT_HINT}") from None
+    return np.array(im, dtype=np.uint8)
+
+
+def load_image(path, exif_transpose: bool = True) -> np.ndarray:
+    """Read one image file as HxWx3 uint8 RGB.
+
+    ``exif_transpose`` applies the EXIF orientation (phone photos); the official DA3 applies none,
+    so pass False for exact parity with it.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise BadInputError(f"{path}: file not found; check the path")
+    if os.path.isdir(path):
+        raise BadInputError(f"{path} is a folder, not an image; pass the image files or give the folder as the input")
+    if os.path.getsize(path) == 0:
+        raise BadInputError(f"{path} is empty (0 bytes); copy or export the image again")
+    try:
+        with Image.open(path) as im:
+            im.load()  # full decode: truncated or corrupt data fails here
+            if exif_transpose:
+                im = ImageOps.exif_transpose(im)
+            return _to_rgb(im, path)
+    except DA3Error:
+        raise
+    except UnidentifiedImageError:
+        if _ext(path) in IMAGE_EXTENSIONS:
+            raise BadInputError(f"{path} is damaged or not really a {_ext(path)} file; export or copy it again") from None
+        hint = "HEIC is not supported, export it as JPEG" if _ext(path) in (".heic", ".heif", ".avif") else _CONVERT_HINT
+        raise BadInputError(f"{path} is not an image that can be read; {hint}") from None
+    except Image.DecompressionBombError as exc:
+        raise BadInputError(f"{path} is too large to load safely ({exc}); scale it down first") from None
+    except MemoryError:
+        raise BadInputError(f"{path} is too large to load in memory; scale it down first") from None
+    except Exception as exc:  # OSError (truncated), SyntaxError / zlib.error / ValueError (corrupt)
+        raise BadInputError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); export or copy it again") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# collecting a set of inputs
+
+
+def _folder_images(folder: str) -> list[str]:
+    names = sorted((n for n in os.listdir(folder) if not n.startswith(".")), key=natural_key)
+    files = [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+    images = [f for f in files if is_image_path(f)]
+    skipped = [os.path.basename(f) for f in files if not is_image_path(f)]
+    if skipped:
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        log.info("%s: skipped %d non-image file(s): %s%s", folder, len(skipped), ", ".join(skipped[:5]), more)
+    if not images:
+        videos = [n for n in skipped if is_video_path(n)]
+        hint = f"; to use a video, give the video file itself ({videos[0]})" if videos else ""
+        raise BadInputError(
+            f"no images in folder {folder} (looked for {', '.join(IMAGE_EXTENSIONS)}){hint}; choose a folder of photos or frames"
+        )
+    return images
+
+
+def _check_video_options(fps, start, end, max_frames) -> None:
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise BadInputError(f"fps must be a positive number of frames per second, got {fps!r}")
+    if start is not None and not (isinstance(start, (int, float)) and start >= 0):
+        raise BadInputError(f"start must be a time in seconds >= 0, got {start!r}")
+    if end is not None and not (isinstance(end, (int, float)) and end > (start or 0)):
+        raise BadInputError(f"end ({end!r} s) must be a time in seconds after start ({start or 0} s)")
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < 1):
+        raise BadInputError(f"max_frames must be a whole number >= 1, got {max_frames!r}")
+
+
+def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_transpose: bool = True, progress=None) -> InputSet:
+    """Image files, folders of images (natural order), or one video -> :class:`InputSet`.
+
+    Video sampling follows the official CLI: every ``max(1, int(video_fps / fps))``-th frame
+    (``fps`` None: 1 frame per second), counted from frame 0, within ``[start, end)`` seconds,
+    at most ``max_frames``. Frames keep their source frame numbers and times. The video options
+    are ignored for images.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise BadInputError("no inputs given; pass image files, a folder of images or a video")
+    _check_video_options(fps, start, end, max_frames)
+
+    files: list[str] = []
+    for p in paths:
+        if not os.path.exists(p):
+            raise BadInputError(f"{p}: file or folder not found; check the path")
+        files.extend(_folder_images(p) if os.path.isdir(p) else [p])
+
+    videos = [f for f in files if is_video_path(f)]
+    if videos:
+        if len(files) > 1:
+            what = "two videos" if len(videos) > 1 else "a video together with images"
+            raise BadInputError(f"got {what} ({videos[0]}); give either one video or only images")
+        return read_video(videos[0], fps=fps, start=start, end=end, max_frames=max_frames, progress=progress)
+
+    if any(v is not None for v in (fps, start, end, max_frames)):
+        log.info("fps/start/end/max_frames apply to videos only; ignored for %d image(s)", len(files))
+    images = []
+    for i, f in enumerate(files):
+        images.append(load_image(f, exif_transpose=exif_transpose))
+        if progress is not None:
+            progress("load", (i + 1) / len(files), f"image {i + 1}/{len(files)}")
+    return InputSet(
+        images=images,
+        source_paths=files,
+        frame_numbers=np.array([frame_number_from_name(f) for f in files], dtype=np.int64),
+        timestamps=np.full(len(files), np.nan, dtype=np.float64),
+        kind="images",
+        video=None,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# video
+
+
+def _open_clip(path: str):
+    try:
+        from moviepy import VideoFileClip
+    except ImportError as exc:  # pragma: no cover - moviepy is a declared dependency
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError(f"reading videos needs moviepy ({exc}); install the pinned dependencies") from None
+    try:
+        return VideoFileClip(path, audio=False)
+    except Exception as exc:
+        raise BadInputError(
+            f"{path} has no decodable video frames ({type(exc).__name__}); check the file plays, or re-encode it as MP4 (H.264)"
+        ) from None
+
+
+def _next_frame(reader):
+    """The reader's next frame, or None at the end (moviepy warns and repeats the last frame there)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        try:
+            return reader.read_frame()
+        except UserWarning:
+            return None
+
+
+def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=None) -> InputSet:
+    """Sample frames of one video (see :func:`collect_inputs` for the rule)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise BadInputError(f"{path}: video not found; check the path")
+    if os.path.getsize(path) == 0:
+        raise BadInputError(f"{path} is empty (0 bytes); copy or export the video again")
+    _check_video_options(fps, start, end, max_frames)
+    want = DEFAULT_VIDEO_FPS if fps is None else float(fps)
+
+    clip = _open_clip(path)
+    try:
+        reader = clip.reader
+        video_fps = float(clip.fps or 0.0)
+        if not video_fps > 0:
+            raise BadInputError(f"{path}: the video reports no frame rate; re-encode it as MP4 (H.264)")
+        interval = max(1, int(video_fps / want))
+        if want > video_fps:
+            log.info("%s: requested %.3g fps exceeds the video's %.3g fps; using every frame", path, want, video_fps)
+        first = 0 if not start else math.ceil(start * video_fps - 1e-9)
+        stop = math.inf if end is None else end * video_fps  # frame index must be < stop
+        expected = int(reader.n_frames or 0)
+        last_wanted = min(expected, stop) if expected else stop
+
+        frames, numbers = [], []
+        frame = getattr(reader, "last_read", None)  # the reader has pre-read frame 0
+        index = 0
+        while frame is not None and index < stop:
+            if index >= first and index % interval == 0:
+                frames.append(np.array(frame[:, :, :3], dtype=np.uint8))
+                numbers.append(index)
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+            if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
+                progress("load", min(1.0, (index + 1) / last_wanted), f"frame {index + 1} of {path}")
+            frame = _next_frame(reader)
+            index += 1
+        at_end = frame is None
+        if not frames:
+            if index == 0:
+                raise BadInputError(f"{path} has no decodable video frames; check the file plays, or re-encode it as MP4 (H.264)")
+            raise BadInputError(
+                f"{path}: no frames in the chosen range (start {start or 0} s, end {end} s; the video lasts "
+                f"{index / video_fps:.3g} s); widen the range"
+            )
+        width, height = (int(v) for v in clip.size)
+        info = {
+            "path": path,
+            "fps": video_fps,
+            "frame_count": index if at_end else expected,
+            "duration": float(clip.duration or (index / video_fps)),
+            "width": width,
+            "height": height,
+        }
+    finally:
+        clip.close()
+    log.info("%s: %d frame(s) sampled every %d of %.3g fps", path, len(frames), interval, video_fps)
+    numbers_arr = np.array(numbers, dtype=np.int64)
+    return InputSet(
+        images=frames,
+        source_paths=[path] * len(frames),
+        frame_numbers=numbers_arr,
+        timestamps=numbers_arr / video_fps,
+        kind="video",
+        video=info,
+    )
