@@ -108,7 +108,7 @@ class DA3Settings(PropertyGroup):
     )
     max_frames: IntProperty(
         name="Max frames", default=0, min=0, soft_max=500,
-        description="Take at most this many frames, evenly spread (0: no limit). Fewer frames need less memory",
+        description="Stop after this many frames (0: no limit). Fewer frames need less memory",
     )
 
     # model

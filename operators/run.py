@@ -23,6 +23,9 @@ from . import session, validate
 STAGES = (("load", 0.15), ("preprocess", 0.05), ("forward", 0.6), ("postprocess", 0.1), ("export", 0.05), ("save", 0.05))
 
 
+EVERY_FRAME = 1000.0  # an fps above any video's: the worker then takes every frame
+
+
 def overall_fraction(stage: str, fraction: float) -> float:
     done = 0.0
     for name, share in STAGES:
@@ -98,7 +101,7 @@ class Run:
         }
         if settings.input_mode == "VIDEO":
             self.job["video"] = {
-                "fps": settings.video_fps or None,
+                "fps": settings.video_fps or EVERY_FRAME,
                 "start": settings.video_start or None,
                 "end": settings.video_end or None,
                 "max_frames": settings.max_frames or None,

@@ -11,7 +11,7 @@ import os
 import bpy
 
 from ..da3_blender.errors import BadInputError, MissingDependencyError
-from ..da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from ..da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
 from ..preferences import environment_dir, worker_python
 
 
@@ -24,11 +24,10 @@ def _abs(path: str) -> str:
 
 
 def folder_images(folder: str) -> list[str]:
-    """The image files directly in ``folder``, in name order."""
-    return sorted(
-        os.path.join(folder, name) for name in os.listdir(folder)
-        if _ext(name) in IMAGE_EXTENSIONS and not name.startswith(".") and os.path.isfile(os.path.join(folder, name))
-    )
+    """The image files directly in ``folder``, in the worker's (natural) name order."""
+    names = sorted((n for n in os.listdir(folder) if not n.startswith(".")), key=natural_key)
+    return [os.path.join(folder, n) for n in names
+            if _ext(n) in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, n))]
 
 
 def check_inputs(settings) -> tuple[list[str], list[str]]:
