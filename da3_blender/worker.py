@@ -247,19 +247,17 @@ class Worker:
         device = resolve_device(spec["device"])
         options = dict(spec["options"])
         exif = options.pop("exif_transpose", True)
-        for key in ("extrinsics", "intrinsics"):
-            if options.get(key) is not None:
-                options[key] = _matrices(options[key], key)
+        _check_values(spec, options)
 
         from .inputs import collect_inputs
 
         progress("load", 0.0, "reading inputs")
-        inputs = collect_inputs(spec["inputs"], exif_transpose=exif, progress=progress.inputs, **spec["video"])
+        inputs = collect_inputs(spec["inputs"], exif_transpose=exif, progress=progress, **spec["video"])
         progress.check()
         model = self._get_model(spec["model"], device, spec["dtype"], job, progress)
         progress.check()
         pred = model.inference(
-            inputs.images,
+            inputs,  # an InputSet: the prediction keeps source paths, frame numbers and timestamps
             export_dir=spec["export_dir"],
             export_format=spec["export_format"] or "mini_npz",
             progress=progress,
@@ -267,19 +265,10 @@ class Worker:
         )
         progress.check()
         n = pred.num_views
-        if list(pred.source_paths) == [""] * n and len(inputs.source_paths) == n:
-            pred.source_paths = [str(p) for p in inputs.source_paths]
-            pred.frame_numbers = inputs.frame_numbers
-            pred.timestamps = inputs.timestamps
         seconds = time.perf_counter() - started
-        meta = {
-            "model": spec["model"],
+        meta = {  # added to the model, options and video info the inference recorded
+            "job": {k: spec[k] for k in ("inputs", "video", "model", "device", "dtype", "options")},
             "device": device,
-            "dtype": spec["dtype"],
-            "options": spec["options"],
-            "inputs": spec["inputs"],
-            "video": getattr(inputs, "video", None),
-            "input_kind": getattr(inputs, "kind", None),
             "package_version": package_version(),
             "protocol_version": PROTOCOL_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -312,12 +301,7 @@ class Worker:
         t0 = time.perf_counter()
         from .api import DepthAnything3
 
-        model = DepthAnything3.from_pretrained(name, device=device)
-        if dtype != "auto":
-            import torch
-
-            model = model.to(getattr(torch, dtype))
-        model.eval()
+        model = DepthAnything3.from_pretrained(name, device=device, compute_dtype=dtype)
         seconds = time.perf_counter() - t0
         self._model, self._model_key = model, key
         self.loads += 1
@@ -369,12 +353,24 @@ class _Progress:
             self.worker.send(event("progress", self.job.id, self.job.id, stage=stage,
                                    fraction=round(min(max(fraction, 0.0), 1.0), 4), message=str(message)))
 
-    def inputs(self, *args, **kwargs) -> None:
-        """Progress of the input reader (any signature): a cancel point, reported as stage ``load``."""
-        self.check()
-        fraction = next((a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)), 0.0)
-        message = next((a for a in args if isinstance(a, str) and a != "load"), "")
-        self("load", float(fraction), kwargs.get("message", message))
+
+def _check_values(spec: dict[str, Any], options: dict[str, Any]) -> None:
+    """Check option values before any file is read or model loaded (same checks as inference)."""
+    from .model.dinov2 import check_ref_view_strategy
+    from .model.precision import COMPUTE_DTYPES
+    from .preprocess import check_options
+
+    check_options(options.get("process_res", 504), options.get("process_res_method", "upper_bound_resize"))
+    check_ref_view_strategy(options.get("ref_view_strategy", "saddle_balanced"))
+    if spec["dtype"] not in COMPUTE_DTYPES:
+        raise BadInputError(f"unknown dtype {spec['dtype']!r}; use one of: {', '.join(COMPUTE_DTYPES)}")
+    if spec["export_dir"]:
+        from .inference import parse_export_format
+
+        parse_export_format(spec["export_format"] or "mini_npz")
+    for key in ("extrinsics", "intrinsics"):
+        if options.get(key) is not None:
+            options[key] = _matrices(options[key], key)
 
 
 def _matrices(value: Any, name: str):

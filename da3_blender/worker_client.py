@@ -252,36 +252,48 @@ class WorkerClient:
 
         Other events stay queued for :meth:`poll`.
         """
-        deadline = time.monotonic() + timeout
-        for i, e in enumerate(self._stash):
-            if predicate(e):
-                return self._stash.pop(i)
-        while True:
-            self._check_cancel_timeouts()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            try:
-                e = self.events.get(timeout=min(left, 0.1))
-            except queue.Empty:
-                if not self.is_alive() and not any(t.is_alive() for t in self._threads) and self.events.empty():
-                    return None
-                continue
-            if predicate(e):
-                return e
-            self._stash.append(e)
+        return self._wait(predicate, lambda e: False, timeout)
 
     def wait_job(self, job_id: str, timeout: float, on_event: Callable[[dict[str, Any]], None] | None = None
                  ) -> dict[str, Any] | None:
-        """Block until ``job_id`` ends; returns its ``result``/``error`` event (None on timeout)."""
-        def done(e):
+        """Block until ``job_id`` ends; returns its ``result``/``error`` event (None on timeout).
+
+        The job's events are consumed (each passed to ``on_event``); other events stay queued.
+        """
+        def accept(e):
             if e.get("job") != job_id:
                 return False
             if on_event is not None:
                 on_event(e)
             return e.get("event") in TERMINAL_EVENTS
 
-        return self.wait_for(done, timeout)
+        return self._wait(accept, lambda e: e.get("job") == job_id, timeout)
+
+    def _wait(self, accept, consume, timeout: float) -> dict[str, Any] | None:
+        """The first event with ``accept(e)``; on the way, events with ``consume(e)`` are dropped and
+        the others kept (in order) for :meth:`poll`."""
+        deadline = time.monotonic() + timeout
+        pending = collections.deque(self._stash)
+        self._stash = []
+        while True:
+            if pending:
+                e = pending.popleft()
+            else:
+                self._check_cancel_timeouts()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                try:
+                    e = self.events.get(timeout=min(left, 0.1))
+                except queue.Empty:
+                    if not self.is_alive() and not any(t.is_alive() for t in self._threads) and self.events.empty():
+                        return None
+                    continue
+            if accept(e):
+                self._stash.extend(pending)
+                return e
+            if not consume(e):
+                self._stash.append(e)
 
     def _check_cancel_timeouts(self) -> None:
         now = time.monotonic()
