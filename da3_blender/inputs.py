@@ -270,7 +270,8 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
                 if max_frames is not None and len(frames) >= max_frames:
                     break
             if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
-                progress("load", min(1.0, (index + 1) / last_wanted), f"frame {index + 1} of {path}")
+                total = int(math.ceil(last_wanted))
+                progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(frames)} kept")
             frame = _next_frame(reader)
             index += 1
         at_end = frame is None
@@ -285,7 +286,7 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         info = {
             "path": path,
             "fps": video_fps,
-            "frame_count": index if at_end else expected,
+            "frame_count": index if at_end else max(expected, index + 1),  # decoded count once read to the end
             "duration": float(clip.duration or (index / video_fps)),
             "width": width,
             "height": height,

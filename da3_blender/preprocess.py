@@ -147,7 +147,7 @@ def resize_area(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def resize_cubic(img: np.ndarray, width: int, height: int) -> np.ndarray:
     """``cv2.INTER_CUBIC`` stand-in: bicubic a = -0.75, half-pixel centres, replicated borders."""
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(torch.float64)
+    t = torch.from_numpy(img.astype(np.float64)).permute(2, 0, 1)[None]  # a copy: inputs may be read-only
     out = torch.nn.functional.interpolate(t, size=(height, width), mode="bicubic", align_corners=False)
     return out.round().clamp(0, 255)[0].permute(1, 2, 0).to(torch.uint8).numpy()
 
@@ -168,7 +168,7 @@ def resize_uint8(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def normalize(images: np.ndarray) -> torch.Tensor:
     """(N,H,W,3) uint8 -> (N,3,H,W) float32: ``ToTensor`` (/255) then ``Normalize`` in float32."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(torch.float32).div(255)
+    x = torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).to(torch.float32).div(255)
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
     return x.sub(mean).div(std).contiguous()

@@ -295,3 +295,18 @@ def test_fps_above_the_videos_takes_every_frame(robot_video, caplog):
     np.testing.assert_array_equal(got.frame_numbers, np.arange(len(got.images)))
     assert len(got.images) == int(np.ceil(0.5 * got.video["fps"]))
     assert any("every frame" in r.getMessage() for r in caplog.records)
+
+
+def test_video_progress_can_cancel(robot_video):
+    from da3_blender.errors import CancelledError
+
+    seen = []
+
+    def progress(stage, fraction, message=""):
+        seen.append((stage, fraction))
+        if len(seen) == 5:
+            raise CancelledError()
+
+    with pytest.raises(CancelledError):
+        collect_inputs([robot_video], fps=2, progress=progress)
+    assert all(stage == "load" and 0 < f <= 1 for stage, f in seen) and len(seen) == 5

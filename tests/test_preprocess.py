@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -30,12 +31,15 @@ def _rgb(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))  # the official loader: no EXIF handling
 
 
+@functools.lru_cache(maxsize=None)
 def _image(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """Smooth content plus noise, so resampling mistakes show up."""
+    """Smooth content plus noise, so resampling mistakes show up (read-only, cached)."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255.0 / width, y * 255.0 / height, 128 + 100 * np.sin(x / 17.0 + y / 23.0)], -1)
-    return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([x * (255 / width), y * (255 / height), 128 + 100 * np.sin(x / 17 + y / 23)], -1)
+    img = np.clip(base + rng.integers(-30, 31, base.shape, dtype=np.int16), 0, 255).astype(np.uint8)
+    img.flags.writeable = False
+    return img
 
 
 def _to_uint8(tensor: torch.Tensor) -> np.ndarray:
