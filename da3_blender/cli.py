@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     exts = _Parser(add_help=False)
     exts.add_argument("--image-extensions", default=None,
-                      help="comma-separated extensions to take from the folder (default: all image types)")
+                      help="comma-separated extensions to take from the folder, e.g. png,jpg (default: all image types)")
 
     parser = _Parser(prog="da3", description="Depth Anything 3: images or a video to depth, cameras and a 3D scene.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -117,11 +117,7 @@ def _check_options(args) -> list[str]:
 # inputs
 
 
-def _extensions(text: str | None) -> tuple[str, ...]:
-    from . import inputs
-
-    if not text:
-        return tuple(sorted(inputs.IMAGE_EXTENSIONS))
+def _extensions(text: str) -> tuple[str, ...]:
     exts = tuple(sorted({"." + e.strip().lower().lstrip(".") for e in text.split(",") if e.strip()}))
     if not exts:
         raise BadInputError("--image-extensions is empty: give e.g. png,jpg")
@@ -129,13 +125,14 @@ def _extensions(text: str | None) -> tuple[str, ...]:
 
 
 def _folder_images(folder: str, extensions: tuple[str, ...]) -> list[str]:
-    files = sorted(
-        os.path.join(folder, name)
-        for name in os.listdir(folder)
-        if os.path.splitext(name)[1].lower() in extensions and os.path.isfile(os.path.join(folder, name))
-    )
+    """Files of ``folder`` with one of ``extensions``, in natural order (as ``inputs`` sorts folders)."""
+    from .inputs import natural_key
+
+    names = sorted((n for n in os.listdir(folder) if not n.startswith(".")), key=natural_key)
+    files = [os.path.join(folder, n) for n in names
+             if os.path.splitext(n)[1].lower() in extensions and os.path.isfile(os.path.join(folder, n))]
     if not files:
-        raise BadInputError(f"{folder} has no images ({', '.join(extensions)}): put photos there or pass another folder")
+        raise BadInputError(f"no images ({', '.join(extensions)}) in folder {folder}: put photos there or change --image-extensions")
     return files
 
 
@@ -171,10 +168,10 @@ def collect(args, progress=None):
 
     kind = input_kind(args.input, args.command)
     exif = not args.no_exif
-    if kind == "images":
-        files = _folder_images(args.input, _extensions(getattr(args, "image_extensions", None)))
+    if kind == "images" and getattr(args, "image_extensions", None):
+        files = _folder_images(args.input, _extensions(args.image_extensions))
         return inputs.collect_inputs(files, exif_transpose=exif, progress=progress)
-    if kind == "image":
+    if kind in ("image", "images"):  # a folder is listed by inputs (all image types, natural order)
         return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress)
     return inputs.collect_inputs(
         [args.input], fps=args.fps, start=args.start, end=args.end, max_frames=args.max_frames,
@@ -187,32 +184,39 @@ def collect(args, progress=None):
 
 
 class ProgressPrinter:
-    """``progress(stage, fraction, message)`` for a terminal: one rewritten line on a TTY, else a
-    plain line per stage and per 25 %."""
+    """``progress(stage, fraction, message)`` for a terminal.
+
+    On a TTY: one line on stderr, rewritten in place (cleared again if the run fails, so an error
+    stays a single line). Otherwise: plain lines on stdout, one per stage and per 25 %.
+    """
+
+    WIDTH = 100
 
     def __init__(self, stream=None, tty: bool | None = None):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
+        if tty is None:
+            tty = bool(getattr(stream or sys.stderr, "isatty", lambda: False)())
+        self.stream = stream or (sys.stderr if tty else sys.stdout)
+        self.tty = tty
         self.last: tuple[str, int] | None = None
         self.open_line = False
 
     def __call__(self, stage: str, fraction: float = 0.0, message: str = "", *_):
         pct = int(round(100 * min(max(float(fraction), 0.0), 1.0)))
         if self.tty:
-            text = f"\r{stage:<11} {pct:3d}%  {message}"[:100]
-            self.stream.write(text.ljust(100) if self.open_line else text)
+            self.stream.write("\r" + f"{stage:<11} {pct:3d}%  {message}"[: self.WIDTH].ljust(self.WIDTH))
             self.open_line = True
         else:
             step = pct // 25
-            if self.last is not None and self.last == (stage, step):
+            if self.last == (stage, step):
                 return
             self.last = (stage, step)
             self.stream.write(f"{stage} {pct}%{'  ' + message if message else ''}\n")
         self.stream.flush()
 
-    def close(self):
+    def close(self, failed: bool = False):
+        """End the TTY line: keep it (newline) after success, erase it after a failure."""
         if self.tty and self.open_line:
-            self.stream.write("\n")
+            self.stream.write("\r" + " " * self.WIDTH + "\r" if failed else "\n")
             self.stream.flush()
             self.open_line = False
 
@@ -235,6 +239,7 @@ def run(args) -> int:
     input_kind(args.input, args.command)
     device = devices.resolve_device(args.device)
     printer = _quiet if args.quiet else ProgressPrinter()
+    failed = True
     try:
         source = collect(args, progress=printer)
         printer("model", 0.0, f"loading {args.model} on {device}")
@@ -256,9 +261,10 @@ def run(args) -> int:
             progress=printer,
             exif_transpose=not args.no_exif,
         )
+        failed = False
     finally:
         if isinstance(printer, ProgressPrinter):
-            printer.close()
+            printer.close(failed)
     files = pred.meta.get("exported_files", [])
     n = pred.num_views
     h, w = pred.image_size

@@ -281,7 +281,7 @@ def test_empty_folder(capsys, fixture_dir, tmp_path):
     empty.mkdir()
     for command in ("auto", "images"):
         code, _, err = da3(capsys, command, empty, "--model", fixture_dir, "--export-dir", tmp_path / "o")
-        assert_one_line_error(code, err, "empty", "has no images")
+        assert_one_line_error(code, err, "empty", "no images")
 
 
 def test_corrupt_and_zero_byte_images(capsys, fixture_dir, tmp_path):
@@ -382,6 +382,10 @@ def test_progress_printer_tty_and_plain():
         bar("forward", f, "")
     bar.close()
     assert tty.text.count("\r") == 3 and "forward" in tty.text and "100%" in tty.text and tty.text.endswith("\n")
+    tty.text = ""
+    bar("load", 0.5, "frame 3")
+    bar.close(failed=True)  # the error that follows stays the only visible line
+    assert tty.text.endswith("\r") and tty.text.strip() == "load         50%  frame 3"
 
     plain = Stream()
     log = ProgressPrinter(plain, tty=False)

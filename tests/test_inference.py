@@ -111,14 +111,21 @@ def _synthetic_rig(n, width, height):
     return np.array(ext), np.array(k, dtype=np.float64)
 
 
+@pytest.fixture(scope="module")
+def soh_arrays(soh_images):
+    from da3_blender.inputs import load_image
+
+    return [load_image(p) for p in soh_images]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 2])
-def test_posed_one_and_two_views(model, soh_images, n):
+def test_posed_one_and_two_views(model, soh_arrays, n):
     """The official API throws here (degenerate Umeyama); we align with a consistent scale."""
-    paths = [str(p) for p in soh_images[:n]]
+    images = soh_arrays[:n]
     ext, k = _synthetic_rig(n, 1208, 680)
-    kept = run_inference(model, paths, extrinsics=ext, intrinsics=k, process_res=280)
-    mapped = run_inference(model, paths, extrinsics=ext[:, :3, :], intrinsics=k, process_res=280,
+    kept = run_inference(model, images, extrinsics=ext, intrinsics=k, process_res=140)
+    mapped = run_inference(model, images, extrinsics=ext[:, :3, :], intrinsics=k, process_res=140,
                            align_to_input_ext_scale=False)
     np.testing.assert_allclose(kept.extrinsics, ext[:, :3, :], atol=1e-7)
     assert mapped.extrinsics.shape == (n, 3, 4)
@@ -137,10 +144,9 @@ def test_posed_one_and_two_views(model, soh_images, n):
         assert d_out / d_in == pytest.approx(scale, rel=1e-4)
 
 
-@pytest.mark.slow
-def test_user_intrinsics_without_poses_become_the_output_intrinsics(model, soh_images):
+def test_user_intrinsics_without_poses_become_the_output_intrinsics(model, soh_arrays):
     k = np.array([[1000.0, 0, 600], [0, 1000.0, 340], [0, 0, 1]])
-    pred = run_inference(model, [str(soh_images[0])], intrinsics=k[None], process_res=280)
+    pred = run_inference(model, soh_arrays[:1], intrinsics=k[None], process_res=140)
     np.testing.assert_allclose(pred.original_intrinsics()[0], k, rtol=1e-6)
     assert pred.extrinsics.shape == (1, 3, 4)
 
@@ -152,12 +158,26 @@ def test_in_memory_inputs_and_provenance(model, soh_images):
     pil = Image.fromarray(arr)
     pred = run_inference(model, [arr, pil], process_res=112)
     assert pred.num_views == 2
-    assert pred.depth.shape == (2, 28, 56)  # 1208x680 / 4 -> 302x170 -> 112x63 -> 112x56
+    assert pred.depth.shape == (2, 70, 112)  # 302x170 -> 112x63 (63.05) -> 112x70 (4.5 patches: ties go up)
     assert list(pred.orig_size[0]) == [arr.shape[1], arr.shape[0]]
     assert pred.source_paths == ["", ""]
     one = run_inference(model, str(soh_images[0]), process_res=112)  # a single path is fine
     assert one.source_paths == [str(soh_images[0])]
     assert one.is_metric is False and one.sky is None
+
+
+def test_video_frames_keep_their_provenance(model, robot_video):
+    from da3_blender.inputs import collect_inputs
+
+    frames = collect_inputs([robot_video], fps=2, max_frames=2)
+    pred = run_inference(model, frames, process_res=70)
+    assert pred.num_views == 2
+    np.testing.assert_array_equal(pred.frame_numbers, frames.frame_numbers)
+    np.testing.assert_array_equal(pred.timestamps, frames.timestamps)
+    assert pred.frame_numbers[1] > pred.frame_numbers[0] >= 0 and np.all(np.isfinite(pred.timestamps))
+    assert pred.source_paths == [str(robot_video)] * 2
+    assert pred.meta["input_kind"] == "video" and pred.meta["video"]["fps"] == pytest.approx(frames.video["fps"])
+    assert list(pred.orig_size[0]) == [1024, 576]
 
 
 @pytest.mark.parametrize(
