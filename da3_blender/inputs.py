@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadInputError, DA3Error
 
@@ -75,7 +74,7 @@ def natural_key(name: str):
 # images
 
 
-def _to_rgb(im: Image.Image, path) -> np.ndarray:
+def _to_rgb(im, path) -> np.ndarray:
     """Any PIL mode -> HxWx3 uint8; high bit depths are scaled (65535 -> 255), never clipped."""
     mode = im.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
@@ -102,6 +101,10 @@ def load_image(path, exif_transpose: bool = True) -> np.ndarray:
     ``exif_transpose`` applies the EXIF orientation (phone photos); the official DA3 applies none,
     so pass False for exact parity with it.
     """
+    # imported here, not at the top: the extension reads this module's constants inside Blender,
+    # whose Python has no PIL
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     path = os.fspath(path)
     if not os.path.exists(path):
         raise BadInputError(f"{path}: file not found; check the path")
