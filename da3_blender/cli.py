@@ -136,10 +136,6 @@ def _folder_images(folder: str, extensions: tuple[str, ...]) -> list[str]:
     return files
 
 
-def _suffix(path: str) -> str:
-    return os.path.splitext(path)[1].lower()
-
-
 def input_kind(path: str, command: str = "auto") -> str:
     """"image", "images" or "video" for ``path``; BadInputError when it does not fit ``command``."""
     from . import inputs
@@ -148,9 +144,9 @@ def input_kind(path: str, command: str = "auto") -> str:
         raise BadInputError(f"{path} does not exist: check the path")
     if os.path.isdir(path):
         kind = "images"
-    elif _suffix(path) in inputs.VIDEO_EXTENSIONS:
+    elif inputs.is_video_path(path):
         kind = "video"
-    elif _suffix(path) in inputs.IMAGE_EXTENSIONS:
+    elif inputs.is_image_path(path):
         kind = "image"
     else:
         known = ", ".join(sorted(set(inputs.IMAGE_EXTENSIONS) | set(inputs.VIDEO_EXTENSIONS)))
@@ -269,7 +265,7 @@ def run(args) -> int:
     n = pred.num_views
     h, w = pred.image_size
     out = os.path.abspath(args.export_dir)
-    print(f"da3: {n} view{'s' * (n != 1)} at {w}x{h} -> {out} ({len(files)} files: {', '.join(formats)})")
+    print(f"da3: {n} view{'s' * (n != 1)} at {w}x{h} -> {out} ({len(files)} file{'s' * (len(files) != 1)}: {', '.join(formats)})")
     for f in files:
         print(f"  {f}")
     return 0

@@ -82,7 +82,7 @@ def run_inference(
             f"model {model_name} does not take camera poses; use DA3-SMALL/BASE/LARGE/GIANT or NESTED, "
             "or run without extrinsics"
         )
-    report("load", 1.0, f"{n} image{'s' * (n != 1)}")
+    report("load", 1.0, f"{n} view{'s' * (n != 1)}")
 
     # -- preprocess -------------------------------------------------------------------------
     report("preprocess", 0.0, f"resizing to {process_res} ({process_res_method})")
@@ -163,7 +163,8 @@ def run_inference(
             progress=lambda f: report("export", float(f), ""),
         )
         pred.meta["exported_files"] = [os.fspath(f) for f in (files or [])]
-        report("export", 1.0, f"{len(pred.meta['exported_files'])} files")
+        count = len(pred.meta["exported_files"])
+        report("export", 1.0, f"{count} file{'s' * (count != 1)}")
     return pred
 
 

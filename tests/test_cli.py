@@ -395,3 +395,22 @@ def test_progress_printer_tty_and_plain():
     lines = plain.text.splitlines()
     assert "\r" not in plain.text and 4 <= len(lines) <= 7
     assert lines[0] == "forward 0%" and lines[-1] == "export 100%  3 files"
+
+
+def test_interrupt_and_internal_errors(monkeypatch, capsys, tiny_png):
+    from da3_blender import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    code, _, err = da3(capsys, "image", tiny_png)
+    assert code == 130 and err.strip() == "da3: interrupted"
+
+    def bug(args):
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setattr(cli, "run", bug)
+    code, _, err = da3(capsys, "image", tiny_png)
+    assert_one_line_error(code, err, "internal error", "ZeroDivisionError", "please report")
+    assert code == 1
