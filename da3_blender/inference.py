@@ -256,11 +256,18 @@ def _as_rgb_array(item, exif_transpose: bool) -> np.ndarray:
     return np.asarray(item)
 
 
+def _float_array(value, name: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadInputError(f"{name} must be an array of numbers") from None
+
+
 def _check_extrinsics(extrinsics, n: int) -> np.ndarray | None:
     """-> (N,4,4) float64 world-to-camera, or None."""
     if extrinsics is None:
         return None
-    ext = np.asarray(extrinsics, dtype=np.float64)
+    ext = _float_array(extrinsics, "extrinsics")
     if ext.ndim == 2 and n == 1:
         ext = ext[None]
     if ext.ndim != 3 or ext.shape[1:] not in ((4, 4), (3, 4)):
@@ -270,8 +277,13 @@ def _check_extrinsics(extrinsics, n: int) -> np.ndarray | None:
     if not np.all(np.isfinite(ext)):
         raise BadInputError("extrinsics contain NaN or infinite values")
     ext = geometry.to_4x4(ext)
-    if np.any(np.abs(np.linalg.det(ext[:, :3, :3])) < 1e-8):
-        raise BadInputError("extrinsics have a singular rotation block: pass rigid world-to-camera matrices")
+    rot = ext[:, :3, :3]
+    error = np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max()
+    if error > 1e-3 or np.any(np.linalg.det(rot) < 0):
+        raise BadInputError(
+            f"extrinsics are not rigid (rotation block off by {error:.2g}, or a reflection): pass world-to-camera "
+            "[R|t] matrices with R a rotation"
+        )
     return ext
 
 
@@ -283,7 +295,7 @@ def _check_intrinsics(intrinsics, n: int, extrinsics) -> np.ndarray | None:
                 "camera poses need intrinsics too: pass intrinsics (N,3,3) in pixels of the original images"
             )
         return None
-    k = np.asarray(intrinsics, dtype=np.float64)
+    k = _float_array(intrinsics, "intrinsics")
     if k.ndim == 2 and n == 1:
         k = k[None]
     if k.ndim != 3 or k.shape[1:] != (3, 3):

@@ -197,6 +197,8 @@ def test_count_mismatch_names_the_counts(model, ext_n, k_n, words):
     "kwargs, text",
     [
         ({"extrinsics": np.zeros((2, 2, 2))}, "shape"),
+        ({"extrinsics": np.tile(np.diag([2.0, 2, 2, 1]), (2, 1, 1)), "intrinsics": np.tile(np.eye(3), (2, 1, 1))}, "rigid"),
+        ({"extrinsics": [["a"]]}, "numbers"),
         ({"extrinsics": np.tile(np.eye(4), (2, 1, 1))}, "intrinsics"),  # poses without K
         ({"intrinsics": np.full((2, 3, 3), np.nan)}, "finite"),
         ({"export_dir": "x", "export_format": "glb-obj"}, "obj"),
