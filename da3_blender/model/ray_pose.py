@@ -105,7 +105,9 @@ def solve_ray_pose(
     including the camera-centre average. See the module docstring for the principal-point bias.
     """
     if ray.ndim != 5 or ray.shape[-1] != 6 or ray_conf.shape != ray.shape[:-1]:
-        raise ValueError(f"expected ray [B,S,h,w,6] and ray_conf [B,S,h,w], got {tuple(ray.shape)} and {tuple(ray_conf.shape)}")
+        raise ValueError(
+            f"expected ray [B,S,h,w,6] and ray_conf [B,S,h,w], got {tuple(ray.shape)} and {tuple(ray_conf.shape)}"
+        )
     b, s, h, w, _ = ray.shape
     device = ray.device
     with torch.autocast(device_type=device.type, enabled=False):
