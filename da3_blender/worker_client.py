@@ -221,21 +221,25 @@ class WorkerClient:
         """Start the worker if needed and return its ``hello`` event; :class:`WorkerError` on failure."""
         self.start()
         rid = self._new_id("hello")
-        self._send(request("hello", rid))
+        try:
+            self._send(request("hello", rid))
+        except WorkerError:
+            pass  # it died at start: explained below
         found = self.wait_for(lambda e: e.get("id") == rid, timeout=timeout)
         if found is None:
             if not self.is_alive():
+                code = self._proc.poll() if self._proc else None
                 self._reap()
-                raise WorkerError(self._start_failure(), kind="missing_dependency")
+                raise WorkerError(self._start_failure(code), kind="missing_dependency")
             raise WorkerError(f"the DA3 worker ({self.python}) did not answer within {timeout:.0f} s", kind="internal")
         if found.get("event") != "hello":
             raise WorkerError(found.get("message", "the worker refused hello"), kind=found.get("kind", "internal"))
         return found
 
-    def _start_failure(self) -> str:
+    def _start_failure(self, code: int | None) -> str:
         lines = [line for line in self.stderr_tail if line.strip()]
         last = lines[-1].strip() if lines else "no output"
-        return f"the DA3 worker could not start with {self.python} ({last})"
+        return f"the DA3 worker could not start with {self.python} (exit status {code}: {last})"
 
     def poll(self) -> list[dict[str, Any]]:
         """All events that arrived since the last call, without blocking."""

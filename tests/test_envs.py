@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -37,6 +38,15 @@ def test_check_missing_interpreter(tmp_path):
     report = envs.check_interpreter(str(tmp_path / "no" / "python"))
     assert not report.ok and report.kind == "missing_dependency"
     assert "no Python at" in report.message and "\n" not in report.message
+
+
+def test_check_non_python_executable():
+    true = shutil.which("true")
+    if true is None:
+        pytest.skip("no 'true' executable here")
+    report = envs.check_interpreter(true, timeout=30)
+    assert not report.ok and report.kind == "missing_dependency"
+    assert "could not start" in report.message and "exit status 0" in report.message
 
 
 def test_check_python_without_torch(tmp_path):

@@ -116,6 +116,10 @@ def test_worker_session(fixture_dir, soh_images, tmp_path):
         end, _ = run(client, job_for(fixture_dir, soh_images[:1], tmp_path / "c.npz"))
         assert end["event"] == "result" and end["summary"]["model_loads"] == 1 and end["summary"]["views"] == 1
 
+        other = {**job_for(fixture_dir, soh_images[:1], tmp_path / "d.npz"), "dtype": "fp32"}  # another model key
+        end, seen = run(client, other)
+        assert end["event"] == "result" and [e["loads"] for e in seen if e["event"] == "loaded"] == [2]
+
         rid = client.unload()
         unloaded = client.wait_for(lambda e: e.get("id") == rid, 30)
         assert unloaded["event"] == "unloaded" and unloaded["model"] == str(fixture_dir)
@@ -128,6 +132,7 @@ def test_worker_session(fixture_dir, soh_images, tmp_path):
     assert not [t for t in threading.enumerate() if t.name.startswith("da3-worker")]
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 def test_killed_worker_reports_and_restarts(fixture_dir, soh_images, tmp_path):
     client = WorkerClient(python=sys.executable)
     try:
@@ -142,8 +147,33 @@ def test_killed_worker_reports_and_restarts(fixture_dir, soh_images, tmp_path):
         end, _ = run(client, job_for(fixture_dir, soh_images, tmp_path / "after.npz"))
         assert end["event"] == "result", end
         assert client.pid != first_pid and load_result(tmp_path / "after.npz").num_views == 2
+
+        # a worker that does not answer a cancel (frozen) is killed after cancel_timeout
+        client.cancel_timeout = 0.5
+        job_id = client.submit(big_job(fixture_dir, soh_images, tmp_path / "big.npz"))
+        wait_forward(client, job_id)
+        frozen = client.pid
+        os.kill(frozen, signal.SIGSTOP)
+        t0 = time.monotonic()
+        client.cancel(job_id)
+        end = client.wait_job(job_id, 10)
+        assert end is not None and end["kind"] == "cancelled" and time.monotonic() - t0 < 3, end
+        assert not client.is_alive()
+        with pytest.raises(ProcessLookupError):
+            os.kill(frozen, 0)
     finally:
         client.shutdown()
+
+
+def test_death_message_names_status_and_out_of_memory():
+    client = WorkerClient(python=sys.executable)
+    client.stderr_tail.extend(["loading", "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"])
+    kind, text = client._death(1)
+    assert kind == "out_of_memory" and "exit status 1" in text and "smaller model" in text
+    client.stderr_tail.clear()
+    client.stderr_tail.append("Segmentation fault")
+    kind, text = client._death(-signal.SIGSEGV)
+    assert kind == "internal" and "SIGSEGV" in text and "Segmentation fault" in text
 
 
 @pytest.mark.parametrize("case", ["missing_file", "corrupt_image", "unknown_model", "negative_res", "unknown_method",
@@ -196,13 +226,18 @@ def test_busy_worker_refuses_second_job(worker, fixture_dir, soh_images, tmp_pat
 def test_result_is_atomic_and_matches_in_process_api(worker, fixture_dir, soh_images, tmp_path):
     out = tmp_path / "res" / "result.npz"
     out.parent.mkdir()
-    seen_states, stop = [], threading.Event()
+    seen_states, failures, stop = [], [], threading.Event()
 
     def reader():
         while not stop.is_set():
-            if out.exists():
+            try:
                 with np.load(out, allow_pickle=False) as npz:  # a partial file would raise here
                     seen_states.append(sorted(npz.files))
+                    npz["depth"], npz["image"]  # read the members fully
+            except FileNotFoundError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - any other failure is a torn read
+                failures.append(repr(exc))
             time.sleep(0.002)
 
     thread = threading.Thread(target=reader)
@@ -214,6 +249,7 @@ def test_result_is_atomic_and_matches_in_process_api(worker, fixture_dir, soh_im
     finally:
         stop.set()
         thread.join()
+    assert not failures, failures[:3]
     assert seen_states and all(s == seen_states[0] for s in seen_states)
     assert os.listdir(out.parent) == ["result.npz"], "temporary files left behind"
     assert zipfile.is_zipfile(out)
