@@ -23,6 +23,10 @@ def _torch():
         raise MissingDependencyError(
             f"torch is not installed in this Python ({exc}): set up the DA3 environment or pip install torch"
         ) from None
+    except Exception as exc:  # e.g. OSError: a CUDA library of a broken torch install is missing
+        raise MissingDependencyError(
+            f"torch is installed but does not import ({type(exc).__name__}: {exc}): set up the DA3 environment again"
+        ) from None
     return torch
 
 

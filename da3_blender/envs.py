@@ -107,6 +107,9 @@ def check_interpreter(python: str, timeout: float = 60.0) -> InterpreterReport:
         report.ok, report.kind = False, "missing_dependency"
         report.message = (f"{python} is Python {report.python_version}; DA3 needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or "
                           "newer: choose a newer Python or let DA3 create its environment")
+    elif report.torch is None and "does not import" in (hello.get("torch_error") or ""):
+        report.ok, report.kind = False, "missing_dependency"
+        report.message = f"{python}: {hello['torch_error']}"
     elif report.torch is None:
         report.ok, report.kind = False, "missing_dependency"
         report.message = (f"torch is not installed in {python}: let DA3 create its environment, or run "

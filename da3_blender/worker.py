@@ -22,7 +22,7 @@ import time
 import traceback
 from typing import Any, BinaryIO, TextIO
 
-from .errors import BadInputError, CancelledError, DA3Error, MissingDependencyError
+from .errors import BadInputError, CancelledError, DA3Error
 from .protocol import PROTOCOL_VERSION, ProtocolError, check_request, decode, encode, error_event, event, normalize_job
 
 log = logging.getLogger("da3_blender.worker")
@@ -146,6 +146,13 @@ class Worker:
         except ProtocolError as exc:
             self.send(error_event(rid, None, "protocol", f"bad request: {exc}"))
             return True
+        try:
+            return self._dispatch(kind, rid, message)
+        except Exception as exc:  # the loop must survive anything a request does
+            self.send(error_event(rid, None, *classify(exc)))
+            return True
+
+    def _dispatch(self, kind: str, rid: str, message: dict[str, Any]) -> bool:
         if kind == "hello":
             self.send(event("hello", rid, None, **self.hello_info()))
         elif kind == "run":
@@ -179,6 +186,7 @@ class Worker:
             "platform": platform.platform(),
             "pid": os.getpid(),
             "torch": info["torch"],
+            "torch_error": info.get("error"),
             "cuda": {"build": info["cuda_build"], "available": info["cuda_available"]},
             "mps": info["mps_available"],
             "devices": describe_devices(),

@@ -57,6 +57,15 @@ def test_check_python_without_torch(tmp_path):
     assert "torch is not installed" in report.message and "create its environment" in report.message
     assert report.hello is not None and report.hello["dependencies"]["numpy"] is None
 
+    # a torch that is there but cannot import (a CUDA build missing its libraries)
+    py = envs.python_in(venv)
+    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    (Path(site) / "torch").mkdir()
+    (Path(site) / "torch" / "__init__.py").write_text("raise OSError('libcudart.so.12: cannot open shared object file')")
+    report = envs.check_interpreter(py, timeout=60)
+    assert not report.ok and "does not import" in report.message and "libcudart" in report.message
+
 
 def test_failed_install_leaves_no_ready_marker(tmp_path):
     target = tmp_path / "env"
