@@ -237,8 +237,11 @@ class _PathSource:
     video = None
 
     def __init__(self, paths: list[str]):
+        from .inputs import frame_number_from_name
+
         self.source_paths = paths
-        self.frame_numbers = np.full(len(paths), -1, dtype=np.int64)
+        # the same rule as inputs.collect_inputs, so both paths give the same provenance
+        self.frame_numbers = np.array([frame_number_from_name(p) for p in paths], dtype=np.int64)
         self.timestamps = np.full(len(paths), np.nan)
 
 

@@ -2,7 +2,7 @@
 GSDPT (giant, Gaussian parameters; weights only here).
 
 Module names mirror the official checkpoint (``head.scratch.refinenet1.resConfUnit2.conv1``...).
-All heads run in fp32 and process views in chunks of 8 (results do not depend on the chunking).
+All heads run in fp32 and process views in chunks of CHUNK (results do not depend on the chunking).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 PATCH = 14
-CHUNK = 8
+CHUNK = 2  # views per head pass: bounds memory and lets a cancel land within ~1 s (official: 8)
 
 
 def interpolate(x: torch.Tensor, size) -> torch.Tensor:
@@ -129,12 +129,18 @@ class _DPTBase(nn.Module):
         levels.append(rn(1)(levels[-1], l1))
         return levels if keep_levels else levels[-1]
 
-    def forward(self, feats, height: int, width: int, **kwargs) -> dict[str, torch.Tensor]:
-        """feats: 4 x (B,S,P,C) -> dict of (B,S,...) maps; views run in chunks of 8."""
+    def forward(self, feats, height: int, width: int, on_chunk=None, **kwargs) -> dict[str, torch.Tensor]:
+        """feats: 4 x (B,S,P,C) -> dict of (B,S,...) maps; views run in chunks of CHUNK.
+
+        ``on_chunk()`` is called after each chunk (the worker cancels from there).
+        """
         b, s, p, c = feats[0].shape
         flat = [f.reshape(b * s, p, c) for f in feats]
-        outs = [self.forward_views([f[i:i + CHUNK] for f in flat], height, width, **kwargs)
-                for i in range(0, b * s, CHUNK)]
+        outs = []
+        for i in range(0, b * s, CHUNK):
+            outs.append(self.forward_views([f[i:i + CHUNK] for f in flat], height, width, **kwargs))
+            if on_chunk is not None:
+                on_chunk()
         return {k: torch.cat([o[k] for o in outs]).unflatten(0, (b, s)) for k in outs[0]}
 
 

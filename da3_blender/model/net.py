@@ -43,6 +43,10 @@ class _Steps:
 
     def __call__(self):
         self.done += 1
+        self.beat()
+
+    def beat(self):
+        """Report the current fraction again (between head chunks): a chance to cancel."""
         if self.progress is not None:
             self.progress(min(self.done / self.total, 1.0))
 
@@ -106,7 +110,7 @@ class DepthAnything3Net(nn.Module):
             feats = [(f.float(), t.float()) for f, t in feats]
             with_ray = isinstance(self.head, DualDPT) and (use_ray_pose or keep_ray)
             kwargs = {"with_ray": with_ray} if isinstance(self.head, DualDPT) else {}
-            out = self.head([f for f, _ in feats], height, width, **kwargs)
+            out = self.head([f for f, _ in feats], height, width, on_chunk=step.beat, **kwargs)
             step()
             if use_ray_pose and "ray" in out:
                 from .ray_pose import solve_ray_pose
