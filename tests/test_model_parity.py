@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from da3_blender.api import DepthAnything3  # noqa: E402
 from da3_blender.errors import BadInputError, CancelledError  # noqa: E402
-from da3_blender.model import dinov2  # noqa: E402
+from da3_blender.model import dinov2, dpt  # noqa: E402
 from da3_blender.model.precision import backbone_dtype  # noqa: E402
 
 CASES = ["single_000", "pair_000_010", "triple_robot_f030_f090_f150_posed"]
@@ -131,6 +131,15 @@ def test_progress_exception_cancels(model, fixture_dir):
     with pytest.raises(CancelledError):
         model(x, progress=cancel)
     assert len(calls) == 1
+
+
+def test_head_reports_between_view_chunks_so_cancel_is_prompt(model, monkeypatch):
+    """The head is the longest stretch without a progress call; it must report after every chunk of views."""
+    monkeypatch.setattr(dpt, "CHUNK", 1)
+    calls = []
+    model(torch.zeros(1, 3, 3, 28, 42), progress=calls.append)
+    backbone_and_cameras = model.model.num_steps()
+    assert len(calls) == backbone_and_cameras + 3  # one extra report after each of the 3 single-view chunks
 
 
 @pytest.fixture(scope="module")
