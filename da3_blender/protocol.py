@@ -65,8 +65,12 @@ class ProtocolError(DA3Error):
 
 
 def encode(message: dict[str, Any]) -> str:
-    """One message as one line (with its ``\\n``); NaN/inf become null so every reader can parse it."""
-    return json.dumps(_finite(message), ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+    """One message as one ASCII line (with its ``\\n``); NaN/inf become null so every reader can parse it.
+
+    ASCII escapes keep file names that are not valid UTF-8 (``os.listdir`` gives them as lone
+    surrogates on POSIX) writable and round-trip them exactly through :func:`decode`.
+    """
+    return json.dumps(_finite(message), ensure_ascii=True, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 def _finite(value):

@@ -213,6 +213,21 @@ def test_bad_job_errors_and_worker_survives(case, worker, fixture_dir, soh_image
     assert worker.hello(30)["protocol"] == PROTOCOL_VERSION and worker.pid == pid
 
 
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="needs a file system that takes non-UTF-8 names")
+def test_file_name_that_is_not_utf8_gets_its_error_and_worker_answers(worker, fixture_dir, tmp_path):
+    """A Latin-1 file name (os.listdir gives lone surrogates) must not silence the worker's stdout."""
+    bad = os.path.join(os.fsencode(tmp_path), b"caf\xe9 001.png")
+    with open(bad, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    job = job_for(fixture_dir, [tmp_path], tmp_path / "out.npz")  # the folder: its listing gives the name
+    job_id = worker.submit(job)
+    end = worker.wait_job(job_id, 30)
+    assert end is not None, "no answer: the worker's protocol output died on the file name"
+    assert end["event"] == "error" and end["kind"] == "bad_input", end
+    assert os.fsdecode(os.path.basename(bad)) in end["message"]  # the exact name, escapes round-tripped
+    assert worker.hello(30)["protocol"] == PROTOCOL_VERSION
+
+
 def test_busy_worker_refuses_second_job(worker, fixture_dir, soh_images, tmp_path):
     first = worker.submit(big_job(fixture_dir, soh_images, tmp_path / "big.npz"))
     wait_forward(worker, first)
