@@ -27,6 +27,11 @@ def _redraw(context) -> None:
                 area.tag_redraw()
 
 
+def _blocking(context) -> bool:
+    """Run to the end inside ``execute`` (no event loop: ``blender -b``, the bpy module, no window)."""
+    return bpy.app.background or context.window is None
+
+
 def _show(context, run: Run) -> None:
     rt = context.window_manager.da3_runtime
     rt.stage, rt.fraction, rt.message = run.stage, run.fraction, run.message[:200]
@@ -68,22 +73,18 @@ class DA3_OT_reconstruct(Operator):
         rt.running, rt.error, rt.summary = True, "", ""
         rt.stage, rt.fraction, rt.message, rt.cancel_requested = "", 0.0, "starting the worker", False
         self._run = run
-        if bpy.app.background or context.window is None:
-            shown = None
-            while run.step() is None:
-                if rt.cancel_requested and not run.cancel_requested:
-                    run.cancel()
-                _show(context, run)
-                if bpy.app.background and (run.stage, run.message) != shown and run.stage:
-                    shown = (run.stage, run.message)
-                    print(f"DA3 {run.fraction * 100:3.0f}% {run.stage}: {run.message}", flush=True)
-                time.sleep(0.05)
+        if _blocking(context):
+            try:
+                self._wait(context, run)
+            except BaseException:  # e.g. Ctrl+C in a script: stop the job, leave nothing "running"
+                self._abandon(context, "Cancelled: the scene was not changed")
+                raise
             return self._finish(context)
         wm = context.window_manager
         self._timer = wm.event_timer_add(TIMER_INTERVAL, window=context.window)
         wm.modal_handler_add(self)
         wm.progress_begin(0, 100)
-        context.workspace.status_text_set(f"DA3: starting ({run.name})  Esc: cancel")
+        self._status(context, f"DA3: starting ({run.name})  Esc: cancel")
         return {"RUNNING_MODAL"}
 
     def invoke(self, context, event):
@@ -97,22 +98,65 @@ class DA3_OT_reconstruct(Operator):
             return {"RUNNING_MODAL"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        if context.window_manager.da3_runtime.cancel_requested and not run.cancel_requested:
-            run.cancel()
-        outcome = run.step()
-        _show(context, run)
-        context.window_manager.progress_update(int(run.fraction * 100))
-        stage = run.stage.capitalize() or "Starting"
-        context.workspace.status_text_set(
-            f"DA3 {run.name}: {stage} {run.fraction * 100:.0f}%  {run.message}  Esc: cancel")
-        _redraw(context)
+        try:
+            if context.window_manager.da3_runtime.cancel_requested and not run.cancel_requested:
+                run.cancel()
+            outcome = run.step()
+            _show(context, run)
+            context.window_manager.progress_update(int(run.fraction * 100))
+            stage = run.stage.capitalize() or "Starting"
+            self._status(context, f"DA3 {run.name}: {stage} {run.fraction * 100:.0f}%  {run.message}  Esc: cancel")
+            _redraw(context)
+        except Exception as ex:  # never leave a timer, a progress display or "running" behind
+            self._end_modal(context)
+            self._abandon(context, f"DA3 failed: internal error ({type(ex).__name__}: {ex}); the scene was not changed")
+            self.report({"ERROR"}, context.window_manager.da3_runtime.error)
+            return {"CANCELLED"}
         if outcome is None:
             return {"RUNNING_MODAL"}
+        self._end_modal(context)
+        return self._finish(context)
+
+    def _wait(self, context, run) -> None:
+        rt, shown = context.window_manager.da3_runtime, None
+        while run.step() is None:
+            if rt.cancel_requested and not run.cancel_requested:
+                run.cancel()
+            _show(context, run)
+            if bpy.app.background and (run.stage, run.message) != shown and run.stage:
+                shown = (run.stage, run.message)
+                print(f"DA3 {run.fraction * 100:3.0f}% {run.stage}: {run.message}", flush=True)
+            time.sleep(0.05)
+
+    def cancel(self, context):
+        """Blender ends the modal run (a file is opened, the window closes, the extension is disabled)."""
+        self._end_modal(context)
+        self._abandon(context, "Cancelled: the scene was not changed")
+
+    def _status(self, context, text) -> None:
+        workspace = context.workspace
+        if workspace is not None:
+            workspace.status_text_set(text)
+
+    def _end_modal(self, context) -> None:
+        """Remove the timer, end the progress display and clear the status bar (every exit path)."""
+        if self._timer is None:
+            return
         wm = context.window_manager
         wm.event_timer_remove(self._timer)
+        self._timer = None
         wm.progress_end()
-        context.workspace.status_text_set(None)
-        return self._finish(context)
+        self._status(context, None)
+
+    def _abandon(self, context, message: str) -> None:
+        run, self._run = self._run, None
+        if run is None:
+            return
+        run.abandon()
+        rt = getattr(context.window_manager, "da3_runtime", None)
+        if rt is not None:
+            rt.running, rt.cancel_requested, rt.stage, rt.fraction = False, False, "", 0.0
+            rt.summary, rt.error = "", message
 
     def _finish(self, context):
         run, self._run = self._run, None

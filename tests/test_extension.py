@@ -436,3 +436,130 @@ def test_extension_runs_without_the_workers_packages(extension):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "refused: Error: no images selected" in proc.stdout
+
+
+# -- the modal run (with a window) ------------------------------------------------------------------
+class _FakeRun:
+    """Stands in for operators.run.Run: ``steps`` are what step() returns (or raises) in turn."""
+
+    steps: list = []
+
+    def __init__(self, context):
+        self.name, self.stage, self.fraction, self.message = "fake", "forward", 0.5, "block 1/2"
+        self.cancel_requested = self.abandoned = False
+        self.steps = list(type(self).steps)
+
+    def start(self):
+        pass
+
+    def step(self):
+        out = self.steps.pop(0)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def cancel(self):
+        self.cancel_requested = True
+
+    def abandon(self):
+        self.abandoned = True
+
+    def finish(self, context):
+        return False, "Cancelled: the scene was not changed"
+
+
+class _FakeWindowManager:
+    """Records what the operator does to the window manager: timers, progress."""
+
+    def __init__(self, runtime):
+        self.da3_runtime, self.windows, self.timers, self.progress = runtime, [], [], None
+
+    def event_timer_add(self, interval, window=None):
+        self.timers.append(object())
+        return self.timers[-1]
+
+    def event_timer_remove(self, timer):
+        self.timers.remove(timer)
+
+    def modal_handler_add(self, op):
+        self.handler = op
+
+    def progress_begin(self, lo, hi):
+        self.progress = lo
+
+    def progress_update(self, value):
+        self.progress = value
+
+    def progress_end(self):
+        self.progress = None
+
+
+class _FakeWorkspace:
+    status = None
+
+    def status_text_set(self, text):
+        self.status = text
+
+
+def _modal_op_and_context(registered, monkeypatch, steps):
+    from da3_for_blender.operators import reconstruct
+
+    monkeypatch.setattr(reconstruct, "_blocking", lambda context: False)  # as with a window
+    monkeypatch.setattr(reconstruct, "Run", type("Run", (_FakeRun,), {"steps": steps}))
+    op_cls = reconstruct.DA3_OT_reconstruct
+    methods = {name: getattr(op_cls, name) for name in ("execute", "modal", "cancel", "_wait", "_status",
+                                                          "_end_modal", "_abandon", "_finish")}
+    op = type("Op", (), {**methods, "_run": None, "_timer": None, "reports": None,
+                         "report": lambda self, kind, text: setattr(self, "reports", (kind, text))})()
+    rt = registered.window_manager.da3_runtime
+    rt.running, rt.error, rt.summary = False, "", ""
+    ctx = types.SimpleNamespace(window_manager=_FakeWindowManager(rt), workspace=_FakeWorkspace(),
+                                window=object(), scene=registered.scene)
+    return op, ctx
+
+
+def _left_clean(ctx):
+    rt = ctx.window_manager.da3_runtime
+    assert ctx.window_manager.timers == [] and ctx.window_manager.progress is None
+    assert ctx.workspace.status is None and not rt.running and not rt.cancel_requested
+
+
+def _event(kind, value="NOTHING"):
+    return types.SimpleNamespace(type=kind, value=value)
+
+
+def test_modal_run_cleans_up_after_esc(registered, monkeypatch):
+    op, ctx = _modal_op_and_context(registered, monkeypatch, [None, "error"])
+    assert op.execute(ctx) == {"RUNNING_MODAL"}
+    wm = ctx.window_manager
+    assert len(wm.timers) == 1 and wm.progress == 0 and "Esc: cancel" in ctx.workspace.status
+    assert wm.da3_runtime.running
+    assert op.modal(ctx, _event("MOUSEMOVE")) == {"PASS_THROUGH"}
+    run = op._run
+    assert op.modal(ctx, _event("ESC", "PRESS")) == {"RUNNING_MODAL"} and run.cancel_requested
+    assert op.modal(ctx, _event("TIMER")) == {"RUNNING_MODAL"}
+    assert wm.progress == 50 and "Forward 50%" in ctx.workspace.status
+    assert op.modal(ctx, _event("TIMER")) == {"CANCELLED"}
+    _left_clean(ctx)
+    assert wm.da3_runtime.error == "Cancelled: the scene was not changed"
+
+
+def test_modal_run_cleans_up_when_polling_fails(registered, monkeypatch):
+    op, ctx = _modal_op_and_context(registered, monkeypatch, [None, RuntimeError("pipe broke")])
+    op.execute(ctx)
+    run = op._run
+    assert op.modal(ctx, _event("TIMER")) == {"RUNNING_MODAL"}
+    assert op.modal(ctx, _event("TIMER")) == {"CANCELLED"}
+    _left_clean(ctx)
+    assert run.abandoned and "pipe broke" in ctx.window_manager.da3_runtime.error
+    assert op.reports[0] == {"ERROR"}
+
+
+def test_modal_run_cleans_up_when_blender_ends_it(registered, monkeypatch):
+    """Opening another file, closing the window or disabling the extension calls the operator's cancel."""
+    op, ctx = _modal_op_and_context(registered, monkeypatch, [None])
+    op.execute(ctx)
+    run = op._run
+    op.cancel(ctx)
+    _left_clean(ctx)
+    assert run.abandoned and ctx.window_manager.da3_runtime.error.startswith("Cancelled")
