@@ -229,6 +229,7 @@ def run(args) -> int:
     """Execute a parsed command line; raises DA3Error on failure."""
     from . import devices
     from .api import DepthAnything3
+    from .exports.files import make_folder
     from .inference import run_inference
 
     formats = _check_options(args)
@@ -241,7 +242,7 @@ def run(args) -> int:
         printer("model", 0.0, f"loading {args.model} on {device}")
         model = DepthAnything3.from_pretrained(args.model, device=device)
         printer("model", 1.0, f"{getattr(model, 'model_name', args.model)} on {device}")
-        os.makedirs(args.export_dir, exist_ok=True)
+        make_folder(args.export_dir)
         pred = run_inference(
             model,
             source,

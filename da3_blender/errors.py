@@ -57,3 +57,16 @@ class CancelledError(DA3Error):
 
 class ResultFormatError(BadInputError):
     """A result file (npz) that is corrupt, truncated or of an unknown version."""
+
+
+def write_error(path, exc: OSError) -> BadInputError:
+    """The one-line error for an ``OSError`` while writing ``path`` (full disk, no permission, ...)."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), getattr(errno, "EFBIG", -1)):
+        return BadInputError(f"cannot write {path}: not enough disk space ({reason}); free some space or choose another folder")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return BadInputError(f"cannot write {path}: {reason}; choose a folder you can write to")
+    return BadInputError(f"cannot write {path} ({reason}); choose another output folder")

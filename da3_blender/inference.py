@@ -151,8 +151,9 @@ def run_inference(
     if export_dir is not None:
         report("export", 0.0, f"writing {'-'.join(formats)} to {export_dir}")
         from . import exports
+        from .exports.files import make_folder
 
-        os.makedirs(export_dir, exist_ok=True)
+        make_folder(export_dir)
         files = exports.export(
             pred,
             export_format="-".join(formats),

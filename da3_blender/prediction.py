@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ResultFormatError
+from .errors import ResultFormatError, write_error
 
 RESULT_FORMAT = "da3-blender-result"
 RESULT_VERSION = 1
@@ -104,7 +104,10 @@ def save_result(path: str | os.PathLike, pred: Prediction, meta: dict[str, Any] 
     """Write ``pred`` atomically (temp file in the same folder, then rename). Returns the path."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     all_meta = {"format": RESULT_FORMAT, "version": RESULT_VERSION}
     all_meta.update(pred.meta or {})
     all_meta.update(meta or {})
@@ -127,18 +130,23 @@ def save_result(path: str | os.PathLike, pred: Prediction, meta: dict[str, Any] 
             arrays[key] = np.asarray(value, dtype=np.float32)
     if pred.sky is not None:
         arrays["sky"] = np.asarray(pred.sky, dtype=bool)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
     return path
 

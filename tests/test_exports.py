@@ -342,6 +342,61 @@ def test_colmap_names_for_in_memory_images_and_video_frames(tmp_path):
     assert len({images[i].name for i in (1, 2, 3)}) == 3 and images[2].name == "clip_000090.png"
 
 
+def test_colmap_keeps_file_names_that_are_not_utf8(tmp_path):
+    """A Latin-1 name from os.listdir (lone surrogates) is written as the file's own bytes."""
+    pred = make_prediction()
+    latin1 = os.fsdecode(b"/photos/caf\xe9.jpg")
+    pred.source_paths = [latin1, "/photos/b.jpg", "/photos/\u00e9t\u00e9.jpg"]
+    export(pred, "colmap", tmp_path)
+    folder = tmp_path / "colmap/sparse/0"
+    raw = (folder / "images.txt").read_bytes()
+    assert b" caf\xe9.jpg\n" in raw and " \u00e9t\u00e9.jpg\n".encode("utf-8") in raw
+    _, images, _ = read_colmap_text(folder)
+    assert [images[i].name for i in (1, 2, 3)] == ["caf\udce9.jpg", "b.jpg", "\u00e9t\u00e9.jpg"]
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _full_disk(monkeypatch):
+    import errno
+
+    def savez_compressed(file, **arrays):
+        file.write(b"PK\x03\x04 partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", savez_compressed)
+
+
+@pytest.mark.parametrize("what", ["export", "result"])
+def test_full_disk_is_a_one_line_error_and_keeps_the_old_file(tmp_path, monkeypatch, what):
+    from da3_blender.prediction import save_result
+
+    pred = make_prediction()
+    if what == "export":
+        target = tmp_path / "exports" / "mini_npz" / "results.npz"
+        write = lambda: export(pred, "mini_npz", tmp_path)  # noqa: E731
+    else:
+        target = tmp_path / "result.npz"
+        write = lambda: save_result(target, pred)  # noqa: E731
+    write()
+    before = target.read_bytes()
+    _full_disk(monkeypatch)
+    with pytest.raises(BadInputError) as info:
+        write()
+    text = str(info.value)
+    assert "\n" not in text and str(target) in text and "disk space" in text and "free some space" in text
+    assert target.read_bytes() == before, "the previous file must survive a failed write"
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".tmp-")], "temp file left behind"
+
+
+def test_unwritable_export_folder_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(BadInputError, match="choose another output folder"):
+        export(make_prediction(), "ply", blocker / "sub")
+
+
 # ----------------------------------------------------------------------------- depth_vis
 
 SPECTRAL_NEAR, SPECTRAL_FAR = (0x9E, 0x01, 0x42), (0x5E, 0x4F, 0xA2)  # ColorBrewer Spectral ends

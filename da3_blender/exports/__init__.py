@@ -30,6 +30,7 @@ from ..errors import BadInputError
 from ..prediction import Prediction
 from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
+from .files import make_folder
 from .glb import export_glb
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
@@ -78,8 +79,7 @@ def export(
     for fmt in formats:
         if fmt in POINT_FORMATS:
             cameras_for_points(prediction, fmt)  # raises with the model to use
-    export_dir = os.fspath(export_dir)
-    os.makedirs(export_dir, exist_ok=True)
+    export_dir = make_folder(export_dir)
     pct, max_points = float(conf_thresh_percentile), int(num_max_points)
     written: list[str] = []
     for done, fmt in enumerate(formats):

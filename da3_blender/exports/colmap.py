@@ -165,7 +165,7 @@ def export_colmap(pred: Prediction, export_dir: str, conf_thresh_percentile: flo
 def _data_lines(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise ResultFormatError(f"COLMAP model file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:  # names as written, bytes kept
         return [line.rstrip("\r\n") for line in fh if not line.startswith("#")]
 
 

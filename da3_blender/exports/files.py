@@ -10,22 +10,42 @@ import contextlib
 import os
 import tempfile
 
+from ..errors import write_error
+
+
+def make_folder(folder: str | os.PathLike) -> str:
+    """``os.makedirs(folder, exist_ok=True)``, with a one-line :class:`BadInputError` on failure."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise write_error(os.fspath(folder), exc) from None
+    return os.fspath(folder)
+
 
 @contextlib.contextmanager
 def open_atomic(path: str | os.PathLike, mode: str = "wb"):
-    """Open ``path`` for writing (``"wb"`` or ``"w"``); the file appears only if the block succeeds."""
+    """Open ``path`` for writing (``"wb"`` or ``"w"``); the file appears only if the block succeeds.
+
+    Text is UTF-8, with file names that are not valid UTF-8 written back as their original bytes.
+    An ``OSError`` (full disk, no permission) becomes a one-line :class:`BadInputError`.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    make_folder(folder)
     try:
-        text = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        text = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape", "newline": "\n"}
         with os.fdopen(fd, mode, **text) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
