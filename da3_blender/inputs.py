@@ -214,13 +214,24 @@ def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_
 # video
 
 
-def _open_clip(path: str):
+def _video_file_clip():
+    """moviepy's ``VideoFileClip``: ``moviepy`` (2.x) or ``moviepy.editor`` (1.x)."""
     try:
-        from moviepy import VideoFileClip
-    except ImportError as exc:  # pragma: no cover - moviepy is a declared dependency
-        from .errors import MissingDependencyError
+        from moviepy import VideoFileClip  # moviepy 2.x
+    except ImportError:
+        try:
+            from moviepy.editor import VideoFileClip  # moviepy 1.x
+        except ImportError as exc:
+            from .errors import MissingDependencyError
 
-        raise MissingDependencyError(f"reading videos needs moviepy ({exc}); install the pinned dependencies") from None
+            raise MissingDependencyError(
+                f"reading videos needs moviepy ({exc}); install the pinned dependencies (moviepy 2.x)"
+            ) from None
+    return VideoFileClip
+
+
+def _open_clip(path: str):
+    VideoFileClip = _video_file_clip()
     try:
         return VideoFileClip(path, audio=False)
     except Exception as exc:
@@ -260,11 +271,13 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
             log.info("%s: requested %.3g fps exceeds the video's %.3g fps; using every frame", path, want, video_fps)
         first = 0 if not start else math.ceil(start * video_fps - 1e-9)
         stop = math.inf if end is None else end * video_fps  # frame index must be < stop
-        expected = int(reader.n_frames or 0)
+        expected = int(getattr(reader, "n_frames", None) or getattr(reader, "nframes", None) or 0)  # 2.x / 1.x
         last_wanted = min(expected, stop) if expected else stop
 
         frames, numbers = [], []
-        frame = getattr(reader, "last_read", None)  # the reader has pre-read frame 0
+        frame = getattr(reader, "last_read", None)  # the reader has pre-read frame 0 (moviepy 2.x name)
+        if frame is None:
+            frame = getattr(reader, "lastread", None)  # moviepy 1.x name
         index = 0
         while frame is not None and index < stop:
             if index >= first and index % interval == 0:

@@ -310,3 +310,40 @@ def test_video_progress_can_cancel(robot_video):
     with pytest.raises(CancelledError):
         collect_inputs([robot_video], fps=2, progress=progress)
     assert all(stage == "load" and 0 < f <= 1 for stage, f in seen) and len(seen) == 5
+
+
+def test_video_through_the_moviepy_1_api(robot_video, monkeypatch):
+    """moviepy 1.x: VideoFileClip lives in moviepy.editor, the reader says lastread/nframes."""
+    import sys
+    import types
+
+    from moviepy import VideoFileClip
+
+    class ReaderV1:  # only the 1.x names
+        def __init__(self, reader):
+            self._reader = reader
+            self.lastread = reader.last_read
+            self.nframes = reader.n_frames
+
+        def read_frame(self):
+            self.lastread = self._reader.read_frame()
+            return self.lastread
+
+    class ClipV1:
+        def __init__(self, path, audio=True):
+            self._clip = VideoFileClip(path, audio=audio)
+            self.reader = ReaderV1(self._clip.reader)
+            self.fps, self.size, self.duration = self._clip.fps, self._clip.size, self._clip.duration
+
+        def close(self):
+            self._clip.close()
+
+    expected = collect_inputs([robot_video], fps=2, end=3.0)
+    monkeypatch.setitem(sys.modules, "moviepy", types.ModuleType("moviepy"))  # no VideoFileClip at the top
+    editor = types.ModuleType("moviepy.editor")
+    editor.VideoFileClip = ClipV1
+    monkeypatch.setitem(sys.modules, "moviepy.editor", editor)
+    got = collect_inputs([robot_video], fps=2, end=3.0)
+    np.testing.assert_array_equal(got.frame_numbers, expected.frame_numbers)
+    assert got.video["frame_count"] == expected.video["frame_count"]
+    assert all(np.array_equal(a, b) for a, b in zip(got.images, expected.images))
