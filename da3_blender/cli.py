@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float, default=DEFAULT_FPS, help=f"frames per second to sample (default: {DEFAULT_FPS:g})")
     g.add_argument("--start", type=float, default=None, help="start time in seconds")
     g.add_argument("--end", type=float, default=None, help="end time in seconds")
-    g.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames (evenly spread)")
+    g.add_argument("--max-frames", type=int, default=None, help="keep at most this many of the sampled frames (the first ones, from --start on)")
 
     exts = _Parser(add_help=False)
     exts.add_argument("--image-extensions", default=None,
