@@ -284,3 +284,31 @@ def test_result_is_atomic_and_matches_in_process_api(worker, fixture_dir, soh_im
     for key in ("processed_images", "orig_size", "proc_to_orig", "frame_numbers"):
         np.testing.assert_array_equal(getattr(got, key), getattr(ref, key), err_msg=key)
     assert got.source_paths == ref.source_paths and got.is_metric == ref.is_metric
+
+
+def test_library_prints_never_reach_the_protocol(tmp_path):
+    """print() and C-level writes to fd 1, at start and during a request, end up in the log, not the protocol."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os\n"
+        "print('noise printed at start')\n"
+        "import da3_blender.devices as devices\n"
+        "_describe = devices.describe_devices\n"
+        "def noisy():\n"
+        "    print('noise printed by a library', flush=True)\n"
+        "    os.write(1, b'noise written by C code\\n')\n"
+        "    os.write(1, b'noise without a newline ')\n"
+        "    return _describe()\n"
+        "devices.describe_devices = noisy\n"
+    )
+    client = WorkerClient(python=sys.executable, env={"PYTHONPATH": str(tmp_path)})
+    try:
+        for _ in range(2):
+            hello = client.hello(timeout=20)  # a stray partial line would corrupt this answer
+            assert hello["event"] == "hello" and hello["devices"][0]["id"] == "cpu"
+        assert client.poll() == [], "stray lines must not become events"
+        assert client.shutdown(timeout=30) == 0  # joins the readers: the whole log is in
+        log = "\n".join(client.stderr_tail)
+        assert "noise printed at start" in log and "noise without a newline" in log
+        assert log.count("noise printed by a library") == 2 and log.count("noise written by C code") == 2
+    finally:
+        client.kill()
