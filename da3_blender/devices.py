@@ -95,7 +95,7 @@ def torch_info() -> dict[str, Any]:
     }
 
 
-def _system_memory() -> tuple[int | None, int | None]:
+def system_memory() -> tuple[int | None, int | None]:
     """(free, total) bytes of RAM, or None where unknown."""
     try:
         page = os.sysconf("SC_PAGE_SIZE")
@@ -106,7 +106,7 @@ def _system_memory() -> tuple[int | None, int | None]:
 
 def describe_devices() -> list[dict[str, Any]]:
     """Every usable device: ``{"id", "kind", "name", "free_memory", "total_memory"}`` (bytes or None)."""
-    free, total = _system_memory()
+    free, total = system_memory()
     cpu_name = platform.processor() or platform.machine() or "CPU"
     devices = [{"id": "cpu", "kind": "cpu", "name": f"CPU ({cpu_name}, {os.cpu_count()} cores)",
                 "free_memory": free, "total_memory": total}]

@@ -28,6 +28,7 @@ log = logging.getLogger("da3_blender")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".mts", ".m2ts", ".3gp", ".ogv")
 DEFAULT_VIDEO_FPS = 1.0  # frames per second sampled from a video when fps is None (the official default)
+VIDEO_MEMORY_FRACTION = 0.5  # sampled frames (full resolution) may take at most this share of the RAM
 
 _CONVERT_HINT = "convert it to PNG or JPEG"
 
@@ -250,6 +251,24 @@ def _next_frame(reader):
             return None
 
 
+def _check_frames_fit(path, first, last_wanted, interval, max_frames, width, height) -> None:
+    """Refuse, before decoding, a sampling whose full-resolution frames cannot fit in memory."""
+    from .devices import system_memory
+
+    if not math.isfinite(last_wanted):
+        return  # frame count unknown: nothing to judge
+    count = max(0, len(range(first + (-first) % interval, int(math.ceil(last_wanted)), interval)))
+    if max_frames is not None:
+        count = min(count, int(max_frames))
+    total = system_memory()[1]
+    need = count * width * height * 3
+    if total and need > VIDEO_MEMORY_FRACTION * total:
+        raise BadInputError(
+            f"{path}: {count} frames of {width}x{height} would need {need / 2**30:.1f} GB of memory "
+            f"({total / 2**30:.1f} GB installed); sample fewer frames: lower the fps, set max_frames or a shorter start/end range"
+        )
+
+
 def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=None) -> InputSet:
     """Sample frames of one video (see :func:`collect_inputs` for the rule)."""
     path = os.fspath(path)
@@ -273,6 +292,9 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         stop = math.inf if end is None else end * video_fps  # frame index must be < stop
         expected = int(getattr(reader, "n_frames", None) or getattr(reader, "nframes", None) or 0)  # 2.x / 1.x
         last_wanted = min(expected, stop) if expected else stop
+
+        width, height = (int(v) for v in clip.size)
+        _check_frames_fit(path, first, last_wanted, interval, max_frames, width, height)
 
         frames, numbers = [], []
         frame = getattr(reader, "last_read", None)  # the reader has pre-read frame 0 (moviepy 2.x name)
@@ -298,7 +320,6 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
                 f"{path}: no frames in the chosen range (start {start or 0} s, end {end} s; the video lasts "
                 f"{index / video_fps:.3g} s); widen the range"
             )
-        width, height = (int(v) for v in clip.size)
         info = {
             "path": path,
             "fps": video_fps,

@@ -347,3 +347,21 @@ def test_video_through_the_moviepy_1_api(robot_video, monkeypatch):
     np.testing.assert_array_equal(got.frame_numbers, expected.frame_numbers)
     assert got.video["frame_count"] == expected.video["frame_count"]
     assert all(np.array_equal(a, b) for a, b in zip(got.images, expected.images))
+
+
+def test_video_sampling_too_big_for_the_memory_is_refused_before_decoding(robot_video, monkeypatch):
+    from da3_blender import devices
+
+    info = collect_inputs([robot_video], max_frames=1).video
+    frame_bytes = info["width"] * info["height"] * 3
+    every = len(range(0, info["frame_count"]))  # fps above the video's: every frame
+    monkeypatch.setattr(devices, "system_memory", lambda: (None, every * frame_bytes))  # fits only half of them
+    seen = []
+    with pytest.raises(BadInputError) as err:
+        collect_inputs([robot_video], fps=1000, progress=lambda *a: seen.append(a))
+    text = str(err.value)
+    assert "\n" not in text and str(robot_video) in text and f"{every} frames of 1024x576" in text
+    assert "lower the fps" in text and "max_frames" in text
+    assert not seen, "nothing may be decoded first"
+    got = collect_inputs([robot_video], fps=1000, max_frames=every // 2)  # half of the RAM: allowed
+    assert len(got.images) == every // 2
