@@ -300,7 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if exc.kind == "internal" else 2
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else 0
-    except Exception as exc:  # a bug: still one line, and say so
+    except Exception as exc:  # a bug: still one line, and say so (out of memory is not a bug)
+        from .devices import is_out_of_memory, out_of_memory_error
+
+        if is_out_of_memory(exc):
+            print(f"da3: error: {_one_line(out_of_memory_error(exc))}", file=sys.stderr)
+            return 2
         print(f"da3: error: internal error ({type(exc).__name__}: {_one_line(exc)[:300]}); please report it",
               file=sys.stderr)
         return 1

@@ -414,3 +414,16 @@ def test_interrupt_and_internal_errors(monkeypatch, capsys, tiny_png):
     code, _, err = da3(capsys, "image", tiny_png)
     assert_one_line_error(code, err, "internal error", "ZeroDivisionError", "please report")
     assert code == 1
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")])
+def test_out_of_memory_outside_the_network_is_not_reported_as_a_bug(monkeypatch, capsys, tiny_png, error):
+    from da3_blender import cli
+
+    def run(args):
+        raise error
+
+    monkeypatch.setattr(cli, "run", run)
+    code, _, err = da3(capsys, "image", tiny_png)
+    assert_one_line_error(code, err, "out of memory", "smaller model", "fewer frames")
+    assert code == 2 and "report" not in err
