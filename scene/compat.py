@@ -37,13 +37,9 @@ def set_corner_vertices(mesh, vertex_indices: np.ndarray) -> None:
 
 
 def set_uvs(mesh, name: str, loop_uvs: np.ndarray) -> None:
-    """Create the UV map ``name`` and write per-loop UVs (flat float32)."""
-    layer = mesh.uv_layers.new(name=name)
-    attr = mesh.attributes.get(layer.name)
-    if attr is not None and attr.data_type == "FLOAT2":
-        attr.data.foreach_set("vector", loop_uvs)
-    else:
-        layer.data.foreach_set("uv", loop_uvs)
+    """Create the UV map ``name`` and write per-loop UVs (flat float32). A 2D float face-corner
+    attribute is a UV map (3.5+); ``uv_layers.new`` would first compute default UVs (~10x slower)."""
+    mesh.attributes.new(name, "FLOAT2", "CORNER").data.foreach_set("vector", loop_uvs)
 
 
 def assign_action(idblock, action) -> None:

@@ -50,9 +50,25 @@ def relative_extrinsics(extrinsics: np.ndarray, reference: np.ndarray) -> np.nda
     return to_4x4(extrinsics) @ affine_inverse(reference)[None]
 
 
-def points_to_blender(points: np.ndarray, up: np.ndarray, scale: float) -> np.ndarray:
-    """Reference-frame points (...,3) -> Blender world (float64)."""
-    return scale * (np.asarray(points, dtype=np.float64) @ np.asarray(up, dtype=np.float64).T)
+def pixel_to_world(k: np.ndarray, w2c_rel: np.ndarray, up: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, b)`` with ``world = depth * M @ (u, v, 1) + b`` for one view: K^-1, camera-to-reference,
+    the up axis and the scale folded into one 3x3 (pixel-edge coordinates: centres at +0.5)."""
+    c2w = affine_inverse(w2c_rel)
+    m = scale * (np.asarray(up, dtype=np.float64) @ c2w[:3, :3] @ np.linalg.inv(np.asarray(k, dtype=np.float64)))
+    return m, scale * (np.asarray(up, dtype=np.float64) @ c2w[:3, 3])
+
+
+def lift(u: np.ndarray, v: np.ndarray, depth: np.ndarray, m: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Blender-world points (..., 3) float32 of pixel coordinates ``u``, ``v`` at z-``depth``
+    (broadcast together: a row of ``u`` and a column of ``v`` lift a whole grid)."""
+    d = np.asarray(depth, np.float32)
+    cam = np.empty(d.shape + (3,), np.float32)  # (u d, v d, d): the pixel's ray scaled by its depth
+    np.multiply(np.asarray(u, np.float32), d, out=cam[..., 0])
+    np.multiply(np.asarray(v, np.float32), d, out=cam[..., 1])
+    cam[..., 2] = d
+    out = cam.reshape(-1, 3) @ m.T.astype(np.float32)
+    out += b.astype(np.float32)
+    return out.reshape(cam.shape)
 
 
 def camera_matrices(w2c_rel: np.ndarray, up: np.ndarray, scale: float) -> np.ndarray:
@@ -156,3 +172,6 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
     """sRGB-encoded values in 0..1 -> scene-linear (attribute colours are linear)."""
     c = np.asarray(c, dtype=np.float32)
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+SRGB8_TO_LINEAR = srgb_to_linear(np.arange(256) / 255.0)  # look-up table for uint8 colours

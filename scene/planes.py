@@ -1,7 +1,7 @@
 """Textured depth planes: per view, a grid mesh of (stride-subsampled) pixel centres lifted by depth.
 
-Vertex (row r, col c) is pixel (r, c) of the processed image unprojected at its centre
-(``geometry.unproject_depth``), in the Blender world of :mod:`.conventions`. Its UV is that
+Vertex (row r, col c) is pixel (r, c) of the processed image lifted at its centre
+(``conventions.lift``), in the Blender world of :mod:`.conventions`. Its UV is that
 pixel's centre in the texture: the processed image (packed) or the original file (mapped through
 ``proc_to_orig``). Quads are dropped where a corner has no valid depth or where the depths of the
 quad's corners differ by more than ``edge_threshold`` relative (``max/min - 1``), so no face
@@ -13,9 +13,8 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from ..da3_blender.geometry import unproject_depth
 from .compat import set_corner_vertices, set_positions, set_uvs
-from .conventions import points_to_blender
+from .conventions import lift, pixel_to_world
 
 
 def grid_indices(size: int, stride: int) -> np.ndarray:
@@ -30,35 +29,37 @@ def plane_data(depth, k_proc, w2c_rel, up, scale, *, stride=4, edge_threshold=0.
     (counter-clockwise as seen from the camera), ``uv`` (V,2) float32, ``pixels`` (V,2) int (row, col)."""
     h, w = depth.shape
     rows, cols = grid_indices(h, stride), grid_indices(w, stride)
-    d = depth[np.ix_(rows, cols)].astype(np.float64)
-    pts = unproject_depth(depth, k_proc, w2c_rel)[0][np.ix_(rows, cols)]
+    d = np.asarray(depth, dtype=np.float32)[np.ix_(rows, cols)]
+    gh, gw = d.shape
     valid = np.isfinite(d) & (d > 0)
-    idx = np.arange(d.size).reshape(d.shape)
-    quads = np.stack([idx[:-1, :-1], idx[1:, :-1], idx[1:, 1:], idx[:-1, 1:]], axis=-1).reshape(-1, 4)
-    flat_d = np.where(valid, d, np.nan).ravel()
-    corner = flat_d[quads]
-    keep = np.all(np.isfinite(corner), axis=1)
+    # quad (r, c) has the corners (r, c), (r+1, c), (r+1, c+1), (r, c+1) of the grid
+    corners = (np.s_[:-1, :-1], np.s_[1:, :-1], np.s_[1:, 1:], np.s_[:-1, 1:])
+    keep = valid[corners[0]] & valid[corners[1]] & valid[corners[2]] & valid[corners[3]]
     if edge_threshold is not None and edge_threshold > 0:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            keep &= np.max(corner, axis=1) <= (1.0 + edge_threshold) * np.min(corner, axis=1)
-    quads = quads[keep]
-    used = np.unique(quads)
-    remap = np.full(d.size, -1, dtype=np.int64)
-    remap[used] = np.arange(used.size)
-    rr, cc = np.meshgrid(rows, cols, indexing="ij")
-    pix = np.stack([rr.ravel()[used], cc.ravel()[used]], axis=1)
-    centre = np.stack([pix[:, 1] + 0.5, pix[:, 0] + 0.5, np.ones(len(pix))], axis=1)
+        near = np.minimum(np.minimum(d[corners[0]], d[corners[1]]), np.minimum(d[corners[2]], d[corners[3]]))
+        far = np.maximum(np.maximum(d[corners[0]], d[corners[1]]), np.maximum(d[corners[2]], d[corners[3]]))
+        with np.errstate(invalid="ignore"):
+            keep &= far <= (1.0 + edge_threshold) * near
+    used = np.zeros((gh, gw), dtype=bool)
+    for corner in corners:
+        used[corner] |= keep
+    index = np.cumsum(used, dtype=np.int32).reshape(gh, gw) - 1  # vertex number of each used grid point
+    faces = np.stack([index[corner][keep] for corner in corners], axis=1)
+    u, v = cols + 0.5, rows[:, None] + 0.5  # pixel centres, as a row and a column
+    m, b = pixel_to_world(k_proc, w2c_rel, up, scale)
+    positions = lift(u, v, d, m, b)[used]
     if proc_to_orig is None:
-        uv = np.stack([centre[:, 0] / w, 1.0 - centre[:, 1] / h], axis=1)
-    else:
-        orig = centre @ np.asarray(proc_to_orig, dtype=np.float64).T
-        ow, oh = float(orig_size[0]), float(orig_size[1])
-        uv = np.stack([orig[:, 0] / ow, 1.0 - orig[:, 1] / oh], axis=1)
+        su, sv = np.broadcast_arrays(u / w, 1.0 - v / h)
+    else:  # the same pixel centres in the original image
+        p = np.asarray(proc_to_orig, dtype=np.float64)
+        x, y, z = (p[i, 0] * u + p[i, 1] * v + p[i, 2] for i in range(3))
+        su, sv = x / z / float(orig_size[0]), 1.0 - y / z / float(orig_size[1])
+    rr, cc = np.nonzero(used)
     return {
-        "positions": points_to_blender(pts.reshape(-1, 3)[used], up, scale).astype(np.float32),
-        "faces": remap[quads].astype(np.int32),
-        "uv": uv.astype(np.float32),
-        "pixels": pix,
+        "positions": positions,
+        "faces": faces,
+        "uv": np.stack([su[used], sv[used]], axis=1).astype(np.float32),
+        "pixels": np.stack([rows[rr], cols[cc]], axis=1),
     }
 
 
@@ -74,7 +75,7 @@ def plane_mesh(name: str, positions, faces, uv):
     mesh.polygons.add(nf)
     mesh.polygons.foreach_set("loop_start", np.arange(0, 4 * nf, 4, dtype=np.int32))
     mesh.update(calc_edges=True)
-    set_uvs(mesh, "UVMap", np.ascontiguousarray(uv, np.float32)[loop_vertices].ravel())
+    set_uvs(mesh, "UVMap", np.take(np.asarray(uv, np.float32), loop_vertices, axis=0).ravel())
     return mesh
 
 

@@ -1,7 +1,7 @@
 """Point clouds: one mesh of vertices (fused or one per view) drawn by a Geometry Nodes modifier.
 
-Points sit at pixel centres (``geometry.unproject_depth``) in the Blender world of
-:mod:`.conventions`. Vertex attributes: ``Col`` (FLOAT_COLOR, scene-linear, from the processed
+Points sit at pixel centres (``conventions.lift``, the convention of ``geometry.unproject_depth``)
+in the Blender world of :mod:`.conventions`. Vertex attributes: ``Col`` (FLOAT_COLOR, scene-linear, from the processed
 image), ``conf`` (FLOAT), ``view`` (INT). The modifier's node group deletes points whose ``conf``
 is below its "Confidence Threshold" input (live), turns vertices into points of "Radius" and sets
 the material, which reads ``Col``.
@@ -12,9 +12,8 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from ..da3_blender.geometry import unproject_depth
 from .compat import set_positions
-from .conventions import points_to_blender, srgb_to_linear
+from .conventions import SRGB8_TO_LINEAR, lift, pixel_to_world
 
 GROUP_INPUTS = ("Confidence Threshold", "Radius")
 
@@ -38,30 +37,27 @@ def point_data(pred, k_proc, w2c_rel, up, scale, *, conf_percentile=40.0, max_po
             valid &= pred.conf >= np.percentile(kept, conf_percentile)
     flat = np.flatnonzero(valid)
     if max_points and flat.size > max_points:
-        rng = np.random.default_rng(seed)
-        flat = np.sort(flat[rng.choice(flat.size, int(max_points), replace=False)])
-    view = (flat // (h * w)).astype(np.int32)
-    pixel = flat % (h * w)
-    positions = np.empty((flat.size, 3), dtype=np.float64)
+        keep = np.zeros(flat.size, dtype=bool)  # a mask keeps the pixel order without a sort
+        keep[np.random.default_rng(seed).choice(flat.size, int(max_points), replace=False)] = True
+        flat = flat[keep]
+    view, pixel = np.divmod(flat, h * w)
+    view = view.astype(np.int32)
+    positions = np.empty((flat.size, 3), dtype=np.float32)
     bounds = np.searchsorted(view, np.arange(n + 1))
     for i in range(n):
-        lo, hi = bounds[i], bounds[i + 1]
-        if hi > lo:
-            pts = unproject_depth(depth[i], k_proc[i], w2c_rel[i])[0].reshape(-1, 3)
-            positions[lo:hi] = pts[pixel[lo:hi]]
-    colors = np.ones((flat.size, 4), dtype=np.float32)
+        sel = pixel[bounds[i]:bounds[i + 1]]
+        if sel.size:
+            rows, cols = np.divmod(sel, w)
+            m, b = pixel_to_world(k_proc[i], w2c_rel[i], up, scale)
+            positions[bounds[i]:bounds[i + 1]] = lift(cols + 0.5, rows + 0.5, depth[i].reshape(-1)[sel], m, b)
+    colors = np.empty((flat.size, 4), dtype=np.float32)
+    colors[:, 3] = 1.0
     if pred.processed_images is not None:
-        colors[:, :3] = srgb_to_linear(pred.processed_images.reshape(-1, 3)[flat] / np.float32(255.0))
+        colors[:, :3] = SRGB8_TO_LINEAR[pred.processed_images.reshape(-1, 3)[flat]]
     else:
         colors[:, :3] = 0.5
     conf = pred.conf.reshape(-1)[flat].astype(np.float32) if pred.conf is not None else np.ones(flat.size, np.float32)
-    return {
-        "positions": points_to_blender(positions, up, scale).astype(np.float32),
-        "colors": colors,
-        "conf": conf,
-        "view": view,
-        "pixel": pixel,
-    }
+    return {"positions": positions, "colors": colors, "conf": conf, "view": view, "pixel": pixel}
 
 
 def points_mesh(name: str, positions, colors, conf, view):

@@ -301,7 +301,7 @@ def test_save_reload_keeps_everything(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(8)
-    src = tmp_path / "photos"
+    src = tmp_path / "my photos – é 写真"  # spaces and non-ASCII survive save and reload
     src.mkdir()
     paths = []
     for i in range(2):
@@ -317,7 +317,7 @@ def test_save_reload_keeps_everything(tmp_path):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.wm.open_mainfile(filepath=str(out))
     assert counts() == before
-    pts = bpy.data.objects["photos points"]
+    pts = bpy.data.objects["my photos – é 写真 points"]
     assert {"Col", "conf", "view"} <= set(pts.data.attributes.keys())
     assert pts.data.attributes["Col"].data_type == "FLOAT_COLOR" and pts.data.attributes["view"].data_type == "INT"
     modifier = pts.modifiers["DA3 Points"]
@@ -430,3 +430,25 @@ def test_points_and_planes_render_their_colours_in_cycles(tmp_path):
         px = np.array(image.pixels[:]).reshape(18, 32, 4)
         centre = px[6:12, 10:22, :3].reshape(-1, 3)
         assert np.median(centre[:, 0]) > 0.8 and np.median(centre[:, 1:]) < 0.1, parts
+
+
+@pytest.mark.parametrize("ext_rows", [3, 4])
+def test_official_da3_npz_export_imports(tmp_path, ext_rows):
+    """The official DA3 ``npz`` export (keys image, depth, conf, extrinsics, intrinsics, nothing else;
+    extrinsics (N,3,4) or, from its align-without-scale path, (N,4,4)) imports and lines up."""
+    rng = np.random.default_rng(13)
+    pred = synthetic(rng, 3, (28, 49), (49, 28), [[40.0, 0, 24.5], [0, 40.0, 14.0], [0, 0, 1]])
+    ext = np.zeros((3, ext_rows, 4), np.float32)
+    ext[:, :3] = pred.extrinsics
+    if ext_rows == 4:
+        ext[:, 3, 3] = 1.0
+    path = tmp_path / "official export.npz"
+    np.savez_compressed(path, image=pred.processed_images, depth=pred.depth, conf=pred.conf,
+                        extrinsics=ext, intrinsics=pred.intrinsics)
+    root = mod("scene.importer").import_result_file(path, options(planes=True))
+    assert root.name == "DA3 official export"
+    cams = {o.name: o for o in role(root, "cameras").objects}
+    assert sorted(cams) == ["view_000", "view_001", "view_002"]
+    assert len(role(root, "planes").objects) == 3
+    (points_obj,) = role(root, "points").objects
+    check_points(pred, points_obj, lambda i: cams[f"view_{i:03d}"], rng)
