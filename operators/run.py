@@ -62,7 +62,7 @@ class Run:
     """A job from the panel's settings. ``Run(context)`` validates and raises on bad input."""
 
     def __init__(self, context, settings=None):
-        self.settings = settings = settings or context.scene.da3_settings
+        settings = settings or context.scene.da3_settings  # not kept: undo may reallocate it
         prefs = get_preferences(context)
         inputs, images = validate.check_inputs(settings)
         self.python = validate.check_worker(prefs)

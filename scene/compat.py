@@ -36,6 +36,21 @@ def set_corner_vertices(mesh, vertex_indices: np.ndarray) -> None:
         mesh.loops.foreach_set("vertex_index", vertex_indices)
 
 
+def set_edges(mesh, edge_vertices: np.ndarray, corner_edges: np.ndarray) -> bool:
+    """Add edges (flat int32 vertex pairs) and each loop's edge through the ``.edge_verts`` and
+    ``.corner_edge`` attributes; False (nothing done) where those do not exist."""
+    if mesh.attributes.get(".corner_edge") is None:
+        return False
+    mesh.edges.add(len(edge_vertices) // 2)
+    verts = mesh.attributes.get(".edge_verts")
+    if verts is None:
+        mesh.edges.foreach_set("vertices", edge_vertices)
+    else:
+        verts.data.foreach_set("value", edge_vertices)
+    mesh.attributes[".corner_edge"].data.foreach_set("value", corner_edges)
+    return True
+
+
 def set_uvs(mesh, name: str, loop_uvs: np.ndarray) -> None:
     """Create the UV map ``name`` and write per-loop UVs (flat float32). A 2D float face-corner
     attribute is a UV map (3.5+); ``uv_layers.new`` would first compute default UVs (~10x slower)."""

@@ -308,7 +308,8 @@ def _plane(pred, i, name, opts, geo, col, track):
         image = track(planes.image_from_file(source, opts.pack_images))
     elif pred.processed_images is not None:
         image = track(planes.image_from_array(f"{name} image", pred.processed_images[i]))
-    mesh = track(planes.plane_mesh(f"{name} plane", data["positions"], data["faces"], data["uv"]))
+    mesh = track(planes.plane_mesh(f"{name} plane", data["positions"], data["faces"], data["uv"],
+                                   data["edges"], data["corner_edges"]))
     mat = track(materials.image_material(f"{name} plane", image))
     mesh.materials.append(mat)
     obj = track(bpy.data.objects.new(f"{name} plane", mesh))

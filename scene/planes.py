@@ -13,7 +13,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from .compat import set_corner_vertices, set_positions, set_uvs
+from .compat import set_corner_vertices, set_edges, set_positions, set_uvs
 from .conventions import lift, pixel_to_world
 
 
@@ -23,10 +23,31 @@ def grid_indices(size: int, stride: int) -> np.ndarray:
     return idx if idx[-1] == size - 1 else np.append(idx, size - 1)
 
 
+def grid_edges(keep: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges of the kept quads of a grid, without a hash: ``edges`` (E,2) int32 vertex pairs and
+    ``corner_edges`` (F,4) int32, the edge from each face corner to the next (Blender's layout)."""
+    horizontal = np.zeros((keep.shape[0] + 1, keep.shape[1]), dtype=bool)  # (r, c)-(r, c+1)
+    horizontal[:-1] |= keep
+    horizontal[1:] |= keep
+    vertical = np.zeros((keep.shape[0], keep.shape[1] + 1), dtype=bool)  # (r, c)-(r+1, c)
+    vertical[:, :-1] |= keep
+    vertical[:, 1:] |= keep
+    h_id = np.cumsum(horizontal, dtype=np.int32).reshape(horizontal.shape) - 1
+    v_id = np.cumsum(vertical, dtype=np.int32).reshape(vertical.shape) - 1 + int(horizontal.sum())
+    edges = np.concatenate([
+        np.stack([index[:, :-1][horizontal], index[:, 1:][horizontal]], axis=1),
+        np.stack([index[:-1, :][vertical], index[1:, :][vertical]], axis=1),
+    ]).astype(np.int32)
+    # corners (r, c) -> (r+1, c) -> (r+1, c+1) -> (r, c+1) -> (r, c)
+    corner_edges = np.stack([v_id[:, :-1][keep], h_id[1:][keep], v_id[:, 1:][keep], h_id[:-1][keep]], axis=1)
+    return edges, corner_edges
+
+
 def plane_data(depth, k_proc, w2c_rel, up, scale, *, stride=4, edge_threshold=0.1, proc_to_orig=None,
                orig_size=None) -> dict[str, np.ndarray]:
     """Grid geometry for one view. Returns ``positions`` (V,3) float32, ``faces`` (F,4) int32
-    (counter-clockwise as seen from the camera), ``uv`` (V,2) float32, ``pixels`` (V,2) int (row, col)."""
+    (counter-clockwise as seen from the camera), ``edges``/``corner_edges`` (:func:`grid_edges`),
+    ``uv`` (V,2) float32."""
     h, w = depth.shape
     rows, cols = grid_indices(h, stride), grid_indices(w, stride)
     d = np.asarray(depth, dtype=np.float32)[np.ix_(rows, cols)]
@@ -54,17 +75,19 @@ def plane_data(depth, k_proc, w2c_rel, up, scale, *, stride=4, edge_threshold=0.
         p = np.asarray(proc_to_orig, dtype=np.float64)
         x, y, z = (p[i, 0] * u + p[i, 1] * v + p[i, 2] for i in range(3))
         su, sv = x / z / float(orig_size[0]), 1.0 - y / z / float(orig_size[1])
-    rr, cc = np.nonzero(used)
+    edges, corner_edges = grid_edges(keep, index)
     return {
         "positions": positions,
         "faces": faces,
+        "edges": edges,
+        "corner_edges": corner_edges,
         "uv": np.stack([su[used], sv[used]], axis=1).astype(np.float32),
-        "pixels": np.stack([rows[rr], cols[cc]], axis=1),
     }
 
 
-def plane_mesh(name: str, positions, faces, uv):
-    """Quad mesh with a ``UVMap`` layer, built with bulk writes."""
+def plane_mesh(name: str, positions, faces, uv, edges=None, corner_edges=None):
+    """Quad mesh with a ``UVMap`` layer, built with bulk writes (edges computed by Blender when
+    ``edges``/``corner_edges`` are not given)."""
     mesh = bpy.data.meshes.new(name)
     nf = len(faces)
     mesh.vertices.add(len(positions))
@@ -74,7 +97,9 @@ def plane_mesh(name: str, positions, faces, uv):
     set_corner_vertices(mesh, loop_vertices)
     mesh.polygons.add(nf)
     mesh.polygons.foreach_set("loop_start", np.arange(0, 4 * nf, 4, dtype=np.int32))
-    mesh.update(calc_edges=True)
+    given = edges is not None and set_edges(mesh, np.ascontiguousarray(edges, np.int32).ravel(),
+                                            np.ascontiguousarray(corner_edges, np.int32).ravel())
+    mesh.update(calc_edges=not given)
     set_uvs(mesh, "UVMap", np.take(np.asarray(uv, np.float32), loop_vertices, axis=0).ravel())
     return mesh
 

@@ -122,7 +122,7 @@ def main() -> None:
         for i, (depth, rgb) in enumerate(views):
             d = planes_mod.plane_data(depth, k[0], ext[0], up, 1.0, stride=1, edge_threshold=0)
             image = planes_mod.image_from_array(f"ours {i}", rgb)
-            mesh = planes_mod.plane_mesh(f"ours {i}", d["positions"], d["faces"], d["uv"])
+            mesh = planes_mod.plane_mesh(f"ours {i}", d["positions"], d["faces"], d["uv"], d["edges"], d["corner_edges"])
             mesh.materials.append(materials.image_material(f"ours {i}", image))
 
     t_ours_planes, _ = timed(ours_planes)

@@ -563,3 +563,22 @@ def test_modal_run_cleans_up_when_blender_ends_it(registered, monkeypatch):
     op.cancel(ctx)
     _left_clean(ctx)
     assert run.abandoned and ctx.window_manager.da3_runtime.error.startswith("Cancelled")
+
+
+def test_a_result_that_fails_to_import_is_kept_for_a_retry(registered, tmp_path):
+    """The worker's result arrived but the import failed: the file stays, the message says where."""
+    import bpy
+
+    from da3_for_blender.operators.run import Run
+    from da3_for_blender.scene.importer import ImportOptions
+
+    bad = tmp_path / "result with spaces é.npz"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    run = Run.__new__(Run)  # a run whose job ended with a result event
+    run.outcome, run.event, run.output = "result", {"event": "result", "path": str(bad)}, str(bad)
+    run.options, run.keep_results, run.cancel_requested, run.name = ImportOptions(), False, False, "x"
+    before = {k: len(getattr(bpy.data, k)) for k in ("objects", "collections", "meshes", "images")}
+    ok, message = run.finish(registered)
+    assert not ok and f"the result is kept at {bad}" in message and "Import Result" in message
+    assert bad.is_file()
+    assert {k: len(getattr(bpy.data, k)) for k in before} == before

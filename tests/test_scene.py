@@ -261,6 +261,16 @@ def test_depth_planes_vertices_uvs_and_edges():
             ratio = np.maximum(face_d[:, a], face_d[:, b]) / np.minimum(face_d[:, a], face_d[:, b])
             assert ratio.max() <= 1 + thr
         assert 0 < len(mesh.polygons) < (h // 3 + 1) * (w // 3 + 1)  # the step's faces were removed
+        # the edges written in bulk: each face corner's edge joins it to the next corner; valid mesh
+        edge_verts = np.empty(len(mesh.edges) * 2, np.int32)
+        mesh.edges.foreach_get("vertices", edge_verts)
+        corner_edge = np.empty(len(mesh.loops), np.int32)
+        mesh.loops.foreach_get("edge_index", corner_edge)
+        ends = np.sort(edge_verts.reshape(-1, 2)[corner_edge], axis=1)
+        quads = loops.reshape(-1, 4)
+        assert np.array_equal(ends, np.sort(np.stack([quads, np.roll(quads, -1, axis=1)], -1).reshape(-1, 2), axis=1))
+        assert len(np.unique(np.sort(edge_verts.reshape(-1, 2), axis=1), axis=0)) == len(mesh.edges)
+        assert not mesh.validate()  # True would mean Blender had to repair something
         assert image.packed_file is not None
 
 
