@@ -143,6 +143,8 @@ class DA3Settings(PropertyGroup):
     )
     max_points: IntProperty(name="Max points", default=1_000_000, min=0, soft_max=10_000_000,
                             description="Keep at most this many points, a random subset (0: all)")
+    point_stride: IntProperty(name="Point spacing", default=1, min=1, soft_max=16,
+                              description="One point every this many pixels in rows and columns (1: every pixel)")
     fuse_points: BoolProperty(name="One cloud", default=True, description="One point cloud object (else one per view)")
     plane_stride: IntProperty(name="Plane detail", default=4, min=1, soft_max=16,
                               description="One plane vertex every this many pixels (1: every pixel)")
@@ -150,6 +152,10 @@ class DA3Settings(PropertyGroup):
         ("processed", "Processed", "The image at processing resolution (stored in the .blend)"),
         ("original", "Original", "The source image file at full resolution"),
     ))
+    pack_images: BoolProperty(
+        name="Pack original images", default=True,
+        description="Store original-resolution plane textures in the .blend (off: refer to the image files by path)",
+    )
     up_axis: EnumProperty(name="Up", default="Z_UP", items=(
         ("Z_UP", "Z up", "Blender Z up, the first camera at the origin looking along +Y"),
         ("KEEP", "OpenCV", "The first camera's OpenCV frame as is (Y down, Z forward)"),

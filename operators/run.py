@@ -52,8 +52,10 @@ def import_options(settings):
         fuse_points=settings.fuse_points,
         conf_percentile=settings.conf_percentile,
         max_points=settings.max_points,
+        point_stride=settings.point_stride,
         plane_stride=settings.plane_stride,
         plane_texture=settings.plane_texture,
+        pack_images=settings.pack_images,
         up_axis=settings.up_axis,
     )
 

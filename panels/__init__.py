@@ -150,11 +150,14 @@ class DA3_PT_build(_Sub, Panel):
         col.active = s.build_points
         col.prop(s, "conf_percentile")
         col.prop(s, "max_points")
+        col.prop(s, "point_stride")
         col.prop(s, "fuse_points")
         col = layout.column(align=True)
         col.active = s.build_planes
         col.prop(s, "plane_stride")
         col.prop(s, "plane_texture")
+        if s.plane_texture == "original":
+            col.prop(s, "pack_images")
         layout.prop(s, "up_axis")
         layout.prop(s, "keep_results")
         col = layout.column(heading="Export")

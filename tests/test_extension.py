@@ -582,3 +582,19 @@ def test_a_result_that_fails_to_import_is_kept_for_a_retry(registered, tmp_path)
     assert not ok and f"the result is kept at {bad}" in message and "Import Result" in message
     assert bad.is_file()
     assert {k: len(getattr(bpy.data, k)) for k in before} == before
+
+
+def test_build_options_reach_the_importer(registered):
+    """Confidence cut, max points, point spacing, plane detail/texture and packing: panel -> import."""
+    import bpy
+
+    from da3_for_blender.operators.run import import_options
+
+    s = registered.scene.da3_settings
+    s.conf_percentile, s.max_points, s.point_stride, s.plane_stride = 25.0, 5000, 3, 2
+    s.plane_texture, s.pack_images, s.fuse_points = "original", False, False
+    opts = import_options(s)
+    assert (opts.conf_percentile, opts.max_points, opts.point_stride, opts.plane_stride) == (25.0, 5000, 3, 2)
+    assert (opts.plane_texture, opts.pack_images, opts.fuse_points) == ("original", False, False)
+    shown = {e[1] for e in _draw(bpy.types.DA3_PT_build, registered) if e[0] == "prop"}
+    assert {"conf_percentile", "max_points", "point_stride", "plane_stride", "plane_texture", "pack_images"} <= shown
