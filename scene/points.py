@@ -75,6 +75,8 @@ def points_mesh(name: str, positions, colors, conf, view):
 def points_node_group(name: str, material):
     """Geometry Nodes: delete conf < threshold, Mesh to Points (radius), Set Material."""
     group = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    if hasattr(group, "is_modifier"):  # listed in the modifier's node-group menu (4.0+)
+        group.is_modifier = True
     face = group.interface
     face.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     thr = face.new_socket("Confidence Threshold", in_out="INPUT", socket_type="NodeSocketFloat")

@@ -462,3 +462,28 @@ def test_official_da3_npz_export_imports(tmp_path, ext_rows):
     assert len(role(root, "planes").objects) == 3
     (points_obj,) = role(root, "points").objects
     check_points(pred, points_obj, lambda i: cams[f"view_{i:03d}"], rng)
+
+
+def test_confidence_threshold_and_radius_are_live_modifier_inputs():
+    rng = np.random.default_rng(14)
+    pred = synthetic(rng, 1, (10, 10), (10, 10), [[10.0, 0, 5], [0, 10.0, 5], [0, 0, 1]])  # conf = 1..100
+    root = mod("scene.importer").import_prediction(pred, options=options(cameras=False))
+    (obj,) = role(root, "points").objects
+    modifier = obj.modifiers["DA3 Points"]
+    assert modifier.node_group.is_modifier
+    points = mod("scene.points")
+
+    def evaluated():
+        obj.update_tag()
+        graph = bpy.context.evaluated_depsgraph_get()
+        graph.update()
+        (cloud,) = [i.object.data for i in graph.object_instances if i.object.original == obj and i.object.type == "POINTCLOUD"]
+        radius = np.empty(len(cloud.points), np.float32)
+        cloud.attributes["radius"].data.foreach_get("value", radius)
+        return len(cloud.points), radius
+
+    assert evaluated()[0] == 100
+    points.set_group_input(modifier, "Confidence Threshold", 60.5)
+    points.set_group_input(modifier, "Radius", 0.25)
+    count, radius = evaluated()
+    assert count == 40 and np.allclose(radius, 0.25)
