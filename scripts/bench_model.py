@@ -1,19 +1,31 @@
 """Benchmark the DA3 network: per-view forward time and peak memory (RSS) at 504x280.
 
 Random weights in the DA3-SMALL shape by default (no download), 1 and 4 views, warm-up then timed
-runs. Prints RSS after ``import torch`` and after importing the model code (the official package's
-imports alone take ~470 MiB), and a table. Example::
+runs. Prints RSS after ``import torch`` and after importing the model code, and a table. Example::
 
     python scripts/bench_model.py --threads 2 --views 1 4 --runs 3
+
+``--official`` (only where the official ``depth_anything_3`` package is importable, see
+``scripts/check_official_parity.py``) also times the official network side by side, each
+implementation in its own child process (so one's memory does not inflate the other's), with the same
+weights: a random DA3 net built by the official code is saved in the HF layout and loaded by both.
+Official "fp32" is its network with autocast off (as the parity fixtures); official "shipped" is what
+its ``DepthAnything3.forward`` does on a CPU (fp16 autocast, as ``torch.cuda.is_bf16_supported()`` is
+False there). Ours is ``DepthAnything3.forward`` with its defaults (fp32 on CPU, ray branch skipped).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+IMPLS = ("ours", "official-fp32", "official-shipped")
 
 
 def rss_mib() -> float:
@@ -43,8 +55,27 @@ def main(argv=None) -> int:
     p.add_argument("--compute-dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--official", action="store_true", help="also time the official network side by side (child processes)")
+    p.add_argument("--child", choices=("save",) + IMPLS, help=argparse.SUPPRESS)
+    p.add_argument("--weights", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child:
+        return child(args)
+    if args.official and not official_available():
+        print("--official: the official depth_anything_3 package is not importable here; timing ours only")
+        args.official = False
+    if args.official and args.device != "cpu":
+        print("--official: the side-by-side runs on the CPU only; timing ours only")
+        args.official = False
 
+    bench_ours(args)
+    if args.official:
+        side_by_side(args)
+    return 0
+
+
+def bench_ours(args):
+    """Ours in this process: RSS after each import, then the table (with and without the ray branch)."""
     base = rss_mib()
     import torch
 
@@ -86,6 +117,106 @@ def main(argv=None) -> int:
             print(f"{views:>5} {args.height:>4}x{args.width:<4} {'yes' if keep_ray else 'no':>4} "
                   f"{best:>10.3f} {best / views:>8.3f} {peak_rss_mib():>13.0f}")
     print("s/forward = best of the timed runs; ray = the aux ray branch computed too (needed only for use_ray_pose)")
+
+
+# ---------------------------------------------------------------------------------------------
+# --official: the same weights through both implementations, one child process per measurement
+
+
+def official_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("depth_anything_3") is not None
+
+
+def side_by_side(args):
+    from da3_blender.model.config import MODEL_NAMES
+
+    if args.model not in MODEL_NAMES:
+        print(f"--official: needs an architecture name ({', '.join(MODEL_NAMES)}), not {args.model!r}; skipped")
+        return
+    with tempfile.TemporaryDirectory(prefix="da3-bench-") as tmp:
+        run_child(args, "save", tmp)
+        print(f"\nside by side: {args.model} built by the official code (torch.manual_seed(0)), saved in the HF "
+              f"layout and loaded by each; one child process per row, threads: {args.threads or 'default'}")
+        print(f"{'views':>5} {'implementation':<17} {'s/forward':>10} {'s/view':>8} {'official/ours':>13} "
+              f"{'RSS imports':>11} {'peak RSS MiB':>13} {'max rel. depth diff vs ours':>28}")
+        for views in args.views:
+            rows = {impl: run_child(args, impl, tmp, views) for impl in IMPLS}
+            ours = rows["ours"]
+            for impl, r in rows.items():
+                ratio = r["best"] / ours["best"]
+                diff = rel_diff(r["depth"], ours["depth"])
+                print(f"{views:>5} {impl:<17} {r['best']:>10.3f} {r['best'] / views:>8.3f} {ratio:>13.2f} "
+                      f"{r['rss_import']:>11.0f} {r['peak']:>13.0f} {diff:>28.1e}")
+    print("RSS imports = MiB after importing torch and the implementation; peak RSS = the child's maximum (ru_maxrss)")
+
+
+def rel_diff(path_a: str, path_b: str) -> float:
+    import numpy as np
+
+    a, b = np.load(path_a).astype(np.float64), np.load(path_b).astype(np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def run_child(args, what: str, weights: str, views: int = 1) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", what, "--weights", weights, "--model", args.model,
+           "--views", str(views), "--height", str(args.height), "--width", str(args.width),
+           "--warmup", str(args.warmup), "--runs", str(args.runs)] + (["--threads", str(args.threads)] if args.threads else [])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    results = [line[len("RESULT "):] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not results:
+        raise SystemExit(f"child {what} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(results[-1])
+
+
+def child(args) -> int:
+    """One measurement in a fresh process; prints ``RESULT {json}`` (best time, RSS, depth file)."""
+    import numpy as np
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = Path(args.weights)
+    if args.child == "save":
+        from check_official_parity import official_network, save_hf_folder
+
+        save_hf_folder(official_network(args.model), args.model, folder)
+        print("RESULT {}")
+        return 0
+    if args.child == "ours":
+        from da3_blender.api import DepthAnything3
+
+        rss_import = rss_mib()
+        model = DepthAnything3.from_pretrained(folder, device="cpu")
+        forward = lambda x: model(x)["depth"]  # noqa: E731
+    else:
+        from safetensors.torch import load_model
+
+        import depth_anything_3.model.da3  # noqa: F401  (the official network's imports, measured here)
+        from check_official_parity import official_network
+
+        rss_import = rss_mib()
+        wrapper = official_network(args.model)
+        load_model(wrapper, str(folder / "model.safetensors"), strict=False)  # as its from_pretrained
+        shipped = args.child == "official-shipped"
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+        def forward(x):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=shipped):
+                return wrapper.model(x, None, None, [], False, False, "saddle_balanced")["depth"]
+
+    x = torch.randn(1, args.views[0], 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
+    for _ in range(args.warmup):
+        forward(x)
+    times = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        depth = forward(x)
+        times.append(time.perf_counter() - t0)
+    out = folder / f"depth-{args.child}-{args.views[0]}.npy"
+    np.save(out, depth.float().numpy())
+    print("RESULT " + json.dumps(dict(best=min(times), rss_import=rss_import, peak=peak_rss_mib(), depth=str(out))))
     return 0
 
 
