@@ -10,7 +10,7 @@ from bpy.types import Operator, OperatorFileListElement
 from bpy_extras.io_utils import ImportHelper
 
 from ..da3_blender.errors import DA3Error
-from ..da3_blender.inputs import IMAGE_EXTENSIONS
+from ..da3_blender.inputs import IMAGE_EXTENSIONS, natural_key
 from . import session
 
 
@@ -31,7 +31,7 @@ class DA3_OT_add_images(Operator, ImportHelper):
         names = [f.name for f in self.files if f.name] or [os.path.basename(self.filepath)]
         known = {item.filepath for item in settings.images}
         added = 0
-        for name in sorted(names):
+        for name in sorted(names, key=natural_key):  # frame2 before frame10, as folders are read
             path = os.path.join(self.directory or os.path.dirname(self.filepath), name)
             if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS or path in known:
                 continue

@@ -111,8 +111,8 @@ def _raise(ex):
     raise Failure(f"cannot register the DA3 extension: {ex}")
 
 
-def _expand(inputs: list[str], image_exts, video_exts) -> tuple[str, list[str]]:
-    """(input mode, paths) for the panel's settings."""
+def _expand(inputs: list[str], image_exts, video_exts, name_key) -> tuple[str, list[str]]:
+    """(input mode, paths) for the panel's settings; folder images in natural order (as the worker)."""
     paths = [os.path.abspath(p) for p in inputs]
     videos = [p for p in paths if os.path.isfile(p) and os.path.splitext(p)[1].lower() in video_exts]
     if videos:
@@ -124,8 +124,8 @@ def _expand(inputs: list[str], image_exts, video_exts) -> tuple[str, list[str]]:
     images = []
     for p in paths:
         if os.path.isdir(p):
-            images.extend(sorted(os.path.join(p, n) for n in os.listdir(p)
-                                 if os.path.splitext(n)[1].lower() in image_exts))
+            names = [n for n in os.listdir(p) if os.path.splitext(n)[1].lower() in image_exts]
+            images.extend(os.path.join(p, n) for n in sorted(names, key=name_key))
         else:
             images.append(p)
     return "IMAGES", images
@@ -138,7 +138,7 @@ def configure(context, package: str, args) -> dict:
     props = import_module(f"{package}.properties")
     inputs = import_module(f"{package}.da3_blender.inputs")
     s = context.scene.da3_settings
-    mode, paths = _expand(args.inputs, inputs.IMAGE_EXTENSIONS, inputs.VIDEO_EXTENSIONS)
+    mode, paths = _expand(args.inputs, inputs.IMAGE_EXTENSIONS, inputs.VIDEO_EXTENSIONS, inputs.natural_key)
     s.input_mode = mode
     s.images.clear()
     if mode == "IMAGES":
