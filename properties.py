@@ -156,6 +156,25 @@ class DA3Settings(PropertyGroup):
         name="Pack original images", default=True,
         description="Store original-resolution plane textures in the .blend (off: refer to the image files by path)",
     )
+    plane_edge_threshold: FloatProperty(
+        name="Edge cut", default=0.1, min=0.0, soft_max=1.0,
+        description="Drop plane faces whose corner depths differ by more than this fraction (0: keep all)",
+    )
+    scale_mode: EnumProperty(name="Scale", default="PREDICTED", items=(
+        ("PREDICTED", "As predicted", "Depth and camera positions as the model predicts them"),
+        ("METRIC", "Metric", "Metres (needs a metric model: DA3 Metric Large with known focal, or Nested)"),
+        ("FACTOR", "Factor", "Multiply depth and camera positions by a factor"),
+    ))
+    scale_factor: FloatProperty(name="Factor", default=1.0, min=1e-6, soft_max=100.0,
+                                description="Scene units per predicted unit")
+    fixed_intrinsics: BoolProperty(
+        name="Fixed lens", default=False,
+        description="Video: one lens and shift for the whole shot (the median), no per-frame lens keys",
+    )
+    interpolation: EnumProperty(name="Keys", default="LINEAR", items=(
+        ("LINEAR", "Linear", "Interpolate the camera between sampled frames"),
+        ("CONSTANT", "Constant", "Hold each sampled camera until the next"),
+    ))
     up_axis: EnumProperty(name="Up", default="Z_UP", items=(
         ("Z_UP", "Z up", "Blender Z up, the first camera at the origin looking along +Y"),
         ("KEEP", "OpenCV", "The first camera's OpenCV frame as is (Y down, Z forward)"),

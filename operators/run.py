@@ -56,7 +56,11 @@ def import_options(settings):
         plane_stride=settings.plane_stride,
         plane_texture=settings.plane_texture,
         pack_images=settings.pack_images,
+        plane_edge_threshold=settings.plane_edge_threshold,
         up_axis=settings.up_axis,
+        scale={"PREDICTED": "predicted", "METRIC": "metric"}.get(settings.scale_mode, float(settings.scale_factor)),
+        fixed_intrinsics=settings.fixed_intrinsics,
+        interpolation=settings.interpolation,
     )
 
 
@@ -78,6 +82,9 @@ class Run:
             raise BadInputError(f"{info['label']} predicts depth only, no camera poses, so {len(images)} images "
                                 "cannot be placed together: use a multi-view model (DA3 Small/Base/Large/Giant/"
                                 "Nested), one image, or turn off Cameras in DA3 > Build")
+        if info is not None and settings.scale_mode == "METRIC" and info["depth"] != "metric":
+            raise BadInputError(f"{info['label']} predicts relative depth, so Scale 'Metric' cannot apply: choose "
+                                "DA3 Metric Large or Nested, or set DA3 > Build > Scale to 'As predicted' or 'Factor'")
         job_options = {
             "process_res": int(settings.process_res),
             "process_res_method": settings.process_res_method,

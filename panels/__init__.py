@@ -158,7 +158,16 @@ class DA3_PT_build(_Sub, Panel):
         col.prop(s, "plane_texture")
         if s.plane_texture == "original":
             col.prop(s, "pack_images")
+        col.prop(s, "plane_edge_threshold")
+        col = layout.column(align=True)
+        col.active = s.build_cameras
+        col.prop(s, "fixed_intrinsics")
+        col.prop(s, "interpolation")
         layout.prop(s, "up_axis")
+        row = layout.row(align=True)
+        row.prop(s, "scale_mode")
+        if s.scale_mode == "FACTOR":
+            row.prop(s, "scale_factor", text="")
         layout.prop(s, "keep_results")
         col = layout.column(heading="Export")
         col.prop(s, "export_format")

@@ -395,6 +395,13 @@ def test_depth_only_models_refuse_several_images_with_cameras(registered, soh_im
     _refused(registered, "DA3 Mono Large predicts depth only, no camera poses.*turn off Cameras")
 
 
+def test_metric_scale_needs_a_metric_model(registered, soh_images):
+    s = registered.scene.da3_settings
+    s.input_mode, s.model, s.scale_mode = "IMAGES", "depth-anything/DA3-SMALL", "METRIC"
+    s.images.add().filepath = str(soh_images[0])
+    _refused(registered, "DA3 Small predicts relative depth, so Scale 'Metric' cannot apply")
+
+
 def test_check_interpreter_shows_torch_and_devices(registered, tmp_path):
     import bpy
     from importlib.metadata import version
@@ -598,3 +605,12 @@ def test_build_options_reach_the_importer(registered):
     assert (opts.plane_texture, opts.pack_images, opts.fuse_points) == ("original", False, False)
     shown = {e[1] for e in _draw(bpy.types.DA3_PT_build, registered) if e[0] == "prop"}
     assert {"conf_percentile", "max_points", "point_stride", "plane_stride", "plane_texture", "pack_images"} <= shown
+    s.plane_edge_threshold, s.fixed_intrinsics, s.interpolation = 0.25, True, "CONSTANT"
+    s.scale_mode, s.scale_factor = "FACTOR", 2.5
+    opts = import_options(s)
+    assert (opts.plane_edge_threshold, opts.fixed_intrinsics, opts.interpolation) == (0.25, True, "CONSTANT")
+    assert opts.scale == 2.5
+    s.scale_mode = "METRIC"
+    assert import_options(s).scale == "metric"
+    shown = {e[1] for e in _draw(bpy.types.DA3_PT_build, registered) if e[0] == "prop"}
+    assert {"plane_edge_threshold", "fixed_intrinsics", "interpolation", "scale_mode"} <= shown
