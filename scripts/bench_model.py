@@ -28,18 +28,26 @@ from pathlib import Path
 IMPLS = ("ours", "official-fp32", "official-shipped")
 
 
-def rss_mib() -> float:
-    """Current resident set size (Linux /proc), else the peak."""
+def _proc_status_mib(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return peak_rss_mib()
+    return None
+
+
+def rss_mib() -> float:
+    """Current resident set size (Linux /proc), else the peak."""
+    return _proc_status_mib("VmRSS") or peak_rss_mib()
 
 
 def peak_rss_mib() -> float:
+    """Peak RSS: Linux VmHWM (ru_maxrss would carry the parent's peak over into a child process)."""
+    hwm = _proc_status_mib("VmHWM")
+    if hwm:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
@@ -149,7 +157,7 @@ def side_by_side(args):
                 diff = rel_diff(r["depth"], ours["depth"])
                 print(f"{views:>5} {impl:<17} {r['best']:>10.3f} {r['best'] / views:>8.3f} {ratio:>13.2f} "
                       f"{r['rss_import']:>11.0f} {r['peak']:>13.0f} {diff:>28.1e}")
-    print("RSS imports = MiB after importing torch and the implementation; peak RSS = the child's maximum (ru_maxrss)")
+    print("RSS imports = MiB after importing torch and the implementation; peak RSS = the child's own maximum (VmHWM)")
 
 
 def rel_diff(path_a: str, path_b: str) -> float:
