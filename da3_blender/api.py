@@ -16,20 +16,11 @@ import os
 import torch
 from torch import nn
 
+from .devices import resolve_device
 from .model.config import capabilities, check_model_name
 from .model.loading import load_safetensors_into, locate, read_model_name
 from .model.net import build_network
 from .model.precision import COMPUTE_DTYPES, backbone_dtype
-
-
-def default_device() -> torch.device:
-    """CUDA if available, then Apple MPS, else CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 class DepthAnything3(nn.Module):
@@ -68,7 +59,7 @@ class DepthAnything3(nn.Module):
         """
         config, weights, repo_id = locate(repo_id_or_dir)
         name = read_model_name(config, repo_id)
-        device = torch.device(device) if device is not None else default_device()
+        device = torch.device(device if device is not None else resolve_device("auto"))
         model = cls(name, device="meta", compute_dtype=compute_dtype)
         load_safetensors_into(model, weights, device, label=name, from_hub=repo_id is not None)
         return model.eval()

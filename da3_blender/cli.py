@@ -229,7 +229,7 @@ def run(args) -> int:
     """Execute a parsed command line; raises DA3Error on failure."""
     from . import devices
     from .api import DepthAnything3
-    from .exports.files import make_folder
+    from .files import make_folder
     from .inference import run_inference
 
     formats = _check_options(args)

@@ -36,6 +36,33 @@ def affine_inverse(mat: np.ndarray) -> np.ndarray:
     return out
 
 
+def rotation_to_quaternion(rot: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) as (w, x, y, z) with w >= 0."""
+    rot = np.asarray(rot, dtype=np.float64)
+    m00, m11, m22 = rot[..., 0, 0], rot[..., 1, 1], rot[..., 2, 2]
+    q = np.stack([
+        np.sqrt(np.maximum(0.0, 1 + m00 + m11 + m22)),
+        np.sqrt(np.maximum(0.0, 1 + m00 - m11 - m22)),
+        np.sqrt(np.maximum(0.0, 1 - m00 + m11 - m22)),
+        np.sqrt(np.maximum(0.0, 1 - m00 - m11 + m22)),
+    ], axis=-1) / 2.0
+    q[..., 1] = np.copysign(q[..., 1], rot[..., 2, 1] - rot[..., 1, 2])
+    q[..., 2] = np.copysign(q[..., 2], rot[..., 0, 2] - rot[..., 2, 0])
+    q[..., 3] = np.copysign(q[..., 3], rot[..., 1, 0] - rot[..., 0, 1])
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
+def quaternion_to_rotation(q: np.ndarray) -> np.ndarray:
+    """Quaternions (..., 4) as (w, x, y, z), any norm -> rotation matrices (..., 3, 3)."""
+    q = np.asarray(q, dtype=np.float64)
+    w, x, y, z = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=-1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=-1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1),
+    ], axis=-2)
+
+
 def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates (u = column + 0.5, v = row + 0.5), each (H, W) float64."""
     v, u = np.meshgrid(np.arange(height, dtype=np.float64) + 0.5, np.arange(width, dtype=np.float64) + 0.5, indexing="ij")

@@ -151,7 +151,7 @@ def run_inference(
     if export_dir is not None:
         report("export", 0.0, f"writing {'-'.join(formats)} to {export_dir}")
         from . import exports
-        from .exports.files import make_folder
+        from .files import make_folder
 
         make_folder(export_dir)
         files = exports.export(

@@ -40,14 +40,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import ResultFormatError, write_error
+from .errors import ResultFormatError
+from .files import open_atomic
 
 RESULT_FORMAT = "da3-blender-result"
 RESULT_VERSION = 1
@@ -103,11 +103,6 @@ class Prediction:
 def save_result(path: str | os.PathLike, pred: Prediction, meta: dict[str, Any] | None = None) -> str:
     """Write ``pred`` atomically (temp file in the same folder, then rename). Returns the path."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise write_error(path, exc) from None
     all_meta = {"format": RESULT_FORMAT, "version": RESULT_VERSION}
     all_meta.update(pred.meta or {})
     all_meta.update(meta or {})
@@ -130,24 +125,8 @@ def save_result(path: str | os.PathLike, pred: Prediction, meta: dict[str, Any] 
             arrays[key] = np.asarray(value, dtype=np.float32)
     if pred.sky is not None:
         arrays["sky"] = np.asarray(pred.sky, dtype=bool)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from None
-        raise
+    with open_atomic(path) as fh:
+        np.savez_compressed(fh, **arrays)
     return path
 
 

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from ..da3_blender.geometry import affine_inverse, to_4x4
+from ..da3_blender.geometry import affine_inverse, rotation_to_quaternion, to_4x4
 
 SENSOR_WIDTH = 36.0
 FLIP = np.diag([1.0, -1.0, -1.0])
@@ -136,18 +136,7 @@ def fallback_intrinsics(n: int, width: int, height: int, hfov_deg: float) -> np.
 
 def rotations_to_quaternions(rot: np.ndarray) -> np.ndarray:
     """Rotation matrices (N,3,3) -> unit quaternions (N,4) w,x,y,z, signs flipped for continuity."""
-    rot = np.asarray(rot, dtype=np.float64)
-    m00, m11, m22 = rot[:, 0, 0], rot[:, 1, 1], rot[:, 2, 2]
-    q = np.stack([
-        np.sqrt(np.maximum(0.0, 1 + m00 + m11 + m22)),
-        np.sqrt(np.maximum(0.0, 1 + m00 - m11 - m22)),
-        np.sqrt(np.maximum(0.0, 1 - m00 + m11 - m22)),
-        np.sqrt(np.maximum(0.0, 1 - m00 - m11 + m22)),
-    ], axis=1) / 2.0
-    q[:, 1] = np.copysign(q[:, 1], rot[:, 2, 1] - rot[:, 1, 2])
-    q[:, 2] = np.copysign(q[:, 2], rot[:, 0, 2] - rot[:, 2, 0])
-    q[:, 3] = np.copysign(q[:, 3], rot[:, 1, 0] - rot[:, 0, 1])
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q = rotation_to_quaternion(rot)
     for i in range(1, len(q)):  # hemisphere continuity (cheap: N is the number of frames)
         if np.dot(q[i], q[i - 1]) < 0:
             q[i] = -q[i]

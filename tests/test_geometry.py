@@ -198,3 +198,18 @@ def test_prediction_alignment_without_rescaling_keeps_model_units():
     np.testing.assert_array_equal(kept["depth"], depth)
     np.testing.assert_allclose(kept["extrinsics"], pred_w2c, atol=1e-4)
     assert kept["sim3"].scale == pytest.approx(s, rel=1e-5)
+
+
+def test_quaternions_round_trip_with_w_non_negative():
+    """Shared by the COLMAP export (qvec) and the Blender camera keys; 180-degree turns included."""
+    from da3_blender.geometry import quaternion_to_rotation, rotation_to_quaternion
+
+    rng = np.random.default_rng(3)
+    rots = [np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(50)]
+    rots = [r * np.linalg.det(r) for r in rots] + [np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, -1.0, 1.0]), np.eye(3)]
+    rots = np.stack(rots)
+    q = rotation_to_quaternion(rots)
+    assert np.all(q[:, 0] >= 0)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(quaternion_to_rotation(q), rots, atol=1e-7)
+    np.testing.assert_allclose(rotation_to_quaternion(rots[0]), q[0])

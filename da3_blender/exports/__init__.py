@@ -30,7 +30,7 @@ from ..errors import BadInputError
 from ..prediction import Prediction
 from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
-from .files import make_folder
+from ..files import make_folder
 from .glb import export_glb
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply

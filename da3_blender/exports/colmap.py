@@ -19,8 +19,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import BadInputError, ResultFormatError
+from ..files import open_atomic
+from ..geometry import quaternion_to_rotation, rotation_to_quaternion
 from ..prediction import Prediction
-from .files import open_atomic
 from .points import build_points, cameras_for_points, plain_conf_threshold
 
 
@@ -51,34 +52,9 @@ class Point3D(NamedTuple):
     point2D_idxs: np.ndarray
 
 
-def rotmat_to_qvec(rot: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z), w >= 0, of a 3x3 rotation (Shepperd's method)."""
-    m = np.asarray(rot, dtype=np.float64)
-    trace = m[0, 0] + m[1, 1] + m[2, 2]
-    case = int(np.argmax([trace, m[0, 0], m[1, 1], m[2, 2]]))
-    if case == 0:
-        s = 2.0 * np.sqrt(1.0 + trace)
-        q = [s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif case == 1:
-        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = [(m[2, 1] - m[1, 2]) / s, s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif case == 2:
-        s = 2.0 * np.sqrt(1.0 - m[0, 0] + m[1, 1] - m[2, 2])
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = 2.0 * np.sqrt(1.0 - m[0, 0] - m[1, 1] + m[2, 2])
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4]
-    q = np.array(q) / np.linalg.norm(q)
-    return -q if q[0] < 0 else q
-
-
-def qvec_to_rotmat(qvec: np.ndarray) -> np.ndarray:
-    w, x, y, z = np.asarray(qvec, dtype=np.float64) / np.linalg.norm(qvec)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+# COLMAP's qvec is (w, x, y, z), the geometry module's convention
+rotmat_to_qvec = rotation_to_quaternion
+qvec_to_rotmat = quaternion_to_rotation
 
 
 def image_names(pred: Prediction) -> list[str]:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..prediction import Prediction
 from .colormap import colorize_depth
-from .files import open_atomic
+from ..files import open_atomic
 
 
 def depth_vis_image(pred: Prediction, view: int) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..geometry import affine_inverse
 from ..prediction import Prediction
-from .files import open_atomic
+from ..files import open_atomic
 from .points import build_points, cameras_for_points, glb_conf_threshold, subsample
 
 GLB_MAGIC = 0x46546C67  # "glTF"

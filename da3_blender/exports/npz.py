@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..prediction import Prediction
-from .files import open_atomic
+from ..files import open_atomic
 
 
 def check_npz_input(pred: Prediction) -> None:

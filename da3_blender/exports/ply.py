@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from ..prediction import Prediction
-from .files import open_atomic
+from ..files import open_atomic
 from .points import build_points, cameras_for_points, glb_conf_threshold, subsample
 
 

@@ -1,4 +1,5 @@
-"""Atomic file writing: a temp file in the target folder, renamed into place when complete.
+"""Atomic file writing (exports, result files): a temp file in the target folder, renamed into
+place when complete.
 
 A reader (Blender, another program) never sees a half-written export, and a crash leaves the
 previous file (or none) instead of a truncated one.
@@ -10,7 +11,7 @@ import contextlib
 import os
 import tempfile
 
-from ..errors import write_error
+from .errors import write_error
 
 
 def make_folder(folder: str | os.PathLike) -> str:
