@@ -3,15 +3,31 @@
 The CLI, the worker protocol, the worker, the headless script, the panel's properties and the
 preferences all derive their choices and defaults from here. Standard library only: Blender's
 Python (no torch, no PIL) imports this module.
+
+Choice tables are ``(id, label, description)`` triples: the id is what the API, CLI and protocol
+take; label and description are what the panel shows (Blender ``EnumProperty`` items).
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 # -- model -----------------------------------------------------------------------------------------
 DEFAULT_MODEL = "depth-anything/DA3-SMALL"  # Apache-2.0 weights, the fastest model; env DA3_MODEL overrides
 MODEL_ENV = "DA3_MODEL"
+
+# The model zoo: (repo id, label, parameters, weights licence, depth kind, camera poses).
+# CC BY-NC 4.0 is non-commercial; the extension's own code is Apache-2.0.
+MODEL_ZOO = (
+    ("depth-anything/DA3-SMALL", "DA3 Small", "0.08B", "Apache-2.0", "relative", True),
+    ("depth-anything/DA3-BASE", "DA3 Base", "0.12B", "Apache-2.0", "relative", True),
+    ("depth-anything/DA3-LARGE-1.1", "DA3 Large 1.1", "0.35B", "CC BY-NC 4.0", "relative", True),
+    ("depth-anything/DA3-GIANT-1.1", "DA3 Giant 1.1", "1.15B", "CC BY-NC 4.0", "relative", True),
+    ("depth-anything/DA3METRIC-LARGE", "DA3 Metric Large", "0.35B", "Apache-2.0", "metric", False),
+    ("depth-anything/DA3MONO-LARGE", "DA3 Mono Large", "0.35B", "Apache-2.0", "relative", False),
+    ("depth-anything/DA3NESTED-GIANT-LARGE-1.1", "DA3 Nested Giant-Large 1.1", "1.40B", "CC BY-NC 4.0", "metric", True),
+)
 
 
 def default_model() -> str:
@@ -19,7 +35,81 @@ def default_model() -> str:
     return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
 
 
+# -- processing ------------------------------------------------------------------------------------
+DEFAULT_PROCESS_RES = 504  # official default
+MIN_PROCESS_RES = 14  # one patch
+PROCESS_RES_METHODS = (
+    ("upper_bound_resize", "Longest side", "Scale so the longest side is the resolution (default, least memory)"),
+    ("upper_bound_crop", "Longest side, crop", "As 'Longest side', centre-cropping to multiples of 14"),
+    ("lower_bound_resize", "Shortest side", "Scale so the shortest side is the resolution: more pixels, more memory"),
+    ("lower_bound_crop", "Shortest side, crop", "As 'Shortest side', centre-cropping to multiples of 14"),
+)
+DEFAULT_PROCESS_RES_METHOD = "upper_bound_resize"
+
+REF_VIEW_STRATEGIES = (
+    ("saddle_balanced", "Most central view", "The view most similar to all others is the reference (default)"),
+    ("saddle_sim_range", "Most distinctive view", "The view whose similarity to the others varies most"),
+    ("first", "First view", "The first view is the reference"),
+    ("middle", "Middle view", "The middle view is the reference"),
+)
+DEFAULT_REF_VIEW_STRATEGY = "saddle_balanced"
+
+COMPUTE_DTYPES = ("auto", "fp32", "bf16", "fp16")  # auto: fp32 on CPU, bf16 (fp16) autocast on CUDA
+DEFAULT_COMPUTE_DTYPE = "auto"
+
+# -- device ----------------------------------------------------------------------------------------
+DEVICES = (
+    ("auto", "Best available", "An NVIDIA GPU (CUDA) if there is one, else Apple silicon (MPS), else the CPU"),
+    ("cpu", "CPU", "The processor: slow, but always works"),
+    ("cuda", "NVIDIA GPU (CUDA)", "The first NVIDIA GPU (cuda:N picks another)"),
+    ("mps", "Apple GPU (MPS)", "The Apple silicon GPU"),
+)
+DEFAULT_DEVICE = "auto"
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def is_device_name(text: str) -> bool:
+    """True for a device the CLI, the worker and the headless script accept (see :data:`DEVICE_HELP`)."""
+    return isinstance(text, str) and bool(_DEVICE_RE.match(text))
+
+
+# -- video sampling --------------------------------------------------------------------------------
+DEFAULT_VIDEO_FPS = 1.0  # frames sampled per second of video (the official default)
+EVERY_FRAME_FPS = 0.0  # fps 0 means every frame, on every surface
+
+# -- exports ---------------------------------------------------------------------------------------
+EXPORT_FORMATS = (
+    ("glb", "glTF (.glb)", "Coloured point cloud and camera frustums as glTF binary"),
+    ("ply", "PLY points", "Coloured point cloud as binary PLY"),
+    ("colmap", "COLMAP", "Cameras and points as a COLMAP text model"),
+    ("npz", "NPZ (all)", "Images, depth, confidence and cameras as npz (official layout)"),
+    ("mini_npz", "NPZ (no images)", "Depth, confidence and cameras as npz"),
+    ("depth_vis", "Depth pictures", "Each image beside its colour-mapped depth, as PNG"),
+)
+EXPORT_FORMAT_NAMES = tuple(f[0] for f in EXPORT_FORMATS)
+DEFAULT_EXPORT_FORMAT = "glb"  # CLI default
+DEFAULT_CONF_THRESH_PERCENTILE = 40.0  # points below this confidence percentile are dropped
+DEFAULT_NUM_MAX_POINTS = 1_000_000
+
 # -- streaming (long shots: chunks aligned to each other) -------------------------------------------
-CHUNK_ALIGN_CHOICES = ("auto", "sim3", "se3")  # auto: se3 for metric models, sim3 otherwise
+CHUNK_ALIGN_CHOICES = (
+    ("auto", "By model", "Similarity (with scale) for relative-depth models, rigid for metric models"),
+    ("sim3", "Similarity (Sim3)", "Rotation, translation and scale: for relative-depth models"),
+    ("se3", "Rigid (SE3)", "Rotation and translation only: metric models, whose scale must not drift"),
+)
+CHUNK_ALIGN_NAMES = tuple(c[0] for c in CHUNK_ALIGN_CHOICES)
 DEFAULT_CHUNK_ALIGN = "auto"
 MIN_CHUNK_SIZE = 2
+AUTO_CHUNK = "auto"  # chunk_size "auto": chosen from the device (streaming.auto_chunk_size)
+DEFAULT_VIDEO_CHUNK_SIZE = AUTO_CHUNK  # videos stream by default; image sets run in one pass
+
+
+def default_chunk_overlap(chunk_size: int) -> int:
+    """Views shared by two consecutive chunks when the user gives none."""
+    return max(2, int(chunk_size) // 4)
+
+
+def choice_ids(table) -> tuple[str, ...]:
+    """The ids of a ``(id, label, description)`` table."""
+    return tuple(row[0] for row in table)
