@@ -4,6 +4,7 @@ panels and the checks the Run button makes before starting anything."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -99,6 +100,43 @@ def test_build_matches_blenders_own_builder(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with zipfile.ZipFile(official) as a, zipfile.ZipFile(next((tmp_path / "ours").glob("*.zip"))) as b:
         assert sorted(b.namelist()) == sorted(a.namelist())
+
+
+def test_repo_index_lets_blender_install_the_zip_from_a_web_folder(tmp_path):
+    """--repo DIR: the zip plus index.json from Blender's server-generate; Blender's own client reads
+    the index and installs the extension from it (a file:// URL stands in for the static web server)."""
+    tool = _blender_ext()
+    repo = tmp_path / "repo"
+    proc = _build(tmp_path, "--repo", str(repo), "--blender-ext", str(tool), "--quiet")
+    assert proc.returncode == 1 and "not both" in proc.stderr  # --output-dir elsewhere and --repo
+    proc = subprocess.run([sys.executable, str(BUILD), "--repo", str(repo)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    manifest = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
+    zip_name = f"{EXTENSION_PACKAGE}-{manifest['version']}.zip"
+    assert (repo / zip_name).is_file() and (repo / "index.html").is_file()
+    spec = importlib.util.spec_from_file_location("blender_ext", tool)
+    blender_ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(blender_ext)
+    assert blender_ext.repo_json_is_valid_or_error(str(repo / "index.json")) is None
+    (entry,) = json.loads((repo / "index.json").read_text())["data"]
+    assert (entry["id"], entry["version"], entry["archive_url"]) == (EXTENSION_PACKAGE, manifest["version"],
+                                                                     "./" + zip_name)
+    local = tmp_path / "installed"
+    local.mkdir()
+    url = (repo / "index.json").as_uri()
+    listed = subprocess.run([sys.executable, str(tool), "list", "--remote-url", url, "--local-dir", str(local)],
+                            capture_output=True, text=True, timeout=120)
+    assert f"{EXTENSION_PACKAGE}({manifest['version']})" in listed.stdout, listed.stdout + listed.stderr
+    synced = subprocess.run([sys.executable, str(tool), "sync", "--remote-url", url, "--local-dir", str(local)],
+                            capture_output=True, text=True, timeout=120)  # Blender's "Check for Updates"
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    inst = subprocess.run([sys.executable, str(tool), "install", "--remote-url", url, "--local-dir", str(local),
+                           EXTENSION_PACKAGE], capture_output=True, text=True, timeout=120)
+    assert inst.returncode == 0, inst.stdout + inst.stderr
+    installed = local / EXTENSION_PACKAGE
+    assert tomllib.loads((installed / "blender_manifest.toml").read_text("utf-8")) == manifest
+    assert (installed / "__init__.py").is_file() and (installed / "operators" / "gather.py").is_file()
 
 
 def _tiny_source(tmp_path, manifest_edit=None, extra=None):
