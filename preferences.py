@@ -17,8 +17,17 @@ OFFLINE_HINT = ("Blender is offline: no downloads (models, environment). Turn on
 
 
 def online_access() -> bool:
-    """Whether Blender allows internet access (Preferences > System > Network; Blender 4.2+)."""
-    return bool(getattr(bpy.app, "online_access", True))
+    """Whether Blender allows internet access (Preferences > System > Network; Blender 4.2+).
+
+    Scripts (``blender -b``, the bpy module, where Blender reports offline unless told otherwise) follow
+    their command line: offline with ``--offline-mode`` (or HF_HUB_OFFLINE in the environment).
+    """
+    app = bpy.app
+    if not hasattr(app, "online_access"):  # before Blender 4.2
+        return True
+    if app.background and not getattr(app, "online_access_override", False):
+        return True
+    return bool(app.online_access)
 
 
 PACKAGE = __package__  # "bl_ext.<repo>.da3_for_blender" when installed, "da3_for_blender" in tests
@@ -83,6 +92,8 @@ class DA3Preferences(AddonPreferences):
     def draw(self, context):
         runtime = context.window_manager.da3_runtime
         layout = self.layout
+        if not online_access():  # nothing is downloaded: say what to turn on
+            _draw_lines(layout, OFFLINE_HINT.split(": ", 1), icon="INTERNET_OFFLINE")
         box = layout.box()
         box.label(text="Model runtime", icon="SCRIPTPLUGINS")
         box.row().prop(self, "python_mode", expand=True)
@@ -108,8 +119,6 @@ class DA3Preferences(AddonPreferences):
         _prop(box, self, "model_cache_dir", placeholder="Hugging Face default cache")
         _prop(box, self, "hf_endpoint", placeholder="https://huggingface.co")
         box.prop(self, "offline")
-        if not online_access():
-            _draw_lines(box, [OFFLINE_HINT], icon="INTERNET_OFFLINE")
         layout.prop(self, "default_device")
         _prop(layout, self, "results_dir", placeholder=user_dir("results"))
 
@@ -196,6 +205,7 @@ def read_worker_settings(prefs) -> dict:
         "results_dir": results_dir(prefs),
         "default_device": prefs.default_device,
         "offline": prefs.offline or not online_access(),
+        "blender_offline": not online_access(),
     }
 
 

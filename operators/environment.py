@@ -10,7 +10,8 @@ import bpy
 from bpy.props import EnumProperty
 from bpy.types import Operator
 
-from ..preferences import ENV_VARIANTS, OFFLINE_HINT, environment_dir, get_preferences, online_access, worker_python
+from .. import preferences
+from ..preferences import ENV_VARIANTS, OFFLINE_HINT, environment_dir, get_preferences, worker_python
 
 POLL_INTERVAL = 0.25
 
@@ -112,7 +113,7 @@ class DA3_OT_setup_environment(Operator):
     def execute(self, context):
         from ..da3_blender import envs
 
-        if not online_access():  # Blender's "Allow Online Access" is off: download nothing
+        if not preferences.online_access():  # Blender's "Allow Online Access" is off: download nothing
             self.report({"ERROR"}, f"cannot set up the environment: {OFFLINE_HINT}, or choose your own Python "
                                    "(Custom interpreter)")
             return {"CANCELLED"}

@@ -17,7 +17,7 @@ import bpy
 
 from ..da3_blender import options as opt
 from ..da3_blender.errors import BadInputError
-from ..preferences import OFFLINE_HINT, get_preferences, online_access, read_worker_settings
+from ..preferences import OFFLINE_HINT, get_preferences, read_worker_settings
 from ..properties import PREFERENCES_DEVICE, import_options, model_info
 from . import validate
 
@@ -81,7 +81,7 @@ def _check_model(model: str, settings, images: list[str]) -> None:
 def _check_download(model: str, worker: dict) -> None:
     """Offline (Blender's online access off, or the preferences' Offline): the model must be at hand."""
     if worker["offline"] and not os.path.isdir(bpy.path.abspath(model)) and not _in_hub_cache(model, worker["env"]):
-        turn_on = OFFLINE_HINT if not online_access() else "turn off 'Offline' in the extension's preferences"
+        turn_on = OFFLINE_HINT if worker["blender_offline"] else "turn off 'Offline' in the extension's preferences"
         raise BadInputError(f"{model} is not downloaded yet and downloads are off: {turn_on}; or choose a local "
                             "model folder (Model > Custom)")
 

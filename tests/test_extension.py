@@ -882,3 +882,26 @@ def test_file_import_names_the_result_after_its_file_and_takes_import_options(re
     finally:
         for col in [c for c in registered.scene.collection.children if c.get("da3_role") == "root"]:
             importer.remove_import(col["da3_key"])
+
+
+def test_long_shot_plane_settings_reach_an_importer_that_takes_them(registered, monkeypatch):
+    """planes_every / planes_max_views go to ImportOptions when scene/importer.py has them (issue 9 item 5)."""
+    import dataclasses
+
+    from da3_for_blender.properties import import_options
+    from da3_for_blender.scene import importer
+
+    s = registered.scene.da3_settings
+    s.planes_every, s.planes_max_views = 5, 300
+    known = {f.name for f in dataclasses.fields(importer.ImportOptions)}
+    opts = import_options(s)
+    assert all(getattr(opts, k) == v for k, v in (("planes_every", 5), ("planes_max_views", 300)) if k in known)
+
+    @dataclasses.dataclass
+    class WithLongShots(importer.ImportOptions):
+        planes_max_views: int = 0
+        planes_every: int = 1
+
+    monkeypatch.setattr(importer, "ImportOptions", WithLongShots)
+    opts = import_options(s)
+    assert (opts.planes_every, opts.planes_max_views) == (5, 300)
