@@ -4,6 +4,7 @@ cache, the hub mirror and offline mode, the default device."""
 from __future__ import annotations
 
 import os
+import textwrap
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
@@ -93,7 +94,7 @@ class DA3Preferences(AddonPreferences):
         runtime = context.window_manager.da3_runtime
         layout = self.layout
         if not online_access():  # nothing is downloaded: say what to turn on
-            _draw_lines(layout, OFFLINE_HINT.split(": ", 1), icon="INTERNET_OFFLINE")
+            _draw_lines(layout, [OFFLINE_HINT], icon="INTERNET_OFFLINE", context=context)
         box = layout.box()
         box.label(text="Model runtime", icon="SCRIPTPLUGINS")
         box.row().prop(self, "python_mode", expand=True)
@@ -112,7 +113,7 @@ class DA3Preferences(AddonPreferences):
         _draw_lines(box, runtime.env_log.splitlines()[-8:])
         for text in (runtime.env_result, runtime.interpreter_info):
             if text:
-                _draw_lines(box, text.splitlines(), icon="INFO")
+                _draw_lines(box, text.splitlines(), icon="INFO", context=context)
 
         box = layout.box()
         box.label(text="Model weights", icon="FILE_BLEND")
@@ -131,7 +132,22 @@ def _prop(layout, data, name, placeholder=""):
         layout.prop(data, name)
 
 
-def _draw_lines(layout, lines, icon="NONE"):
+CHAR_WIDTH = 7  # pixels per character of the interface font at scale 1 (an average)
+
+
+def wrap_lines(context, text: str) -> list[str]:
+    """``text`` cut into lines that fit the region's width (a long label is otherwise clipped)."""
+    region = getattr(context, "region", None)
+    scale = getattr(getattr(getattr(context, "preferences", None), "system", None), "ui_scale", 1.0) or 1.0
+    width = region.width if region is not None and region.width > 1 else 300
+    chars = max(16, int(width / (CHAR_WIDTH * scale)) - 4)
+    return textwrap.wrap(text, chars) or [""]
+
+
+def _draw_lines(layout, lines, icon="NONE", context=None):
+    """Labels, each line wrapped to the region's width (when ``context`` is given)."""
+    if context is not None:
+        lines = [part for line in lines for part in wrap_lines(context, line)]
     col = layout.column(align=True)
     for i, line in enumerate(lines):
         col.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")

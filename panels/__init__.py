@@ -4,16 +4,14 @@ Export), and the Reconstruct button with its progress."""
 from __future__ import annotations
 
 import os
-import textwrap
 
 import bpy
 from bpy.types import Panel, UIList
 
 from ..da3_blender import options as opt
-from ..preferences import OFFLINE_HINT, _prop, get_preferences, online_access, user_dir
+from ..preferences import OFFLINE_HINT, _prop, get_preferences, online_access, user_dir, wrap_lines
 from ..properties import CUSTOM_MODEL, model_info
 
-CHAR_WIDTH = 7  # pixels per character of the interface font at scale 1 (an average)
 
 
 class _Sidebar:
@@ -27,15 +25,6 @@ class _Sub(_Sidebar):
 
     def layout_enabled(self, context):
         self.layout.enabled = not context.window_manager.da3_runtime.running
-
-
-def wrap_lines(context, text: str) -> list[str]:
-    """``text`` cut into lines that fit the region's width (a long label is otherwise clipped)."""
-    region = getattr(context, "region", None)
-    scale = getattr(getattr(getattr(context, "preferences", None), "system", None), "ui_scale", 1.0) or 1.0
-    width = region.width if region is not None and region.width > 1 else 300
-    chars = max(16, int(width / (CHAR_WIDTH * scale)) - 4)
-    return textwrap.wrap(text, chars) or [""]
 
 
 def draw_wrapped(layout, context, text: str, icon: str = "NONE", alert: bool = False) -> None:
