@@ -879,6 +879,19 @@ def test_file_import_names_the_result_after_its_file_and_takes_import_options(re
         assert root["da3_up_axis"] == "KEEP"
         roles = sorted(c["da3_role"] for c in root.children)
         assert roles == ["cameras", "points"]
+        importer.remove_import(root["da3_key"])
+        # a drop on the viewport (the FileHandler invokes with the path): imports at once, starting from
+        # the panel's Build settings
+        s = registered.scene.da3_settings
+        s.build_points, s.build_planes = False, True
+        op_cls = bpy.types.DA3_OT_import_result  # background Blender skips invoke(): call it on a stand-in
+        op = types.SimpleNamespace(filepath=str(path), directory="", files=[], reports=[])
+        op.report = lambda kind, text: op.reports.append(text)
+        op.paths = lambda: op_cls.paths(op)
+        op.execute = lambda context: op_cls.execute(op, context)
+        assert op_cls.invoke(op, registered, None) == {"FINISHED"}, op.reports
+        root = registered.scene.collection.children["DA3 my shot"]
+        assert sorted(c["da3_role"] for c in root.children) == ["cameras", "planes"]
     finally:
         for col in [c for c in registered.scene.collection.children if c.get("da3_role") == "root"]:
             importer.remove_import(col["da3_key"])
