@@ -4,10 +4,32 @@ cache, the hub mirror and offline mode, the default device."""
 from __future__ import annotations
 
 import os
+import textwrap
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy.types import AddonPreferences
+
+from .da3_blender import options as opt
+from .properties import enum_items
+
+OFFLINE_HINT = ("Blender is offline: no downloads (models, environment). Turn on Edit > Preferences > System > "
+                "Network > Allow Online Access")
+
+
+def online_access() -> bool:
+    """Whether Blender allows internet access (Preferences > System > Network; Blender 4.2+).
+
+    Scripts (``blender -b``, the bpy module, where Blender reports offline unless told otherwise) follow
+    their command line: offline with ``--offline-mode`` (or HF_HUB_OFFLINE in the environment).
+    """
+    app = bpy.app
+    if not hasattr(app, "online_access"):  # before Blender 4.2
+        return True
+    if app.background and not getattr(app, "online_access_override", False):
+        return True
+    return bool(app.online_access)
+
 
 PACKAGE = __package__  # "bl_ext.<repo>.da3_for_blender" when installed, "da3_for_blender" in tests
 
@@ -19,12 +41,6 @@ ENV_VARIANTS = (  # torch index variants (envs.create_environment's torch_varian
     ("cpu", "CPU", "torch for the processor only (smaller download, works everywhere, Apple MPS included)", 0),
     ("cu126", "CUDA 12.6", "torch with CUDA 12.6 for NVIDIA GPUs (multi-GB download; needs driver 560+)", 1),
     ("cu128", "CUDA 12.8", "torch with CUDA 12.8 for NVIDIA GPUs (multi-GB download; needs driver 570+, RTX 50xx)", 2),
-)
-DEFAULT_DEVICES = (
-    ("auto", "Auto", "CUDA if available, else Apple MPS, else CPU", 0),
-    ("cpu", "CPU", "Always run on the processor", 1),
-    ("cuda", "CUDA", "Run on the NVIDIA GPU", 2),
-    ("mps", "Apple MPS", "Run on the Apple silicon GPU", 3),
 )
 
 
@@ -43,12 +59,14 @@ def user_dir(*parts: str, create: bool = False) -> str:
 class DA3Preferences(AddonPreferences):
     bl_idname = PACKAGE
 
-    python_mode: EnumProperty(name="Worker Python", items=PYTHON_MODES, default="MANAGED")
+    python_mode: EnumProperty(name="Worker Python", items=PYTHON_MODES, default="MANAGED",
+                              description="Which Python runs the model (Blender's own has no torch)")
     env_dir: StringProperty(
         name="Environment folder", subtype="DIR_PATH",
         description="Where the managed environment lives (empty: in the extension's user folder)",
     )
-    env_variant: EnumProperty(name="torch build", items=ENV_VARIANTS, default="cpu")
+    env_variant: EnumProperty(name="torch build", items=ENV_VARIANTS, default="cpu",
+                              description="Which build of torch the managed environment installs")
     custom_python: StringProperty(
         name="Python interpreter", subtype="FILE_PATH", description="Path of the python executable to run the model with"
     )
@@ -60,17 +78,23 @@ class DA3Preferences(AddonPreferences):
         name="Hub mirror", description="HF_ENDPOINT: a Hugging Face mirror URL, e.g. https://hf-mirror.com (empty: huggingface.co)"
     )
     offline: BoolProperty(
-        name="Offline", default=False, description="HF_HUB_OFFLINE=1: use only weights already in the cache"
+        name="Offline", default=False,
+        description="Never download: use only weights already in the model cache (HF_HUB_OFFLINE=1). Also on "
+                    "whenever Blender's own online access is off (Preferences > System > Network)"
     )
-    default_device: EnumProperty(name="Default device", items=DEFAULT_DEVICES, default="auto")
+    default_device: EnumProperty(name="Default device", items=enum_items(opt.DEVICES), default=opt.DEFAULT_DEVICE,
+                                 description="Where the model runs when a scene's device is 'Preferences default'")
     results_dir: StringProperty(
         name="Results folder", subtype="DIR_PATH",
-        description="Where result files (.npz) are written before import (empty: the extension's user folder)",
+        description="Where the worker writes result files (.npz) before import, and where 'Keep result files' "
+                    "keeps them (empty: the extension's user folder)",
     )
 
     def draw(self, context):
         runtime = context.window_manager.da3_runtime
         layout = self.layout
+        if not online_access():  # nothing is downloaded: say what to turn on
+            _draw_lines(layout, [OFFLINE_HINT], icon="INTERNET_OFFLINE", context=context)
         box = layout.box()
         box.label(text="Model runtime", icon="SCRIPTPLUGINS")
         box.row().prop(self, "python_mode", expand=True)
@@ -89,7 +113,7 @@ class DA3Preferences(AddonPreferences):
         _draw_lines(box, runtime.env_log.splitlines()[-8:])
         for text in (runtime.env_result, runtime.interpreter_info):
             if text:
-                _draw_lines(box, text.splitlines(), icon="INFO")
+                _draw_lines(box, text.splitlines(), icon="INFO", context=context)
 
         box = layout.box()
         box.label(text="Model weights", icon="FILE_BLEND")
@@ -108,7 +132,22 @@ def _prop(layout, data, name, placeholder=""):
         layout.prop(data, name)
 
 
-def _draw_lines(layout, lines, icon="NONE"):
+CHAR_WIDTH = 7  # pixels per character of the interface font at scale 1 (an average)
+
+
+def wrap_lines(context, text: str) -> list[str]:
+    """``text`` cut into lines that fit the region's width (a long label is otherwise clipped)."""
+    region = getattr(context, "region", None)
+    scale = getattr(getattr(getattr(context, "preferences", None), "system", None), "ui_scale", 1.0) or 1.0
+    width = region.width if region is not None and region.width > 1 else 300
+    chars = max(16, int(width / (CHAR_WIDTH * scale)) - 4)
+    return textwrap.wrap(text, chars) or [""]
+
+
+def _draw_lines(layout, lines, icon="NONE", context=None):
+    """Labels, each line wrapped to the region's width (when ``context`` is given)."""
+    if context is not None:
+        lines = [part for line in lines for part in wrap_lines(context, line)]
     col = layout.column(align=True)
     for i, line in enumerate(lines):
         col.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")
@@ -124,7 +163,7 @@ class _Defaults:
     model_cache_dir = ""
     hf_endpoint = ""
     offline = False
-    default_device = "auto"
+    default_device = opt.DEFAULT_DEVICE
     results_dir = ""
 
 
@@ -166,9 +205,24 @@ def worker_env(prefs) -> dict[str, str]:
         env["HF_HUB_CACHE"] = os.path.join(cache, "hub")
     if prefs.hf_endpoint.strip():
         env["HF_ENDPOINT"] = prefs.hf_endpoint.strip().rstrip("/")
-    if prefs.offline:
+    if prefs.offline or not online_access():  # Blender offline: the worker never downloads either
         env["HF_HUB_OFFLINE"] = "1"
     return env
+
+
+def read_worker_settings(prefs) -> dict:
+    """Everything a run needs from the preferences, read once: the worker's interpreter (and whether it
+    is the managed environment), its environment variables, the results folder and the default device."""
+    return {
+        "python": worker_python(prefs),
+        "managed": prefs.python_mode != "CUSTOM",
+        "env_dir": environment_dir(prefs),
+        "env": worker_env(prefs),
+        "results_dir": results_dir(prefs),
+        "default_device": prefs.default_device,
+        "offline": prefs.offline or not online_access(),
+        "blender_offline": not online_access(),
+    }
 
 
 def results_dir(prefs) -> str:

@@ -3,6 +3,11 @@
 ``Scene.da3_settings`` (:class:`DA3Settings`): what to reconstruct and how; saved with the .blend.
 ``WindowManager.da3_runtime`` (:class:`DA3Runtime`): the state of the running job and of the
 environment set-up; never saved.
+
+Every choice list and default comes from :mod:`da3_blender.options` (shared with the command line,
+the worker and the headless script); this module only adds Blender's labels and tooltips. The
+import settings (what to build and how) are defined once in :func:`import_properties` and used by
+both the panel's settings and the *Import DA3 Result* operator (its redo panel).
 """
 
 from __future__ import annotations
@@ -19,87 +24,202 @@ from bpy.props import (
 )
 from bpy.types import PropertyGroup
 
-# The model zoo, as shown in the panel. (repo id, label, parameters, licence, depth kind, pose)
-# Licences of the weights (the extension's code is Apache-2.0): CC BY-NC 4.0 is non-commercial.
-MODEL_ZOO = (
-    ("depth-anything/DA3-SMALL", "DA3 Small", "0.08B", "Apache-2.0", "relative", True),
-    ("depth-anything/DA3-BASE", "DA3 Base", "0.12B", "Apache-2.0", "relative", True),
-    ("depth-anything/DA3-LARGE-1.1", "DA3 Large 1.1", "0.35B", "CC BY-NC 4.0", "relative", True),
-    ("depth-anything/DA3-GIANT-1.1", "DA3 Giant 1.1", "1.15B", "CC BY-NC 4.0", "relative", True),
-    ("depth-anything/DA3METRIC-LARGE", "DA3 Metric Large", "0.35B", "Apache-2.0", "metric", False),
-    ("depth-anything/DA3MONO-LARGE", "DA3 Mono Large", "0.35B", "Apache-2.0", "relative", False),
-    ("depth-anything/DA3NESTED-GIANT-LARGE-1.1", "DA3 Nested Giant-Large 1.1", "1.40B", "CC BY-NC 4.0", "metric", True),
-)
+from .da3_blender import options as opt
+
 CUSTOM_MODEL = "CUSTOM"
-DEFAULT_MODEL = "depth-anything/DA3-BASE"
+PREFERENCES_DEVICE = "DEFAULT"  # the scene's device item that defers to the preferences
 
 
 def model_info(repo_id: str) -> dict | None:
-    """The zoo entry of a repo id as a dict (None for a custom model)."""
-    for repo, label, params, licence, depth, pose in MODEL_ZOO:
+    """The zoo entry (options.MODEL_ZOO) of a repo id as a dict; None for a custom model."""
+    for repo, label, params, licence, depth, pose in opt.MODEL_ZOO:
         if repo == repo_id:
             return dict(repo=repo, label=label, params=params, licence=licence, depth=depth, pose=pose)
     return None
 
 
+def enum_items(table, first: int = 0) -> list[tuple[str, str, str, int]]:
+    """Blender enum items from an options ``(id, label, description)`` table, numbered in order
+    (the numbers are what a .blend stores, so appending keeps old files meaning the same)."""
+    return [(ident, label, desc, first + i) for i, (ident, label, desc) in enumerate(table)]
+
+
 def _model_items():
     items = []
-    for i, (repo, label, params, licence, depth, pose) in enumerate(MODEL_ZOO):
-        what = f"{depth} depth" + (", camera poses" if pose else ", single-view depth, no poses")
+    for i, (repo, label, params, licence, depth, pose) in enumerate(opt.MODEL_ZOO):
+        what = f"{depth} depth" + (", camera poses" if pose else ", single-view depth, no camera poses")
         items.append((repo, f"{label} ({params})", f"{repo}: {params} parameters, {what}; weights {licence}", i))
-    items.append((CUSTOM_MODEL, "Custom", "A Hugging Face repo id or a local folder with config.json + model.safetensors", len(items)))
+    items.append((CUSTOM_MODEL, "Custom", "A Hugging Face repo id or a local folder with config.json + model.safetensors",
+                  len(items)))
     return items
 
 
+def _default_model() -> tuple[str, str]:
+    """(model item, custom model text) for options.default_model() ($DA3_MODEL or DA3-SMALL)."""
+    model = opt.default_model()
+    return (model, "") if model_info(model) is not None else (CUSTOM_MODEL, model)
+
+
+DEFAULT_MODEL_ITEM, DEFAULT_CUSTOM_MODEL = _default_model()
+
 INPUT_MODES = (
-    ("IMAGES", "Images", "One or more image files", 0),
-    ("FOLDER", "Folder", "Every image in a folder, in name order", 1),
-    ("VIDEO", "Video", "Frames sampled from a video file", 2),
+    ("IMAGES", "Images", "Reconstruct the image files in the list below", 0),
+    ("FOLDER", "Folder", "Reconstruct every image in a folder, in natural name order (frame2 before frame10)", 1),
+    ("VIDEO", "Video", "Reconstruct frames sampled from a video file", 2),
 )
-PROCESS_RES_METHODS = (
-    ("upper_bound_resize", "Longest side", "Resize so the longest side is the resolution (default, least memory)", 0),
-    ("upper_bound_crop", "Longest side, crop", "As 'Longest side', centre-cropping to multiples of 14", 1),
-    ("lower_bound_resize", "Shortest side", "Resize so the shortest side is the resolution: more pixels, MORE memory", 2),
-    ("lower_bound_crop", "Shortest side, crop", "As 'Shortest side', centre-cropping to multiples of 14", 3),
+DEVICE_ITEMS = [(PREFERENCES_DEVICE, "Preferences default",
+                 "The device chosen in Edit > Preferences > Add-ons > DA3 for Blender", 0)] + enum_items(opt.DEVICES, 1)
+CHUNKING = (
+    ("VIDEO", "Videos", "Videos are processed in chunks, image sets in one pass (default)", 0),
+    ("ALWAYS", "Always", "Videos, folders and image lists are processed in chunks", 1),
+    ("OFF", "Never", "Every view in one pass: time and memory grow quickly with the number of views", 2),
 )
-DEVICES = (
-    ("DEFAULT", "Default", "The default device set in the extension's preferences", 0),
-    ("auto", "Auto", "CUDA if available, else Apple MPS, else CPU", 1),
-    ("cpu", "CPU", "Run on the processor (slow, but always works)", 2),
-    ("cuda", "CUDA", "Run on the NVIDIA GPU", 3),
-    ("mps", "Apple MPS", "Run on the Apple silicon GPU", 4),
-)
-REF_VIEW_STRATEGIES = (
-    ("saddle_balanced", "Balanced", "Pick the most central view as the reference (default)", 0),
-    ("saddle_sim_range", "Similarity range", "Pick the view whose similarity to the others varies most", 1),
-    ("first", "First", "The first view is the reference", 2),
-    ("middle", "Middle", "The middle view is the reference", 3),
-)
-EXPORT_FORMATS = (  # an ENUM_FLAG: Blender numbers the flags itself
-    ("glb", "glTF (.glb)", "Point cloud and cameras as glTF binary"),
-    ("ply", "PLY", "Point cloud as PLY"),
-    ("colmap", "COLMAP", "Cameras and points as a COLMAP sparse model"),
-    ("npz", "NPZ", "All arrays as npz"),
-    ("mini_npz", "Mini NPZ", "Depth, confidence and cameras as npz (no images)"),
-    ("depth_vis", "Depth images", "Coloured depth maps as PNG"),
-)
+
+
+def import_properties() -> dict:
+    """The import settings (what to build, and how), as property definitions.
+
+    One fresh set per class: the panel's :class:`DA3Settings` and the import operator both get them,
+    so the two never disagree. :func:`import_options` reads either into ``scene.importer.ImportOptions``.
+    """
+    return {
+        "build_points": BoolProperty(
+            name="Point cloud", default=True, description="Create a coloured point cloud of all views"),
+        "build_planes": BoolProperty(
+            name="Depth planes", default=True,
+            description="Create one textured mesh per view, its pixels pushed out to their depth"),
+        "build_cameras": BoolProperty(
+            name="Cameras", default=True,
+            description="Create the cameras (one per image; one animated camera for a video)"),
+        "conf_percentile": FloatProperty(
+            name="Confidence cut", default=opt.DEFAULT_CONF_THRESH_PERCENTILE, min=0.0, max=99.0,
+            subtype="PERCENTAGE",
+            description="Drop this percentage of the points, the ones the model is least sure about (0: keep all)"),
+        "max_points": IntProperty(
+            name="Max points", default=opt.DEFAULT_NUM_MAX_POINTS, min=0, soft_max=10_000_000,
+            description="Keep at most this many points, a random subset spread over all views (0: no limit)"),
+        "point_stride": IntProperty(
+            name="Point spacing", default=1, min=1, soft_max=16, subtype="PIXEL",
+            description="Take a point every this many pixels in rows and columns (1: every pixel, the most points)"),
+        "fuse_points": BoolProperty(
+            name="One cloud", default=True,
+            description="One point cloud object for all views (off: one object per view)"),
+        "plane_stride": IntProperty(
+            name="Plane vertex spacing", default=4, min=1, soft_max=16, subtype="PIXEL",
+            description="Pixels between the vertices of a depth plane: 1 puts a vertex on every pixel (finest, "
+                        "heaviest mesh), 4 on every 4th pixel (16x fewer vertices)"),
+        "plane_texture": EnumProperty(
+            name="Plane texture", default="processed",
+            description="Which picture textures the depth planes",
+            items=(
+                ("processed", "Processed", "The image at processing resolution, stored in the .blend", 0),
+                ("original", "Original", "The source image file at full resolution", 1),
+            )),
+        "pack_images": BoolProperty(
+            name="Pack original images", default=True,
+            description="Store the full-resolution textures in the .blend (off: refer to the image files by path)"),
+        "plane_edge_threshold": FloatProperty(
+            name="Cut stretched edges", default=0.1, min=0.0, soft_max=1.0, step=1,
+            description="Remove plane faces that span a depth jump (they stretch between foreground and "
+                        "background): a face is cut when its farthest corner is more than this fraction farther "
+                        "than its nearest, 0.1 = 10% (0: keep every face)"),
+        "planes_max_views": IntProperty(
+            name="Planes up to", default=100, min=0, soft_max=1000,
+            description="Long shots: no depth planes when the result has more views than this, only points "
+                        "and cameras (0: no limit)"),
+        "planes_every": IntProperty(
+            name="Plane every", default=1, min=1, soft_max=50,
+            description="Long shots: a depth plane for every this-many-th view only (1: every view)"),
+        "scale_mode": EnumProperty(
+            name="Scale", default="PREDICTED",
+            description="Size of the reconstruction in the scene",
+            items=(
+                ("PREDICTED", "As predicted", "Depth and camera positions as the model predicts them", 0),
+                ("METRIC", "Metres", "Real-world metres (needs a metric model: DA3 Metric Large or Nested)", 1),
+                ("FACTOR", "Factor", "Multiply depth and camera positions by a factor", 2),
+            )),
+        "scale_factor": FloatProperty(
+            name="Factor", default=1.0, min=1e-6, soft_max=100.0, description="Scene units per predicted unit"),
+        "fixed_intrinsics": BoolProperty(
+            name="Fixed lens", default=False,
+            description="Video: one focal length and lens shift for the whole shot (the median), no lens keys"),
+        "interpolation": EnumProperty(
+            name="Key interpolation", default="LINEAR",
+            description="How the video camera moves between the sampled frames",
+            items=(
+                ("LINEAR", "Linear", "Move the camera smoothly from one sampled frame to the next", 0),
+                ("CONSTANT", "Constant", "Hold each sampled camera until the next sampled frame", 1),
+            )),
+        "up_axis": EnumProperty(
+            name="Up axis", default="Z_UP",
+            description="How the reconstruction is oriented in the scene",
+            items=(
+                ("Z_UP", "Z up", "Blender's Z up: the first camera sits at the origin looking along +Y", 0),
+                ("KEEP", "As computed", "The first camera's own axes (OpenCV: Y down, Z forward), unrotated", 1),
+            )),
+    }
+
+
+def add_properties(cls, props: dict):
+    """Add property definitions to a class before it is registered."""
+    cls.__annotations__ = {**getattr(cls, "__annotations__", {}), **props}
+    return cls
+
+
+def import_options(source):
+    """The import settings of ``source`` (DA3Settings or the import operator) as ImportOptions.
+
+    The long-shot plane options are passed when the importer has them (scene/importer.py).
+    """
+    import dataclasses
+
+    from .scene.importer import ImportOptions
+
+    values = dict(
+        points=source.build_points,
+        planes=source.build_planes,
+        cameras=source.build_cameras,
+        fuse_points=source.fuse_points,
+        conf_percentile=source.conf_percentile,
+        max_points=source.max_points,
+        point_stride=source.point_stride,
+        plane_stride=source.plane_stride,
+        plane_texture=source.plane_texture,
+        pack_images=source.pack_images,
+        plane_edge_threshold=source.plane_edge_threshold,
+        up_axis=source.up_axis,
+        scale={"PREDICTED": "predicted", "METRIC": "metric"}.get(source.scale_mode, float(source.scale_factor)),
+        fixed_intrinsics=source.fixed_intrinsics,
+        interpolation=source.interpolation,
+        planes_max_views=source.planes_max_views,
+        planes_every=source.planes_every,
+    )
+    known = {f.name for f in dataclasses.fields(ImportOptions)}
+    return ImportOptions(**{k: v for k, v in values.items() if k in known})
+
+
+def copy_import_settings(source, target) -> None:
+    """Copy the import settings from one holder (settings, operator) to another."""
+    for name in import_properties():
+        setattr(target, name, getattr(source, name))
 
 
 class DA3ImagePath(PropertyGroup):
-    filepath: StringProperty(name="File", subtype="FILE_PATH")
+    filepath: StringProperty(name="File", subtype="FILE_PATH", description="An image to reconstruct")
 
 
 class DA3Settings(PropertyGroup):
-    """What the Run button reconstructs (Scene.da3_settings)."""
+    """What the Reconstruct button does (Scene.da3_settings)."""
 
     # input
-    input_mode: EnumProperty(name="Input", items=INPUT_MODES, default="IMAGES")
-    images: CollectionProperty(type=DA3ImagePath, name="Images")
-    images_index: IntProperty(default=0)
+    input_mode: EnumProperty(name="Input", items=INPUT_MODES, default="IMAGES",
+                             description="What to reconstruct: a list of images, a folder of images or a video")
+    images: CollectionProperty(type=DA3ImagePath, name="Images", description="The images to reconstruct")
+    images_index: IntProperty(default=0, name="Active image", description="The highlighted image in the list")
     folder: StringProperty(name="Folder", subtype="DIR_PATH", description="A folder of images")
     video: StringProperty(name="Video", subtype="FILE_PATH", description="A video file")
     video_fps: FloatProperty(
-        name="Frames per second", default=2.0, min=0.0, soft_max=30.0,
+        name="Frames per second", default=opt.DEFAULT_VIDEO_FPS, min=opt.EVERY_FRAME_FPS, soft_max=30.0,
         description="How many frames to take per second of video (0: every frame)",
     )
     video_start: FloatProperty(name="Start", default=0.0, min=0.0, unit="TIME_ABSOLUTE", description="Start time in seconds")
@@ -112,77 +232,66 @@ class DA3Settings(PropertyGroup):
     )
 
     # model
-    model: EnumProperty(name="Model", items=_model_items(), default=DEFAULT_MODEL)
+    model: EnumProperty(name="Model", items=_model_items(), default=DEFAULT_MODEL_ITEM,
+                        description="The Depth Anything 3 model: bigger is slower and more accurate "
+                                    "(downloaded once from the Hugging Face hub)")
     custom_model: StringProperty(
-        name="Repo or folder", description="Hugging Face repo id (owner/name) or a folder with config.json and model.safetensors"
+        name="Repo or folder", default=DEFAULT_CUSTOM_MODEL,
+        description="Hugging Face repo id (owner/name) or a folder with config.json and model.safetensors"
     )
     process_res: IntProperty(
-        name="Resolution", default=504, min=14, soft_max=1008, step=14,
-        description="Processing resolution in pixels (multiple of 14). Lower is faster and needs less memory",
+        name="Processing resolution", default=opt.DEFAULT_PROCESS_RES, min=opt.MIN_PROCESS_RES, soft_max=1008,
+        step=14, subtype="PIXEL",
+        description="Size in pixels the images are scaled to for the model (a multiple of 14; not the render "
+                    "resolution). Lower is faster and needs less memory",
     )
-    process_res_method: EnumProperty(name="Resize", items=PROCESS_RES_METHODS, default="upper_bound_resize")
-    device: EnumProperty(name="Device", items=DEVICES, default="DEFAULT")
+    process_res_method: EnumProperty(name="Fit", items=enum_items(opt.PROCESS_RES_METHODS),
+                                     default=opt.DEFAULT_PROCESS_RES_METHOD,
+                                     description="Which side of the image gets the processing resolution")
+    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default=PREFERENCES_DEVICE,
+                         description="Where the model runs")
 
     # options
     use_ray_pose: BoolProperty(
-        name="Ray pose", default=False, description="Camera poses from the ray head (slower, sometimes more accurate)"
+        name="Camera poses from rays", default=False,
+        description="Compute the camera poses from the model's per-pixel rays instead of its camera head "
+                    "(slower, sometimes more accurate)"
     )
-    ref_view_strategy: EnumProperty(name="Reference view", items=REF_VIEW_STRATEGIES, default="saddle_balanced")
+    ref_view_strategy: EnumProperty(name="Reference view", items=enum_items(opt.REF_VIEW_STRATEGIES),
+                                    default=opt.DEFAULT_REF_VIEW_STRATEGY,
+                                    description="Which view the model takes as its reference")
     use_selected_cameras: BoolProperty(
         name="Use selected cameras as known poses", default=False,
-        description="Condition the model on the selected camera objects (sorted by name, one per view)",
+        description="Condition the model on the selected camera objects, one per view, matched in natural "
+                    "name order (Cam2 before Cam10), e.g. from a motion-tracking solve",
     )
 
+    # long shots (streaming)
+    chunking: EnumProperty(name="Split into chunks", items=CHUNKING, default="VIDEO",
+                           description="Process many views in overlapping chunks aligned together: time grows "
+                                       "in step with the frame count and memory stays bounded")
+    chunk_size: IntProperty(
+        name="Chunk size", default=0, min=0, soft_max=256,
+        description="Views per chunk (0: automatic, from the device's memory). Bigger chunks are more "
+                    "consistent, need more memory",
+    )
+    chunk_overlap: IntProperty(
+        name="Overlap", default=0, min=0, soft_max=64,
+        description="Views shared by consecutive chunks, used to align them (0: automatic, a quarter of the chunk)",
+    )
+    chunk_align: EnumProperty(name="Alignment", items=enum_items(opt.CHUNK_ALIGN_CHOICES),
+                              default=opt.DEFAULT_CHUNK_ALIGN,
+                              description="How each chunk is fitted onto the previous ones")
+
     # build
-    build_points: BoolProperty(name="Point cloud", default=True, description="One point cloud of all views")
-    build_planes: BoolProperty(name="Depth planes", default=True, description="One displaced image plane per view")
-    build_cameras: BoolProperty(name="Cameras", default=True, description="Cameras (one animated camera for a video)")
-    conf_percentile: FloatProperty(
-        name="Confidence cut", default=40.0, min=0.0, max=100.0, subtype="PERCENTAGE",
-        description="Drop the least confident points, this percentage of them",
-    )
-    max_points: IntProperty(name="Max points", default=1_000_000, min=0, soft_max=10_000_000,
-                            description="Keep at most this many points, a random subset (0: all)")
-    point_stride: IntProperty(name="Point spacing", default=1, min=1, soft_max=16,
-                              description="One point every this many pixels in rows and columns (1: every pixel)")
-    fuse_points: BoolProperty(name="One cloud", default=True, description="One point cloud object (else one per view)")
-    plane_stride: IntProperty(name="Plane detail", default=4, min=1, soft_max=16,
-                              description="One plane vertex every this many pixels (1: every pixel)")
-    plane_texture: EnumProperty(name="Plane texture", default="processed", items=(
-        ("processed", "Processed", "The image at processing resolution (stored in the .blend)"),
-        ("original", "Original", "The source image file at full resolution"),
-    ))
-    pack_images: BoolProperty(
-        name="Pack original images", default=True,
-        description="Store original-resolution plane textures in the .blend (off: refer to the image files by path)",
-    )
-    plane_edge_threshold: FloatProperty(
-        name="Edge cut", default=0.1, min=0.0, soft_max=1.0,
-        description="Drop plane faces whose corner depths differ by more than this fraction (0: keep all)",
-    )
-    scale_mode: EnumProperty(name="Scale", default="PREDICTED", items=(
-        ("PREDICTED", "As predicted", "Depth and camera positions as the model predicts them"),
-        ("METRIC", "Metric", "Metres (needs a metric model: DA3 Metric Large with known focal, or Nested)"),
-        ("FACTOR", "Factor", "Multiply depth and camera positions by a factor"),
-    ))
-    scale_factor: FloatProperty(name="Factor", default=1.0, min=1e-6, soft_max=100.0,
-                                description="Scene units per predicted unit")
-    fixed_intrinsics: BoolProperty(
-        name="Fixed lens", default=False,
-        description="Video: one lens and shift for the whole shot (the median), no per-frame lens keys",
-    )
-    interpolation: EnumProperty(name="Keys", default="LINEAR", items=(
-        ("LINEAR", "Linear", "Interpolate the camera between sampled frames"),
-        ("CONSTANT", "Constant", "Hold each sampled camera until the next"),
-    ))
-    up_axis: EnumProperty(name="Up", default="Z_UP", items=(
-        ("Z_UP", "Z up", "Blender Z up, the first camera at the origin looking along +Y"),
-        ("KEEP", "OpenCV", "The first camera's OpenCV frame as is (Y down, Z forward)"),
-    ))
     keep_results: BoolProperty(
-        name="Keep result files", default=False, description="Keep the .npz result after importing (it can be imported again)"
+        name="Keep result files", default=False,
+        description="Keep the result (.npz) in the results folder of the extension's preferences (default: the "
+                    "extension's user folder), to import it again with File > Import > DA3 result"
     )
-    export_format: EnumProperty(name="Export", items=EXPORT_FORMATS, options={"ENUM_FLAG"}, default=set())
+    export_format: EnumProperty(name="Export", items=list(opt.EXPORT_FORMATS),  # ENUM_FLAG: Blender numbers the flags
+                                options={"ENUM_FLAG"}, default=set(),
+                                description="Files the worker also writes into the export folder")
     export_dir: StringProperty(name="Export folder", subtype="DIR_PATH", description="Where the worker writes the exports")
 
     @property
@@ -191,21 +300,25 @@ class DA3Settings(PropertyGroup):
         return self.custom_model.strip() if self.model == CUSTOM_MODEL else self.model
 
 
+add_properties(DA3Settings, import_properties())
+
+
 class DA3Runtime(PropertyGroup):
     """The job in progress and the last outcome (WindowManager.da3_runtime, not saved)."""
 
-    running: BoolProperty(default=False)
-    cancel_requested: BoolProperty(default=False)
-    stage: StringProperty(default="")
-    fraction: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
-    message: StringProperty(default="")
-    summary: StringProperty(default="")
-    error: StringProperty(default="")
+    running: BoolProperty(default=False, name="Running", description="A reconstruction is running")
+    cancel_requested: BoolProperty(default=False, name="Cancel requested", description="Cancel was pressed")
+    stage: StringProperty(default="", name="Stage", description="The worker's current stage")
+    fraction: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR", name="Progress",
+                            description="How much of the run is done")
+    message: StringProperty(default="", name="Message", description="The worker's latest progress message")
+    summary: StringProperty(default="", name="Summary", description="What the last run made")
+    error: StringProperty(default="", name="Error", description="Why the last run failed")
     # environment set-up and interpreter check (shown in the preferences)
-    env_busy: BoolProperty(default=False)
-    env_log: StringProperty(default="")
-    env_result: StringProperty(default="")
-    interpreter_info: StringProperty(default="")
+    env_busy: BoolProperty(default=False, name="Busy", description="The environment set-up or check is running")
+    env_log: StringProperty(default="", name="Set-up log", description="The last lines of the set-up output")
+    env_result: StringProperty(default="", name="Set-up result", description="How the environment set-up ended")
+    interpreter_info: StringProperty(default="", name="Interpreter", description="What the interpreter check found")
 
 
 CLASSES = (DA3ImagePath, DA3Settings, DA3Runtime)
@@ -214,8 +327,10 @@ CLASSES = (DA3ImagePath, DA3Settings, DA3Runtime)
 def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
-    bpy.types.Scene.da3_settings = PointerProperty(type=DA3Settings)
-    bpy.types.WindowManager.da3_runtime = PointerProperty(type=DA3Runtime)
+    bpy.types.Scene.da3_settings = PointerProperty(type=DA3Settings, name="DA3 settings",
+                                                   description="Depth Anything 3 reconstruction settings")
+    bpy.types.WindowManager.da3_runtime = PointerProperty(type=DA3Runtime, name="DA3 runtime",
+                                                          description="The running DA3 job")
 
 
 def unregister():

@@ -22,12 +22,14 @@ def _on_load_pre(*_args):
 def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
+    bpy.types.TOPBAR_MT_file_import.append(files.menu_import)
     bpy.app.handlers.load_pre.append(_on_load_pre)
 
 
 def unregister():
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)
+    bpy.types.TOPBAR_MT_file_import.remove(files.menu_import)
     environment.stop()
     session.shutdown()
     for cls in reversed(CLASSES):

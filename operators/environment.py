@@ -10,7 +10,8 @@ import bpy
 from bpy.props import EnumProperty
 from bpy.types import Operator
 
-from ..preferences import ENV_VARIANTS, environment_dir, get_preferences, worker_python
+from .. import preferences
+from ..preferences import ENV_VARIANTS, OFFLINE_HINT, environment_dir, get_preferences, worker_python
 
 POLL_INTERVAL = 0.25
 
@@ -100,8 +101,9 @@ class DA3_OT_setup_environment(Operator):
     bl_label = "Set up environment"
 
     variant: EnumProperty(
-        name="torch build", items=(("PREFS", "From preferences", ""),) + tuple(i[:3] for i in ENV_VARIANTS),
-        default="PREFS", options={"SKIP_SAVE"},
+        name="torch build", items=(("PREFS", "From preferences", "The torch build chosen in the preferences"),)
+        + tuple(i[:3] for i in ENV_VARIANTS),
+        default="PREFS", options={"SKIP_SAVE"}, description="Which build of torch to install",
     )
 
     @classmethod
@@ -111,6 +113,10 @@ class DA3_OT_setup_environment(Operator):
     def execute(self, context):
         from ..da3_blender import envs
 
+        if not preferences.online_access():  # Blender's "Allow Online Access" is off: download nothing
+            self.report({"ERROR"}, f"cannot set up the environment: {OFFLINE_HINT}, or choose your own Python "
+                                   "(Custom interpreter)")
+            return {"CANCELLED"}
         prefs = get_preferences(context)
         variant = prefs.env_variant if self.variant == "PREFS" else self.variant
         directory = environment_dir(prefs)

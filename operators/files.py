@@ -11,6 +11,7 @@ from bpy_extras.io_utils import ImportHelper
 
 from ..da3_blender.errors import DA3Error
 from ..da3_blender.inputs import IMAGE_EXTENSIONS, natural_key
+from ..properties import add_properties, copy_import_settings, import_options, import_properties
 from . import session
 
 
@@ -72,30 +73,87 @@ class DA3_OT_clear_images(Operator):
         return {"FINISHED"}
 
 
-class DA3_OT_import_result(Operator, ImportHelper):
-    """Import a DA3 result file (.npz, from this extension, the da3 command or official DA3)"""
+class DA3_OT_import_result(Operator):
+    """Import a DA3 result (.npz from this extension, the da3 command or the official DA3) as a point cloud, depth planes and cameras"""
 
     bl_idname = "da3.import_result"
     bl_label = "Import DA3 Result"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER", "UNDO"}  # the import settings stay adjustable in the redo panel
 
-    filename_ext = ".npz"
-    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    filepath: StringProperty(subtype="FILE_PATH", options={"HIDDEN", "SKIP_SAVE"}, name="File",
+                             description="The result file (.npz)")
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"}, name="Folder",
+                              description="The folder of the files")
+    files: CollectionProperty(type=OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"}, name="Files",
+                              description="The result files (.npz)")
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"}, name="Filter", description="Files shown")
+
+    def paths(self) -> list[str]:
+        names = [f.name for f in self.files if f.name]
+        if names and self.directory:
+            return [os.path.join(self.directory, n) for n in names]
+        return [self.filepath] if self.filepath else []
+
+    def invoke(self, context, event):
+        settings = getattr(context.scene, "da3_settings", None)
+        if settings is not None:  # start from the panel's Build settings
+            copy_import_settings(settings, self)
+        if self.paths():  # dropped on the viewport (FileHandler) or given by a script
+            return self.execute(context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def draw(self, context):
+        from ..panels import draw_import_settings
+
+        draw_import_settings(self.layout, self)
 
     def execute(self, context):
         from ..scene import importer
-        from .run import import_options
 
-        if not os.path.isfile(self.filepath):
-            self.report({"ERROR"}, f"file not found: {self.filepath}: choose a DA3 result (.npz)")
+        paths = [bpy.path.abspath(p) for p in self.paths()]
+        if not paths:
+            self.report({"ERROR"}, "no file given: choose a DA3 result (.npz)")
             return {"CANCELLED"}
-        try:
-            collection = importer.import_result_file(self.filepath, import_options(context.scene.da3_settings))
-        except DA3Error as ex:
-            self.report({"ERROR"}, str(ex))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"imported {os.path.basename(self.filepath)} -> '{getattr(collection, 'name', '')}'")
+        made = []
+        for path in paths:
+            if not os.path.isfile(path):
+                self.report({"ERROR"}, f"file not found: {path}: choose a DA3 result (.npz)")
+                return {"CANCELLED"}
+            name = os.path.splitext(os.path.basename(path))[0]
+            try:
+                collection = importer.import_result_file(path, import_options(self), name=name)
+            except DA3Error as ex:
+                self.report({"ERROR"}, f"{os.path.basename(path)}: {ex}")
+                return {"CANCELLED"}
+            made.append(getattr(collection, "name", name))
+        self.report({"INFO"}, f"imported {len(paths)} DA3 result(s) -> {', '.join(repr(m) for m in made)}")
         return {"FINISHED"}
+
+
+add_properties(DA3_OT_import_result, import_properties())
+
+
+def menu_import(self, context):
+    """File > Import > DA3 result (.npz)."""
+    self.layout.operator(DA3_OT_import_result.bl_idname, text="DA3 result (.npz)")
+
+
+if hasattr(bpy.types, "FileHandler"):  # Blender 4.1+: drop a result on the 3D viewport to import it
+
+    class DA3_FH_result(bpy.types.FileHandler):
+        bl_idname = "DA3_FH_result"
+        bl_label = "DA3 result"
+        bl_import_operator = DA3_OT_import_result.bl_idname
+        bl_file_extensions = ".npz"
+
+        @classmethod
+        def poll_drop(cls, context):
+            return context.area is not None and context.area.type == "VIEW_3D"
+
+    FILE_HANDLERS = (DA3_FH_result,)
+else:
+    FILE_HANDLERS = ()
 
 
 class DA3_OT_unload_model(Operator):
@@ -118,4 +176,5 @@ class DA3_OT_unload_model(Operator):
         return {"FINISHED"}
 
 
-CLASSES = (DA3_OT_add_images, DA3_OT_remove_image, DA3_OT_clear_images, DA3_OT_import_result, DA3_OT_unload_model)
+CLASSES = (DA3_OT_add_images, DA3_OT_remove_image, DA3_OT_clear_images, DA3_OT_import_result,
+           DA3_OT_unload_model) + FILE_HANDLERS

@@ -9,21 +9,15 @@ failed run leaves it exactly as it was.
 from __future__ import annotations
 
 import os
-import re
 import time
 
 import bpy
 
-from ..da3_blender.errors import BadInputError
-from ..preferences import get_preferences, results_dir, worker_env
-from ..properties import model_info
-from . import session, validate
+from . import session
+from .gather import gather
 
 # share of the progress bar per worker stage (in order)
 STAGES = (("load", 0.15), ("preprocess", 0.05), ("forward", 0.6), ("postprocess", 0.1), ("export", 0.05), ("save", 0.05))
-
-
-EVERY_FRAME = 1000.0  # an fps above any video's: the worker then takes every frame
 
 
 def overall_fraction(stage: str, fraction: float) -> float:
@@ -35,93 +29,14 @@ def overall_fraction(stage: str, fraction: float) -> float:
     return done if stage else 0.0
 
 
-def _job_name(settings, inputs: list[str]) -> str:
-    path = inputs[0].rstrip("/\\")
-    base = os.path.basename(path) if settings.input_mode == "FOLDER" else os.path.splitext(os.path.basename(path))[0]
-    return base or "DA3"
-
-
-def import_options(settings):
-    """The Build settings as scene.importer.ImportOptions."""
-    from ..scene.importer import ImportOptions
-
-    return ImportOptions(
-        points=settings.build_points,
-        planes=settings.build_planes,
-        cameras=settings.build_cameras,
-        fuse_points=settings.fuse_points,
-        conf_percentile=settings.conf_percentile,
-        max_points=settings.max_points,
-        point_stride=settings.point_stride,
-        plane_stride=settings.plane_stride,
-        plane_texture=settings.plane_texture,
-        pack_images=settings.pack_images,
-        plane_edge_threshold=settings.plane_edge_threshold,
-        up_axis=settings.up_axis,
-        scale={"PREDICTED": "predicted", "METRIC": "metric"}.get(settings.scale_mode, float(settings.scale_factor)),
-        fixed_intrinsics=settings.fixed_intrinsics,
-        interpolation=settings.interpolation,
-    )
-
-
 class Run:
     """A job from the panel's settings. ``Run(context)`` validates and raises on bad input."""
 
-    def __init__(self, context, settings=None):
-        settings = settings or context.scene.da3_settings  # not kept: undo may reallocate it
-        prefs = get_preferences(context)
-        inputs, images = validate.check_inputs(settings)
-        self.python = validate.check_worker(prefs)
-        self.env = worker_env(prefs)
-        model = settings.model_id
-        if not model:
-            raise BadInputError("no custom model given: enter a Hugging Face repo id or a local folder in DA3 > Model")
-        self.options = import_options(settings)
-        info = model_info(model)
-        if info is not None and not info["pose"] and settings.build_cameras and len(images) > 1:
-            raise BadInputError(f"{info['label']} predicts depth only, no camera poses, so {len(images)} images "
-                                "cannot be placed together: use a multi-view model (DA3 Small/Base/Large/Giant/"
-                                "Nested), one image, or turn off Cameras in DA3 > Build")
-        if info is not None and settings.scale_mode == "METRIC" and info["depth"] != "metric":
-            raise BadInputError(f"{info['label']} predicts relative depth, so Scale 'Metric' cannot apply: choose "
-                                "DA3 Metric Large or Nested, or set DA3 > Build > Scale to 'As predicted' or 'Factor'")
-        job_options = {
-            "process_res": int(settings.process_res),
-            "process_res_method": settings.process_res_method,
-            "use_ray_pose": bool(settings.use_ray_pose),
-            "ref_view_strategy": settings.ref_view_strategy,
-            "conf_thresh_percentile": float(settings.conf_percentile),
-            "num_max_points": int(settings.max_points),
-        }
-        if settings.use_selected_cameras:
-            scale = self.options.scale if isinstance(self.options.scale, (int, float)) else 1.0
-            job_options["extrinsics"], job_options["intrinsics"] = validate.known_poses(context, images, self.options.up_axis, scale)
-        self.name = _job_name(settings, inputs)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name)[:60]
-        self.output = os.path.join(results_dir(prefs), f"{safe}-{stamp}-{os.getpid()}.npz")
-        device = prefs.default_device if settings.device == "DEFAULT" else settings.device
-        self.job = {
-            "inputs": inputs,
-            "output": self.output,
-            "model": model,
-            "device": device,
-            "options": job_options,
-        }
-        if settings.input_mode == "VIDEO":
-            self.job["video"] = {
-                "fps": settings.video_fps or EVERY_FRAME,
-                "start": settings.video_start or None,
-                "end": settings.video_end or None,
-                "max_frames": settings.max_frames or None,
-            }
-        if settings.export_format:
-            export_dir = bpy.path.abspath(settings.export_dir) if settings.export_dir.strip() else ""
-            if not export_dir:
-                raise BadInputError("export formats chosen but no export folder: set it in DA3 > Build")
-            self.job["export_dir"] = export_dir
-            self.job["export_format"] = "-".join(sorted(settings.export_format))
-        self.keep_results = settings.keep_results
+    def __init__(self, context):
+        setup = gather(context)  # settings and preferences read once, checked; nothing started yet
+        self.job, self.python, self.env = setup.job, setup.python, setup.env
+        self.options, self.name, self.keep_results = setup.import_options, setup.name, setup.keep_results
+        self.output = self.job["output"]
         self.client = None
         self.job_id = None
         self.stage, self.fraction, self.message = "", 0.0, ""
@@ -193,7 +108,7 @@ class Run:
             collection = importer.import_result_file(path, self.options)
         except Exception as ex:  # the importer removes what it created; keep the file for a retry
             return False, (f"DA3 import failed ({ex}); the result is kept at {path}: "
-                           "import it again with DA3 > Import Result")
+                           "import it again with File > Import > DA3 result")
         try:
             bpy.ops.ed.undo_push(message="DA3 Reconstruct")
         except RuntimeError:

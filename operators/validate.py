@@ -7,12 +7,12 @@ says what is wrong and what to do; nothing is started or created before they all
 from __future__ import annotations
 
 import os
+import struct
 
 import bpy
 
 from ..da3_blender.errors import BadInputError, MissingDependencyError
 from ..da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
-from ..preferences import environment_dir, worker_python
 
 
 def _ext(path: str) -> str:
@@ -97,10 +97,13 @@ def check_video(path: str, settings) -> None:
         raise BadInputError(f"the end time {end:.2f} s is not after the start time {start:.2f} s: raise End or set it to 0")
 
 
-def check_worker(prefs) -> str:
-    """The worker's interpreter, after checking it exists (managed environment: that it is set up)."""
-    python = worker_python(prefs)
-    if prefs.python_mode == "CUSTOM":
+def check_worker(worker: dict) -> str:
+    """The worker's interpreter, after checking it exists (managed environment: that it is set up).
+
+    ``worker``: the preferences as read once by ``preferences.read_worker_settings``.
+    """
+    python = worker["python"]
+    if not worker["managed"]:
         if not python:
             raise MissingDependencyError("no Python interpreter set: choose one in Preferences > Add-ons > DA3 for "
                                          "Blender, or use the managed environment")
@@ -110,32 +113,75 @@ def check_worker(prefs) -> str:
         return python
     from ..da3_blender import envs
 
-    if not envs.is_ready(environment_dir(prefs)):
+    if not envs.is_ready(worker["env_dir"]):
         raise MissingDependencyError("the DA3 environment is not set up: open Preferences > Add-ons > DA3 for Blender "
                                      "and press 'Set up environment' (once), or choose your own Python there")
     return python
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _header_size(path: str) -> tuple[int, int] | None:
+    """(W, H) from a PNG or JPEG header (a few bytes read); None for other formats."""
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            return struct.unpack(">II", head[16:24])
+        if head[:2] != b"\xff\xd8":
+            return None
+        fh.seek(2)
+        while True:
+            marker = fh.read(2)
+            if len(marker) < 2 or marker[0] != 0xFF:
+                return None
+            while marker[1] == 0xFF:  # fill bytes
+                marker = marker[1:] + fh.read(1)
+            if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:  # markers without a length
+                continue
+            length = struct.unpack(">H", fh.read(2))[0]
+            if marker[1] in _JPEG_SOF:
+                h, w = struct.unpack(">xHH", fh.read(5))
+                return w, h
+            fh.seek(length - 2, os.SEEK_CUR)
+
+
 def image_size(path: str) -> tuple[int, int]:
-    """(W, H) of an image file, read through a temporary Blender image that is removed again."""
-    img = bpy.data.images.load(path, check_existing=False)
+    """(W, H) of an image file without creating a Blender data-block: PNG and JPEG from their header,
+    other formats through ``imbuf`` (an image buffer outside ``bpy.data``)."""
     try:
-        return tuple(int(v) for v in img.size)
-    finally:
-        bpy.data.images.remove(img)
+        size = _header_size(path)
+    except (OSError, struct.error):
+        size = None
+    if size is None:
+        import imbuf
+
+        try:
+            buf = imbuf.load(path)
+        except (OSError, ValueError) as ex:
+            raise BadInputError(f"cannot read the image {path} ({ex}): check the file or remove it") from None
+        try:
+            size = buf.size
+        finally:
+            buf.free()
+    return int(size[0]), int(size[1])
 
 
 def known_poses(context, images: list[str], up="Z_UP", scale: float = 1.0) -> tuple[list, list]:
-    """World-to-camera (N,4,4) and K (N,3,3, original pixels) from the selected cameras, by name."""
+    """World-to-camera (N,4,4) and K (N,3,3, original pixels) from the selected cameras.
+
+    Cameras are matched to the images in natural name order (Cam2 before Cam10), the order the images
+    themselves are read in.
+    """
     from ..scene.cameras import blender_camera_to_opencv
 
-    cams = sorted((ob for ob in context.selected_objects if ob.type == "CAMERA"), key=lambda ob: ob.name)
+    cams = sorted((ob for ob in context.selected_objects if ob.type == "CAMERA"), key=lambda ob: natural_key(ob.name))
     if not images:
         raise BadInputError("known camera poses work with images or a folder, not a video: "
                             "turn off 'Use selected cameras' or use extracted frames")
     if len(cams) != len(images):
         raise BadInputError(f"{len(cams)} camera(s) selected for {len(images)} image(s): select exactly one camera "
-                            "per image (matched in name order), or turn off 'Use selected cameras'")
+                            "per image (matched in natural name order), or turn off 'Use selected cameras'")
     extrinsics, intrinsics = [], []
     for cam, path in zip(cams, images):
         w2c, k, (w, h) = blender_camera_to_opencv(cam, context.scene, up=up, scale=scale)

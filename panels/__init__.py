@@ -1,4 +1,5 @@
-"""The DA3 sidebar panel (3D View > Sidebar > DA3): Input, Model, Options, Build, Run."""
+"""The DA3 sidebar panel (3D View > Sidebar > DA3): Input, Model, Options, Long shots, Build (with
+Export), and the Reconstruct button with its progress."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import os
 import bpy
 from bpy.types import Panel, UIList
 
-from ..preferences import _prop
+from ..da3_blender import options as opt
+from ..preferences import OFFLINE_HINT, _prop, get_preferences, online_access, user_dir, wrap_lines
 from ..properties import CUSTOM_MODEL, model_info
+
 
 
 class _Sidebar:
@@ -22,6 +25,60 @@ class _Sub(_Sidebar):
 
     def layout_enabled(self, context):
         self.layout.enabled = not context.window_manager.da3_runtime.running
+
+
+def draw_wrapped(layout, context, text: str, icon: str = "NONE", alert: bool = False) -> None:
+    col = layout.column(align=True)
+    col.alert = alert
+    for i, line in enumerate(wrap_lines(context, text)):
+        col.label(text=line, icon=icon if i == 0 else ("BLANK1" if icon != "NONE" else "NONE"))
+
+
+def _ordinal(n: int) -> str:
+    return {1: "", 2: "2nd ", 3: "3rd "}.get(n, f"{n}th ")
+
+
+def planes_rule(data) -> str:
+    """What the long-shot plane settings do, in words."""
+    every = f"a depth plane for every {_ordinal(data.planes_every)}view" if data.planes_every > 1 \
+        else "a depth plane for every view"
+    if data.planes_max_views:
+        return f"{every.capitalize()}; none when the result has more than {data.planes_max_views} views"
+    return every.capitalize()
+
+
+def draw_import_settings(layout, data, long_shots: bool = True) -> None:
+    """The import settings (the Build panel and the import operator's redo panel draw the same; the
+    panel shows the long-shot plane settings in its Long Shots section)."""
+    col = layout.column(heading="Create")
+    col.prop(data, "build_points")
+    col.prop(data, "build_planes")
+    col.prop(data, "build_cameras")
+    col = layout.column(align=True)
+    col.active = data.build_points
+    col.prop(data, "conf_percentile")
+    col.prop(data, "max_points")
+    col.prop(data, "point_stride")
+    col.prop(data, "fuse_points")
+    col = layout.column(align=True)
+    col.active = data.build_planes
+    col.prop(data, "plane_stride")
+    col.prop(data, "plane_texture")
+    if data.plane_texture == "original":
+        col.prop(data, "pack_images")
+    col.prop(data, "plane_edge_threshold")
+    if long_shots:
+        col.prop(data, "planes_every")
+        col.prop(data, "planes_max_views")
+    col = layout.column(align=True)
+    col.active = data.build_cameras
+    col.prop(data, "fixed_intrinsics")
+    col.prop(data, "interpolation")
+    layout.prop(data, "up_axis")
+    row = layout.row(align=True)
+    row.prop(data, "scale_mode")
+    if data.scale_mode == "FACTOR":
+        row.prop(data, "scale_factor", text="")
 
 
 class DA3_UL_images(UIList):
@@ -51,11 +108,11 @@ class DA3_PT_main(_Sidebar, Panel):
         row.scale_y = 1.5
         row.operator("da3.reconstruct", text="Reconstruct", icon="PLAY")
         if runtime.error:
-            col = layout.column(align=True)
-            col.alert = True
-            col.label(text=runtime.error, icon="ERROR")
+            draw_wrapped(layout, context, runtime.error, icon="ERROR", alert=True)
         elif runtime.summary:
-            layout.label(text=runtime.summary, icon="CHECKMARK")
+            draw_wrapped(layout, context, runtime.summary, icon="CHECKMARK")
+        if not online_access():
+            draw_wrapped(layout, context, OFFLINE_HINT, icon="INTERNET_OFFLINE")
         row = layout.row(align=True)
         row.operator("da3.import_result", text="Import Result", icon="IMPORT")
         row.operator("da3.unload_model", text="Unload Model", icon="X")
@@ -84,6 +141,8 @@ class DA3_PT_input(_Sub, Panel):
             layout.prop(s, "video")
             col = layout.column(align=True)
             col.prop(s, "video_fps")
+            if s.video_fps == opt.EVERY_FRAME_FPS:
+                col.label(text="Every frame of the video", icon="INFO")
             row = col.row(align=True)
             row.prop(s, "video_start")
             row.prop(s, "video_end")
@@ -113,7 +172,7 @@ class DA3_PT_model(_Sub, Panel):
         col.prop(s, "process_res")
         col.prop(s, "process_res_method")
         if s.process_res_method.startswith("lower_bound"):
-            col.label(text="Shortest side = resolution: needs more memory", icon="ERROR")
+            col.label(text="Shortest side: more pixels, more memory", icon="ERROR")
         layout.prop(s, "device")
 
 
@@ -131,7 +190,32 @@ class DA3_PT_options(_Sub, Panel):
         layout.prop(s, "use_selected_cameras")
         if s.use_selected_cameras:
             n = sum(1 for ob in context.selected_objects if ob.type == "CAMERA")
-            layout.label(text=f"{n} camera(s) selected, one per view, in name order", icon="CAMERA_DATA")
+            layout.label(text=f"{n} camera(s) selected, matched by name", icon="CAMERA_DATA")
+
+
+class DA3_PT_long_shots(_Sub, Panel):
+    bl_idname = "DA3_PT_long_shots"
+    bl_label = "Long Shots"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        self.layout_enabled(context)
+        s = context.scene.da3_settings
+        layout = self.layout
+        draw_wrapped(layout, context, "Many frames are processed in overlapping chunks, each aligned to the "
+                                      "previous ones: time grows in step with the shot, memory stays bounded.",
+                     icon="INFO")
+        layout.prop(s, "chunking")
+        col = layout.column(align=True)
+        col.active = s.chunking != "OFF"
+        col.prop(s, "chunk_size", text="Chunk size (0: auto)")
+        col.prop(s, "chunk_overlap", text="Overlap (0: auto)")
+        col.prop(s, "chunk_align")
+        col = layout.column(align=True)
+        col.label(text="Depth planes", icon="MESH_GRID")
+        col.prop(s, "planes_every")
+        col.prop(s, "planes_max_views")
+        draw_wrapped(col, context, planes_rule(s))
 
 
 class DA3_PT_build(_Sub, Panel):
@@ -142,40 +226,34 @@ class DA3_PT_build(_Sub, Panel):
         self.layout_enabled(context)
         s = context.scene.da3_settings
         layout = self.layout
-        col = layout.column(heading="Create")
-        col.prop(s, "build_points")
-        col.prop(s, "build_planes")
-        col.prop(s, "build_cameras")
-        col = layout.column(align=True)
-        col.active = s.build_points
-        col.prop(s, "conf_percentile")
-        col.prop(s, "max_points")
-        col.prop(s, "point_stride")
-        col.prop(s, "fuse_points")
-        col = layout.column(align=True)
-        col.active = s.build_planes
-        col.prop(s, "plane_stride")
-        col.prop(s, "plane_texture")
-        if s.plane_texture == "original":
-            col.prop(s, "pack_images")
-        col.prop(s, "plane_edge_threshold")
-        col = layout.column(align=True)
-        col.active = s.build_cameras
-        col.prop(s, "fixed_intrinsics")
-        col.prop(s, "interpolation")
-        layout.prop(s, "up_axis")
-        row = layout.row(align=True)
-        row.prop(s, "scale_mode")
-        if s.scale_mode == "FACTOR":
-            row.prop(s, "scale_factor", text="")
+        draw_import_settings(layout, s, long_shots=False)
         layout.prop(s, "keep_results")
-        col = layout.column(heading="Export")
-        col.prop(s, "export_format")
-        if s.export_format:
-            col.prop(s, "export_dir")
+        if s.keep_results:
+            prefs = get_preferences(context)
+            where = bpy.path.abspath(prefs.results_dir) if prefs.results_dir else user_dir("results")
+            draw_wrapped(layout, context, f"Kept in {where}", icon="FILE_FOLDER")
 
 
-CLASSES = (DA3_UL_images, DA3_PT_main, DA3_PT_input, DA3_PT_model, DA3_PT_options, DA3_PT_build)
+class DA3_PT_export(_Sidebar, Panel):
+    bl_idname = "DA3_PT_export"
+    bl_label = "Export"
+    bl_parent_id = "DA3_PT_build"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        self.layout.enabled = not context.window_manager.da3_runtime.running
+        s = context.scene.da3_settings
+        layout = self.layout
+        grid = layout.grid_flow(row_major=True, columns=2, even_columns=True, align=True)
+        for name in opt.EXPORT_FORMAT_NAMES:
+            grid.prop_enum(s, "export_format", name)
+        col = layout.column()
+        col.active = bool(s.export_format)
+        col.prop(s, "export_dir")
+
+
+CLASSES = (DA3_UL_images, DA3_PT_main, DA3_PT_input, DA3_PT_model, DA3_PT_options, DA3_PT_long_shots, DA3_PT_build,
+           DA3_PT_export)
 
 
 def register():

@@ -1,19 +1,32 @@
 """Build the installable extension zip, as ``blender --command extension build`` would.
 
     python scripts/build_extension.py [--output-dir dist] [--quiet]
+    python scripts/build_extension.py --repo DIR      # also a remote repository index in DIR
 
 The files of the repository root go to the zip root (manifest included), minus the manifest's
 ``[build] paths_exclude_pattern`` (gitignore-style patterns). The zip is named
 ``<id>-<version>.zip``. Before writing, the manifest is checked (it parses, required fields,
 formats) and every ``.py`` is compiled; after writing, the archive is re-read and checked again.
 Install the result in Blender with Preferences > Get Extensions > Install from Disk.
+
+``--repo DIR`` puts the zip into DIR and writes DIR/index.json (and index.html) with Blender's own
+``server-generate`` (the ``blender_ext.py`` tool shipped with Blender and the bpy module): upload DIR
+to any static web server and add ``https://<server>/<dir>/index.json`` in Blender as a remote
+repository (Preferences > Get Extensions > Repositories > + > Add Remote Repository); artists then
+get updates there. The tool is found in the installed bpy module, or give ``--blender-ext PATH``
+(``<blender>/<version>/scripts/addons_core/bl_pkg/cli/blender_ext.py``). The index is re-read
+and must list the zip with its size and hash.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
+import json
 import os
 import re
+import subprocess
 import sys
 import tomllib
 import zipfile
@@ -198,21 +211,70 @@ def build(source: Path = REPO_ROOT, output_dir: Path | None = None) -> tuple[Pat
     return out, files
 
 
+BLENDER_EXT = "scripts/addons_core/bl_pkg/cli/blender_ext.py"  # below <blender>/<version>/
+
+
+def find_blender_ext() -> Path:
+    """Blender's extension tool in the installed bpy module (``bpy/<version>/scripts/...``)."""
+    spec = importlib.util.find_spec("bpy")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        found = sorted(Path(folder).glob("*/" + BLENDER_EXT))
+        if found:
+            return found[-1]
+    raise BuildError("Blender's blender_ext.py not found (no bpy module here): pass --blender-ext "
+                     f"<blender>/<version>/{BLENDER_EXT}")
+
+
+def write_repository_index(repo: Path, zip_path: Path, manifest: dict, blender_ext: Path | None = None) -> Path:
+    """Run Blender's ``server-generate`` on ``repo`` and check that index.json lists ``zip_path``."""
+    tool = Path(blender_ext) if blender_ext else find_blender_ext()
+    if not tool.is_file():
+        raise BuildError(f"{tool} not found: pass the path of Blender's blender_ext.py with --blender-ext")
+    proc = subprocess.run([sys.executable, str(tool), "server-generate", "--repo-dir", str(repo), "--html"],
+                          capture_output=True, text=True, timeout=300)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    if proc.returncode != 0:
+        raise BuildError(f"server-generate failed: {out}")
+    index = repo / "index.json"
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as ex:
+        raise BuildError(f"server-generate wrote no readable {index} ({ex}): {out}") from None
+    entries = [e for e in data.get("data", []) if e.get("archive_url") == "./" + zip_path.name]
+    digest = "sha256:" + hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    if len(entries) != 1 or entries[0].get("id") != manifest["id"] or entries[0].get("version") != manifest["version"] \
+            or entries[0].get("archive_hash") != digest or entries[0].get("archive_size") != zip_path.stat().st_size:
+        raise BuildError(f"{index} does not list {zip_path.name} with its id, version, size and hash: {out}")
+    return index
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="build_extension", description=__doc__.splitlines()[0])
     parser.add_argument("--source-dir", type=Path, default=REPO_ROOT, help="extension root (default: this repo)")
     parser.add_argument("--output-dir", type=Path, default=None, help="where the zip goes (default: <source>/dist)")
     parser.add_argument("--quiet", action="store_true", help="print only the zip path")
+    parser.add_argument("--repo", type=Path, default=None, metavar="DIR",
+                        help="put the zip into DIR and write DIR/index.json with Blender's server-generate: a remote "
+                             "repository to host on a static web server")
+    parser.add_argument("--blender-ext", type=Path, default=None, metavar="PATH",
+                        help="Blender's blender_ext.py (default: found in the installed bpy module)")
     args = parser.parse_args(argv)
     try:
-        out, files = build(args.source_dir, args.output_dir)
-    except (BuildError, OSError) as ex:
+        if args.repo is not None and args.output_dir is not None and args.output_dir.resolve() != args.repo.resolve():
+            raise BuildError("give --repo or --output-dir, not both: with --repo the zip goes into the repository")
+        out, files = build(args.source_dir, args.repo if args.repo is not None else args.output_dir)
+        index = write_repository_index(args.repo, out, read_manifest(Path(args.source_dir).resolve()),
+                                       args.blender_ext) if args.repo is not None else None
+    except (BuildError, OSError, subprocess.SubprocessError) as ex:
         print(f"build_extension: error: {ex}", file=sys.stderr)
         return 1
     if not args.quiet:
         for rel in files:
             print(f"  {rel}")
         print(f"{len(files)} files, {out.stat().st_size / 1024:.0f} KiB")
+        if index is not None:
+            print(f"repository index: {index} (host {index.parent} and add <url>/index.json in Blender as a "
+                  "remote repository)")
     print(out)
     return 0
 

@@ -152,7 +152,7 @@ def configure(context, package: str, args) -> dict:
         s.video_start = args.start or 0.0
         s.video_end = args.end or 0.0
         s.max_frames = args.max_frames or 0
-    model = args.model or props.DEFAULT_MODEL
+    model = args.model or import_module(f"{package}.da3_blender.options").default_model()
     if props.model_info(model) is not None:
         s.model = model
     else:

@@ -4,6 +4,7 @@ panels and the checks the Run button makes before starting anything."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -101,6 +102,43 @@ def test_build_matches_blenders_own_builder(tmp_path):
         assert sorted(b.namelist()) == sorted(a.namelist())
 
 
+def test_repo_index_lets_blender_install_the_zip_from_a_web_folder(tmp_path):
+    """--repo DIR: the zip plus index.json from Blender's server-generate; Blender's own client reads
+    the index and installs the extension from it (a file:// URL stands in for the static web server)."""
+    tool = _blender_ext()
+    repo = tmp_path / "repo"
+    proc = _build(tmp_path, "--repo", str(repo), "--blender-ext", str(tool), "--quiet")
+    assert proc.returncode == 1 and "not both" in proc.stderr  # --output-dir elsewhere and --repo
+    proc = subprocess.run([sys.executable, str(BUILD), "--repo", str(repo)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    manifest = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
+    zip_name = f"{EXTENSION_PACKAGE}-{manifest['version']}.zip"
+    assert (repo / zip_name).is_file() and (repo / "index.html").is_file()
+    spec = importlib.util.spec_from_file_location("blender_ext", tool)
+    blender_ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(blender_ext)
+    assert blender_ext.repo_json_is_valid_or_error(str(repo / "index.json")) is None
+    (entry,) = json.loads((repo / "index.json").read_text())["data"]
+    assert (entry["id"], entry["version"], entry["archive_url"]) == (EXTENSION_PACKAGE, manifest["version"],
+                                                                     "./" + zip_name)
+    local = tmp_path / "installed"
+    local.mkdir()
+    url = (repo / "index.json").as_uri()
+    listed = subprocess.run([sys.executable, str(tool), "list", "--remote-url", url, "--local-dir", str(local)],
+                            capture_output=True, text=True, timeout=120)
+    assert f"{EXTENSION_PACKAGE}({manifest['version']})" in listed.stdout, listed.stdout + listed.stderr
+    synced = subprocess.run([sys.executable, str(tool), "sync", "--remote-url", url, "--local-dir", str(local)],
+                            capture_output=True, text=True, timeout=120)  # Blender's "Check for Updates"
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    inst = subprocess.run([sys.executable, str(tool), "install", "--remote-url", url, "--local-dir", str(local),
+                           EXTENSION_PACKAGE], capture_output=True, text=True, timeout=120)
+    assert inst.returncode == 0, inst.stdout + inst.stderr
+    installed = local / EXTENSION_PACKAGE
+    assert tomllib.loads((installed / "blender_manifest.toml").read_text("utf-8")) == manifest
+    assert (installed / "__init__.py").is_file() and (installed / "operators" / "gather.py").is_file()
+
+
 def _tiny_source(tmp_path, manifest_edit=None, extra=None):
     src = tmp_path / "src"
     src.mkdir()
@@ -133,7 +171,8 @@ def test_build_refuses_python_that_does_not_compile(tmp_path):
 
 
 # -- registration ---------------------------------------------------------------------------------
-CLASS_NAMES = ("DA3_PT_main", "DA3_PT_input", "DA3_PT_model", "DA3_PT_options", "DA3_PT_build", "DA3_UL_images",
+CLASS_NAMES = ("DA3_PT_main", "DA3_PT_input", "DA3_PT_model", "DA3_PT_options", "DA3_PT_long_shots", "DA3_PT_build",
+               "DA3_PT_export", "DA3_UL_images", "DA3_FH_result",
                "DA3_OT_reconstruct", "DA3_OT_cancel", "DA3_OT_import_result", "DA3_OT_unload_model",
                "DA3_OT_setup_environment", "DA3_OT_check_interpreter", "DA3_OT_add_images")
 
@@ -148,7 +187,7 @@ def test_register_and_unregister_cleanly_twice(extension):
     import bpy
 
     from da3_for_blender import operators, panels, preferences, properties
-    from da3_for_blender.operators import environment, session
+    from da3_for_blender.operators import environment, files, session
 
     ours = operators.CLASSES + panels.CLASSES + properties.CLASSES + (preferences.DA3Preferences,)
     assert addon_utils.check(EXTENSION_PACKAGE)[1] is False, "enabled by an earlier test"
@@ -163,6 +202,7 @@ def test_register_and_unregister_cleanly_twice(extension):
         assert bpy.context.scene.da3_settings.process_res == 504
         assert bpy.context.preferences.addons[EXTENSION_PACKAGE].preferences.python_mode == "MANAGED"
         assert bpy.ops.da3.reconstruct.poll()
+        assert files.menu_import in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()  # File > Import
         addon_utils.disable(EXTENSION_PACKAGE, default_set=True, handle_error=None)
         for name in CLASS_NAMES:
             assert not hasattr(bpy.types, name), f"{name} left registered"
@@ -171,6 +211,7 @@ def test_register_and_unregister_cleanly_twice(extension):
         assert "da3_runtime" not in bpy.types.WindowManager.bl_rna.properties
         assert EXTENSION_PACKAGE not in bpy.context.preferences.addons
         assert _handler_counts(bpy) == handlers
+        assert files.menu_import not in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()
         assert not bpy.app.timers.is_registered(environment._poll)
         assert session.current() is None and session.active_run is None
 
@@ -193,8 +234,11 @@ def registered(extension, tmp_path):
     addon_utils.disable(EXTENSION_PACKAGE, default_set=True, handle_error=None)
 
 
-def test_preferences_become_the_workers_environment(registered, tmp_path):
+def test_preferences_become_the_workers_environment(registered, tmp_path, monkeypatch):
+    from da3_for_blender import preferences
     from da3_for_blender.preferences import get_preferences, worker_env, worker_python
+
+    monkeypatch.setattr(preferences, "online_access", lambda: True)  # Blender's "Allow Online Access" on
 
     prefs = get_preferences(registered)
     prefs.model_cache_dir = str(tmp_path / "cache")
@@ -207,6 +251,8 @@ def test_preferences_become_the_workers_environment(registered, tmp_path):
     assert env["HF_HUB_OFFLINE"] == "1"
     prefs.model_cache_dir, prefs.hf_endpoint, prefs.offline = "", "", False
     assert worker_env(prefs) == {}
+    monkeypatch.setattr(preferences, "online_access", lambda: False)  # Blender offline: no hub downloads
+    assert worker_env(prefs) == {"HF_HUB_OFFLINE": "1"}
     assert worker_python(prefs) == sys.executable
     prefs.python_mode, prefs.env_dir = "MANAGED", str(tmp_path / "env")
     assert Path(worker_python(prefs)).is_relative_to(tmp_path / "env")
@@ -224,7 +270,15 @@ class _Layout:
     def _sub(self, *args, **kwargs):
         return _Layout(self.log)
 
-    row = column = box = split = _sub
+    row = column = box = split = grid_flow = _sub
+
+    def separator(self, **kwargs):
+        pass
+
+    def prop_enum(self, data, name, value, **kwargs):
+        assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name}"
+        assert value in data.bl_rna.properties[name].enum_items, f"{name} has no item {value}"
+        self.log.append(("prop_enum", name, value))
 
     def prop(self, data, name, **kwargs):
         assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name}"
@@ -263,7 +317,7 @@ def test_panels_draw_every_mode_with_existing_properties(registered):
     s = registered.scene.da3_settings
     rt = registered.window_manager.da3_runtime
     panels = [getattr(bpy.types, n) for n in ("DA3_PT_main", "DA3_PT_input", "DA3_PT_model", "DA3_PT_options",
-                                               "DA3_PT_build")]
+                                               "DA3_PT_long_shots", "DA3_PT_build", "DA3_PT_export")]
     for mode in ("IMAGES", "FOLDER", "VIDEO"):
         s.input_mode = mode
         s.model = "CUSTOM" if mode == "FOLDER" else "depth-anything/DA3-LARGE-1.1"
@@ -303,7 +357,7 @@ def test_panels_draw_every_mode_with_existing_properties(registered):
 def test_model_table_agrees_with_the_core(extension):
     from da3_blender.model.config import capabilities, model_name_for_repo
 
-    from da3_for_blender.properties import MODEL_ZOO
+    from da3_for_blender.da3_blender.options import MODEL_ZOO
 
     for repo, _label, _params, licence, depth, pose in MODEL_ZOO:
         caps = capabilities(model_name_for_repo(repo))
@@ -399,7 +453,7 @@ def test_metric_scale_needs_a_metric_model(registered, soh_images):
     s = registered.scene.da3_settings
     s.input_mode, s.model, s.scale_mode = "IMAGES", "depth-anything/DA3-SMALL", "METRIC"
     s.images.add().filepath = str(soh_images[0])
-    _refused(registered, "DA3 Small predicts relative depth, so Scale 'Metric' cannot apply")
+    _refused(registered, "DA3 Small predicts relative depth, so Scale 'Metres' cannot apply")
 
 
 def test_check_interpreter_shows_torch_and_devices(registered, tmp_path):
@@ -586,7 +640,7 @@ def test_a_result_that_fails_to_import_is_kept_for_a_retry(registered, tmp_path)
     run.options, run.keep_results, run.cancel_requested, run.name = ImportOptions(), False, False, "x"
     before = {k: len(getattr(bpy.data, k)) for k in ("objects", "collections", "meshes", "images")}
     ok, message = run.finish(registered)
-    assert not ok and f"the result is kept at {bad}" in message and "Import Result" in message
+    assert not ok and f"the result is kept at {bad}" in message and "File > Import > DA3 result" in message
     assert bad.is_file()
     assert {k: len(getattr(bpy.data, k)) for k in before} == before
 
@@ -595,7 +649,7 @@ def test_build_options_reach_the_importer(registered):
     """Confidence cut, max points, point spacing, plane detail/texture and packing: panel -> import."""
     import bpy
 
-    from da3_for_blender.operators.run import import_options
+    from da3_for_blender.properties import import_options
 
     s = registered.scene.da3_settings
     s.conf_percentile, s.max_points, s.point_stride, s.plane_stride = 25.0, 5000, 3, 2
@@ -614,3 +668,253 @@ def test_build_options_reach_the_importer(registered):
     assert import_options(s).scale == "metric"
     shown = {e[1] for e in _draw(bpy.types.DA3_PT_build, registered) if e[0] == "prop"}
     assert {"plane_edge_threshold", "fixed_intrinsics", "interpolation", "scale_mode"} <= shown
+
+
+# -- the first hour: one job, natural order, wording, File > Import ---------------------------------
+def _png(path: Path, width: int, height: int) -> Path:
+    """A tiny grey PNG written with the standard library."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + b"\x80" * (3 * width) for _ in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_known_poses_follow_the_images_natural_order(registered, tmp_path):
+    """frame_2 gets cam_2's pose, not cam_10's: cameras are matched in the images' natural order."""
+    import bpy
+    import numpy as np
+
+    from da3_for_blender.operators.gather import gather_job
+    from da3_for_blender.scene.cameras import blender_camera_to_opencv
+
+    n = 12
+    folder = tmp_path / "shot"
+    folder.mkdir()
+    for i in range(1, n + 1):
+        _png(folder / f"frame_{i}.png", 32, 24)
+    s = registered.scene.da3_settings
+    s.input_mode, s.folder = "FOLDER", str(folder)
+    s.model, s.custom_model = "CUSTOM", str(tmp_path)  # a local folder: nothing to download
+    s.use_selected_cameras = True
+    cams = []
+    try:
+        for i in range(1, n + 1):
+            cam = bpy.data.objects.new(f"cam_{i}", bpy.data.cameras.new(f"cam_{i}"))
+            cam.location = (float(i), 0.0, 0.0)
+            registered.scene.collection.objects.link(cam)
+            cam.select_set(True)
+            cams.append(cam)
+        registered.view_layer.update()  # world matrices from the locations
+        images_before = len(bpy.data.images)
+        extrinsics = gather_job(registered)["options"]["extrinsics"]
+        assert len(bpy.data.images) == images_before  # image sizes read without data-blocks
+        for i, cam in enumerate(cams):  # cams[i] is cam_{i+1}, for frame_{i+1}.png
+            w2c, _k, _size = blender_camera_to_opencv(cam, registered.scene)
+            assert np.allclose(extrinsics[i], np.asarray(w2c, dtype=float), atol=1e-6), cam.name
+        assert len({round(e[0][3], 6) for e in extrinsics} | {round(e[1][3], 6) for e in extrinsics}
+                   | {round(e[2][3], 6) for e in extrinsics}) > n  # the poses differ
+    finally:
+        for cam in cams:
+            bpy.data.objects.remove(cam)
+
+
+def test_image_sizes_are_read_without_data_blocks(registered, tmp_path):
+    import bpy
+    from PIL import Image
+
+    from da3_for_blender.operators.validate import image_size
+
+    paths = {_png(tmp_path / "a.png", 37, 21): (37, 21)}
+    for name, kwargs in (("b.jpg", {}), ("c.jpg", {"progressive": True}), ("d.bmp", {}), ("e.tif", {})):
+        Image.new("RGB", (45, 19), (10, 200, 30)).save(tmp_path / name, **kwargs)
+        paths[tmp_path / name] = (45, 19)
+    before = len(bpy.data.images)
+    for path, size in paths.items():
+        assert image_size(str(path)) == size, path.name
+    assert len(bpy.data.images) == before
+
+
+def test_the_job_is_gathered_once_in_the_protocol_format(registered, tmp_path, robot_video, monkeypatch):
+    from da3_for_blender.da3_blender import options as opt
+    from da3_for_blender.da3_blender import protocol
+    from da3_for_blender.operators import gather
+    from da3_for_blender.preferences import get_preferences
+
+    s = registered.scene.da3_settings
+    assert s.model == opt.default_model() and s.video_fps == opt.DEFAULT_VIDEO_FPS
+    s.input_mode, s.video = "VIDEO", str(robot_video)
+    s.model, s.custom_model = "CUSTOM", str(tmp_path)
+    s.video_fps, s.max_frames = 0.0, 5
+    s.export_format, s.export_dir = {"ply", "glb"}, str(tmp_path / "exports")
+    get_preferences(registered).default_device = "cpu"
+    job = gather.gather_job(registered)
+    assert protocol.normalize_job(job)  # the worker takes it as it is
+    assert set(job) == {"inputs", "output", "model", "device", "dtype", "options", "video", "export_dir",
+                        "export_format"}
+    assert job["inputs"] == [str(robot_video)] and job["model"] == str(tmp_path) and job["device"] == "cpu"
+    assert os.path.dirname(job["output"]) == str(tmp_path / "results")
+    assert job["video"]["max_frames"] == 5 and job["export_format"] == "glb-ply"
+    assert job["options"]["process_res"] == opt.DEFAULT_PROCESS_RES
+    # streaming (once the worker takes chunk options): videos by default, with automatic sizes
+    monkeypatch.setattr(gather, "_STREAMING_KEYS", ("chunk_size", "chunk_overlap", "chunk_align"))
+    job = gather.gather_job(registered)
+    assert job["video"]["fps"] == 0.0  # every frame
+    assert {k: job["options"][k] for k in ("chunk_size", "chunk_overlap", "chunk_align")} == \
+        {"chunk_size": "auto", "chunk_overlap": None, "chunk_align": "auto"}
+    s.chunk_size, s.chunk_overlap, s.chunk_align = 16, 4, "se3"
+    assert gather.gather_job(registered)["options"]["chunk_size"] == 16
+    s.chunking = "OFF"
+    assert "chunk_size" not in gather.gather_job(registered)["options"]
+    s.chunking, s.chunk_overlap = "ALWAYS", 16
+    _refused(registered, "overlap 16 must be smaller than the chunk size 16")
+    s.input_mode, s.chunking = "FOLDER", "VIDEO"
+    s.folder = str(_png(tmp_path / "one.png", 16, 16).parent)
+    assert "chunk_size" not in gather.gather_job(registered)["options"]  # image sets: one pass
+
+
+def test_offline_blender_downloads_nothing_and_says_what_to_turn_on(registered, tmp_path, monkeypatch):
+    import bpy
+
+    from da3_for_blender import preferences
+    from da3_for_blender.preferences import get_preferences
+
+    monkeypatch.setattr(preferences, "online_access", lambda: False)
+    s = registered.scene.da3_settings
+    s.input_mode = "IMAGES"
+    s.images.add().filepath = str(_png(tmp_path / "a.png", 16, 16))
+    s.model = "depth-anything/DA3-BASE"
+    get_preferences(registered).model_cache_dir = str(tmp_path / "empty cache")
+    _refused(registered, "DA3-BASE is not downloaded yet.*Allow Online Access")
+    with pytest.raises(RuntimeError, match="Allow Online Access"):
+        bpy.ops.da3.setup_environment()
+    assert not registered.window_manager.da3_runtime.env_busy
+
+
+def test_every_property_has_a_tooltip_and_the_labels_read_well(registered):
+    import bpy
+
+    from da3_for_blender.preferences import DA3Preferences
+    from da3_for_blender.properties import DA3ImagePath, DA3Runtime, DA3Settings
+
+    structs = [cls.bl_rna for cls in (DA3Settings, DA3ImagePath, DA3Runtime, DA3Preferences)]
+    structs += [bpy.ops.da3.import_result.get_rna_type(), bpy.ops.da3.setup_environment.get_rna_type()]
+    for rna in structs:
+        for prop in rna.properties:
+            if prop.identifier in ("rna_type", "bl_idname"):
+                continue
+            assert prop.description.strip(), f"{rna.identifier}.{prop.identifier} has no tooltip"
+            for item in getattr(prop, "enum_items", ()):
+                assert item.description.strip(), f"{rna.identifier}.{prop.identifier}: item {item.identifier}"
+    names = {p.identifier: p.name for p in DA3Settings.bl_rna.properties}
+    assert names["process_res"] == "Processing resolution"
+    assert names["plane_stride"] == "Plane vertex spacing"
+    assert names["plane_edge_threshold"] == "Cut stretched edges"
+    assert names["interpolation"] == "Key interpolation" and names["up_axis"] == "Up axis"
+    assert names["use_ray_pose"] == "Camera poses from rays"
+    items = DA3Settings.bl_rna.properties["device"].enum_items
+    assert items["DEFAULT"].name == "Preferences default" and items["auto"].name == "Best available"
+    assert DA3Settings.bl_rna.properties["ref_view_strategy"].enum_items["saddle_balanced"].name == "Most central view"
+    # the import operator and the panel share the same import settings, with the same defaults
+    op = bpy.ops.da3.import_result.get_rna_type().properties
+    for name in ("build_planes", "plane_stride", "plane_edge_threshold", "up_axis", "planes_max_views", "planes_every"):
+        assert op[name].name == DA3Settings.bl_rna.properties[name].name
+        assert op[name].default == DA3Settings.bl_rna.properties[name].default
+
+
+def test_long_errors_wrap_and_the_long_shots_section_says_what_it_does(registered, monkeypatch):
+    import bpy
+
+    from da3_for_blender import panels
+
+    monkeypatch.setattr(panels, "online_access", lambda: True)
+    rt = registered.window_manager.da3_runtime
+    message = "DA3 failed: " + "a very long explanation of what went wrong and what to do " * 4
+    rt.error = message
+    try:
+        lines = [e[1] for e in _draw(bpy.types.DA3_PT_main, registered) if e[0] == "label"]
+    finally:
+        rt.error = ""
+    wrapped = [line for line in lines if line and line not in ("Import Result",)]
+    assert len(wrapped) > 2 and " ".join(wrapped).split() == message.split()
+    assert all(len(line) <= 60 for line in wrapped)
+    s = registered.scene.da3_settings
+    s.planes_every, s.planes_max_views = 3, 200
+    log = _draw(bpy.types.DA3_PT_long_shots, registered)
+    shown = {e[1] for e in log if e[0] == "prop"}
+    assert {"chunking", "chunk_size", "chunk_overlap", "chunk_align", "planes_every", "planes_max_views"} <= shown
+    text = " ".join(e[1] for e in log if e[0] == "label")
+    assert "every 3rd view" in text and "more than 200 views" in text and "chunks" in text
+    export = _draw(bpy.types.DA3_PT_export, registered)
+    from da3_for_blender.da3_blender.options import EXPORT_FORMAT_NAMES
+
+    assert [e[2] for e in export if e[0] == "prop_enum"] == list(EXPORT_FORMAT_NAMES)
+
+
+def test_file_import_names_the_result_after_its_file_and_takes_import_options(registered, tmp_path):
+    import bpy
+    import numpy as np
+
+    from da3_for_blender.scene import importer
+
+    rng = np.random.default_rng(0)
+    n, h, w = 2, 12, 16
+    ext = np.tile(np.eye(4, dtype=np.float32)[:3], (n, 1, 1))
+    ext[1, 0, 3] = -0.2
+    k = np.tile(np.array([[14.0, 0, 8], [0, 14.0, 6], [0, 0, 1]], np.float32), (n, 1, 1))
+    path = tmp_path / "my shot.npz"  # the official DA3 npz layout
+    np.savez_compressed(path, image=rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8),
+                        depth=rng.uniform(1, 2, (n, h, w)).astype(np.float32),
+                        conf=rng.uniform(1, 5, (n, h, w)).astype(np.float32), extrinsics=ext, intrinsics=k)
+    assert bpy.types.DA3_FH_result.bl_import_operator == "da3.import_result"
+    assert bpy.types.DA3_FH_result.bl_file_extensions == ".npz"
+    try:
+        assert bpy.ops.da3.import_result(filepath=str(path), build_planes=False, up_axis="KEEP") == {"FINISHED"}
+        root = registered.scene.collection.children["DA3 my shot"]
+        assert root["da3_up_axis"] == "KEEP"
+        roles = sorted(c["da3_role"] for c in root.children)
+        assert roles == ["cameras", "points"]
+        importer.remove_import(root["da3_key"])
+        # a drop on the viewport (the FileHandler invokes with the path): imports at once, starting from
+        # the panel's Build settings
+        s = registered.scene.da3_settings
+        s.build_points, s.build_planes = False, True
+        op_cls = bpy.types.DA3_OT_import_result  # background Blender skips invoke(): call it on a stand-in
+        op = types.SimpleNamespace(filepath=str(path), directory="", files=[], reports=[])
+        op.report = lambda kind, text: op.reports.append(text)
+        op.paths = lambda: op_cls.paths(op)
+        op.execute = lambda context: op_cls.execute(op, context)
+        assert op_cls.invoke(op, registered, None) == {"FINISHED"}, op.reports
+        root = registered.scene.collection.children["DA3 my shot"]
+        assert sorted(c["da3_role"] for c in root.children) == ["cameras", "planes"]
+    finally:
+        for col in [c for c in registered.scene.collection.children if c.get("da3_role") == "root"]:
+            importer.remove_import(col["da3_key"])
+
+
+def test_long_shot_plane_settings_reach_an_importer_that_takes_them(registered, monkeypatch):
+    """planes_every / planes_max_views go to ImportOptions when scene/importer.py has them (issue 9 item 5)."""
+    import dataclasses
+
+    from da3_for_blender.properties import import_options
+    from da3_for_blender.scene import importer
+
+    s = registered.scene.da3_settings
+    s.planes_every, s.planes_max_views = 5, 300
+    known = {f.name for f in dataclasses.fields(importer.ImportOptions)}
+    opts = import_options(s)
+    assert all(getattr(opts, k) == v for k, v in (("planes_every", 5), ("planes_max_views", 300)) if k in known)
+
+    @dataclasses.dataclass
+    class WithLongShots(importer.ImportOptions):
+        planes_max_views: int = 0
+        planes_every: int = 1
+
+    monkeypatch.setattr(importer, "ImportOptions", WithLongShots)
+    opts = import_options(s)
+    assert (opts.planes_every, opts.planes_max_views) == (5, 300)

@@ -1,0 +1,150 @@
+"""The Reconstruct button's set-up, in one place: the scene's settings and the extension's
+preferences are read once, checked, and turned into the worker job (the protocol's job dict).
+
+:func:`gather` returns everything a :class:`~.run.Run` needs; :func:`gather_job` just the job.
+Nothing is started and nothing in the file is changed; a problem raises one ``BadInputError`` /
+``MissingDependencyError`` line that says what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+import bpy
+
+from ..da3_blender import options as opt
+from ..da3_blender.errors import BadInputError
+from ..preferences import OFFLINE_HINT, get_preferences, read_worker_settings
+from ..properties import PREFERENCES_DEVICE, import_options, model_info
+from . import validate
+
+try:  # the worker protocol learns the streaming options and fps 0 with da3_blender/job.py (issue 13)
+    from ..da3_blender.job import STREAMING_KEYS as _STREAMING_KEYS
+except ImportError:  # until then: no chunk options, and "every frame" as an fps above any video's
+    _STREAMING_KEYS = ()
+EVERY_FRAME_FALLBACK = 1000.0
+
+
+@dataclass
+class Setup:
+    """A checked run: the worker job and what the Blender side keeps for the import."""
+
+    job: dict
+    python: str  # the worker's interpreter
+    env: dict[str, str]  # its environment variables
+    import_options: object  # scene.importer.ImportOptions
+    name: str  # the run's name (input folder, video or first image)
+    keep_results: bool
+    images: list[str] = field(default_factory=list)
+
+
+def _job_name(mode: str, inputs: list[str]) -> str:
+    path = inputs[0].rstrip("/\\")
+    base = os.path.basename(path) if mode == "FOLDER" else os.path.splitext(os.path.basename(path))[0]
+    return base or "DA3"
+
+
+def streaming_options(settings) -> dict:
+    """The chunk options of the job (empty when the views go through in one pass)."""
+    if settings.chunking == "OFF" or (settings.chunking == "VIDEO" and settings.input_mode != "VIDEO"):
+        return {}
+    out = {
+        "chunk_size": int(settings.chunk_size) if settings.chunk_size else opt.AUTO_CHUNK,
+        "chunk_overlap": int(settings.chunk_overlap) if settings.chunk_overlap else None,  # None: automatic
+        "chunk_align": settings.chunk_align,
+    }
+    if settings.chunk_size and settings.chunk_size < opt.MIN_CHUNK_SIZE:
+        raise BadInputError(f"chunk size {settings.chunk_size} is too small: use {opt.MIN_CHUNK_SIZE} or more, or 0 "
+                            "(automatic) in DA3 > Long shots")
+    if settings.chunk_size and settings.chunk_overlap >= settings.chunk_size:
+        raise BadInputError(f"the chunk overlap {settings.chunk_overlap} must be smaller than the chunk size "
+                            f"{settings.chunk_size}: lower Overlap in DA3 > Long shots")
+    return out
+
+
+def _check_model(model: str, settings, images: list[str]) -> None:
+    if not model:
+        raise BadInputError("no custom model given: enter a Hugging Face repo id or a local folder in DA3 > Model")
+    info = model_info(model)
+    if info is not None and not info["pose"] and settings.build_cameras and len(images) > 1:
+        raise BadInputError(f"{info['label']} predicts depth only, no camera poses, so {len(images)} images "
+                            "cannot be placed together: use a multi-view model (DA3 Small/Base/Large/Giant/"
+                            "Nested), one image, or turn off Cameras in DA3 > Build")
+    if info is not None and settings.scale_mode == "METRIC" and info["depth"] != "metric":
+        raise BadInputError(f"{info['label']} predicts relative depth, so Scale 'Metres' cannot apply: choose "
+                            "DA3 Metric Large or Nested, or set DA3 > Build > Scale to 'As predicted' or 'Factor'")
+
+
+def _check_download(model: str, worker: dict) -> None:
+    """Offline (Blender's online access off, or the preferences' Offline): the model must be at hand."""
+    if worker["offline"] and not os.path.isdir(bpy.path.abspath(model)) and not _in_hub_cache(model, worker["env"]):
+        turn_on = OFFLINE_HINT if worker["blender_offline"] else "turn off 'Offline' in the extension's preferences"
+        raise BadInputError(f"{model} is not downloaded yet and downloads are off: {turn_on}; or choose a local "
+                            "model folder (Model > Custom)")
+
+
+def _in_hub_cache(repo_id: str, env: dict[str, str]) -> bool:
+    """Whether the Hugging Face cache the worker will use holds a snapshot of ``repo_id``."""
+    cache = env.get("HF_HUB_CACHE") or os.environ.get("HF_HUB_CACHE")
+    if not cache:
+        home = env.get("HF_HOME") or os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                                                  "huggingface")
+        cache = os.path.join(home, "hub")
+    snapshots = os.path.join(cache, "models--" + repo_id.replace("/", "--"), "snapshots")
+    return os.path.isdir(snapshots) and bool(os.listdir(snapshots))
+
+
+def gather(context) -> Setup:
+    """Read the scene's settings and the preferences once, check them, and describe the job."""
+    settings = context.scene.da3_settings
+    worker = read_worker_settings(get_preferences(context))
+    inputs, images = validate.check_inputs(settings)
+    python = validate.check_worker(worker)
+    model = settings.model_id
+    _check_model(model, settings, images)
+    build = import_options(settings)
+    options = {
+        "process_res": int(settings.process_res),
+        "process_res_method": settings.process_res_method,
+        "use_ray_pose": bool(settings.use_ray_pose),
+        "ref_view_strategy": settings.ref_view_strategy,
+        "conf_thresh_percentile": float(settings.conf_percentile),
+    }
+    if settings.max_points:  # 0 (no limit) applies to the scene's points; exports keep their default
+        options["num_max_points"] = int(settings.max_points)
+    if _STREAMING_KEYS:
+        options.update(streaming_options(settings))
+    if settings.use_selected_cameras:
+        scale = build.scale if isinstance(build.scale, (int, float)) else 1.0
+        options["extrinsics"], options["intrinsics"] = validate.known_poses(context, images, build.up_axis, scale)
+    _check_download(model, worker)
+    name = _job_name(settings.input_mode, inputs)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
+    output = os.path.join(worker["results_dir"], f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.npz")
+    device = worker["default_device"] if settings.device == PREFERENCES_DEVICE else settings.device
+    job = {"inputs": inputs, "output": output, "model": model, "device": device, "dtype": opt.DEFAULT_COMPUTE_DTYPE,
+           "options": options}
+    if settings.input_mode == "VIDEO":
+        fps = float(settings.video_fps)
+        job["video"] = {
+            "fps": fps if fps or _STREAMING_KEYS else EVERY_FRAME_FALLBACK,  # 0: every frame
+            "start": settings.video_start or None,
+            "end": settings.video_end or None,
+            "max_frames": settings.max_frames or None,
+        }
+    if settings.export_format:
+        export_dir = bpy.path.abspath(settings.export_dir) if settings.export_dir.strip() else ""
+        if not export_dir:
+            raise BadInputError("export formats chosen but no export folder: set it in DA3 > Build > Export")
+        job["export_dir"] = export_dir
+        job["export_format"] = "-".join(f for f in opt.EXPORT_FORMAT_NAMES if f in settings.export_format)
+    return Setup(job=job, python=python, env=worker["env"], import_options=build, name=name,
+                 keep_results=settings.keep_results, images=images)
+
+
+def gather_job(context) -> dict:
+    """The worker job (protocol format) for the scene's settings and the preferences, checked."""
+    return gather(context).job
