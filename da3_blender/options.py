@@ -106,6 +106,13 @@ EXR_PLATE_FILTERS = (
 DEFAULT_EXR_PLATE_FILTER = "nearest"
 DEFAULT_EXR_HALF = False  # float32 channels; half (float16) on request
 
+# -- camera exchange (scene/exchange.py): (id, label, description, file extension) --------------------
+CAMERA_EXPORT_FORMATS = (
+    ("ABC", "Alembic (.abc)", "Exact motion; lens on every frame (Blender's own importer reads it once)", ".abc"),
+    ("FBX", "FBX (.fbx)", "Motion and focal length keyed on every frame", ".fbx"),
+)
+CAMERA_EXPORT_EXTENSIONS = tuple(f[3] for f in CAMERA_EXPORT_FORMATS)
+
 # -- streaming (long shots: chunks aligned to each other) -------------------------------------------
 CHUNK_ALIGN_CHOICES = (
     ("auto", "By model", "Similarity (with scale) for relative-depth models, rigid for metric models"),

@@ -487,3 +487,81 @@ def test_confidence_threshold_and_radius_are_live_modifier_inputs():
     points.set_group_input(modifier, "Radius", 0.25)
     count, radius = evaluated()
     assert count == 40 and np.allclose(radius, 0.25)
+
+
+def _frames_of(cam, scene):
+    out = {}
+    for f in range(scene.frame_start, scene.frame_end + 1):
+        scene.frame_set(f)
+        out[f] = (np.array(cam.matrix_world), cam.data.lens, cam.data.shift_x, cam.data.shift_y)
+    return out
+
+
+def test_cameras_round_trip_through_alembic_and_fbx(tmp_path):
+    """Re-imported with Blender's own importers, per frame. Measured (bpy 5.0.1): Alembic matrix 1.5e-6,
+    FBX matrix 4.8e-7 and keyed lens exact; Blender's Alembic importer reads the lens once, but the
+    file holds every frame's lens."""
+    rng = np.random.default_rng(15)
+    frames = np.arange(10) * 3
+    zoom = np.linspace(1.0, 1.3, 10)
+    pred = synthetic(rng, 10, (28, 49), (1920, 1080), [[1600, 0, 950], [0, 1500, 545], [0, 0, 1]],
+                     frames=frames, fps=25.0, focal_scale=zoom)
+    mod("scene.importer").import_prediction(pred, options=options(points=False))
+    exchange = mod("scene.exchange")
+    errors = mod("da3_blender.errors")
+    scene = bpy.context.scene
+    (cam,) = exchange.imported_cameras(scene)
+    ref = _frames_of(cam, scene)
+    assert len({round(v[1], 4) for v in ref.values()}) == len(ref)  # the lens changes on every frame
+    with pytest.raises(errors.BadInputError, match=r"\.abc"):
+        exchange.export_cameras(tmp_path / "cam.obj")
+    abc = exchange.export_cameras(tmp_path / "cam.abc")
+    fbx = exchange.export_cameras(tmp_path / "cam.fbx")
+    raw = open(abc, "rb").read()
+    assert all(np.float64(v[1]).tobytes() in raw for v in ref.values())  # every frame's focal length is in the file
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.fps = 25  # Blender's Alembic importer keeps the scene's fps
+    bpy.ops.wm.alembic_import(filepath=abc, set_frame_range=True, as_background_job=False)
+    (back,) = [o for o in scene.objects if o.type == "CAMERA"]
+    assert (scene.frame_start, scene.frame_end) == (1, 1 + frames[-1])
+    got = _frames_of(back, scene)
+    assert max(np.abs(got[f][0] - ref[f][0]).max() for f in ref) < 1e-5
+    assert got[1][1] == pytest.approx(ref[1][1], rel=1e-6)  # the first frame's lens (read once)
+    assert all(got[f][2:] == pytest.approx(ref[f][2:], abs=1e-6) for f in ref)
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    bpy.ops.import_scene.fbx(filepath=fbx, anim_offset=0)  # the importer's default shifts keys by one frame
+    (back,) = [o for o in scene.objects if o.type == "CAMERA"]
+    assert (scene.render.fps, scene.render.fps_base) == (25, 1.0)
+    scene.frame_start, scene.frame_end = 1, 1 + frames[-1]
+    got = _frames_of(back, scene)
+    assert max(np.abs(got[f][0] - ref[f][0]).max() for f in ref) < 1e-5
+    assert max(abs(got[f][1] - ref[f][1]) for f in ref) < 1e-4  # the keyed lens survives
+    assert all(got[f][2:] == pytest.approx(ref[f][2:], abs=1e-6) for f in ref)
+
+
+def test_still_cameras_export_by_name_and_export_operator(tmp_path):
+    rng = np.random.default_rng(16)
+    pred = synthetic(rng, 3, (28, 49), (1920, 1080), [[1600, 0, 960], [0, 1600, 540], [0, 0, 1]],
+                     paths=[f"/photos/set/img_{i}.jpg" for i in range(3)])
+    mod("scene.importer").import_prediction(pred, options=options(points=False))
+    bpy.ops.mesh.primitive_cube_add()  # the user's own object: neither exported nor deselected
+    cube = bpy.context.active_object
+    ref = {o.name: (np.array(o.matrix_world), o.data.lens) for o in mod("scene.exchange").imported_cameras(bpy.context.scene)}
+    op = mod("operators.export_camera").DA3_OT_export_camera
+    bpy.utils.register_class(op)
+    try:
+        assert bpy.ops.da3.export_camera(filepath=str(tmp_path / "stills.fbx"), file_format="FBX") == {"FINISHED"}
+    finally:
+        bpy.utils.unregister_class(op)
+    assert cube.select_get() and bpy.context.view_layer.objects.active == cube
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_scene.fbx(filepath=str(tmp_path / "stills.fbx"))
+    got = {o.name: o for o in bpy.context.scene.objects}
+    assert sorted(got) == sorted(ref) == ["img_0", "img_1", "img_2"]
+    for name, (matrix, lens) in ref.items():
+        assert np.abs(np.array(got[name].matrix_world) - matrix).max() < 1e-5
+        assert got[name].data.lens == pytest.approx(lens, abs=1e-4)
