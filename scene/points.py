@@ -44,12 +44,12 @@ def point_data(pred, k_proc, w2c_rel, up, scale, *, conf_percentile=40.0, max_po
     view = view.astype(np.int32)
     positions = np.empty((flat.size, 3), dtype=np.float32)
     bounds = np.searchsorted(view, np.arange(n + 1))
+    m_all, b_all = pixel_to_world(k_proc, w2c_rel, up, scale)  # every view at once (long shots: 1000s of views)
     for i in range(n):
         sel = pixel[bounds[i]:bounds[i + 1]]
         if sel.size:
             rows, cols = np.divmod(sel, w)
-            m, b = pixel_to_world(k_proc[i], w2c_rel[i], up, scale)
-            positions[bounds[i]:bounds[i + 1]] = lift(cols + 0.5, rows + 0.5, depth[i].reshape(-1)[sel], m, b)
+            positions[bounds[i]:bounds[i + 1]] = lift(cols + 0.5, rows + 0.5, depth[i].reshape(-1)[sel], m_all[i], b_all[i])
     colors = np.empty((flat.size, 4), dtype=np.float32)
     colors[:, 3] = 1.0
     if pred.processed_images is not None:

@@ -624,3 +624,29 @@ def test_video_render_through_the_camera_gives_back_each_frame(tmp_path):
         assert own >= RENDER_PSNR_DB and other < 20.0
     scene.frame_set(3)  # between the sampled frames no plane is shown
     assert all(o.hide_render and o.hide_viewport for o in planes.values())
+
+
+def test_a_1000_frame_result_imports_one_camera_sampled_points_and_bounded_planes():
+    rng = np.random.default_rng(18)
+    n = 1000
+    pred = synthetic(rng, n, (8, 14), (1920, 1080), [[1600, 0, 960], [0, 1600, 540], [0, 0, 1]],
+                     frames=np.arange(n), fps=25.0)
+    importer = mod("scene.importer")
+    root = importer.import_prediction(pred, options=options(max_points=5000, planes=True))
+    (cam,) = role(root, "cameras").objects
+    curves = mod("scene.compat").action_fcurves(cam.animation_data.action, cam)
+    assert len(curves) == 7 and all(len(c.keyframe_points) == n for c in curves)
+    keys = np.empty(2 * n, np.float32)
+    curves[0].keyframe_points.foreach_get("co", keys)
+    assert np.array_equal(keys[0::2], 1 + np.arange(n))
+    assert bpy.context.scene.frame_end == n
+    (points_obj,) = role(root, "points").objects
+    view = read(points_obj.data, "view", dtype=np.int32)
+    assert len(view) == 5000 and len(np.unique(view)) > 0.95 * n  # sampled across all frames
+    assert len(role(root, "planes").objects) == 0
+    assert "more than 100" in root["da3_planes_note"]
+    root = importer.import_prediction(pred, options=options(points=False, planes=True, planes_every=10))
+    planes = role(root, "planes").objects
+    assert len(planes) == 100 and sorted(o.name for o in planes)[:2] == ["frame_0000 plane", "frame_0010 plane"]
+    root = importer.import_prediction(pred, options=options(points=False, planes=True, planes_max_views=0, planes_every=250))
+    assert len(role(root, "planes").objects) == 4  # 0 = no limit
