@@ -2,7 +2,8 @@
 
 ``export_cameras(path, cameras=None, scene=None)`` writes ``path`` (``.abc`` or ``.fbx``) with the
 cameras of every DA3 import in the scene (or the given camera objects), over the scene's frame
-range at the scene's fps, and nothing else (no points, planes or footage). The file holds what
+range at the scene's fps (still cameras: the current frame only), and nothing else (no points,
+planes or footage). The file holds what
 each format can carry (measured by re-importing with Blender, ``tests/test_exchange.py``):
 
 =========  ==============================================  ============================================
@@ -75,6 +76,9 @@ def export_cameras(path, cameras=None, *, scene=None) -> str:
     if not os.path.isdir(folder):
         raise BadInputError(f"camera export: the folder {folder} does not exist; create it first")
 
+    animated = any(idb.animation_data is not None and idb.animation_data.action is not None
+                   for o in cams for idb in (o, o.data))
+    start, end = (scene.frame_start, scene.frame_end) if animated else (scene.frame_current, scene.frame_current)
     selected = [o for o in view_layer.objects if o.select_get(view_layer=view_layer)]
     active, frame = view_layer.objects.active, scene.frame_current
     try:
@@ -86,12 +90,12 @@ def export_cameras(path, cameras=None, *, scene=None) -> str:
         with bpy.context.temp_override(scene=scene, view_layer=view_layer):
             if ext == ".abc":
                 result = bpy.ops.wm.alembic_export(
-                    filepath=out, start=scene.frame_start, end=scene.frame_end, selected=True, flatten=False,
+                    filepath=out, start=start, end=end, selected=True, flatten=False,
                     xsamples=1, gsamples=1, as_background_job=False, init_scene_frame_range=False,
                     evaluation_mode="RENDER", export_custom_properties=False)
             else:
                 result = bpy.ops.export_scene.fbx(
-                    filepath=out, use_selection=True, object_types={"CAMERA"}, bake_anim=True,
+                    filepath=out, use_selection=True, object_types={"CAMERA"}, bake_anim=animated,
                     bake_anim_use_all_bones=False, bake_anim_use_nla_strips=False, bake_anim_use_all_actions=False,
                     bake_anim_force_startend_keying=True, bake_anim_step=1.0, bake_anim_simplify_factor=0.0,
                     use_custom_props=False, apply_unit_scale=True, global_scale=1.0, add_leaf_bones=False)
