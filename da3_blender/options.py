@@ -86,11 +86,32 @@ EXPORT_FORMATS = (
     ("npz", "NPZ (all)", "Images, depth, confidence and cameras as npz (official layout)"),
     ("mini_npz", "NPZ (no images)", "Depth, confidence and cameras as npz"),
     ("depth_vis", "Depth pictures", "Each image beside its colour-mapped depth, as PNG"),
+    ("exr", "EXR depth passes", "One OpenEXR per view: Z, confidence, sky, camera in the header (needs OpenEXR)"),
 )
 EXPORT_FORMAT_NAMES = tuple(f[0] for f in EXPORT_FORMATS)
 DEFAULT_EXPORT_FORMAT = "glb"  # CLI default
 DEFAULT_CONF_THRESH_PERCENTILE = 40.0  # points below this confidence percentile are dropped
 DEFAULT_NUM_MAX_POINTS = 1_000_000
+
+# -- exr depth passes (exports/exr.py) -------------------------------------------------------------
+EXR_RESOLUTIONS = (
+    ("processed", "Processed", "The resolution the model saw (exr/depth.NNNN.exr)"),
+    ("plate", "Plate", "The original footage's resolution, resampled (exr_plate/depth.NNNN.exr)"),
+)
+DEFAULT_EXR_RESOLUTION = "processed"
+EXR_PLATE_FILTERS = (
+    ("nearest", "Nearest", "Each plate pixel takes the nearest processed pixel: no mixed depths at edges"),
+    ("bilinear", "Bilinear", "Smooth between processed pixels (mixes depths across silhouettes)"),
+)
+DEFAULT_EXR_PLATE_FILTER = "nearest"
+DEFAULT_EXR_HALF = False  # float32 channels; half (float16) on request
+
+# -- camera exchange (scene/exchange.py): (id, label, description, file extension) --------------------
+CAMERA_EXPORT_FORMATS = (
+    ("ABC", "Alembic (.abc)", "Exact motion; lens on every frame (Blender's own importer reads it once)", ".abc"),
+    ("FBX", "FBX (.fbx)", "Motion and focal length keyed on every frame", ".fbx"),
+)
+CAMERA_EXPORT_EXTENSIONS = tuple(f[3] for f in CAMERA_EXPORT_FORMATS)
 
 # -- streaming (long shots: chunks aligned to each other) -------------------------------------------
 CHUNK_ALIGN_CHOICES = (

@@ -52,10 +52,12 @@ def relative_extrinsics(extrinsics: np.ndarray, reference: np.ndarray) -> np.nda
 
 def pixel_to_world(k: np.ndarray, w2c_rel: np.ndarray, up: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """``(M, b)`` with ``world = depth * M @ (u, v, 1) + b`` for one view: K^-1, camera-to-reference,
-    the up axis and the scale folded into one 3x3 (pixel-edge coordinates: centres at +0.5)."""
+    the up axis and the scale folded into one 3x3 (pixel-edge coordinates: centres at +0.5).
+    Batched too: K (N,3,3) and w2c (N,4,4) give M (N,3,3) and b (N,3), in one inversion each."""
     c2w = affine_inverse(w2c_rel)
-    m = scale * (np.asarray(up, dtype=np.float64) @ c2w[:3, :3] @ np.linalg.inv(np.asarray(k, dtype=np.float64)))
-    return m, scale * (np.asarray(up, dtype=np.float64) @ c2w[:3, 3])
+    up = np.asarray(up, dtype=np.float64)
+    m = scale * (up @ c2w[..., :3, :3] @ np.linalg.inv(np.asarray(k, dtype=np.float64)))
+    return m, scale * (c2w[..., :3, 3] @ up.T)
 
 
 def lift(u: np.ndarray, v: np.ndarray, depth: np.ndarray, m: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -33,8 +33,17 @@ def scene_frames(frame_numbers, frame_start: int) -> np.ndarray:
     return frames
 
 
+def set_render_size(scene, video: dict) -> None:
+    """Render resolution = the footage's frame size (pixel aspect stays the camera's)."""
+    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+    if width > 0 and height > 0:
+        scene.render.resolution_x, scene.render.resolution_y = width, height
+        scene.render.resolution_percentage = 100
+
+
 def set_scene_timing(scene, video: dict, frames: np.ndarray, frame_start: int) -> None:
-    """Scene fps (NTSC-aware) and frame range covering the video (or at least the keyed frames)."""
+    """Scene fps (NTSC-aware) and frame range: ``frame_start`` to the video's last decoded frame
+    (``frame_count - 1``, as the decoder numbered them; at least the last keyed frame)."""
     fps = video.get("fps")
     if fps:
         scene.render.fps, scene.render.fps_base = fps_to_blender(float(fps))

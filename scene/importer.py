@@ -52,6 +52,9 @@ class ImportOptions:
     intrinsics_tolerance: float = 1e-4  # video: key lens (relative) / shifts only if they vary more
     interpolation: str = "LINEAR"  # or "CONSTANT"
     set_scene_from_source: bool = True  # render resolution, pixel aspect, fps, frame range, scene camera
+    standard_view_transform: bool = True  # scene view transform "Standard": renders give back the footage's colours
+    planes_max_views: int = 100  # build depth planes only if at most this many would be made (0 = no limit)
+    planes_every: int = 1  # a depth plane for every k-th view (video: every k-th sampled frame)
     footage_background: bool = True  # video as the camera's viewport background
     frame_start: int = 1  # scene frame of source frame 0
     fallback_fov: float = 60.0  # horizontal degrees, for results without intrinsics (mono models)
@@ -70,11 +73,13 @@ def _check_options(opts: ImportOptions) -> None:
         bad(f"interpolation={opts.interpolation!r} is unknown; use 'LINEAR' or 'CONSTANT'")
     if not 0 <= opts.conf_percentile < 100:
         bad(f"conf_percentile={opts.conf_percentile} must be in [0, 100)")
-    for key in ("point_stride", "plane_stride"):
+    for key in ("point_stride", "plane_stride", "planes_every"):
         if int(getattr(opts, key)) < 1:
             bad(f"{key}={getattr(opts, key)} must be at least 1")
     if opts.max_points < 0:
         bad(f"max_points={opts.max_points} must be >= 0 (0 = no limit)")
+    if opts.planes_max_views < 0:
+        bad(f"planes_max_views={opts.planes_max_views} must be >= 0 (0 = no limit)")
     if opts.point_radius is not None and not opts.point_radius > 0:
         bad(f"point_radius={opts.point_radius} must be positive")
     if not 0 < opts.fallback_fov < 180:
@@ -202,9 +207,13 @@ def import_prediction(pred: Prediction, name: str | None = None, options: Import
     if opts.set_scene_from_source and cams:
         cameras.apply_camera_render_settings(cams[0], scene)
         if geo["video"] is not None:
+            footage.set_render_size(scene, geo["video"])
             frames = footage.scene_frames(pred.frame_numbers, opts.frame_start)
             footage.set_scene_timing(scene, geo["video"], frames, opts.frame_start)
             scene.frame_set(int(frames.min()))
+    if opts.standard_view_transform:
+        scene.view_settings.view_transform = "Standard"  # AgX/Filmic would tone-map the footage's colours
+        scene.view_settings.look = "None"
     return root
 
 
@@ -229,8 +238,10 @@ def _child(parent, role: str, track):
 def _build(pred, opts, geo, label, key, scene, track):
     up, scale, k_proc, w2c_rel = geo["up"], geo["scale"], geo["k_proc"], geo["w2c_rel"]
     depth = np.asarray(pred.depth)
-    valid = depth[np.isfinite(depth) & (depth > 0)]
-    typical = float(np.median(valid)) * scale
+    step = max(1, int(np.sqrt(depth.size / 1e6)))  # (the median of ~1M pixels is plenty for a size)
+    sample = depth[:, ::step, ::step]
+    valid = sample[np.isfinite(sample) & (sample > 0)]
+    typical = float(np.median(valid if valid.size else depth[np.isfinite(depth) & (depth > 0)])) * scale
     root = track(bpy.data.collections.new(f"DA3 {label}"))
     root["da3_role"] = "root"
     root["da3_key"] = key
@@ -240,7 +251,10 @@ def _build(pred, opts, geo, label, key, scene, track):
     if geo["assumed_fov"]:
         root["da3_assumed_fov"] = float(opts.fallback_fov)
     scene.collection.children.link(root)
-    names = cameras.view_names(pred.source_paths, pred.num_views)
+    if geo["video"] is not None:  # frame_0060: the source frame, as the footage and the exports number it
+        names = [f"frame_{int(n):04d}" for n in pred.frame_numbers]
+    else:
+        names = cameras.view_names(pred.source_paths, pred.num_views)
 
     if opts.points:
         col = _child(root, "points", track)
@@ -261,8 +275,18 @@ def _build(pred, opts, geo, label, key, scene, track):
 
     if opts.planes:
         col = _child(root, "planes", track)
-        for i in range(pred.num_views):
-            _plane(pred, i, names[i], opts, geo, col, track)
+        views = plane_views(pred.num_views, opts.planes_max_views, opts.planes_every)
+        if not views:
+            root["da3_planes_note"] = (f"no depth planes: {len(range(0, pred.num_views, opts.planes_every))} would "
+                                       f"be more than {opts.planes_max_views}; raise the limit or build every "
+                                       "k-th view's plane")
+        video_frames = None
+        if geo["video"] is not None:
+            video_frames = footage.scene_frames(pred.frame_numbers, opts.frame_start)
+        for i in views:
+            obj = _plane(pred, i, names[i], opts, geo, col, track)
+            if video_frames is not None:  # a video frame's plane shows on that frame only
+                planes.show_only_on_frame(obj, int(video_frames[i]), track)
 
     cams = []
     if opts.cameras:
@@ -289,6 +313,13 @@ def _build(pred, opts, geo, label, key, scene, track):
             cam["da3_up_axis"], cam["da3_scale"] = opts.up_axis, scale
             col.objects.link(cam)
     return root, cams
+
+
+def plane_views(n: int, max_views: int, every: int) -> list[int]:
+    """The views that get a depth plane: every ``every``-th, and none if that is more than ``max_views``
+    (0 = no limit), so a long shot does not turn into thousands of textured meshes by default."""
+    views = list(range(0, n, max(1, int(every))))
+    return [] if max_views and len(views) > max_views else views
 
 
 def _plane(pred, i, name, opts, geo, col, track):

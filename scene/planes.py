@@ -13,7 +13,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from .compat import set_corner_vertices, set_edges, set_positions, set_uvs
+from .compat import assign_action, fcurve, set_corner_vertices, set_edges, set_positions, set_uvs, set_keyframes
 from .conventions import lift, pixel_to_world
 
 
@@ -120,3 +120,15 @@ def image_from_file(path: str, pack: bool):
     if pack:
         image.pack()
     return image
+
+
+def show_only_on_frame(obj, frame: int, track) -> None:
+    """Key ``hide_viewport`` and ``hide_render`` (constant) so ``obj`` shows on scene ``frame`` only:
+    rendering a video frame through its camera then shows that frame's plane alone."""
+    action = track(bpy.data.actions.new(f"{obj.name} visibility"))
+    assign_action(obj, action)
+    frames = np.array([frame - 1, frame, frame + 1], dtype=np.float64)
+    hidden = np.array([1.0, 0.0, 1.0])
+    for path in ("hide_viewport", "hide_render"):
+        set_keyframes(fcurve(action, obj, path, 0), frames, hidden, "CONSTANT")
+    obj["da3_frame"] = int(frame)

@@ -16,6 +16,26 @@ from .compat import set_positions
 from .conventions import SRGB8_TO_LINEAR, lift, pixel_to_world
 
 GROUP_INPUTS = ("Confidence Threshold", "Radius")
+PERCENTILE_SAMPLE = 2_000_000  # the confidence cut is estimated from this many values at most
+
+
+def random_pixels(mask: np.ndarray, count: int, rng) -> np.ndarray:
+    """Flat indices of ``count`` pixels of ``mask`` drawn uniformly without replacement, in order (all
+    of them when there are no more). Over many pixels (a long shot: tens of millions) a coin flip per
+    pixel first keeps about twice ``count``, and the exact draw runs on those (still a uniform draw)
+    instead of listing and permuting every pixel."""
+    total = int(np.count_nonzero(mask))
+    if not count or total <= count:
+        return np.flatnonzero(mask)
+    if total > 8 * count:
+        pool = np.flatnonzero(mask & (rng.random(mask.shape, dtype=np.float32) < 2.0 * count / total))
+        if pool.size < count:  # (practically never) too few heads: draw from every pixel
+            pool = np.flatnonzero(mask)
+    else:
+        pool = np.flatnonzero(mask)
+    keep = np.zeros(pool.size, dtype=bool)  # a mask keeps the order without a sort
+    keep[rng.choice(pool.size, count, replace=False)] = True
+    return pool[keep]
 
 
 def point_data(pred, k_proc, w2c_rel, up, scale, *, conf_percentile=40.0, max_points=0, stride=1,
@@ -33,23 +53,21 @@ def point_data(pred, k_proc, w2c_rel, up, scale, *, conf_percentile=40.0, max_po
         valid &= ~pred.sky
     if pred.conf is not None and conf_percentile > 0:
         kept = pred.conf[valid]
+        if kept.size > PERCENTILE_SAMPLE:  # long results: the percentile of an evenly spaced sample
+            kept = kept[::kept.size // PERCENTILE_SAMPLE]
         if kept.size:
             valid &= pred.conf >= np.percentile(kept, conf_percentile)
-    flat = np.flatnonzero(valid)
-    if max_points and flat.size > max_points:
-        keep = np.zeros(flat.size, dtype=bool)  # a mask keeps the pixel order without a sort
-        keep[np.random.default_rng(seed).choice(flat.size, int(max_points), replace=False)] = True
-        flat = flat[keep]
+    flat = random_pixels(valid, int(max_points or 0), np.random.default_rng(seed))
     view, pixel = np.divmod(flat, h * w)
     view = view.astype(np.int32)
     positions = np.empty((flat.size, 3), dtype=np.float32)
     bounds = np.searchsorted(view, np.arange(n + 1))
+    m_all, b_all = pixel_to_world(k_proc, w2c_rel, up, scale)  # every view at once (long shots: 1000s of views)
     for i in range(n):
         sel = pixel[bounds[i]:bounds[i + 1]]
         if sel.size:
             rows, cols = np.divmod(sel, w)
-            m, b = pixel_to_world(k_proc[i], w2c_rel[i], up, scale)
-            positions[bounds[i]:bounds[i + 1]] = lift(cols + 0.5, rows + 0.5, depth[i].reshape(-1)[sel], m, b)
+            positions[bounds[i]:bounds[i + 1]] = lift(cols + 0.5, rows + 0.5, depth[i].reshape(-1)[sel], m_all[i], b_all[i])
     colors = np.empty((flat.size, 4), dtype=np.float32)
     colors[:, 3] = 1.0
     if pred.processed_images is not None:

@@ -1,11 +1,15 @@
 """Benchmark the scene builders against the naive bpy way, in one run.
 
     .venv/bin/python scripts/bench_scene.py
+    .venv/bin/python scripts/bench_scene.py --long    # only: the import of a 1,000-frame result
 
 Builds 1,000,000 points, a 300-frame animated camera and 10 textured depth planes (504x280 views)
 with our code (numpy + foreach_set + bulk keyframes), then the same data naively
 (``mesh.from_pydata(points.tolist(), ...)``, ``keyframe_insert`` per frame, pixels from a list), and
-prints the times per component and the ratios.
+prints the times per component and the ratios. ``--long`` imports a synthetic 1,000-frame video
+result (126x224 views) with ``import_prediction``: the defaults (one animated camera keyed on every
+frame, 1,000,000 points sampled across all frames, no depth planes above 100 views) beside the same
+import with a plane for every frame (``planes_max_views=0``).
 """
 
 from __future__ import annotations
@@ -157,5 +161,37 @@ def main() -> None:
     print(f"all components: ours {total_ours:.3f} s, naive {total_naive:.3f} s, {total_naive / total_ours:.1f}x")
 
 
+def long_result(frames: int = 1000, h: int = 126, w: int = 224) -> None:
+    import bpy
+
+    mods = load_scene_package()
+    importer = mods["scene.importer"]
+    rng = np.random.default_rng(0)
+    k = np.tile(np.array([[200.0, 0, w / 2], [0, 200.0, h / 2], [0, 0, 1]]), (frames, 1, 1))
+    ext = np.tile(np.eye(4)[:3], (frames, 1, 1))
+    ext[:, 0, 3] = -np.linspace(0, 5, frames)
+    pred = mods["da3_blender.prediction"].Prediction(
+        depth=rng.uniform(1, 5, (frames, h, w)).astype(np.float32),
+        processed_images=rng.integers(0, 256, (frames, h, w, 3), dtype=np.uint8),
+        conf=rng.uniform(0, 1, (frames, h, w)).astype(np.float32), extrinsics=ext.astype(np.float32),
+        intrinsics=k.astype(np.float32), frame_numbers=np.arange(frames),
+        meta={"video": {"path": "", "fps": 25.0, "frame_count": frames, "width": w, "height": h}})
+    rows = []
+    for label, kw in (("defaults (planes off above 100 views)", {}),
+                      (f"every frame's plane ({frames} planes)", {"planes_max_views": 0})):
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        t, root = timed(lambda: importer.import_prediction(pred, options=importer.ImportOptions(**kw)))
+        planes = next(c for c in root.children if c.get("da3_role") == "planes")
+        rows.append((label, t, len(planes.objects)))
+    print(f"bpy {bpy.app.version_string}: import of a {frames}-frame result ({w}x{h} views, {frames * h * w:,} pixels)")
+    print(f"{'import':46s} {'s':>8s} {'planes':>7s}")
+    for label, t, count in rows:
+        print(f"{label:46s} {t:8.2f} {count:7d}")
+    print(f"planes off by default: {rows[1][1] / rows[0][1]:.1f}x faster")
+
+
 if __name__ == "__main__":
-    main()
+    if "--long" in sys.argv[1:]:
+        long_result()
+    else:
+        main()

@@ -55,6 +55,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--export-dir", default=None, help="also export files (see --export-format) into this folder")
     p.add_argument("--export-format", default=None, help="glb, ply, colmap, npz, mini_npz, depth_vis; join with '-'")
     p.add_argument("--keep-result", action="store_true", help="keep the result .npz next to the .blend")
+    p.add_argument("--export-camera", default=None, metavar="PATH.abc|PATH.fbx",
+                   help="also write the cameras (scene fps and frame range) with Blender's Alembic or FBX exporter")
     args = p.parse_args(argv)
     check_args(p, args)
     return args
@@ -81,6 +83,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--export-format needs --export-dir")
     if args.python and not os.path.isfile(args.python):
         p.error(f"--python: no interpreter at {args.python}")
+    if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in (".abc", ".fbx"):
+        p.error(f"--export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {args.export_camera}")
 
 
 def script_argv() -> list[str]:
@@ -203,6 +207,16 @@ def run(argv: list[str]) -> int:
             bpy.ops.wm.save_as_mainfile(filepath=out, check_existing=False)
             print(f"{PROG}: {context.window_manager.da3_runtime.summary}")
             print(f"{PROG}: saved {out}")
+            if args.export_camera:
+                from importlib import import_module
+
+                camera_file = os.path.abspath(args.export_camera)
+                os.makedirs(os.path.dirname(camera_file), exist_ok=True)
+                try:
+                    import_module(f"{package}.scene.exchange").export_cameras(camera_file, scene=context.scene)
+                except ValueError as ex:  # BadInputError: one line
+                    raise Failure(str(ex)) from None
+                print(f"{PROG}: cameras written to {camera_file}")
         finally:
             prefs = context.preferences.addons.get(package)
             if prefs is not None:

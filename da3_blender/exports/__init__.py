@@ -13,6 +13,8 @@ format         file(s)                                            needs
 ``ply``        ``points.ply``                                     intrinsics; extrinsics if several views
 ``colmap``     ``colmap/sparse/0/{cameras,images,points3D}.txt``  intrinsics; extrinsics if several views
 ``depth_vis``  ``depth_vis/{i:04d}.png``                          depth
+``exr``        ``exr/depth.NNNN.exr`` (``exr_plate/`` at plate     depth; the OpenEXR package (optional)
+               resolution), NNNN = source frame number or index
 =============  =================================================  =======================================
 
 Point exports lift pixels at their centres (K in pixel-edge coordinates), deliberately fixing the
@@ -27,16 +29,18 @@ import os
 from typing import Callable
 
 from ..errors import BadInputError
+from ..options import DEFAULT_EXR_HALF, DEFAULT_EXR_PLATE_FILTER, DEFAULT_EXR_RESOLUTION
 from ..prediction import Prediction
 from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
+from .exr import check_exr_options, export_exr
 from ..files import make_folder
 from .glb import export_glb
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
 
-FORMATS = ("mini_npz", "npz", "glb", "ply", "colmap", "depth_vis")
+FORMATS = ("mini_npz", "npz", "glb", "ply", "colmap", "depth_vis", "exr")
 POINT_FORMATS = ("glb", "ply", "colmap")
 
 
@@ -61,11 +65,16 @@ def export(
     show_cameras: bool = True,
     seed: int = 0,
     progress: Callable[[float], None] | None = None,
+    exr_half: bool = DEFAULT_EXR_HALF,
+    exr_resolution: str = DEFAULT_EXR_RESOLUTION,
+    exr_plate_filter: str = DEFAULT_EXR_PLATE_FILTER,
 ) -> list[str]:
     """Write ``prediction`` in every format of ``export_format``; returns the files written, in order.
 
     All inputs are checked before the first file is written. The prediction is never modified.
     ``progress(fraction)`` is called after each format (raise from it to stop between formats).
+    ``exr_*``: the ``exr`` format's options (:func:`.exr.export_exr`: half floats, ``processed`` or
+    ``plate`` resolution, ``nearest`` or ``bilinear`` plate resampling).
     """
     formats = parse_formats(export_format)
     if export_dir is None or not os.fspath(export_dir):
@@ -76,6 +85,8 @@ def export(
         raise BadInputError(f"num_max_points must be at least 1, got {num_max_points}")
     if "npz" in formats:
         check_npz_input(prediction)
+    if "exr" in formats:
+        check_exr_options(exr_resolution, exr_plate_filter)  # also: OpenEXR installed
     for fmt in formats:
         if fmt in POINT_FORMATS:
             cameras_for_points(prediction, fmt)  # raises with the model to use
@@ -95,6 +106,9 @@ def export(
             written += export_colmap(prediction, export_dir, pct)
         elif fmt == "depth_vis":
             written += export_depth_vis(prediction, export_dir)
+        elif fmt == "exr":
+            written += export_exr(prediction, export_dir, half=bool(exr_half), resolution=exr_resolution,
+                                  plate_filter=exr_plate_filter)
         if progress is not None:
             progress((done + 1) / len(formats))
     return written
