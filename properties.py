@@ -130,6 +130,10 @@ def import_properties() -> dict:
         "planes_every": IntProperty(
             name="Plane every", default=1, min=1, soft_max=50,
             description="Long shots: a depth plane for every this-many-th view only (1: every view)"),
+        "standard_view_transform": BoolProperty(
+            name="Match footage colours", default=True,
+            description="Set the scene's view transform to Standard, so renders through the cameras give back the "
+                        "footage's colours (Blender's default AgX tone-maps them)"),
         "scale_mode": EnumProperty(
             name="Scale", default="PREDICTED",
             description="Size of the reconstruction in the scene",
@@ -193,6 +197,7 @@ def import_options(source):
         interpolation=source.interpolation,
         planes_max_views=source.planes_max_views,
         planes_every=source.planes_every,
+        standard_view_transform=source.standard_view_transform,
     )
     known = {f.name for f in dataclasses.fields(ImportOptions)}
     return ImportOptions(**{k: v for k, v in values.items() if k in known})

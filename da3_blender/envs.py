@@ -30,6 +30,10 @@ DEPENDENCIES = [
     "huggingface_hub==2.4.0",
     "moviepy==2.2.1",
 ]
+# Installed in the managed environment too, but not required of a custom interpreter: OpenEXR writes the
+# `exr` export (its absence is a one-line error when that format is asked for).
+OPTIONAL_DEPENDENCIES = ["OpenEXR==3.5.3"]
+MANAGED_REQUIREMENTS = DEPENDENCIES + OPTIONAL_DEPENDENCIES
 MIN_PYTHON = (3, 10)
 READY_MARKER = "da3-ready.json"
 TORCH_INDEX = "https://download.pytorch.org/whl/{variant}"
@@ -58,7 +62,7 @@ def is_ready(directory: str | os.PathLike, requirements: list[str] | None = None
             info = json.load(fh)
     except (OSError, ValueError):
         return False
-    wanted = list(DEPENDENCIES if requirements is None else requirements)
+    wanted = list(MANAGED_REQUIREMENTS if requirements is None else requirements)
     return os.path.isfile(python_in(directory)) and info.get("requirements") == wanted
 
 
@@ -156,7 +160,7 @@ def create_environment(directory: str | os.PathLike, torch_variant: str | None =
     pip's last error line when the install fails; the ready marker is written only on success.
     """
     directory = os.path.abspath(os.fspath(directory))
-    requirements = list(DEPENDENCIES if requirements is None else requirements)
+    requirements = list(MANAGED_REQUIREMENTS if requirements is None else requirements)
     steps = pip_install_args(torch_variant, requirements)
     say = progress or (lambda line: None)
     marker = os.path.join(directory, READY_MARKER)

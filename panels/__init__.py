@@ -75,6 +75,7 @@ def draw_import_settings(layout, data, long_shots: bool = True) -> None:
     col.prop(data, "fixed_intrinsics")
     col.prop(data, "interpolation")
     layout.prop(data, "up_axis")
+    layout.prop(data, "standard_view_transform")
     row = layout.row(align=True)
     row.prop(data, "scale_mode")
     if data.scale_mode == "FACTOR":
@@ -250,6 +251,7 @@ class DA3_PT_export(_Sidebar, Panel):
         col = layout.column()
         col.active = bool(s.export_format)
         col.prop(s, "export_dir")
+        layout.operator("da3.export_camera", icon="OUTLINER_OB_CAMERA")
 
 
 CLASSES = (DA3_UL_images, DA3_PT_main, DA3_PT_input, DA3_PT_model, DA3_PT_options, DA3_PT_long_shots, DA3_PT_build,

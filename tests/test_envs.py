@@ -22,6 +22,9 @@ def test_pins_equal_pyproject():
     with open(REPO / "pyproject.toml", "rb") as fh:
         project = tomllib.load(fh)["project"]
     assert envs.DEPENDENCIES == project["dependencies"]
+    # the managed environment also gets the optional EXR writer, at the pin the `exr` extra names
+    assert envs.OPTIONAL_DEPENDENCIES == project["optional-dependencies"]["exr"]
+    assert envs.MANAGED_REQUIREMENTS == envs.DEPENDENCIES + envs.OPTIONAL_DEPENDENCIES
 
 
 def test_check_current_interpreter():
