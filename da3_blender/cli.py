@@ -66,6 +66,16 @@ def add_streaming_arguments(g) -> None:
                         f"(by model; default: {opt.DEFAULT_CHUNK_ALIGN})")
 
 
+def add_video_arguments(g) -> None:
+    """``--fps``, ``--start``, ``--end``, ``--max-frames`` (shared with scripts/reconstruct.py)."""
+    g.add_argument("--fps", type=float, default=opt.DEFAULT_VIDEO_FPS,
+                   help=f"frames per second to sample, 0 for every frame (default: {opt.DEFAULT_VIDEO_FPS:g})")
+    g.add_argument("--start", type=float, default=None, help="start time in seconds")
+    g.add_argument("--end", type=float, default=None, help="end time in seconds")
+    g.add_argument("--max-frames", type=int, default=None,
+                   help="keep at most this many of the sampled frames (the first ones, from --start on)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     default_model = opt.default_model()
     methods = opt.choice_ids(opt.PROCESS_RES_METHODS)
@@ -99,12 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")
 
     video = _Parser(add_help=False)
-    g = video.add_argument_group("video")
-    g.add_argument("--fps", type=float, default=opt.DEFAULT_VIDEO_FPS,
-                   help=f"frames per second to sample, 0 for every frame (default: {opt.DEFAULT_VIDEO_FPS:g})")
-    g.add_argument("--start", type=float, default=None, help="start time in seconds")
-    g.add_argument("--end", type=float, default=None, help="end time in seconds")
-    g.add_argument("--max-frames", type=int, default=None, help="keep at most this many of the sampled frames (the first ones, from --start on)")
+    add_video_arguments(video.add_argument_group("video"))
 
     exts = _Parser(add_help=False)
     exts.add_argument("--image-extensions", default=None,

@@ -11,7 +11,7 @@ import contextlib
 import os
 import tempfile
 
-from .errors import write_error
+from .errors import BadInputError, write_error
 
 
 def make_folder(folder: str | os.PathLike) -> str:
@@ -21,6 +21,19 @@ def make_folder(folder: str | os.PathLike) -> str:
     except OSError as exc:
         raise write_error(os.fspath(folder), exc) from None
     return os.fspath(folder)
+
+
+def check_writable_folder(folder: str | os.PathLike, doing: str) -> None:
+    """Create ``folder`` if needed and write a probe file in it, before any work; one-line
+    :class:`BadInputError` ("cannot <doing> (reason): ...") if it cannot be written."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise BadInputError(f"cannot {doing} ({reason}): choose a writable output folder") from None
 
 
 def _umask() -> int:

@@ -16,13 +16,13 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 import traceback
 from typing import Any, BinaryIO, TextIO
 
 from .errors import BadInputError, CancelledError, DA3Error
+from .files import check_writable_folder
 from .job import accepted_keywords, inference_kwargs, video_kwargs
 from .worker_client import LOG_DIR_ENV, LOG_FILE
 from .protocol import PROTOCOL_VERSION, ProtocolError, check_request, decode, encode, error_event, event, normalize_job
@@ -64,19 +64,8 @@ def check_output_path(path: str, what: str = "result") -> str:
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(path):
         raise BadInputError(f"the {what} path {path} is a folder: give a file name such as {os.path.join(path, 'result.npz')}")
-    _check_writable_dir(os.path.dirname(path), f"write the {what} to {path}")
+    check_writable_folder(os.path.dirname(path), f"write the {what} to {path}")
     return path
-
-
-def _check_writable_dir(folder: str, doing: str) -> None:
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise BadInputError(f"cannot {doing} ({reason}): choose a writable output folder") from None
 
 
 def classify(exc: BaseException, device: str | None = None) -> tuple[str, str]:
@@ -262,7 +251,7 @@ class Worker:
         progress = _Progress(self, job)
         output = check_output_path(spec["output"])
         if spec["export_dir"]:
-            _check_writable_dir(os.path.abspath(spec["export_dir"]), f"write exports to {spec['export_dir']}")
+            check_writable_folder(os.path.abspath(spec["export_dir"]), f"write exports to {spec['export_dir']}")
         device = resolve_device(spec["device"])
         exif = spec["options"].get("exif_transpose", True)
         matrices = _check_values(spec)

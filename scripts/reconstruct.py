@@ -27,8 +27,9 @@ if str(REPO_ROOT) not in sys.path:  # the core's option tables and job checks (s
     sys.path.insert(0, str(REPO_ROOT))
 
 from da3_blender import options as opt  # noqa: E402
-from da3_blender.cli import DEBUG_ENV, add_streaming_arguments  # noqa: E402
+from da3_blender.cli import DEBUG_ENV, add_streaming_arguments, add_video_arguments  # noqa: E402
 from da3_blender.errors import BadInputError  # noqa: E402
+from da3_blender.files import check_writable_folder  # noqa: E402
 
 PACKAGE = "da3_for_blender"  # the manifest id
 PROG = "reconstruct"
@@ -77,12 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--output", "-o", required=True, help="the .blend file to write")
     p.add_argument("--model", "-m", default=default_model,
                    help=f"Hugging Face repo id or a local model folder (default: {default_model}; env {opt.MODEL_ENV})")
-    g = p.add_argument_group("video")
-    g.add_argument("--fps", type=float, default=opt.DEFAULT_VIDEO_FPS,
-                   help=f"frames per second to sample, 0 for every frame (default: {opt.DEFAULT_VIDEO_FPS:g})")
-    g.add_argument("--start", type=float, default=None, help="start time in seconds")
-    g.add_argument("--end", type=float, default=None, help="end time in seconds")
-    g.add_argument("--max-frames", type=int, default=None, help="at most this many frames (the first sampled ones)")
+    add_video_arguments(p.add_argument_group("video"))
     g = p.add_argument_group("model and processing")
     g.add_argument("--device", default=None, help=f"{opt.DEVICE_HELP} (default: the extension's preference, auto)")
     g.add_argument("--process-res", type=int, default=None, help=f"processing resolution (default: {opt.DEFAULT_PROCESS_RES})")
@@ -124,18 +120,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _writable_folder(folder: str, what: str) -> None:
-    """Create ``folder`` if needed and write a probe file in it: one line if it cannot be written."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".da3-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as ex:
-        raise Failure(f"cannot write {what} into {folder} ({ex.strerror or ex}): choose a folder you can write to",
-                      code=2) from None
-
-
 def check_args(args: argparse.Namespace) -> dict:
     """Every argument checked before any work (outputs included); returns the job they describe."""
     for path in args.inputs:
@@ -154,9 +138,9 @@ def check_args(args: argparse.Namespace) -> dict:
     if args.python and not os.path.isfile(args.python):
         raise Failure(f"--python: no interpreter at {args.python}", code=2)
     spec = job_from_args(args)
-    _writable_folder(os.path.dirname(os.path.abspath(args.output)), "the .blend")
+    check_writable_folder(os.path.dirname(os.path.abspath(args.output)), f"write the .blend to {args.output}")
     if args.export_dir:
-        _writable_folder(os.path.abspath(args.export_dir), "the exports")
+        check_writable_folder(os.path.abspath(args.export_dir), f"write the exports into {args.export_dir}")
     return spec
 
 
