@@ -210,6 +210,10 @@ def _set(settings, name: str, value) -> None:
         raise Failure(f"this version of the DA3 extension has no '{name}' setting: update it, or leave that option out", code=2)
     if value == opt.AUTO_CHUNK and prop.type == "INT":
         value = 0
+    if prop.type == "ENUM" and not prop.is_enum_flag and value not in {item.identifier for item in prop.enum_items}:
+        offered = ", ".join(item.identifier for item in prop.enum_items)
+        raise Failure(f"the DA3 extension's '{name}' setting does not take {value!r} (it takes {offered}): "
+                      "update the extension or choose one of those", code=2)
     try:
         setattr(settings, name, value)
     except (TypeError, ValueError) as ex:

@@ -369,3 +369,17 @@ def test_setup_is_quiet_and_skips_an_unchanged_install():
     assert res.returncode == 0, res.stderr
     assert res.stderr == "" and res.stdout.splitlines() == [res.stdout.strip()] and res.stdout.startswith("setup: ok")
     assert stamp.stat().st_mtime_ns == before  # nothing reinstalled
+
+
+def test_headless_cuda_n_is_a_device_name_and_fails_in_one_line_without_cuda(tmp_path, soh_images, fixture_dir):
+    pytest.importorskip("bpy")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: cuda:1 might run")
+    proc = _headless(soh_images[0], "--output", tmp_path / "x.blend", "--device", "cuda:1", "--model", fixture_dir,
+                     "--python", sys.executable)
+    assert proc.returncode in (1, 2), proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("reconstruct: error: ") and "cuda" in lines[0].lower(), proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x.blend").exists()
