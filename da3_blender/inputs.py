@@ -299,6 +299,8 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         stop = math.inf if end is None else end * video_fps  # frame index must be < stop
         expected = int(getattr(reader, "n_frames", None) or getattr(reader, "nframes", None) or 0)  # 2.x / 1.x
         last_wanted = min(expected, stop) if expected else stop
+        if max_frames is not None:  # reading stops at the last frame kept
+            last_wanted = min(last_wanted, first + (-first) % interval + (int(max_frames) - 1) * interval + 1)
 
         width, height = (int(v) for v in clip.size)
         _check_frames_fit(path, first, last_wanted, interval, max_frames, width, height)
@@ -312,11 +314,11 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
             if index >= first and index % interval == 0:
                 frames.append(np.array(frame[:, :, :3], dtype=np.uint8))
                 numbers.append(index)
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
             if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
                 total = max(int(math.ceil(last_wanted)), index + 1)  # the container's count may be short
                 progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(frames)} kept")
+            if max_frames is not None and len(frames) >= max_frames:
+                break
             frame = _next_frame(reader)
             index += 1
         at_end = frame is None

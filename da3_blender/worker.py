@@ -30,6 +30,7 @@ from .protocol import PROTOCOL_VERSION, ProtocolError, check_request, decode, en
 log = logging.getLogger("da3_blender.worker")
 
 PROGRESS_INTERVAL = 0.1  # seconds between two progress events of the same stage
+INPUTS_SHARE = 0.6  # of the "load" stage: reading the inputs; the rest is loading the model
 
 
 def package_version() -> str:
@@ -259,7 +260,8 @@ class Worker:
         from .inputs import collect_inputs
 
         progress("load", 0.0, "reading inputs")
-        inputs = collect_inputs(spec["inputs"], exif_transpose=exif, progress=progress, **video_kwargs(spec))
+        inputs = collect_inputs(spec["inputs"], exif_transpose=exif, progress=progress.part(0.0, INPUTS_SHARE),
+                                **video_kwargs(spec))
         progress.check()
         model = self._get_model(spec["model"], device, spec["dtype"], job, progress)
         progress.check()
@@ -308,7 +310,7 @@ class Worker:
         if self._model is not None and self._model_key == key:
             return self._model
         self._release_model()
-        progress("load", 0.0, f"loading {name} on {device}")
+        progress("load", INPUTS_SHARE, f"loading {name} on {device}")
         t0 = time.perf_counter()
         from .api import DepthAnything3
 
@@ -350,22 +352,32 @@ class _Progress:
         self.job = job
         self._last = ("", -1.0, 0.0)
         self._messages: dict[str, str] = {}  # the last message of each stage, for calls that give none
+        self._highest: dict[str, float] = {}  # the furthest fraction of each stage so far
 
     def check(self) -> None:
         if self.job.cancel.is_set():
             raise CancelledError()
 
+    def part(self, start: float, end: float):
+        """A callback whose fractions of the "load" stage map to ``start..end`` of it."""
+        def scaled(stage: str, fraction: float = 0.0, message: str = "") -> None:
+            if stage == "load":
+                fraction = start + (end - start) * float(fraction)
+            self(stage, fraction, message)
+        return scaled
+
     def __call__(self, stage: str, fraction: float = 0.0, message: str = "") -> None:
         self.check()
         now = time.monotonic()
         last_stage, last_fraction, last_time = self._last
-        fraction = float(fraction)
+        fraction = max(float(fraction), self._highest.get(stage, 0.0))  # a stage's bar never runs backwards
+        self._highest[stage] = fraction
         if message:
             self._messages[stage] = message = str(message)
         else:  # a step without its own message (the network's blocks): its stage's message, in 10 % steps
             tenth = f"{10 * int(min(max(fraction, 0.0), 1.0) * 10)}%"
             base = self._messages.get(stage)
-            message = f"{base} ({tenth})" if base else tenth
+            message = (f"{base} ({tenth})" if tenth != "0%" else base) if base else tenth
         if stage != last_stage or fraction >= 1.0 or now - last_time >= PROGRESS_INTERVAL:
             self._last = (stage, fraction, now)
             self.worker.send(event("progress", self.job.id, self.job.id, stage=stage,

@@ -126,6 +126,10 @@ def test_video_progress_never_counts_past_its_total(tmp_path, monkeypatch):
     assert counts[-1] == (8, 8)
     assert all(done <= total for done, total in counts), counts
     assert all(0 < f <= 1 for f, _ in seen)
+    seen.clear()  # with max_frames, the count is of the frames read up to the last one kept
+    inputs.collect_inputs([video], fps=0, max_frames=3, progress=lambda s, f, m: seen.append((f, m)))
+    assert [m.split(",")[0] for _, m in seen] == ["video frame 1/3", "video frame 2/3", "video frame 3/3"]
+    assert seen[-1][0] == 1.0
 
 
 def test_progress_messages_are_never_empty():
@@ -163,6 +167,15 @@ def test_progress_messages_are_never_empty():
     messages = [m["message"] for m in sent]
     assert messages == ["running the network", "running the network (20%)", "running the network (50%)",
                         "running the network (70%)", "running the network (100%)"]
+
+    sent.clear()  # reading the inputs, loading the model, then the inference's own "load": never backwards
+    reading = progress.part(0.0, 0.6)
+    for call, fraction, message in ((reading, 0.5, "video frame 2/4"), (reading, 1.0, "video frame 4/4"),
+                                    (progress, 0.6, "loading the model"), (progress, 0.0, "reading images")):
+        time.sleep(0.11)  # past the throttle
+        call("load", fraction, message)
+    fractions = [m["fraction"] for m in sent if m["stage"] == "load"]
+    assert fractions == [0.3, 0.6, 0.6, 0.6]
 
 
 # -- the hub ----------------------------------------------------------------------------------------
