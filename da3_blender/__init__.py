@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
-__all__ = ["DepthAnything3", "Prediction"]
+__version__ = "0.1.0"  # the one version source: pyproject.toml reads it, the manifest must match (tested)
+
+__all__ = ["DepthAnything3", "Prediction", "__version__"]
 
 
 def __getattr__(name: str):

@@ -21,14 +21,11 @@ import os
 import sys
 from typing import Sequence
 
+from . import options as opt
 from .errors import BadInputError, CancelledError, DA3Error
 
-DEFAULT_MODEL = "depth-anything/DA3-SMALL"  # Apache-2.0 weights
 DEFAULT_EXPORT_DIR = "da3_output"
-DEFAULT_EXPORT_FORMAT = "glb"
-DEFAULT_FPS = 1.0
-REF_VIEW_STRATEGIES = ("saddle_balanced", "saddle_sim_range", "first", "middle")
-PROCESS_RES_METHODS = ("upper_bound_resize", "lower_bound_resize", "upper_bound_crop", "lower_bound_crop")
+DEBUG_ENV = "DA3_DEBUG"  # DA3_DEBUG=1: print the traceback of an error (as --debug)
 
 log = logging.getLogger("da3_blender")
 
@@ -46,36 +43,73 @@ class _Parser(argparse.ArgumentParser):
 # arguments
 
 
+def chunk_size_arg(text: str):
+    """``--chunk-size``: a whole number >= 2 or ``auto``."""
+    if text == opt.AUTO_CHUNK:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor {opt.AUTO_CHUNK!r}") from None
+
+
+def add_streaming_arguments(g) -> None:
+    """``--chunk-size``, ``--chunk-overlap``, ``--chunk-align`` (shared with scripts/reconstruct.py)."""
+    g.add_argument("--chunk-size", type=chunk_size_arg, default=None, metavar="N|auto",
+                   help=f"views per chunk for long shots, each chunk one pass of the network, aligned on the "
+                        f"overlap; {opt.AUTO_CHUNK} picks it from the device's memory (default: "
+                        f"{opt.DEFAULT_VIDEO_CHUNK_SIZE} for videos, one pass for images)")
+    g.add_argument("--chunk-overlap", type=int, default=None, metavar="N",
+                   help="views shared by consecutive chunks (default: a quarter of the chunk, at least 2)")
+    g.add_argument("--chunk-align", default=None, choices=opt.CHUNK_ALIGN_NAMES,
+                   help="how chunks are aligned: sim3 (with scale), se3 (rigid, metric models) or auto "
+                        f"(by model; default: {opt.DEFAULT_CHUNK_ALIGN})")
+
+
+def add_video_arguments(g) -> None:
+    """``--fps``, ``--start``, ``--end``, ``--max-frames`` (shared with scripts/reconstruct.py)."""
+    g.add_argument("--fps", type=float, default=opt.DEFAULT_VIDEO_FPS,
+                   help=f"frames per second to sample, 0 for every frame (default: {opt.DEFAULT_VIDEO_FPS:g})")
+    g.add_argument("--start", type=float, default=None, help="start time in seconds")
+    g.add_argument("--end", type=float, default=None, help="end time in seconds")
+    g.add_argument("--max-frames", type=int, default=None,
+                   help="keep at most this many of the sampled frames (the first ones, from --start on)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    default_model = os.environ.get("DA3_MODEL") or DEFAULT_MODEL
+    default_model = opt.default_model()
+    methods = opt.choice_ids(opt.PROCESS_RES_METHODS)
     common = _Parser(add_help=False)
     g = common.add_argument_group("model and device")
     g.add_argument("--model", default=default_model,
-                   help=f"Hugging Face repo id or local model folder (default: {default_model}; env DA3_MODEL)")
-    g.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+                   help=f"Hugging Face repo id or local model folder (default: {default_model}; env {opt.MODEL_ENV})")
+    g.add_argument("--device", default=opt.DEFAULT_DEVICE,
+                   help=f"{opt.DEVICE_HELP} (default: {opt.DEFAULT_DEVICE}: CUDA, then MPS, then CPU)")
     g = common.add_argument_group("processing")
-    g.add_argument("--process-res", type=int, default=504, help="longest (or shortest) side in pixels (default: 504)")
-    g.add_argument("--process-res-method", default="upper_bound_resize", choices=PROCESS_RES_METHODS)
+    g.add_argument("--process-res", type=int, default=opt.DEFAULT_PROCESS_RES,
+                   help=f"longest (or shortest) side in pixels (default: {opt.DEFAULT_PROCESS_RES})")
+    g.add_argument("--process-res-method", default=opt.DEFAULT_PROCESS_RES_METHOD, choices=methods)
     g.add_argument("--use-ray-pose", action="store_true", help="solve cameras from the ray map (slower, often better)")
-    g.add_argument("--ref-view-strategy", default="saddle_balanced", choices=REF_VIEW_STRATEGIES)
+    g.add_argument("--ref-view-strategy", default=opt.DEFAULT_REF_VIEW_STRATEGY,
+                   choices=opt.choice_ids(opt.REF_VIEW_STRATEGIES))
     g.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (use stored pixel order)")
+    add_streaming_arguments(g)
     g = common.add_argument_group("export")
     g.add_argument("--export-dir", default=DEFAULT_EXPORT_DIR,
                    help=f"output folder, created if needed; files in it are overwritten (default: ./{DEFAULT_EXPORT_DIR})")
-    g.add_argument("--export-format", default=DEFAULT_EXPORT_FORMAT,
-                   help="'-'-joined formats: npz, mini_npz, glb, ply, colmap, depth_vis (default: glb)")
-    g.add_argument("--conf-thresh-percentile", type=float, default=40.0,
-                   help="drop the least confident points below this percentile (glb, ply, colmap; default: 40)")
-    g.add_argument("--num-max-points", type=int, default=1_000_000, help="point budget of glb/ply (default: 1000000)")
+    g.add_argument("--export-format", default=opt.DEFAULT_EXPORT_FORMAT,
+                   help=f"'-'-joined formats: {', '.join(opt.EXPORT_FORMAT_NAMES)} (default: {opt.DEFAULT_EXPORT_FORMAT})")
+    g.add_argument("--conf-thresh-percentile", type=float, default=opt.DEFAULT_CONF_THRESH_PERCENTILE,
+                   help=f"drop the least confident points below this percentile (glb, ply, colmap; default: "
+                        f"{opt.DEFAULT_CONF_THRESH_PERCENTILE:g})")
+    g.add_argument("--num-max-points", type=int, default=opt.DEFAULT_NUM_MAX_POINTS,
+                   help=f"point budget of glb/ply (default: {opt.DEFAULT_NUM_MAX_POINTS})")
     g.add_argument("--no-cameras", dest="show_cameras", action="store_false", help="no camera frustums in the glb")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors and the file list")
+    g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")
 
     video = _Parser(add_help=False)
-    g = video.add_argument_group("video")
-    g.add_argument("--fps", type=float, default=DEFAULT_FPS, help=f"frames per second to sample (default: {DEFAULT_FPS:g})")
-    g.add_argument("--start", type=float, default=None, help="start time in seconds")
-    g.add_argument("--end", type=float, default=None, help="end time in seconds")
-    g.add_argument("--max-frames", type=int, default=None, help="keep at most this many of the sampled frames (the first ones, from --start on)")
+    add_video_arguments(video.add_argument_group("video"))
 
     exts = _Parser(add_help=False)
     exts.add_argument("--image-extensions", default=None,
@@ -94,23 +128,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_options(args) -> list[str]:
-    from . import preprocess
-    from .inference import parse_export_format
+def job_from_args(args) -> dict:
+    """The job description (:mod:`da3_blender.job`) of a parsed command line, checked before any work."""
+    from .job import build_job
 
-    formats = parse_export_format(args.export_format)
-    preprocess.check_options(args.process_res, args.process_res_method)
-    if not 0.0 <= args.conf_thresh_percentile <= 100.0:
-        raise BadInputError(f"--conf-thresh-percentile {args.conf_thresh_percentile:g} is not in 0..100")
-    if args.num_max_points < 1:
-        raise BadInputError("--num-max-points must be at least 1")
-    if getattr(args, "fps", None) is not None and not args.fps > 0:
-        raise BadInputError(f"--fps {args.fps:g} must be positive")
-    if getattr(args, "max_frames", None) is not None and args.max_frames < 1:
-        raise BadInputError("--max-frames must be at least 1")
+    video = None
+    if hasattr(args, "fps"):
+        video = {"fps": args.fps, "start": args.start, "end": args.end, "max_frames": args.max_frames}
+    options = {
+        "process_res": args.process_res,
+        "process_res_method": args.process_res_method,
+        "use_ray_pose": args.use_ray_pose,
+        "ref_view_strategy": args.ref_view_strategy,
+        "conf_thresh_percentile": args.conf_thresh_percentile,
+        "num_max_points": args.num_max_points,
+        "show_cameras": args.show_cameras,
+        "exif_transpose": not args.no_exif,
+        "chunk_size": args.chunk_size,
+        "chunk_overlap": args.chunk_overlap,
+        "chunk_align": args.chunk_align,
+    }
     if os.path.exists(args.export_dir) and not os.path.isdir(args.export_dir):
         raise BadInputError(f"--export-dir {args.export_dir} is a file: choose a folder")
-    return formats
+    return build_job([args.input], model=args.model, device=args.device, video=video, options=options,
+                     export_dir=args.export_dir, export_format=args.export_format)
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,18 +163,6 @@ def _extensions(text: str) -> tuple[str, ...]:
     if not exts:
         raise BadInputError("--image-extensions is empty: give e.g. png,jpg")
     return exts
-
-
-def _folder_images(folder: str, extensions: tuple[str, ...]) -> list[str]:
-    """Files of ``folder`` with one of ``extensions``, in natural order (as ``inputs`` sorts folders)."""
-    from .inputs import natural_key
-
-    names = sorted((n for n in os.listdir(folder) if not n.startswith(".")), key=natural_key)
-    files = [os.path.join(folder, n) for n in names
-             if os.path.splitext(n)[1].lower() in extensions and os.path.isfile(os.path.join(folder, n))]
-    if not files:
-        raise BadInputError(f"no images ({', '.join(extensions)}) in folder {folder}: put photos there or change --image-extensions")
-    return files
 
 
 def input_kind(path: str, command: str = "auto") -> str:
@@ -158,21 +187,19 @@ def input_kind(path: str, command: str = "auto") -> str:
     return kind
 
 
-def collect(args, progress=None):
-    """The InputSet for the parsed command line."""
+def collect(args, spec: dict, progress=None):
+    """The InputSet for the parsed command line and its job."""
     from . import inputs
+    from .job import video_kwargs
 
     kind = input_kind(args.input, args.command)
-    exif = not args.no_exif
+    exif = spec["options"].get("exif_transpose", True)
     if kind == "images" and getattr(args, "image_extensions", None):
-        files = _folder_images(args.input, _extensions(args.image_extensions))
+        files = inputs.list_folder_images(args.input, _extensions(args.image_extensions))
         return inputs.collect_inputs(files, exif_transpose=exif, progress=progress)
     if kind in ("image", "images"):  # a folder is listed by inputs (all image types, natural order)
         return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress)
-    return inputs.collect_inputs(
-        [args.input], fps=args.fps, start=args.start, end=args.end, max_frames=args.max_frames,
-        exif_transpose=exif, progress=progress,
-    )
+    return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress, **video_kwargs(spec))
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,9 +222,12 @@ class ProgressPrinter:
         self.tty = tty
         self.last: tuple[str, int] | None = None
         self.open_line = False
+        self.messages: dict[str, str] = {}  # the last message of each stage, for calls that give none
 
     def __call__(self, stage: str, fraction: float = 0.0, message: str = "", *_):
         pct = int(round(100 * min(max(float(fraction), 0.0), 1.0)))
+        message = message or self.messages.get(stage, "")
+        self.messages[stage] = message
         if self.tty:
             self.stream.write("\r" + f"{stage:<11} {pct:3d}%  {message}"[: self.WIDTH].ljust(self.WIDTH))
             self.open_line = True
@@ -231,32 +261,29 @@ def run(args) -> int:
     from .api import DepthAnything3
     from .files import make_folder
     from .inference import run_inference
+    from .job import accepted_keywords, inference_kwargs
 
-    formats = _check_options(args)
+    spec = job_from_args(args)
+    formats = spec["export_format"].split("-")
     input_kind(args.input, args.command)
-    device = devices.resolve_device(args.device)
+    kwargs = inference_kwargs(spec, accepted_keywords(run_inference))
+    device = devices.resolve_device(spec["device"])
     printer = _quiet if args.quiet else ProgressPrinter()
     failed = True
     try:
-        source = collect(args, progress=printer)
-        printer("model", 0.0, f"loading {args.model} on {device}")
-        model = DepthAnything3.from_pretrained(args.model, device=device)
-        printer("model", 1.0, f"{getattr(model, 'model_name', args.model)} on {device}")
+        source = collect(args, spec, progress=printer)
+        printer("model", 0.0, f"loading {spec['model']} on {device}")
+        model = DepthAnything3.from_pretrained(spec["model"], device=device)
+        printer("model", 1.0, f"{getattr(model, 'model_name', spec['model'])} on {device}")
         make_folder(args.export_dir)
         pred = run_inference(
             model,
             source,
-            use_ray_pose=args.use_ray_pose,
-            ref_view_strategy=args.ref_view_strategy,
-            process_res=args.process_res,
-            process_res_method=args.process_res_method,
-            export_dir=args.export_dir,
-            export_format="-".join(formats),
-            conf_thresh_percentile=args.conf_thresh_percentile,
-            num_max_points=args.num_max_points,
-            show_cameras=args.show_cameras,
+            export_dir=spec["export_dir"],
+            export_format=spec["export_format"],
             progress=printer,
-            exif_transpose=not args.no_exif,
+            exif_transpose=spec["options"].get("exif_transpose", True),
+            **kwargs,
         )
         failed = False
     finally:
@@ -276,36 +303,55 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def debug_wanted(argv: Sequence[str] | None = None) -> bool:
+    """``--debug`` among the arguments or ``DA3_DEBUG`` set (to anything but 0/empty)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``da3`` console script; returns the exit code (never raises)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if args.command is None:
-            raise _UsageError("choose a command: auto, image, images or video (see da3 --help)")
-        logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
-                            format="da3: warning: %(message)s", stream=sys.stderr)
-        return run(args)
-    except KeyboardInterrupt:
-        print("da3: interrupted", file=sys.stderr)
-        return 130
-    except CancelledError as exc:
-        print(f"da3: error: {_one_line(exc)}", file=sys.stderr)
-        return 130
-    except _UsageError as exc:
-        print(f"da3: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except DA3Error as exc:
-        print(f"da3: error: {_one_line(exc)}", file=sys.stderr)
-        return 1 if exc.kind == "internal" else 2
-    except SystemExit as exc:  # --help, --version
-        return exc.code if isinstance(exc.code, int) else 0
-    except Exception as exc:  # a bug: still one line, and say so (out of memory is not a bug)
-        from .devices import is_out_of_memory, out_of_memory_error
+        return _main(argv)
+    except BaseException as exc:
+        debug = debug_wanted(argv)
+        code, line = _error_line(exc, debug)
+        if line is None:
+            return code
+        if debug and not isinstance(exc, (_UsageError, KeyboardInterrupt)):
+            import traceback
 
-        if is_out_of_memory(exc):
-            print(f"da3: error: {_one_line(out_of_memory_error(exc))}", file=sys.stderr)
-            return 2
-        print(f"da3: error: internal error ({type(exc).__name__}: {_one_line(exc)[:300]}); please report it",
-              file=sys.stderr)
-        return 1
+            traceback.print_exception(exc, file=sys.stderr)
+        print(line, file=sys.stderr)
+        return code
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        raise _UsageError("choose a command: auto, image, images or video (see da3 --help)")
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
+                        format="da3: warning: %(message)s", stream=sys.stderr)
+    return run(args)
+
+
+def _error_line(exc: BaseException, debug: bool = False) -> tuple[int, str | None]:
+    """(exit code, the one line for stderr, or None to print nothing) for what ``_main`` raised."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "da3: interrupted"
+    if isinstance(exc, CancelledError):
+        return 130, f"da3: error: {_one_line(exc)}"
+    if isinstance(exc, _UsageError):
+        return 2, f"da3: error: {_one_line(exc)}"
+    if isinstance(exc, DA3Error):
+        return (1 if exc.kind == "internal" else 2), f"da3: error: {_one_line(exc)}"
+    if isinstance(exc, SystemExit):  # --help, --version
+        return (exc.code if isinstance(exc.code, int) else 0), None
+    from .devices import is_out_of_memory, out_of_memory_error
+
+    if is_out_of_memory(exc):  # out of memory is not a bug
+        return 2, f"da3: error: {_one_line(out_of_memory_error(exc))}"
+    hint = "" if debug else f" (--debug or {DEBUG_ENV}=1 shows the traceback)"
+    return 1, f"da3: error: internal error ({type(exc).__name__}: {_one_line(exc)[:300]}); please report it{hint}"

@@ -11,7 +11,7 @@ import contextlib
 import os
 import tempfile
 
-from .errors import write_error
+from .errors import BadInputError, write_error
 
 
 def make_folder(folder: str | os.PathLike) -> str:
@@ -23,9 +23,43 @@ def make_folder(folder: str | os.PathLike) -> str:
     return os.fspath(folder)
 
 
+def check_writable_folder(folder: str | os.PathLike, doing: str) -> None:
+    """Create ``folder`` if needed and write a probe file in it, before any work; one-line
+    :class:`BadInputError` ("cannot <doing> (reason): ...") if it cannot be written."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise BadInputError(f"cannot {doing} ({reason}): choose a writable output folder") from None
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system tells (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode() -> int:
+    """0o666 less the umask: the mode ``open()`` gives a new file (mkstemp's is 0o600)."""
+    return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def open_atomic(path: str | os.PathLike, mode: str = "wb"):
     """Open ``path`` for writing (``"wb"`` or ``"w"``); the file appears only if the block succeeds.
+
+    The file gets the permissions of any new file (0o666 less the umask), not mkstemp's 0o600.
 
     Text is UTF-8, with file names that are not valid UTF-8 written back as their original bytes.
     An ``OSError`` (full disk, no permission) becomes a one-line :class:`BadInputError`.
@@ -42,6 +76,10 @@ def open_atomic(path: str | os.PathLike, mode: str = "wb"):
         with os.fdopen(fd, mode, **text) as fh:
             yield fh
             fh.flush()
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), _file_mode())
+            else:  # Windows: only the read-only bit exists
+                os.chmod(tmp, _file_mode())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BadInputError, DA3Error
+from .options import DEFAULT_VIDEO_FPS, EVERY_FRAME_FPS  # fps None: the official 1 fps; 0: every frame
 
 log = logging.getLogger("da3_blender")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".mts", ".m2ts", ".3gp", ".ogv")
-DEFAULT_VIDEO_FPS = 1.0  # frames per second sampled from a video when fps is None (the official default)
 VIDEO_MEMORY_FRACTION = 0.5  # sampled frames (full resolution) may take at most this share of the RAM
 
 _CONVERT_HINT = "convert it to PNG or JPEG"
@@ -138,26 +138,33 @@ def load_image(path, exif_transpose: bool = True) -> np.ndarray:
 # collecting a set of inputs
 
 
-def _folder_images(folder: str) -> list[str]:
+def list_folder_images(folder, extensions=None) -> list[str]:
+    """The image files of ``folder`` in natural order (frame2 before frame10), hidden files skipped.
+
+    The one folder listing of every surface (CLI, worker, panel, headless). ``extensions`` (e.g.
+    ``(".png", ".jpg")``) narrows :data:`IMAGE_EXTENSIONS`. :class:`BadInputError` if none is there.
+    """
+    folder = os.fspath(folder)
+    wanted = tuple(e.lower() for e in extensions) if extensions else IMAGE_EXTENSIONS
     names = sorted((n for n in os.listdir(folder) if not n.startswith(".")), key=natural_key)
     files = [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
-    images = [f for f in files if is_image_path(f)]
-    skipped = [os.path.basename(f) for f in files if not is_image_path(f)]
+    images = [f for f in files if _ext(f) in wanted]
+    skipped = [os.path.basename(f) for f in files if _ext(f) not in wanted]
     if skipped:
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        log.info("%s: skipped %d non-image file(s): %s%s", folder, len(skipped), ", ".join(skipped[:5]), more)
+        log.info("%s: skipped %d file(s) of other types: %s%s", folder, len(skipped), ", ".join(skipped[:5]), more)
     if not images:
         videos = [n for n in skipped if is_video_path(n)]
         hint = f"; to use a video, give the video file itself ({videos[0]})" if videos else ""
         raise BadInputError(
-            f"no images in folder {folder} (looked for {', '.join(IMAGE_EXTENSIONS)}){hint}; choose a folder of photos or frames"
+            f"no images in folder {folder} (looked for {', '.join(wanted)}){hint}; choose a folder of photos or frames"
         )
     return images
 
 
 def _check_video_options(fps, start, end, max_frames) -> None:
-    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise BadInputError(f"fps must be a positive number of frames per second, got {fps!r}")
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps >= 0):
+        raise BadInputError(f"fps must be a number of frames per second >= 0 (0: every frame), got {fps!r}")
     if start is not None and not (isinstance(start, (int, float)) and start >= 0):
         raise BadInputError(f"start must be a time in seconds >= 0, got {start!r}")
     if end is not None and not (isinstance(end, (int, float)) and end > (start or 0)):
@@ -170,7 +177,7 @@ def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_
     """Image files, folders of images (natural order), or one video -> :class:`InputSet`.
 
     Video sampling follows the official CLI: every ``max(1, int(video_fps / fps))``-th frame
-    (``fps`` None: 1 frame per second), counted from frame 0, within ``[start, end)`` seconds,
+    (``fps`` None: ``options.DEFAULT_VIDEO_FPS``; 0: every frame), counted from frame 0, within ``[start, end)`` seconds,
     at most ``max_frames``. Frames keep their source frame numbers and times. The video options
     are ignored for images.
     """
@@ -185,7 +192,7 @@ def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_
     for p in paths:
         if not os.path.exists(p):
             raise BadInputError(f"{p}: file or folder not found; check the path")
-        files.extend(_folder_images(p) if os.path.isdir(p) else [p])
+        files.extend(list_folder_images(p) if os.path.isdir(p) else [p])
 
     videos = [f for f in files if is_video_path(f)]
     if videos:
@@ -285,13 +292,15 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         video_fps = float(clip.fps or 0.0)
         if not video_fps > 0:
             raise BadInputError(f"{path}: the video reports no frame rate; re-encode it as MP4 (H.264)")
-        interval = max(1, int(video_fps / want))
+        interval = 1 if want == EVERY_FRAME_FPS else max(1, int(video_fps / want))
         if want > video_fps:
             log.info("%s: requested %.3g fps exceeds the video's %.3g fps; using every frame", path, want, video_fps)
         first = 0 if not start else math.ceil(start * video_fps - 1e-9)
         stop = math.inf if end is None else end * video_fps  # frame index must be < stop
         expected = int(getattr(reader, "n_frames", None) or getattr(reader, "nframes", None) or 0)  # 2.x / 1.x
         last_wanted = min(expected, stop) if expected else stop
+        if max_frames is not None:  # reading stops at the last frame kept
+            last_wanted = min(last_wanted, first + (-first) % interval + (int(max_frames) - 1) * interval + 1)
 
         width, height = (int(v) for v in clip.size)
         _check_frames_fit(path, first, last_wanted, interval, max_frames, width, height)
@@ -305,11 +314,11 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
             if index >= first and index % interval == 0:
                 frames.append(np.array(frame[:, :, :3], dtype=np.uint8))
                 numbers.append(index)
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
             if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
-                total = int(math.ceil(last_wanted))
+                total = max(int(math.ceil(last_wanted)), index + 1)  # the container's count may be short
                 progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(frames)} kept")
+            if max_frames is not None and len(frames) >= max_frames:
+                break
             frame = _next_frame(reader)
             index += 1
         at_end = frame is None

@@ -134,3 +134,24 @@ def default_chunk_overlap(chunk_size: int) -> int:
 def choice_ids(table) -> tuple[str, ...]:
     """The ids of a ``(id, label, description)`` table."""
     return tuple(row[0] for row in table)
+
+
+# -- scene building (panel "Build" section and the headless script; i13 block) ----------------------
+# Ids are the scene importer's (scene/importer.ImportOptions) and the panel's enum ids.
+UP_AXES = (
+    ("Z_UP", "Z up", "Blender Z up, the first camera at the origin looking along +Y"),
+    ("KEEP", "OpenCV", "The first camera's OpenCV frame as is (Y down, Z forward)"),
+)
+DEFAULT_UP_AXIS = "Z_UP"
+PLANE_TEXTURES = (
+    ("processed", "Processed", "The image at processing resolution (stored in the .blend)"),
+    ("original", "Original", "The source image file at full resolution"),
+)
+DEFAULT_PLANE_TEXTURE = "processed"
+KEY_INTERPOLATIONS = (
+    ("LINEAR", "Linear", "Interpolate the camera between sampled frames"),
+    ("CONSTANT", "Constant", "Hold each sampled camera until the next"),
+)
+DEFAULT_KEY_INTERPOLATION = "LINEAR"
+SCALE_MODES = ("predicted", "metric")  # or a positive factor
+DEFAULT_PLANE_STRIDE = 4  # pixels per plane vertex (1: every pixel)

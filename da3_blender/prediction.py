@@ -150,7 +150,16 @@ def load_result(path: str | os.PathLike) -> Prediction:
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise ResultFormatError(
+                f"{name} is not a readable DA3 result (corrupt or truncated npz: {exc}); run DA3 again to recreate it"
+            ) from None
+        raise ResultFormatError(
+            f"{name} is not a DA3 result (it contains Python objects, which are never loaded as they could run "
+            "code); choose a result written by DA3 for Blender, the da3 command or official DA3"
+        ) from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
         raise ResultFormatError(
             f"{name} is not a readable DA3 result (corrupt or truncated npz: {exc}); run DA3 again to recreate it"
         ) from None

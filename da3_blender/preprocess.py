@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from .errors import BadInputError
+from .options import PROCESS_RES_METHODS, choice_ids
 
 log = logging.getLogger("da3_blender")
 
 PATCH_SIZE = 14
-METHODS = ("upper_bound_resize", "lower_bound_resize", "upper_bound_crop", "lower_bound_crop")
+METHODS = choice_ids(PROCESS_RES_METHODS)  # defined in options
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

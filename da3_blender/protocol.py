@@ -16,9 +16,10 @@ Events (worker -> client) echo the request ``id`` and name the ``job`` they conc
 
     hello     protocol, python, executable, torch, cuda, devices, model, dependencies
     progress  stage ("load", "preprocess", "forward", "postprocess", "export", "save"), fraction, message
+              (never empty: a step without its own message repeats its stage's last one)
     loaded    model, device, dtype, loads, seconds
     result    path, summary {views, size, model, device, seconds, model_loads}
-    error     kind (one of errors.ERROR_KINDS), message (one line)
+    error     kind (one of errors.ERROR_KINDS), message (one line), log (the worker's log file, or null)
     unloaded  model (the one released, or null)
     bye
 
@@ -32,33 +33,13 @@ import json
 import math
 from typing import Any
 
-from .errors import ERROR_KINDS, BadInputError, DA3Error
+from .errors import ERROR_KINDS, DA3Error
 
 PROTOCOL_VERSION = 1
 
 REQUESTS = ("hello", "run", "cancel", "unload", "shutdown")
 EVENTS = ("hello", "progress", "loaded", "result", "error", "unloaded", "bye")
 TERMINAL_EVENTS = ("result", "error")  # a job ends with exactly one of these
-
-DEFAULT_MODEL = "da3-large"
-
-# options passed to DepthAnything3.inference (exif_transpose goes to the input reader)
-OPTION_TYPES: dict[str, tuple[type, ...]] = {
-    "process_res": (int,),
-    "process_res_method": (str,),
-    "use_ray_pose": (bool,),
-    "ref_view_strategy": (str,),
-    "extrinsics": (list,),
-    "intrinsics": (list,),
-    "align_to_input_ext_scale": (bool,),
-    "conf_thresh_percentile": (int, float),
-    "num_max_points": (int,),
-    "show_cameras": (bool,),
-    "exif_transpose": (bool,),
-}
-VIDEO_KEYS = ("fps", "start", "end", "max_frames")
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
-
 
 class ProtocolError(DA3Error):
     kind = "protocol"
@@ -137,72 +118,12 @@ def check_request(message: dict[str, Any]) -> tuple[str, str]:
 
 
 def normalize_job(job: Any) -> dict[str, Any]:
-    """Check a ``run`` job's fields and types and fill defaults; :class:`BadInputError` naming the bad field.
+    """Check a ``run`` job and fill its defaults: :func:`da3_blender.job.normalize_job` (the one job description).
 
-    Values that need torch to judge (methods, dtypes, export formats) are checked by the worker.
-
-    Fields: ``inputs`` (list of image/video paths or folders), ``output`` (result .npz path),
-    ``video`` {fps, start, end, max_frames}, ``model``, ``device``, ``dtype``, ``options`` (see
-    :data:`OPTION_TYPES`), ``export_dir``, ``export_format``.
+    Fields: ``inputs``, ``output``, ``model`` (default ``options.default_model()``), ``device``,
+    ``dtype``, ``video`` {fps (0: every frame), start, end, max_frames}, ``options`` (inference
+    keywords, streaming included), ``export_dir``, ``export_format``.
     """
-    if not isinstance(job, dict):
-        raise BadInputError("the run request needs a 'job' object")
-    known = {"inputs", "output", "video", "model", "device", "dtype", "options", "export_dir", "export_format"}
-    unknown = sorted(set(job) - known)
-    if unknown:
-        raise BadInputError(f"unknown job field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    inputs = job.get("inputs")
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not isinstance(inputs, list) or not inputs or not all(isinstance(p, str) and p for p in inputs):
-        raise BadInputError("'inputs' must be a non-empty list of image, video or folder paths")
-    output = job.get("output")
-    if not isinstance(output, str) or not output:
-        raise BadInputError("'output' must be the path of the result file to write (.npz)")
-    video = job.get("video") or {}
-    if not isinstance(video, dict) or set(video) - set(VIDEO_KEYS):
-        raise BadInputError(f"'video' must be an object with some of {', '.join(VIDEO_KEYS)}")
-    for key in ("fps", "start", "end"):
-        value = video.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            raise BadInputError(f"video {key} must be a number >= 0, got {value!r}")
-    max_frames = video.get("max_frames")
-    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
-        raise BadInputError(f"video max_frames must be a whole number >= 1, got {max_frames!r}")
-    options = job.get("options") or {}
-    if not isinstance(options, dict):
-        raise BadInputError("'options' must be an object")
-    for key, value in options.items():
-        if key not in OPTION_TYPES:
-            raise BadInputError(f"unknown option {key!r} (known: {', '.join(OPTION_TYPES)})")
-        types = OPTION_TYPES[key]
-        if value is None and key in ("extrinsics", "intrinsics"):
-            continue
-        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-            names = " or ".join(t.__name__ for t in types)
-            raise BadInputError(f"option {key} must be {names}, got {value!r}")
-    model = job.get("model") or DEFAULT_MODEL
-    device = job.get("device") or "auto"
-    dtype = job.get("dtype") or "auto"
-    if not isinstance(model, str):
-        raise BadInputError("'model' must be a model name, Hugging Face repo id or local folder")
-    if not isinstance(device, str):
-        raise BadInputError(f"'device' must be one of {DEVICE_CHOICES}")
-    if not isinstance(dtype, str):
-        raise BadInputError("'dtype' must be auto, fp32, bf16 or fp16")
-    export_dir = job.get("export_dir")
-    export_format = job.get("export_format")
-    for key, value in (("export_dir", export_dir), ("export_format", export_format)):
-        if value is not None and not (isinstance(value, str) and value):
-            raise BadInputError(f"'{key}' must be a non-empty string")
-    return {
-        "inputs": list(inputs),
-        "output": output,
-        "video": {k: video.get(k) for k in VIDEO_KEYS},
-        "model": model,
-        "device": device,
-        "dtype": dtype,
-        "options": dict(options),
-        "export_dir": export_dir,
-        "export_format": export_format if export_dir else None,
-    }
+    from .job import normalize_job as _normalize
+
+    return _normalize(job)

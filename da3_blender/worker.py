@@ -16,27 +16,32 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 import traceback
 from typing import Any, BinaryIO, TextIO
 
 from .errors import BadInputError, CancelledError, DA3Error
+from .files import check_writable_folder
+from .job import accepted_keywords, inference_kwargs, video_kwargs
+from .worker_client import LOG_DIR_ENV, LOG_FILE
 from .protocol import PROTOCOL_VERSION, ProtocolError, check_request, decode, encode, error_event, event, normalize_job
 
 log = logging.getLogger("da3_blender.worker")
 
 PROGRESS_INTERVAL = 0.1  # seconds between two progress events of the same stage
+INPUTS_SHARE = 0.6  # of the "load" stage: reading the inputs; the rest is loading the model
 
 
 def package_version() -> str:
-    try:
-        from importlib.metadata import version
+    """This code's version (``da3_blender.__version__``, the one version source; pyproject reads it).
 
-        return version("da3-blender")
-    except Exception:
-        return "unknown"
+    Not the installed distribution's metadata: the managed environment runs the extension's copy
+    through PYTHONPATH, without installing it.
+    """
+    from . import __version__
+
+    return __version__
 
 
 def dependency_versions() -> dict[str, str | None]:
@@ -60,19 +65,8 @@ def check_output_path(path: str, what: str = "result") -> str:
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(path):
         raise BadInputError(f"the {what} path {path} is a folder: give a file name such as {os.path.join(path, 'result.npz')}")
-    _check_writable_dir(os.path.dirname(path), f"write the {what} to {path}")
+    check_writable_folder(os.path.dirname(path), f"write the {what} to {path}")
     return path
-
-
-def _check_writable_dir(folder: str, doing: str) -> None:
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise BadInputError(f"cannot {doing} ({reason}): choose a writable output folder") from None
 
 
 def classify(exc: BaseException, device: str | None = None) -> tuple[str, str]:
@@ -87,7 +81,13 @@ def classify(exc: BaseException, device: str | None = None) -> tuple[str, str]:
     if isinstance(exc, ImportError):
         return "missing_dependency", f"{exc}: set up the DA3 environment again (it lacks a package)"
     log.error("job failed with an unexpected error:\n%s", "".join(traceback.format_exception(exc)))
-    return "internal", f"{type(exc).__name__}: {exc} (a bug in DA3 for Blender; the worker log has the traceback)"
+    return "internal", f"{type(exc).__name__}: {exc} (a bug in DA3 for Blender; the traceback is in {log_location()})"
+
+
+def log_location() -> str:
+    """Where this worker's log (its stderr) is kept: the file the client writes, named in errors."""
+    folder = os.environ.get(LOG_DIR_ENV)
+    return os.path.join(folder, LOG_FILE) if folder else "the worker's stderr (no log folder was given)"
 
 
 class _Job:
@@ -238,7 +238,8 @@ class Worker:
         except BaseException as exc:  # every failure becomes one error event
             kind, text = classify(exc, device)
             log.info("job %s ended: %s: %s", job.id, kind, text)
-            message = error_event(job.id, job.id, kind, text)
+            message = error_event(job.id, job.id, kind, text, log=os.path.join(os.environ[LOG_DIR_ENV], LOG_FILE)
+                                  if os.environ.get(LOG_DIR_ENV) else None)
         finally:
             with self._state_lock:
                 self._job = None  # free before answering: the client may send the next job at once
@@ -251,25 +252,29 @@ class Worker:
         progress = _Progress(self, job)
         output = check_output_path(spec["output"])
         if spec["export_dir"]:
-            _check_writable_dir(os.path.abspath(spec["export_dir"]), f"write exports to {spec['export_dir']}")
+            check_writable_folder(os.path.abspath(spec["export_dir"]), f"write exports to {spec['export_dir']}")
         device = resolve_device(spec["device"])
-        options = dict(spec["options"])
-        exif = options.pop("exif_transpose", True)
-        _check_values(spec, options)
+        exif = spec["options"].get("exif_transpose", True)
+        matrices = _check_values(spec)
 
         from .inputs import collect_inputs
 
         progress("load", 0.0, "reading inputs")
-        inputs = collect_inputs(spec["inputs"], exif_transpose=exif, progress=progress, **spec["video"])
+        inputs = collect_inputs(spec["inputs"], exif_transpose=exif, progress=progress.part(0.0, INPUTS_SHARE),
+                                **video_kwargs(spec))
         progress.check()
         model = self._get_model(spec["model"], device, spec["dtype"], job, progress)
         progress.check()
+        from .inference import run_inference  # what DepthAnything3.inference hands its keywords to
+
+        kwargs = inference_kwargs(spec, accepted_keywords(run_inference))
+        kwargs.update(matrices)
         pred = model.inference(
             inputs,  # an InputSet: the prediction keeps source paths, frame numbers and timestamps
             export_dir=spec["export_dir"],
             export_format=spec["export_format"] or "mini_npz",
             progress=progress,
-            **options,
+            **kwargs,
         )
         progress.check()
         n = pred.num_views
@@ -282,7 +287,7 @@ class Worker:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(seconds, 3),
         }
-        progress("save", 0.0, f"writing {os.path.basename(output)}")
+        progress("save", 0.0, f"handing over {n} view{'s' * (n != 1)}")
         from .prediction import save_result
 
         save_result(output, pred, meta)
@@ -305,7 +310,7 @@ class Worker:
         if self._model is not None and self._model_key == key:
             return self._model
         self._release_model()
-        progress("load", 0.0, f"loading {name} on {device}")
+        progress("load", INPUTS_SHARE, f"loading {name} on {device}")
         t0 = time.perf_counter()
         from .api import DepthAnything3
 
@@ -346,39 +351,46 @@ class _Progress:
         self.worker = worker
         self.job = job
         self._last = ("", -1.0, 0.0)
+        self._messages: dict[str, str] = {}  # the last message of each stage, for calls that give none
+        self._highest: dict[str, float] = {}  # the furthest fraction of each stage so far
 
     def check(self) -> None:
         if self.job.cancel.is_set():
             raise CancelledError()
 
+    def part(self, start: float, end: float):
+        """A callback whose fractions of the "load" stage map to ``start..end`` of it."""
+        def scaled(stage: str, fraction: float = 0.0, message: str = "") -> None:
+            if stage == "load":
+                fraction = start + (end - start) * float(fraction)
+            self(stage, fraction, message)
+        return scaled
+
     def __call__(self, stage: str, fraction: float = 0.0, message: str = "") -> None:
         self.check()
         now = time.monotonic()
         last_stage, last_fraction, last_time = self._last
-        fraction = float(fraction)
+        fraction = max(float(fraction), self._highest.get(stage, 0.0))  # a stage's bar never runs backwards
+        self._highest[stage] = fraction
+        if message:
+            self._messages[stage] = message = str(message)
+        else:  # a step without its own message (the network's blocks): its stage's message, in 10 % steps
+            tenth = f"{10 * int(min(max(fraction, 0.0), 1.0) * 10)}%"
+            base = self._messages.get(stage)
+            message = (f"{base} ({tenth})" if tenth != "0%" else base) if base else tenth
         if stage != last_stage or fraction >= 1.0 or now - last_time >= PROGRESS_INTERVAL:
             self._last = (stage, fraction, now)
             self.worker.send(event("progress", self.job.id, self.job.id, stage=stage,
-                                   fraction=round(min(max(fraction, 0.0), 1.0), 4), message=str(message)))
+                                   fraction=round(min(max(fraction, 0.0), 1.0), 4), message=message))
 
 
-def _check_values(spec: dict[str, Any], options: dict[str, Any]) -> None:
-    """Check option values before any file is read or model loaded (same checks as inference)."""
-    from .model.dinov2 import check_ref_view_strategy
-    from .model.precision import COMPUTE_DTYPES
-    from .preprocess import check_options
+def _check_values(spec: dict[str, Any]) -> dict[str, Any]:
+    """The known-pose matrices as arrays, checked before any file is read or model loaded.
 
-    check_options(options.get("process_res", 504), options.get("process_res_method", "upper_bound_resize"))
-    check_ref_view_strategy(options.get("ref_view_strategy", "saddle_balanced"))
-    if spec["dtype"] not in COMPUTE_DTYPES:
-        raise BadInputError(f"unknown dtype {spec['dtype']!r}; use one of: {', '.join(COMPUTE_DTYPES)}")
-    if spec["export_dir"]:
-        from .inference import parse_export_format
-
-        parse_export_format(spec["export_format"] or "mini_npz")
-    for key in ("extrinsics", "intrinsics"):
-        if options.get(key) is not None:
-            options[key] = _matrices(options[key], key)
+    Every other option was checked by :func:`da3_blender.job.normalize_job`.
+    """
+    options = spec["options"]
+    return {key: _matrices(options[key], key) for key in ("extrinsics", "intrinsics") if options.get(key) is not None}
 
 
 def _matrices(value: Any, name: str):

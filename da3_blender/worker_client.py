@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
+import logging.handlers
 import os
 import queue
 import signal
@@ -28,6 +30,10 @@ from .protocol import TERMINAL_EVENTS, decode, encode, error_event, request
 EXTENSION_ROOT = str(Path(__file__).resolve().parents[1])  # the folder holding da3_blender/
 CANCEL_TIMEOUT = 3.0  # seconds a worker gets to answer a cancel before it is killed
 STDERR_LINES = 200
+LOG_DIR_ENV = "DA3_WORKER_LOG_DIR"  # the folder of the worker's log file (Blender: the extension's user folder)
+LOG_FILE = "worker.log"
+LOG_MAX_BYTES = 2_000_000  # the log rotates at this size, keeping LOG_BACKUPS old files
+LOG_BACKUPS = 2
 _OOM_MARKERS = ("out of memory", "outofmemoryerror", "memoryerror", "cannot allocate memory", "std::bad_alloc")
 
 
@@ -39,10 +45,18 @@ class WorkerClient:
     """One worker process, started on demand and restarted after a crash."""
 
     def __init__(self, python: str | None = None, extension_root: str | None = None,
-                 env: dict[str, str] | None = None, cancel_timeout: float = CANCEL_TIMEOUT):
+                 env: dict[str, str] | None = None, cancel_timeout: float = CANCEL_TIMEOUT,
+                 log_dir: str | None = None):
         self.python = python or sys.executable
         self.extension_root = os.fspath(extension_root or EXTENSION_ROOT)
         self.env = dict(env or {})
+        # everything the worker writes on stderr (logs, tracebacks, library output, crash messages)
+        # also goes to a rotating log file in log_dir (else $DA3_WORKER_LOG_DIR), named in its errors
+        log_dir = log_dir or self.env.get(LOG_DIR_ENV) or os.environ.get(LOG_DIR_ENV)
+        self.log_path = os.path.join(os.path.abspath(log_dir), LOG_FILE) if log_dir else None
+        if log_dir:
+            self.env[LOG_DIR_ENV] = os.path.abspath(log_dir)
+        self._log: logging.Logger | None = None
         self.cancel_timeout = cancel_timeout
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
@@ -93,6 +107,7 @@ class WorkerClient:
         self._proc = proc
         self._expected_exit = False
         self.stderr_tail.clear()
+        self._log_line(f"--- worker started: pid {proc.pid}, {self.python}")
         err_thread = threading.Thread(target=self._read_stderr, args=(proc,), name="da3-worker-stderr", daemon=True)
         out_thread = threading.Thread(target=self._read_stdout, args=(proc, err_thread), name="da3-worker-stdout",
                                       daemon=True)
@@ -102,7 +117,31 @@ class WorkerClient:
 
     def _read_stderr(self, proc: subprocess.Popen) -> None:
         for raw in iter(proc.stderr.readline, b""):
-            self.stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.stderr_tail.append(line)
+            self._log_line(line)
+
+    def _log_line(self, line: str) -> None:
+        """Append one line to the log file (a log that cannot be written is given up, never fatal)."""
+        if self.log_path is None:
+            return
+        if self._log is None:
+            try:
+                os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+                handler = logging.handlers.RotatingFileHandler(self.log_path, maxBytes=LOG_MAX_BYTES,
+                                                               backupCount=LOG_BACKUPS, encoding="utf-8")
+            except OSError:
+                self.log_path = None
+                return
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            self._log = logging.getLogger(f"da3_blender.worker_log.{self._prefix}")
+            self._log.propagate = False
+            self._log.setLevel(logging.INFO)
+            self._log.addHandler(handler)
+        self._log.info(line)
+
+    def _log_hint(self) -> str:
+        return f"; the full log is {self.log_path}" if self.log_path else ""
 
     def _read_stdout(self, proc: subprocess.Popen, err_thread: threading.Thread) -> None:
         for raw in iter(proc.stdout.readline, b""):
@@ -145,8 +184,8 @@ class WorkerClient:
         oom = any(m in line.lower() for line in lines[-20:] for m in _OOM_MARKERS)
         if oom:
             return "out_of_memory", (f"the DA3 worker ran out of memory ({status}; last log line: {last}): "
-                                     "choose a smaller model, a lower processing resolution or fewer frames")
-        return "internal", f"the DA3 worker stopped unexpectedly ({status}; last log line: {last}); run the job again"
+                                     f"choose a smaller model, a lower processing resolution or fewer frames{self._log_hint()}")
+        return "internal", f"the DA3 worker stopped unexpectedly ({status}; last log line: {last}); run the job again{self._log_hint()}"
 
     def _reap(self) -> None:
         """Forget a finished process and join its reader threads."""
@@ -239,7 +278,7 @@ class WorkerClient:
     def _start_failure(self, code: int | None) -> str:
         lines = [line for line in self.stderr_tail if line.strip()]
         last = lines[-1].strip() if lines else "no output"
-        return f"the DA3 worker could not start with {self.python} (exit status {code}: {last})"
+        return f"the DA3 worker could not start with {self.python} (exit status {code}: {last}){self._log_hint()}"
 
     def poll(self) -> list[dict[str, Any]]:
         """All events that arrived since the last call, without blocking."""
@@ -325,7 +364,15 @@ class WorkerClient:
                 proc.kill()
                 code = proc.wait()
         self._reap()
+        self._close_log()
         return code
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            for handler in list(self._log.handlers):
+                self._log.removeHandler(handler)
+                handler.close()
+            self._log = None
 
     def kill(self) -> int | None:
         """Kill the worker at once; a job it was running ends with a ``cancelled`` error event."""

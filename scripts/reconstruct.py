@@ -6,8 +6,11 @@
 INPUT is image files, folders of images, or one video. The extension (this repository) is
 registered, ``da3.reconstruct`` runs to the end (the model runs in the worker Python) and the
 scene is saved. The worker Python is ``--python``, else this Python when it has torch, else the
-extension's managed environment. Exit status 0 on success; otherwise one line
-``reconstruct: error: ...`` on stderr and status 1 (2 for bad arguments).
+extension's managed environment. Choices and defaults are the core's (``da3_blender.options``) and
+the arguments are checked as the worker checks a job (``da3_blender.job``), outputs included,
+before any work. Exit status 0 on success; otherwise one line ``reconstruct: error: ...`` on
+stderr and status 2 for bad arguments, 1 for a failed run (``--debug`` or ``DA3_DEBUG=1`` also
+prints the traceback).
 """
 
 from __future__ import annotations
@@ -20,12 +23,24 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # the core's option tables and job checks (standard library only)
+    sys.path.insert(0, str(REPO_ROOT))
+
+from da3_blender import options as opt  # noqa: E402
+from da3_blender.cli import DEBUG_ENV, add_streaming_arguments, add_video_arguments  # noqa: E402
+from da3_blender.errors import BadInputError  # noqa: E402
+from da3_blender.files import check_writable_folder  # noqa: E402
+
 PACKAGE = "da3_for_blender"  # the manifest id
 PROG = "reconstruct"
 
 
 class Failure(Exception):
-    """One-line error for the user."""
+    """One-line error for the user; ``code`` is the exit status (2: bad arguments, 1: the run failed)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,57 +49,181 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _lower_choice(choices):
+    """argparse type accepting a choice in any case, returned as spelled in ``choices``."""
+    def parse(text: str) -> str:
+        for c in choices:
+            if text.lower() == c.lower():
+                return c
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(c.lower() for c in choices)}")
+    return parse
+
+
+def _scale(text: str):
+    if text.lower() in opt.SCALE_MODES:
+        return text.lower()
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use {' or '.join(opt.SCALE_MODES)} or a positive factor") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the scale factor {text} must be positive")
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    default_model = opt.default_model()
     p = _Parser(prog=PROG, description="Photos or a video to a 3D scene (.blend) with Depth Anything 3.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, or one video")
     p.add_argument("--output", "-o", required=True, help="the .blend file to write")
-    p.add_argument("--model", "-m", default=None,
-                   help="Hugging Face repo id (e.g. depth-anything/DA3-LARGE-1.1) or a local model folder")
-    p.add_argument("--fps", type=float, default=None, help="video: frames per second to sample (default 2, 0: all)")
-    p.add_argument("--start", type=float, default=None, help="video: start time in seconds")
-    p.add_argument("--end", type=float, default=None, help="video: end time in seconds")
-    p.add_argument("--max-frames", type=int, default=None, help="video: at most this many frames")
-    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
-    p.add_argument("--process-res", type=int, default=None, help="processing resolution (default 504)")
-    p.add_argument("--process-res-method", default=None,
-                   choices=("upper_bound_resize", "upper_bound_crop", "lower_bound_resize", "lower_bound_crop"))
-    p.add_argument("--python", default=None, help="the worker's Python interpreter (must have torch)")
-    p.add_argument("--no-points", action="store_true", help="no point cloud")
-    p.add_argument("--no-planes", action="store_true", help="no depth planes")
-    p.add_argument("--no-cameras", action="store_true", help="no cameras")
-    p.add_argument("--export-dir", default=None, help="also export files (see --export-format) into this folder")
-    p.add_argument("--export-format", default=None, help="glb, ply, colmap, npz, mini_npz, depth_vis; join with '-'")
-    p.add_argument("--keep-result", action="store_true", help="keep the result .npz next to the .blend")
-    p.add_argument("--export-camera", default=None, metavar="PATH.abc|PATH.fbx",
+    p.add_argument("--model", "-m", default=default_model,
+                   help=f"Hugging Face repo id or a local model folder (default: {default_model}; env {opt.MODEL_ENV})")
+    add_video_arguments(p.add_argument_group("video"))
+    g = p.add_argument_group("model and processing")
+    g.add_argument("--device", default=None, help=f"{opt.DEVICE_HELP} (default: the extension's preference, auto)")
+    g.add_argument("--process-res", type=int, default=None, help=f"processing resolution (default: {opt.DEFAULT_PROCESS_RES})")
+    g.add_argument("--process-res-method", default=None, choices=opt.choice_ids(opt.PROCESS_RES_METHODS))
+    g.add_argument("--ref-view-strategy", default=None, choices=opt.choice_ids(opt.REF_VIEW_STRATEGIES))
+    g.add_argument("--use-ray-pose", action="store_true", help="solve cameras from the ray map")
+    add_streaming_arguments(g)
+    g.add_argument("--python", default=None, help="the worker's Python interpreter (must have torch)")
+    g = p.add_argument_group("build (as the panel's Build section)")
+    g.add_argument("--no-points", action="store_true", help="no point cloud")
+    g.add_argument("--no-planes", action="store_true", help="no depth planes")
+    g.add_argument("--no-cameras", action="store_true", help="no cameras")
+    g.add_argument("--conf-thresh-percentile", type=float, default=None,
+                   help=f"drop the least confident points, this percentage of them (default: {opt.DEFAULT_CONF_THRESH_PERCENTILE:g})")
+    g.add_argument("--num-max-points", type=int, default=None,
+                   help=f"keep at most this many points (default: {opt.DEFAULT_NUM_MAX_POINTS})")
+    g.add_argument("--plane-detail", type=int, default=None, metavar="PIXELS",
+                   help=f"one plane vertex every this many pixels; 1 is the finest (default: {opt.DEFAULT_PLANE_STRIDE})")
+    g.add_argument("--plane-texture", type=_lower_choice(opt.choice_ids(opt.PLANE_TEXTURES)), default=None,
+                   help=f"processed or original images on the planes (default: {opt.DEFAULT_PLANE_TEXTURE})")
+    g.add_argument("--up-axis", type=_lower_choice(opt.choice_ids(opt.UP_AXES)), default=None,
+                   help="z_up (Blender Z up) or keep (the first camera's OpenCV frame) (default: z_up)")
+    g.add_argument("--scale", type=_scale, default=None,
+                   help="predicted, metric (metric models) or a factor for depth and camera positions (default: predicted)")
+    g.add_argument("--fixed-lens", action="store_true", help="video: one lens for the whole shot, no lens keys")
+    g.add_argument("--keys", type=_lower_choice(opt.choice_ids(opt.KEY_INTERPOLATIONS)), default=None,
+                   help="camera key interpolation: linear or constant (default: linear)")
+    g = p.add_argument_group("output")
+    g.add_argument("--export-dir", default=None, help="also export files (see --export-format) into this folder")
+    g.add_argument("--export-format", default=None,
+                   help=f"{', '.join(opt.EXPORT_FORMAT_NAMES)}; join with '-' (default: {opt.DEFAULT_EXPORT_FORMAT})")
+    g.add_argument("--keep-result", action="store_true", help="keep the result .npz next to the .blend")
+    g.add_argument("--export-camera", default=None, metavar="PATH.abc|PATH.fbx",
                    help="also write the cameras (scene fps and frame range) with Blender's Alembic or FBX exporter")
+    g.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also env {DEBUG_ENV}=1)")
     args = p.parse_args(argv)
-    check_args(p, args)
+    try:
+        check_args(args)
+    except (BadInputError, Failure) as ex:
+        p.error(str(ex))
     return args
 
 
-def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace) -> dict:
+    """Every argument checked before any work (outputs included); returns the job they describe."""
     for path in args.inputs:
         if not os.path.exists(path):
-            p.error(f"input not found: {path}")
+            raise Failure(f"input not found: {path}", code=2)
     if not args.output.lower().endswith(".blend"):
-        p.error(f"--output must be a .blend file, got {args.output}")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        p.error(f"cannot write {args.output}: {out_dir} is not a folder")
-    for name in ("fps", "start", "end"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            p.error(f"--{name} must be >= 0, got {value}")
-    if args.max_frames is not None and args.max_frames < 1:
-        p.error(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.process_res is not None and args.process_res < 14:
-        p.error(f"--process-res must be >= 14 (e.g. 504), got {args.process_res}")
+        raise Failure(f"--output must be a .blend file, got {args.output}", code=2)
+    if os.path.isdir(args.output):
+        raise Failure(f"--output {args.output} is a folder: give a file name such as scene.blend", code=2)
+    if args.process_res is not None and args.process_res < opt.MIN_PROCESS_RES:
+        raise Failure(f"--process-res must be >= {opt.MIN_PROCESS_RES} (e.g. {opt.DEFAULT_PROCESS_RES}), got {args.process_res}", code=2)
     if args.export_format and not args.export_dir:
-        p.error("--export-format needs --export-dir")
+        raise Failure("--export-format needs --export-dir", code=2)
+    if args.plane_detail is not None and args.plane_detail < 1:
+        raise Failure(f"--plane-detail must be >= 1 pixel, got {args.plane_detail}", code=2)
     if args.python and not os.path.isfile(args.python):
-        p.error(f"--python: no interpreter at {args.python}")
+        raise Failure(f"--python: no interpreter at {args.python}", code=2)
     if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in (".abc", ".fbx"):
-        p.error(f"--export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {args.export_camera}")
+        raise Failure(f"--export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {args.export_camera}", code=2)
+    spec = job_from_args(args)
+    if args.export_camera:
+        check_writable_folder(os.path.dirname(os.path.abspath(args.export_camera)), f"write the cameras to {args.export_camera}")
+    check_writable_folder(os.path.dirname(os.path.abspath(args.output)), f"write the .blend to {args.output}")
+    if args.export_dir:
+        check_writable_folder(os.path.abspath(args.export_dir), f"write the exports into {args.export_dir}")
+    return spec
+
+
+def job_from_args(args: argparse.Namespace) -> dict:
+    """The worker job these arguments describe (:func:`da3_blender.job.build_job`: the checks every surface shares)."""
+    from da3_blender.job import build_job
+
+    options = {
+        "process_res": args.process_res,
+        "process_res_method": args.process_res_method,
+        "ref_view_strategy": args.ref_view_strategy,
+        "use_ray_pose": args.use_ray_pose or None,
+        "conf_thresh_percentile": args.conf_thresh_percentile,
+        "num_max_points": args.num_max_points,
+        "chunk_size": args.chunk_size,
+        "chunk_overlap": args.chunk_overlap,
+        "chunk_align": args.chunk_align,
+    }
+    video = {"fps": args.fps, "start": args.start, "end": args.end, "max_frames": args.max_frames}
+    export_format = (args.export_format or opt.DEFAULT_EXPORT_FORMAT) if args.export_dir else None
+    return build_job([os.path.abspath(p) for p in args.inputs], os.path.splitext(os.path.abspath(args.output))[0] + ".npz",
+                     model=args.model, device=args.device, video=video, options=options,
+                     export_dir=os.path.abspath(args.export_dir) if args.export_dir else None, export_format=export_format)
+
+
+def scene_settings(args: argparse.Namespace) -> dict:
+    """``scene.da3_settings`` values for the arguments (name -> value); unset arguments keep the panel's defaults."""
+    s: dict = {
+        "build_points": not args.no_points,
+        "build_planes": not args.no_planes,
+        "build_cameras": not args.no_cameras,
+        "keep_results": args.keep_result,
+        "use_ray_pose": args.use_ray_pose,
+        "fixed_intrinsics": args.fixed_lens,
+    }
+    optional = {
+        "device": args.device,
+        "process_res": args.process_res,
+        "process_res_method": args.process_res_method,
+        "ref_view_strategy": args.ref_view_strategy,
+        "conf_percentile": args.conf_thresh_percentile,
+        "max_points": args.num_max_points,
+        "plane_stride": args.plane_detail,
+        "plane_texture": args.plane_texture,
+        "up_axis": args.up_axis,
+        "interpolation": args.keys,
+        "chunk_size": args.chunk_size,
+        "chunk_overlap": args.chunk_overlap,
+        "chunk_align": args.chunk_align,
+    }
+    s.update({k: v for k, v in optional.items() if v is not None})
+    if args.scale is not None:
+        if isinstance(args.scale, float):
+            s["scale_mode"], s["scale_factor"] = "FACTOR", args.scale
+        else:
+            s["scale_mode"] = args.scale.upper()
+    if args.export_dir:
+        s["export_dir"] = os.path.abspath(args.export_dir)
+        s["export_format"] = set((args.export_format or opt.DEFAULT_EXPORT_FORMAT).split("-"))
+    return s
+
+
+def _set(settings, name: str, value) -> None:
+    """Set one scene setting, in the form its property takes (e.g. chunk size "auto" as 0 in an int)."""
+    prop = settings.bl_rna.properties.get(name)
+    if prop is None:
+        raise Failure(f"this version of the DA3 extension has no '{name}' setting: update it, or leave that option out", code=2)
+    if value == opt.AUTO_CHUNK and prop.type == "INT":
+        value = 0
+    if prop.type == "ENUM" and not prop.is_enum_flag and value not in {item.identifier for item in prop.enum_items}:
+        offered = ", ".join(item.identifier for item in prop.enum_items)
+        raise Failure(f"the DA3 extension's '{name}' setting does not take {value!r} (it takes {offered}): "
+                      "update the extension or choose one of those", code=2)
+    try:
+        setattr(settings, name, value)
+    except (TypeError, ValueError) as ex:
+        raise Failure(f"{name}: {str(ex).splitlines()[-1]}", code=2) from None
 
 
 def script_argv() -> list[str]:
@@ -115,10 +254,12 @@ def _raise(ex):
     raise Failure(f"cannot register the DA3 extension: {ex}")
 
 
-def _expand(inputs: list[str], image_exts, video_exts, name_key) -> tuple[str, list[str]]:
-    """(input mode, paths) for the panel's settings; folder images in natural order (as the worker)."""
+def _expand(inputs: list[str]) -> tuple[str, list[str]]:
+    """(input mode, paths) for the panel's settings; folders listed as every surface lists them."""
+    from da3_blender.inputs import is_video_path, list_folder_images
+
     paths = [os.path.abspath(p) for p in inputs]
-    videos = [p for p in paths if os.path.isfile(p) and os.path.splitext(p)[1].lower() in video_exts]
+    videos = [p for p in paths if os.path.isfile(p) and is_video_path(p)]
     if videos:
         if len(paths) != 1:
             raise Failure("give one video alone (not with other videos, images or folders)")
@@ -127,11 +268,7 @@ def _expand(inputs: list[str], image_exts, video_exts, name_key) -> tuple[str, l
         return "FOLDER", paths
     images = []
     for p in paths:
-        if os.path.isdir(p):
-            names = [n for n in os.listdir(p) if os.path.splitext(n)[1].lower() in image_exts]
-            images.extend(os.path.join(p, n) for n in sorted(names, key=name_key))
-        else:
-            images.append(p)
+        images.extend(list_folder_images(p) if os.path.isdir(p) else [p])
     return "IMAGES", images
 
 
@@ -140,9 +277,11 @@ def configure(context, package: str, args) -> dict:
     from importlib import import_module
 
     props = import_module(f"{package}.properties")
-    inputs = import_module(f"{package}.da3_blender.inputs")
     s = context.scene.da3_settings
-    mode, paths = _expand(args.inputs, inputs.IMAGE_EXTENSIONS, inputs.VIDEO_EXTENSIONS, inputs.natural_key)
+    try:
+        mode, paths = _expand(args.inputs)
+    except BadInputError as ex:
+        raise Failure(str(ex), code=2) from None
     s.input_mode = mode
     s.images.clear()
     if mode == "IMAGES":
@@ -152,26 +291,16 @@ def configure(context, package: str, args) -> dict:
         s.folder = paths[0]
     else:
         s.video = paths[0]
-        s.video_fps = 2.0 if args.fps is None else args.fps
+        s.video_fps = args.fps  # 0: every frame
         s.video_start = args.start or 0.0
         s.video_end = args.end or 0.0
         s.max_frames = args.max_frames or 0
-    model = args.model or import_module(f"{package}.da3_blender.options").default_model()
-    if props.model_info(model) is not None:
-        s.model = model
+    if props.model_info(args.model) is not None:
+        s.model = args.model
     else:
-        s.model, s.custom_model = props.CUSTOM_MODEL, model
-    if args.device:
-        s.device = args.device
-    if args.process_res:
-        s.process_res = args.process_res
-    if args.process_res_method:
-        s.process_res_method = args.process_res_method
-    s.build_points, s.build_planes, s.build_cameras = not args.no_points, not args.no_planes, not args.no_cameras
-    s.keep_results = args.keep_result
-    if args.export_dir:
-        s.export_dir = os.path.abspath(args.export_dir)
-        s.export_format = set((args.export_format or "glb").split("-"))
+        s.model, s.custom_model = props.CUSTOM_MODEL, args.model
+    for name, value in scene_settings(args).items():
+        _set(s, name, value)
 
     prefs = context.preferences.addons[package].preferences
     saved = {k: getattr(prefs, k) for k in ("python_mode", "custom_python", "results_dir")}
@@ -194,7 +323,7 @@ def run(argv: list[str]) -> int:
         try:
             saved = configure(context, package, args)
         except (TypeError, ValueError) as ex:  # e.g. an export format Blender's enum does not know
-            raise Failure(str(ex).splitlines()[-1]) from None
+            raise Failure(str(ex).splitlines()[-1], code=2) from None
         try:
             try:
                 result = bpy.ops.da3.reconstruct()
@@ -227,9 +356,28 @@ def run(argv: list[str]) -> int:
 
                 addon_utils.disable(package, default_set=True)
     except Failure as ex:
+        if _debug(args):
+            import traceback
+
+            traceback.print_exc()
         print(f"{PROG}: error: {ex}", file=sys.stderr)
+        return ex.code
+    except Exception as ex:  # a bug: still one line (the traceback with --debug)
+        if _debug(args):
+            import traceback
+
+            traceback.print_exc()
+        text = " ".join(str(ex).split())[:300]
+        hint = "" if _debug(args) else f" (--debug or {DEBUG_ENV}=1 shows the traceback)"
+        print(f"{PROG}: error: internal error ({type(ex).__name__}: {text}); please report it{hint}", file=sys.stderr)
         return 1
     return 0
+
+
+def _debug(args) -> bool:
+    from da3_blender.cli import debug_wanted
+
+    return bool(args.debug) or debug_wanted([])
 
 
 def main() -> None:

@@ -449,7 +449,9 @@ def test_mono_prediction_gets_depth_exports(tmp_path):
 
 
 def test_bad_format_lists_the_valid_ones(tmp_path):
-    with pytest.raises(BadInputError, match=r"'foo'.*mini_npz.*colmap.*depth_vis"):
+    from da3_blender.options import EXPORT_FORMAT_NAMES
+
+    with pytest.raises(BadInputError, match=r"'foo'.*valid formats are " + ", ".join(EXPORT_FORMAT_NAMES)):
         export(make_prediction(), "glb-foo", tmp_path)
     with pytest.raises(BadInputError, match="valid formats"):
         export(make_prediction(), "", tmp_path)

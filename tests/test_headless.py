@@ -106,20 +106,23 @@ def test_under_blender_b_P(soh_images, fixture_dir, tmp_path):
     assert out.is_file()
 
 
-def test_folders_given_with_other_inputs_are_read_in_natural_order(tmp_path):
-    """frame2 before frame10, as the worker reads a folder (plain sorted() would put frame10 first)."""
+def _script():
     import importlib.util
-
-    from da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
 
     spec = importlib.util.spec_from_file_location("reconstruct_script", SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_folders_given_with_other_inputs_are_read_in_natural_order(tmp_path):
+    """frame2 before frame10, as the worker reads a folder (plain sorted() would put frame10 first);
+    hidden files skipped as everywhere (the headless listing used to take ._frame1.png)."""
     shots = tmp_path / "shots"
     shots.mkdir()
-    for name in ("frame10.png", "frame2.png", "frame1.png", "notes.txt"):
+    for name in ("frame10.png", "frame2.png", "frame1.png", "notes.txt", "._frame1.png", ".hidden.png"):
         (shots / name).write_bytes(b"")
     extra = tmp_path / "extra.png"
-    mode, paths = script._expand([str(shots), str(extra)], IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key)
+    mode, paths = _script()._expand([str(shots), str(extra)])
     assert mode == "IMAGES"
     assert [Path(p).name for p in paths] == ["frame1.png", "frame2.png", "frame10.png", "extra.png"]

@@ -244,11 +244,18 @@ def test_video_mixed_with_images(tmp_path, robot_video):
 
 def test_bad_video_options(robot_video):
     with pytest.raises(BadInputError, match="fps"):
-        collect_inputs([robot_video], fps=0)
+        collect_inputs([robot_video], fps=-1)
     with pytest.raises(BadInputError, match="after start"):
         collect_inputs([robot_video], start=2, end=1)
     with pytest.raises(BadInputError, match="max_frames"):
         collect_inputs([robot_video], max_frames=0)
+
+
+def test_fps_0_takes_every_frame(robot_video):
+    """fps 0 means every frame, on every surface (it used to be refused here and by the CLI)."""
+    got = collect_inputs([robot_video], fps=0, start=1.0, max_frames=5)
+    first = int(np.ceil(1.0 * got.video["fps"] - 1e-9))
+    assert got.frame_numbers.tolist() == list(range(first, first + 5))
 
 
 def test_video_sampling_at_2_fps(robot_video):

@@ -29,7 +29,8 @@ import os
 from typing import Callable
 
 from ..errors import BadInputError
-from ..options import DEFAULT_EXR_HALF, DEFAULT_EXR_PLATE_FILTER, DEFAULT_EXR_RESOLUTION
+from ..job import parse_export_format
+from ..options import DEFAULT_EXR_HALF, DEFAULT_EXR_PLATE_FILTER, DEFAULT_EXR_RESOLUTION, EXPORT_FORMAT_NAMES
 from ..prediction import Prediction
 from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
@@ -40,20 +41,13 @@ from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
 
-FORMATS = ("mini_npz", "npz", "glb", "ply", "colmap", "depth_vis", "exr")
+FORMATS = EXPORT_FORMAT_NAMES  # names and descriptions live in options.EXPORT_FORMATS; the writers below
 POINT_FORMATS = ("glb", "ply", "colmap")
 
 
 def parse_formats(export_format: str) -> list[str]:
     """``"glb-mini_npz"`` -> ``["glb", "mini_npz"]`` (duplicates dropped), or BadInputError."""
-    names = [f.strip() for f in str(export_format or "").split("-")]
-    unknown = [f for f in names if f not in FORMATS]
-    if unknown or not names:
-        raise BadInputError(
-            f"unknown export format {', '.join(repr(f) for f in unknown)} in {export_format!r}; "
-            f"valid formats are {', '.join(FORMATS)}, joined with '-' (e.g. 'glb-mini_npz')"
-        )
-    return list(dict.fromkeys(names))
+    return parse_export_format(export_format)
 
 
 def export(
@@ -94,6 +88,8 @@ def export(
     pct, max_points = float(conf_thresh_percentile), int(num_max_points)
     written: list[str] = []
     for done, fmt in enumerate(formats):
+        if fmt not in _WRITERS:
+            raise BadInputError(f"export format {fmt!r} has no writer in this version; choose one of {', '.join(_WRITERS)}")
         if fmt == "mini_npz":
             written += export_mini_npz(prediction, export_dir)
         elif fmt == "npz":
@@ -113,5 +109,7 @@ def export(
             progress((done + 1) / len(formats))
     return written
 
+
+_WRITERS = ("mini_npz", "npz", "glb", "ply", "colmap", "depth_vis")  # every name in options.EXPORT_FORMATS (tested)
 
 __all__ = ["FORMATS", "export", "parse_formats", "read_colmap_text"]

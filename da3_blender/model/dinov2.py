@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BadInputError
+from ..options import REF_VIEW_STRATEGIES as _STRATEGY_TABLE, choice_ids
 from .blocks import Block
 from .config import VIT_SIZES
 
 PATCH = 14
-REF_VIEW_STRATEGIES = ("saddle_balanced", "saddle_sim_range", "first", "middle")
+REF_VIEW_STRATEGIES = choice_ids(_STRATEGY_TABLE)  # defined in options
 MIN_VIEWS_FOR_REF_SELECTION = 3
 ROPE_BASE = 100.0
 

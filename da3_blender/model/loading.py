@@ -11,6 +11,7 @@ on the ``meta`` device and the file's tensors are assigned in place, so no secon
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +21,8 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from .config import check_model_name, model_name_for_repo
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -48,10 +51,50 @@ def locate(source: str | os.PathLike) -> tuple[Path, Path, str | None]:
     return _download(repo_id, CONFIG_FILE), _download(repo_id, WEIGHTS_FILE), repo_id
 
 
+HUB_PROBE_TIMEOUT = 5.0  # seconds for the one quick request that tells whether the hub answers
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _probe_hub(repo_id: str, filename: str) -> str | None:
+    """One request (short timeout, no retries) for ``filename`` of ``repo_id``: None if the hub has it,
+    else a one-line reason. Without it, huggingface_hub retries an unreachable hub for ~25 s."""
+    from huggingface_hub import constants, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    url = hf_hub_url(repo_id, filename)
+    try:
+        response = get_session().head(url, headers=build_hf_headers(), timeout=HUB_PROBE_TIMEOUT, follow_redirects=True)
+    except Exception as err:  # connection refused, DNS, timeout, TLS
+        reason = " ".join(str(err).split()) or type(err).__name__
+        return (f"cannot reach the Hugging Face hub at {constants.ENDPOINT} ({reason[:150]}): set HF_ENDPOINT to a "
+                f"mirror that answers, choose a local model folder with {CONFIG_FILE} and {WEIGHTS_FILE}, or work "
+                "offline (HF_HUB_OFFLINE=1) with models already in the Hugging Face cache")
+    if response.status_code == 404:
+        if response.headers.get("x-error-code") == "EntryNotFound":
+            return f"hub repo {repo_id} has no {filename}; it is not a DA3 model repo"
+        return (f"hub repo {repo_id} not found at {constants.ENDPOINT}; check the name "
+                "(e.g. depth-anything/DA3-LARGE-1.1) or choose a local model folder")
+    if response.status_code in (401, 403):
+        return (f"hub repo {repo_id} is private or gated at {constants.ENDPOINT}: accept its licence on the hub "
+                "and log in (hf auth login), or check the name")
+    return None  # any other answer: the download below reports it
+
+
 def _download(repo_id: str, filename: str) -> Path:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub import errors as hf
 
+    if not _offline():
+        problem = _probe_hub(repo_id, filename)
+        if problem is not None:
+            cached = try_to_load_from_cache(repo_id, filename)
+            if isinstance(cached, str) and problem.startswith("cannot reach"):
+                log.warning("%s; using the cached %s of %s", problem.split(":")[0], filename, repo_id)
+                return Path(cached)
+            raise ModelLoadError(problem)
     try:
         return Path(hf_hub_download(repo_id, filename))
     except hf.GatedRepoError:
@@ -61,7 +104,7 @@ def _download(repo_id: str, filename: str) -> Path:
     except hf.RemoteEntryNotFoundError:
         raise ModelLoadError(f"hub repo {repo_id} has no {filename}; it is not a DA3 model repo") from None
     except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled):
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") else ""
+        offline = " (HF_HUB_OFFLINE is set)" if _offline() else ""
         raise ModelLoadError(f"cannot download {filename} of {repo_id} and it is not in the Hugging Face cache{offline}: {_NO_HUB}") from None
     except Exception as err:  # connection, HTTP, disk errors
         raise ModelLoadError(f"downloading {filename} of {repo_id} failed ({type(err).__name__}: {err}): {_NO_HUB}") from None

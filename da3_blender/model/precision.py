@@ -23,8 +23,8 @@ import logging
 import torch
 
 from ..errors import BadInputError
+from ..options import COMPUTE_DTYPES  # defined in options
 
-COMPUTE_DTYPES = ("auto", "fp32", "bf16", "fp16")
 log = logging.getLogger(__name__)
 
 
