@@ -197,8 +197,10 @@ def worker_python(prefs) -> str:
 
 
 def worker_env(prefs) -> dict[str, str]:
-    """Environment variables for the worker (model cache, hub mirror, offline)."""
-    env = {}
+    """Environment variables for the worker (model cache, hub mirror, offline, its log folder)."""
+    from .da3_blender.worker_client import LOG_DIR_ENV
+
+    env = {LOG_DIR_ENV: user_dir("logs")}  # worker.log: named in every worker error
     if prefs.model_cache_dir:
         cache = bpy.path.abspath(prefs.model_cache_dir)
         env["HF_HOME"] = cache

@@ -16,17 +16,11 @@ from dataclasses import dataclass, field
 import bpy
 
 from ..da3_blender import options as opt
+from ..da3_blender.job import build_job
 from ..da3_blender.errors import BadInputError
 from ..preferences import OFFLINE_HINT, get_preferences, read_worker_settings
 from ..properties import PREFERENCES_DEVICE, import_options, model_info
 from . import validate
-
-try:  # the worker protocol learns the streaming options and fps 0 with da3_blender/job.py (issue 13)
-    from ..da3_blender.job import STREAMING_KEYS as _STREAMING_KEYS
-except ImportError:  # until then: no chunk options, and "every frame" as an fps above any video's
-    _STREAMING_KEYS = ()
-EVERY_FRAME_FALLBACK = 1000.0
-
 
 @dataclass
 class Setup:
@@ -48,21 +42,14 @@ def _job_name(mode: str, inputs: list[str]) -> str:
 
 
 def streaming_options(settings) -> dict:
-    """The chunk options of the job (empty when the views go through in one pass)."""
+    """The chunk options of the job (empty when the views go through in one pass); checked by build_job."""
     if settings.chunking == "OFF" or (settings.chunking == "VIDEO" and settings.input_mode != "VIDEO"):
         return {}
-    out = {
+    return {
         "chunk_size": int(settings.chunk_size) if settings.chunk_size else opt.AUTO_CHUNK,
         "chunk_overlap": int(settings.chunk_overlap) if settings.chunk_overlap else None,  # None: automatic
         "chunk_align": settings.chunk_align,
     }
-    if settings.chunk_size and settings.chunk_size < opt.MIN_CHUNK_SIZE:
-        raise BadInputError(f"chunk size {settings.chunk_size} is too small: use {opt.MIN_CHUNK_SIZE} or more, or 0 "
-                            "(automatic) in DA3 > Long shots")
-    if settings.chunk_size and settings.chunk_overlap >= settings.chunk_size:
-        raise BadInputError(f"the chunk overlap {settings.chunk_overlap} must be smaller than the chunk size "
-                            f"{settings.chunk_size}: lower Overlap in DA3 > Long shots")
-    return out
 
 
 def _check_model(model: str, settings, images: list[str]) -> None:
@@ -115,8 +102,7 @@ def gather(context) -> Setup:
     }
     if settings.max_points:  # 0 (no limit) applies to the scene's points; exports keep their default
         options["num_max_points"] = int(settings.max_points)
-    if _STREAMING_KEYS:
-        options.update(streaming_options(settings))
+    options.update(streaming_options(settings))
     if settings.use_selected_cameras:
         scale = build.scale if isinstance(build.scale, (int, float)) else 1.0
         options["extrinsics"], options["intrinsics"] = validate.known_poses(context, images, build.up_axis, scale)
@@ -125,22 +111,20 @@ def gather(context) -> Setup:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
     output = os.path.join(worker["results_dir"], f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.npz")
     device = worker["default_device"] if settings.device == PREFERENCES_DEVICE else settings.device
-    job = {"inputs": inputs, "output": output, "model": model, "device": device, "dtype": opt.DEFAULT_COMPUTE_DTYPE,
-           "options": options}
+    video = None
     if settings.input_mode == "VIDEO":
-        fps = float(settings.video_fps)
-        job["video"] = {
-            "fps": fps if fps or _STREAMING_KEYS else EVERY_FRAME_FALLBACK,  # 0: every frame
-            "start": settings.video_start or None,
-            "end": settings.video_end or None,
-            "max_frames": settings.max_frames or None,
-        }
+        video = {"fps": float(settings.video_fps),  # 0: every frame
+                 "start": settings.video_start or None, "end": settings.video_end or None,
+                 "max_frames": settings.max_frames or None}
+    export_dir = export_format = None
     if settings.export_format:
         export_dir = bpy.path.abspath(settings.export_dir) if settings.export_dir.strip() else ""
         if not export_dir:
             raise BadInputError("export formats chosen but no export folder: set it in DA3 > Build > Export")
-        job["export_dir"] = export_dir
-        job["export_format"] = "-".join(f for f in opt.EXPORT_FORMAT_NAMES if f in settings.export_format)
+        export_format = "-".join(f for f in opt.EXPORT_FORMAT_NAMES if f in settings.export_format)
+    # the checks every surface shares (da3_blender/job.py)
+    job = build_job(inputs, output, model=model, device=device, dtype=opt.DEFAULT_COMPUTE_DTYPE, video=video,
+                    options=options, export_dir=export_dir, export_format=export_format)
     return Setup(job=job, python=python, env=worker["env"], import_options=build, name=name,
                  keep_results=settings.keep_results, images=images)
 

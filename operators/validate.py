@@ -12,7 +12,7 @@ import struct
 import bpy
 
 from ..da3_blender.errors import BadInputError, MissingDependencyError
-from ..da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
+from ..da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_folder_images, natural_key
 
 
 def _ext(path: str) -> str:
@@ -21,13 +21,6 @@ def _ext(path: str) -> str:
 
 def _abs(path: str) -> str:
     return os.path.normpath(bpy.path.abspath(path.strip())) if path.strip() else ""
-
-
-def folder_images(folder: str) -> list[str]:
-    """The image files directly in ``folder``, in the worker's (natural) name order."""
-    names = sorted((n for n in os.listdir(folder) if not n.startswith(".")), key=natural_key)
-    return [os.path.join(folder, n) for n in names
-            if _ext(n) in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, n))]
 
 
 def check_inputs(settings) -> tuple[list[str], list[str]]:
@@ -50,10 +43,7 @@ def check_inputs(settings) -> tuple[list[str], list[str]]:
             raise BadInputError("no folder chosen: pick a folder of images in DA3 > Input")
         if not os.path.isdir(folder):
             raise BadInputError(f"folder not found: {folder}: choose an existing folder of images")
-        images = folder_images(folder)
-        if not images:
-            raise BadInputError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}): "
-                                "choose a folder that contains images")
+        images = list_folder_images(folder)  # the worker's listing (natural order); one line if none
         return [folder], images
     video = _abs(settings.video)
     if not video:

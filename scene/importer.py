@@ -22,6 +22,7 @@ import numpy as np
 
 from ..da3_blender.errors import BadInputError, ResultFormatError
 from ..da3_blender.geometry import to_4x4
+from ..da3_blender.options import DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_NUM_MAX_POINTS
 from ..da3_blender.prediction import Prediction, load_result
 from . import cameras, footage, materials, planes, points, tracking
 from .conventions import (
@@ -37,8 +38,8 @@ class ImportOptions:
     planes: bool = True
     cameras: bool = True
     fuse_points: bool = True  # one mesh for all views (else one object per view)
-    conf_percentile: float = 40.0  # drop points below this confidence percentile (0 keeps all)
-    max_points: int = 1_000_000  # random (seeded) subset above this; 0 = no limit
+    conf_percentile: float = DEFAULT_CONF_THRESH_PERCENTILE  # drop points below this confidence percentile (0 keeps all)
+    max_points: int = DEFAULT_NUM_MAX_POINTS  # random (seeded) subset above this; 0 = no limit
     point_stride: int = 1  # every n-th pixel in rows and columns
     point_radius: float | None = None  # scene units; None: 0.2 % of the median depth
     skip_sky: bool = True

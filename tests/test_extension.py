@@ -249,10 +249,12 @@ def test_preferences_become_the_workers_environment(registered, tmp_path, monkey
     assert Path(env["HF_HUB_CACHE"]).parent == tmp_path / "cache"
     assert env["HF_ENDPOINT"] == "https://hf-mirror.example"
     assert env["HF_HUB_OFFLINE"] == "1"
+    # the worker's log goes to the extension's user folder (named in its errors)
+    assert env["DA3_WORKER_LOG_DIR"] == preferences.user_dir("logs")
     prefs.model_cache_dir, prefs.hf_endpoint, prefs.offline = "", "", False
-    assert worker_env(prefs) == {}
+    assert set(worker_env(prefs)) == {"DA3_WORKER_LOG_DIR"}
     monkeypatch.setattr(preferences, "online_access", lambda: False)  # Blender offline: no hub downloads
-    assert worker_env(prefs) == {"HF_HUB_OFFLINE": "1"}
+    assert worker_env(prefs)["HF_HUB_OFFLINE"] == "1"
     assert worker_python(prefs) == sys.executable
     prefs.python_mode, prefs.env_dir = "MANAGED", str(tmp_path / "env")
     assert Path(worker_python(prefs)).is_relative_to(tmp_path / "env")
@@ -400,7 +402,7 @@ def test_invalid_inputs_are_refused_with_what_to_fix(registered, tmp_path, soh_i
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
     s.folder = str(empty)
-    _refused(registered, "no images in .*empty.*choose a folder that contains images")
+    _refused(registered, "no images in folder .*empty.*choose a folder of photos or frames")
     s.folder = str(tmp_path / "nowhere")
     _refused(registered, "folder not found")
 
@@ -761,11 +763,9 @@ def test_the_job_is_gathered_once_in_the_protocol_format(registered, tmp_path, r
     assert os.path.dirname(job["output"]) == str(tmp_path / "results")
     assert job["video"]["max_frames"] == 5 and job["export_format"] == "glb-ply"
     assert job["options"]["process_res"] == opt.DEFAULT_PROCESS_RES
-    # streaming (once the worker takes chunk options): videos by default, with automatic sizes
-    monkeypatch.setattr(gather, "_STREAMING_KEYS", ("chunk_size", "chunk_overlap", "chunk_align"))
-    job = gather.gather_job(registered)
+    # streaming: videos by default, with automatic sizes (no overlap given: chosen with the chunk size)
     assert job["video"]["fps"] == 0.0  # every frame
-    assert {k: job["options"][k] for k in ("chunk_size", "chunk_overlap", "chunk_align")} == \
+    assert {k: job["options"].get(k) for k in ("chunk_size", "chunk_overlap", "chunk_align")} == \
         {"chunk_size": "auto", "chunk_overlap": None, "chunk_align": "auto"}
     s.chunk_size, s.chunk_overlap, s.chunk_align = 16, 4, "se3"
     assert gather.gather_job(registered)["options"]["chunk_size"] == 16

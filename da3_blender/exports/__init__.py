@@ -30,7 +30,8 @@ from typing import Callable
 
 from ..errors import BadInputError
 from ..job import parse_export_format
-from ..options import DEFAULT_EXR_HALF, DEFAULT_EXR_PLATE_FILTER, DEFAULT_EXR_RESOLUTION, EXPORT_FORMAT_NAMES
+from ..options import (DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_EXR_HALF, DEFAULT_EXR_PLATE_FILTER, DEFAULT_EXR_RESOLUTION,
+                       DEFAULT_NUM_MAX_POINTS, EXPORT_FORMAT_NAMES)
 from ..prediction import Prediction
 from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
@@ -54,8 +55,8 @@ def export(
     prediction: Prediction,
     export_format: str = "mini_npz",
     export_dir: str | os.PathLike | None = None,
-    conf_thresh_percentile: float = 40.0,
-    num_max_points: int = 1_000_000,
+    conf_thresh_percentile: float = DEFAULT_CONF_THRESH_PERCENTILE,
+    num_max_points: int = DEFAULT_NUM_MAX_POINTS,
     show_cameras: bool = True,
     seed: int = 0,
     progress: Callable[[float], None] | None = None,
@@ -85,31 +86,29 @@ def export(
         if fmt in POINT_FORMATS:
             cameras_for_points(prediction, fmt)  # raises with the model to use
     export_dir = make_folder(export_dir)
-    pct, max_points = float(conf_thresh_percentile), int(num_max_points)
+    settings = {"pct": float(conf_thresh_percentile), "max_points": int(num_max_points), "seed": seed,
+                "show_cameras": bool(show_cameras), "exr_half": bool(exr_half), "exr_resolution": exr_resolution,
+                "exr_plate_filter": exr_plate_filter}
     written: list[str] = []
     for done, fmt in enumerate(formats):
         if fmt not in _WRITERS:
             raise BadInputError(f"export format {fmt!r} has no writer in this version; choose one of {', '.join(_WRITERS)}")
-        if fmt == "mini_npz":
-            written += export_mini_npz(prediction, export_dir)
-        elif fmt == "npz":
-            written += export_npz(prediction, export_dir)
-        elif fmt == "glb":
-            written += export_glb(prediction, export_dir, pct, max_points, bool(show_cameras), seed)
-        elif fmt == "ply":
-            written += export_ply(prediction, export_dir, pct, max_points, seed)
-        elif fmt == "colmap":
-            written += export_colmap(prediction, export_dir, pct)
-        elif fmt == "depth_vis":
-            written += export_depth_vis(prediction, export_dir)
-        elif fmt == "exr":
-            written += export_exr(prediction, export_dir, half=bool(exr_half), resolution=exr_resolution,
-                                  plate_filter=exr_plate_filter)
+        written += _WRITERS[fmt](prediction, export_dir, settings)
         if progress is not None:
             progress((done + 1) / len(formats))
     return written
 
 
-_WRITERS = ("mini_npz", "npz", "glb", "ply", "colmap", "depth_vis")  # every name in options.EXPORT_FORMATS (tested)
+# one writer per name in options.EXPORT_FORMATS (tested): (prediction, folder, settings) -> paths written
+_WRITERS: dict[str, Callable[[Prediction, str, dict], list[str]]] = {
+    "mini_npz": lambda p, d, s: export_mini_npz(p, d),
+    "npz": lambda p, d, s: export_npz(p, d),
+    "glb": lambda p, d, s: export_glb(p, d, s["pct"], s["max_points"], s["show_cameras"], s["seed"]),
+    "ply": lambda p, d, s: export_ply(p, d, s["pct"], s["max_points"], s["seed"]),
+    "colmap": lambda p, d, s: export_colmap(p, d, s["pct"]),
+    "depth_vis": lambda p, d, s: export_depth_vis(p, d),
+    "exr": lambda p, d, s: export_exr(p, d, half=s["exr_half"], resolution=s["exr_resolution"],
+                                      plate_filter=s["exr_plate_filter"]),
+}
 
 __all__ = ["FORMATS", "export", "parse_formats", "read_colmap_text"]

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import BadInputError, ResultFormatError
 from ..files import open_atomic
 from ..geometry import quaternion_to_rotation, rotation_to_quaternion
+from ..options import DEFAULT_CONF_THRESH_PERCENTILE
 from ..prediction import Prediction
 from .points import build_points, cameras_for_points, plain_conf_threshold
 
@@ -81,7 +82,7 @@ def _pinhole(k_orig: np.ndarray, view: int) -> tuple[float, float, float, float]
     return float(k_orig[0, 0]), float(k_orig[1, 1]), float(k_orig[0, 2]), float(k_orig[1, 2])
 
 
-def export_colmap(pred: Prediction, export_dir: str, conf_thresh_percentile: float = 40.0) -> list[str]:
+def export_colmap(pred: Prediction, export_dir: str, conf_thresh_percentile: float = DEFAULT_CONF_THRESH_PERCENTILE) -> list[str]:
     k, w2c = cameras_for_points(pred, "colmap")
     points = build_points(pred, plain_conf_threshold(pred.conf, conf_thresh_percentile), k, w2c)
     to_orig = np.asarray(pred.proc_to_orig, dtype=np.float64)

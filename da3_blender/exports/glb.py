@@ -24,6 +24,7 @@ import struct
 import numpy as np
 
 from ..geometry import affine_inverse
+from ..options import DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_NUM_MAX_POINTS
 from ..prediction import Prediction
 from ..files import open_atomic
 from .points import build_points, cameras_for_points, glb_conf_threshold, subsample
@@ -131,8 +132,8 @@ def _rgba(rgb: np.ndarray) -> np.ndarray:
 def export_glb(
     pred: Prediction,
     export_dir: str,
-    conf_thresh_percentile: float = 40.0,
-    num_max_points: int = 1_000_000,
+    conf_thresh_percentile: float = DEFAULT_CONF_THRESH_PERCENTILE,
+    num_max_points: int = DEFAULT_NUM_MAX_POINTS,
     show_cameras: bool = True,
     seed: int = 0,
 ) -> list[str]:

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from ..options import DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_NUM_MAX_POINTS
 from ..prediction import Prediction
 from ..files import open_atomic
 from .points import build_points, cameras_for_points, glb_conf_threshold, subsample
@@ -22,8 +23,8 @@ from .points import build_points, cameras_for_points, glb_conf_threshold, subsam
 def export_ply(
     pred: Prediction,
     export_dir: str,
-    conf_thresh_percentile: float = 40.0,
-    num_max_points: int = 1_000_000,
+    conf_thresh_percentile: float = DEFAULT_CONF_THRESH_PERCENTILE,
+    num_max_points: int = DEFAULT_NUM_MAX_POINTS,
     seed: int = 0,
 ) -> list[str]:
     k, w2c = cameras_for_points(pred, "ply")
