@@ -13,6 +13,7 @@ format         file(s)                                            needs
 ``ply``        ``points.ply``                                     intrinsics; extrinsics if several views
 ``colmap``     ``colmap/sparse/0/{cameras,images,points3D}.txt``  intrinsics; extrinsics if several views
 ``depth_vis``  ``depth_vis/{i:04d}.png``                          depth
+``gs_ply``     ``gs_ply/0000.ply``                                Gaussians (``infer_gs``, giant models)
 =============  =================================================  =======================================
 
 Point exports lift pixels at their centres (K in pixel-edge coordinates), deliberately fixing the
@@ -32,11 +33,12 @@ from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
 from ..files import make_folder
 from .glb import export_glb
+from .gs_ply import check_gs_input, export_gs_ply
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
 
-FORMATS = ("mini_npz", "npz", "glb", "ply", "colmap", "depth_vis")
+FORMATS = ("mini_npz", "npz", "glb", "ply", "colmap", "depth_vis", "gs_ply")
 POINT_FORMATS = ("glb", "ply", "colmap")
 
 
@@ -76,6 +78,8 @@ def export(
         raise BadInputError(f"num_max_points must be at least 1, got {num_max_points}")
     if "npz" in formats:
         check_npz_input(prediction)
+    if "gs_ply" in formats:
+        check_gs_input(prediction)
     for fmt in formats:
         if fmt in POINT_FORMATS:
             cameras_for_points(prediction, fmt)  # raises with the model to use
@@ -95,6 +99,8 @@ def export(
             written += export_colmap(prediction, export_dir, pct)
         elif fmt == "depth_vis":
             written += export_depth_vis(prediction, export_dir)
+        elif fmt == "gs_ply":
+            written += export_gs_ply(prediction, export_dir)
         if progress is not None:
             progress((done + 1) / len(formats))
     return written
