@@ -63,6 +63,8 @@ def main(argv=None) -> int:
     p.add_argument("--compute-dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--gs", action="store_true", help="time with and without the 3D-Gaussian head (infer_gs; giant "
+                   "models) instead of with and without the ray branch")
     p.add_argument("--official", action="store_true", help="also time the official network side by side (child processes)")
     p.add_argument("--child", choices=("save",) + IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
@@ -106,25 +108,28 @@ def bench_ours(args):
           f"compute_dtype {args.compute_dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"RSS: start {base:.0f} MiB, after import torch {after_torch:.0f} MiB, "
           f"after import da3_blender.api {after_import:.0f} MiB, after building the model {after_load:.0f} MiB")
-    print(f"{'views':>5} {'HxW':>9} {'ray':>4} {'s/forward':>10} {'s/view':>8} {'peak RSS MiB':>13}")
+    extra = "gs" if args.gs else "ray"  # the optional part timed without and with
+    print(f"{'views':>5} {'HxW':>9} {extra:>4} {'s/forward':>10} {'s/view':>8} {'peak RSS MiB':>13}")
     for views in args.views:
         x = torch.randn(1, views, 3, args.height, args.width, device=args.device)
-        for keep_ray in (False, True):
+        for with_extra in (False, True):
+            kwargs = {"infer_gs": with_extra} if args.gs else {"keep_ray": with_extra}
             for _ in range(args.warmup):
-                model(x, keep_ray=keep_ray)
+                model(x, **kwargs)
             times = []
             for _ in range(args.runs):
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                model(x, keep_ray=keep_ray)
+                model(x, **kwargs)
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
             best = min(times)
-            print(f"{views:>5} {args.height:>4}x{args.width:<4} {'yes' if keep_ray else 'no':>4} "
+            print(f"{views:>5} {args.height:>4}x{args.width:<4} {'yes' if with_extra else 'no':>4} "
                   f"{best:>10.3f} {best / views:>8.3f} {peak_rss_mib():>13.0f}")
-    print("s/forward = best of the timed runs; ray = the aux ray branch computed too (needed only for use_ray_pose)")
+    print("s/forward = best of the timed runs; " + ("gs = the 3D-Gaussian head and adapter too (infer_gs)" if args.gs else
+          "ray = the aux ray branch computed too (needed only for use_ray_pose)"))
 
 
 # ---------------------------------------------------------------------------------------------
