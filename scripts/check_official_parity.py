@@ -246,11 +246,11 @@ def compare(ours: dict, ref: dict, x: torch.Tensor) -> list[tuple[str, str]]:
     return rows
 
 
-def check_config(name: str, res: int, workdir: Path) -> list[tuple]:
+def check_config(name: str, res: int, workdir: Path, only: list[str] | None = None) -> list[tuple]:
     from da3_blender.api import DepthAnything3
 
     t0 = time.perf_counter()
-    cases = cases_for(name, res)
+    cases = [c for c in cases_for(name, res) if not only or any(o in c["case"] for o in only)]
     if name in GS_CONFIGS:
         for c in cases:
             c["gs"] = True
@@ -383,6 +383,8 @@ def main(argv=None) -> int:
     p.add_argument("--res", type=int, default=None, help="process_res (default: 504 for small/base, 392 for large, 280 for giant)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-ray-solver", action="store_true", help="skip the synthetic ray-pose solver comparison")
+    p.add_argument("--cases", nargs="*", default=None,
+                   help="only the cases whose label contains one of these (e.g. '1 view' posed): a GIANT on a CPU is slow")
     args = p.parse_args(argv)
     try:
         import depth_anything_3  # noqa: F401
@@ -397,7 +399,7 @@ def main(argv=None) -> int:
                 rows += check_gs_head()
                 continue
             res = args.res or (504 if name in ("da3-small", "da3-base") else 280 if "giant" in name else 392)
-            rows += check_config(name, res, Path(tmp))
+            rows += check_config(name, res, Path(tmp), args.cases)
     widths = [max(len(str(r[i])) for r in rows + [("config", "case", "output", "")]) for i in range(3)]
     print(f"{'config':<{widths[0]}}  {'case':<{widths[1]}}  {'output':<{widths[2]}}  max|ours-official| / rel to max|official|")
     for r in rows:
