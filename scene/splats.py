@@ -5,9 +5,10 @@ Each kept Gaussian is one vertex of a mesh carrying its attributes (bulk writes)
 ``scale`` (FLOAT_VECTOR, standard deviations in scene units) and ``rotation`` (QUATERNION, w x y z).
 A Geometry Nodes modifier deletes Gaussians below its "Min Opacity" input and instances an ico
 sphere on every vertex, rotated by ``rotation`` and scaled by ``scale * Size`` ("Size": the ellipsoid
-radius in standard deviations, 2 by default). The material shows ``Col`` (emission, as the points and
-planes) blended with transparency by ``opacity`` times a soft fall-off towards the ellipsoid's rim,
-so overlapping ellipsoids build up like splats. It renders in EEVEE and Cycles, but it is not a
+radius in standard deviations, 2 by default; "Detail": the sphere's subdivisions, 1 by default).
+The material shows ``Col`` (emission, as the points and planes) blended with transparency by
+``opacity`` times a soft fall-off towards the ellipsoid's rim, so overlapping ellipsoids build up
+like splats. It renders in EEVEE and Cycles, but it is not a
 Gaussian rasteriser: real splatting integrates each Gaussian's density along the ray, sorted; this
 draws semi-transparent ellipsoids. Good for previews, layout and fly-throughs of the animated camera.
 
@@ -27,8 +28,9 @@ from .compat import ensure_node_tree, set_positions
 from .conventions import srgb_to_linear
 from .points import set_group_input
 
-GROUP_INPUTS = ("Min Opacity", "Size")
+GROUP_INPUTS = ("Min Opacity", "Size", "Detail")
 DEFAULT_SIZE = 2.0  # ellipsoid radius in standard deviations
+DEFAULT_DETAIL = 1  # ico-sphere subdivisions: 20 triangles per Gaussian (2: 80; a million Gaussians add up)
 
 
 def splat_data(pred, up, scale, *, max_count=0, seed=0) -> dict[str, np.ndarray]:
@@ -108,8 +110,8 @@ def splat_material(name: str):
 
 
 def splats_node_group(name: str, material):
-    """Geometry Nodes: delete opacity < "Min Opacity", an ico sphere instanced per vertex with the
-    ``rotation`` attribute and ``scale * Size``, material set on the sphere."""
+    """Geometry Nodes: delete opacity < "Min Opacity", an ico sphere ("Detail" subdivisions)
+    instanced per vertex with the ``rotation`` attribute and ``scale * Size``, material set on the sphere."""
     group = bpy.data.node_groups.new(name, "GeometryNodeTree")
     if hasattr(group, "is_modifier"):
         group.is_modifier = True
@@ -119,6 +121,8 @@ def splats_node_group(name: str, material):
     thr.default_value, thr.min_value, thr.max_value = 0.0, 0.0, 1.0
     size = face.new_socket("Size", in_out="INPUT", socket_type="NodeSocketFloat")
     size.default_value, size.min_value = DEFAULT_SIZE, 0.0
+    detail = face.new_socket("Detail", in_out="INPUT", socket_type="NodeSocketInt")
+    detail.default_value, detail.min_value, detail.max_value = DEFAULT_DETAIL, 1, 5
     face.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     nodes, links = group.nodes, group.links
     g_in, g_out = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
@@ -136,7 +140,7 @@ def splats_node_group(name: str, material):
     delete.domain = "POINT"
     sphere = nodes.new("GeometryNodeMeshIcoSphere")
     sphere.inputs["Radius"].default_value = 1.0
-    sphere.inputs["Subdivisions"].default_value = 2
+    links.new(g_in.outputs["Detail"], sphere.inputs["Subdivisions"])
     smooth = nodes.new("GeometryNodeSetShadeSmooth")
     set_mat = nodes.new("GeometryNodeSetMaterial")
     set_mat.inputs["Material"].default_value = material
