@@ -200,6 +200,30 @@ def test_posed_inference_gaussians_follow_the_users_frame(small_gs_model, monkey
                            rtol=1e-4)  # (the fit is not exact, so the test can tell the frames apart)
 
 
+def test_nested_gaussians_take_the_metric_scale(monkeypatch):
+    """NESTED: depth and cameras are scaled to metres after the head ran; the Gaussians follow."""
+    from da3_blender.api import DepthAnything3
+    from da3_blender.inference import run_inference
+    from da3_blender.model import config
+    from da3_blender.model.net import NestedDepthAnything3Net
+
+    tiny_metric = NetConfig("vits", (5, 7, 9, 11), -1, False, "dpt", 64, (48, 96, 192, 384))
+    monkeypatch.setitem(config.MODEL_CONFIGS, "tiny-gs", SMALL_GS)
+    monkeypatch.setitem(config.MODEL_CONFIGS, "tiny-metric", tiny_metric)
+    torch.manual_seed(0)
+    model = DepthAnything3("da3-small", device="cpu")
+    model.model = NestedDepthAnything3Net(config.NestedConfig("tiny-gs", "tiny-metric")).eval()
+    sky = model.model.da3_metric.head.scratch.sky_output_conv2[-1]
+    last = model.model.da3.gs_head.scratch.output_conv2[-1]
+    with torch.no_grad():  # no sky; no xy/depth offsets
+        sky.weight.zero_(), sky.bias.fill_(-1.0)
+        last.weight[:2].zero_(), last.bias[:2].zero_(), last.weight[36].zero_(), last.bias[36].zero_()
+    pred = run_inference(model, _images(2), process_res=56, infer_gs=True)
+    assert pred.is_metric and abs(pred.scale_factor - 1.0) > 0.01
+    dist, depth = _distances(pred)
+    np.testing.assert_allclose(dist, depth, rtol=1e-4)
+
+
 def test_gs_ply_export_turns_the_head_on(small_gs_model, tmp_path):
     """``export_format="gs_ply"`` alone is enough (as the CLI's ``--export-format gs_ply``)."""
     from da3_blender.gaussians import per_pixel_mask
