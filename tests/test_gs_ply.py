@@ -82,6 +82,11 @@ def test_pruning_options(fixture_pred, tmp_path):
     assert len(read_ply(every)[1]) == n * h * w
     first, = export_gs_ply(fixture_pred, str(tmp_path / "b"), views_interval=2, depth_percentile=None, prune_border=False)
     np.testing.assert_array_equal(read_ply(first)[1]["x"], fixture_pred.gaussians.means[:h * w, 0])
+    pruned, = export(fixture_pred, "gs_ply", tmp_path / "c", gs_views_interval=2)  # the official defaults otherwise
+    keep = per_pixel_mask(depth, views_interval=2).reshape(-1)
+    assert keep[h * w:].sum() == 0 and len(read_ply(pruned)[1]) == keep.sum() > 0
+    with pytest.raises(BadInputError, match="gs_views_interval"):
+        export(fixture_pred, "gs_ply", tmp_path / "d", gs_views_interval=0)
     mask = per_pixel_mask(depth)
     th, tw = int(8 / 256 * h), int(8 / 256 * w)
     assert th and tw and not mask[:, :th].any() and not mask[:, :, -tw:].any()

@@ -63,11 +63,13 @@ def export(
     show_cameras: bool = True,
     seed: int = 0,
     progress: Callable[[float], None] | None = None,
+    gs_views_interval: int = 1,
 ) -> list[str]:
     """Write ``prediction`` in every format of ``export_format``; returns the files written, in order.
 
     All inputs are checked before the first file is written. The prediction is never modified.
     ``progress(fraction)`` is called after each format (raise from it to stop between formats).
+    ``gs_views_interval``: ``gs_ply`` keeps the Gaussians of every n-th view (official option).
     """
     formats = parse_formats(export_format)
     if export_dir is None or not os.fspath(export_dir):
@@ -80,6 +82,8 @@ def export(
         check_npz_input(prediction)
     if "gs_ply" in formats:
         check_gs_input(prediction)
+        if int(gs_views_interval) < 1:
+            raise BadInputError(f"gs_views_interval must be at least 1, got {gs_views_interval}")
     for fmt in formats:
         if fmt in POINT_FORMATS:
             cameras_for_points(prediction, fmt)  # raises with the model to use
@@ -100,7 +104,7 @@ def export(
         elif fmt == "depth_vis":
             written += export_depth_vis(prediction, export_dir)
         elif fmt == "gs_ply":
-            written += export_gs_ply(prediction, export_dir)
+            written += export_gs_ply(prediction, export_dir, views_interval=int(gs_views_interval))
         if progress is not None:
             progress((done + 1) / len(formats))
     return written
