@@ -68,13 +68,14 @@ class DepthAnything3(nn.Module):
     def forward(self, image: torch.Tensor, extrinsics: torch.Tensor | None = None,
                 intrinsics: torch.Tensor | None = None, use_ray_pose: bool = False,
                 ref_view_strategy: str = "saddle_balanced", progress=None, ray_pose_seed: int | None = None,
-                compute_dtype: str | None = None, keep_ray: bool = False) -> dict:
+                compute_dtype: str | None = None, keep_ray: bool = False, infer_gs: bool = False) -> dict:
         """image (B,N,3,H,W) ImageNet-normalised -> dict of tensors (see ``model.net``).
 
         ``extrinsics`` (B,N,4,4) normalised w2c and ``intrinsics`` (B,N,3,3, processed pixels)
         condition the poses (any-view models). ``progress(fraction)`` is called between backbone
         blocks and head stages; an exception raised by it aborts the forward. ``ray_pose_seed``
-        makes ``use_ray_pose`` reproducible (the official solver is unseeded).
+        makes ``use_ray_pose`` reproducible (the official solver is unseeded). ``infer_gs`` adds
+        ``gaussians`` (DA3-GIANT / NESTED only; see ``model.gs_adapter``).
         """
         device = self.device
         dtype = backbone_dtype(device, compute_dtype or self.compute_dtype)
@@ -82,7 +83,11 @@ class DepthAnything3(nn.Module):
         generator = torch.Generator().manual_seed(int(ray_pose_seed)) if ray_pose_seed is not None else None
         return self.model(move(image), move(extrinsics), move(intrinsics), use_ray_pose=use_ray_pose,
                           ref_view_strategy=ref_view_strategy, autocast_dtype=dtype, progress=progress,
-                          keep_ray=keep_ray, ray_pose_generator=generator)
+                          keep_ray=keep_ray, ray_pose_generator=generator, infer_gs=infer_gs)
+
+    def check_gaussians(self) -> None:
+        """A one-line ``BadInputError`` unless this model can compute 3D Gaussians (``infer_gs``)."""
+        self.model.check_gaussians(self.model_name)
 
     def inference(self, image, **kwargs):
         """Images (paths or arrays) -> ``Prediction``; see ``da3_blender.inference.run_inference``."""

@@ -54,6 +54,7 @@ def run_inference(
     metric_units: bool = True,
     exif_transpose: bool = True,
     ray_pose_seed: int | None = None,
+    infer_gs: bool = False,
 ) -> Prediction:
     """Run ``model`` (a :class:`da3_blender.api.DepthAnything3`) on images and return a Prediction.
 
@@ -64,10 +65,15 @@ def run_inference(
     ``progress(stage, fraction, message)`` is called for the stages load, preprocess, forward,
     postprocess, export; raising :class:`CancelledError` from it cancels the run.
     ``ray_pose_seed`` seeds the RANSAC of ``use_ray_pose`` (the official code leaves it unseeded).
+    ``infer_gs`` (implied by the ``gs_ply`` export) also predicts 3D Gaussians (DA3-GIANT / NESTED):
+    ``pred.gaussians``, in the prediction's world frame (see ``_gaussians_in_prediction_frame``).
     """
     report = _Reporter(progress)
     preprocess.check_options(process_res, process_res_method)  # fail before any work
     formats = parse_export_format(export_format) if export_dir is not None else []
+    infer_gs = bool(infer_gs) or "gs_ply" in formats
+    if infer_gs:
+        _check_gaussians(model)
 
     # -- load -------------------------------------------------------------------------------
     report("load", 0.0, "reading images")
@@ -103,6 +109,8 @@ def run_inference(
             ex_t = normalize_extrinsics(torch.as_tensor(extr, dtype=torch.float32, device=device)[None])
             in_t = torch.as_tensor(proc_k, dtype=torch.float32, device=device)[None]
         seed = {"ray_pose_seed": int(ray_pose_seed)} if use_ray_pose and ray_pose_seed is not None else {}
+        if infer_gs:  # passed only when asked: stand-in models need not know the keyword
+            seed["infer_gs"] = True
         with torch.inference_mode():
             raw = model.forward(
                 x,
@@ -143,8 +151,9 @@ def run_inference(
         pred.intrinsics = proc_k.astype(np.float32)
     if _is_standalone_metric(model_name):
         _metric_depth(pred, proc_k, metric_units, model_name)
-    if extr is not None:
-        _align_to_inputs(pred, extr, proc_k, align_to_input_ext_scale)
+    sim3 = _align_to_inputs(pred, extr, proc_k, align_to_input_ext_scale) if extr is not None else None
+    if raw.get("gaussians") is not None:
+        pred.gaussians = _gaussians_in_prediction_frame(raw["gaussians"], pred, sim3 if align_to_input_ext_scale else None)
     report("postprocess", 1.0, "")
 
     # -- export -----------------------------------------------------------------------------
@@ -402,7 +411,7 @@ def _metric_depth(pred: Prediction, proc_k: np.ndarray | None, metric_units: boo
     pred.is_metric = True
 
 
-def _align_to_inputs(pred: Prediction, extr: np.ndarray, proc_k: np.ndarray, keep_input_scale: bool) -> None:
+def _align_to_inputs(pred: Prediction, extr: np.ndarray, proc_k: np.ndarray, keep_input_scale: bool):
     """Fit the predicted poses to the user's (Sim3) and express the result in the user's frame and scale
     (``keep_input_scale``) or the user's cameras in the prediction frame (spec §7.2)."""
     if pred.extrinsics is None:
@@ -414,6 +423,37 @@ def _align_to_inputs(pred: Prediction, extr: np.ndarray, proc_k: np.ndarray, kee
     pred.extrinsics = np.asarray(out["extrinsics"], dtype=np.float32)
     pred.intrinsics = np.asarray(out["intrinsics"], dtype=np.float32)
     pred.meta["alignment_scale"] = float(out["sim3"].scale)
+    return out["sim3"]
+
+
+def _check_gaussians(model) -> None:
+    """One-line error before any work unless ``model`` can predict 3D Gaussians."""
+    check = getattr(model, "check_gaussians", None)
+    if callable(check):
+        check()
+    elif not dict(getattr(model, "capabilities", {}) or {}).get("gaussians", False):
+        raise BadInputError(f"model {getattr(model, 'model_name', 'unknown')} has no 3D-Gaussian head: Gaussians "
+                            "(infer_gs, gs_ply) need DA3-GIANT or DA3NESTED-GIANT-LARGE")
+
+
+def _gaussians_in_prediction_frame(raw: dict, pred: Prediction, sim3=None):
+    """The network's Gaussians (official frame) in the frame of ``pred``'s depth and cameras.
+
+    Officially they stay in the frame the Gaussian adapter built them in: the un-scaled any-view
+    prediction, times the adapter's input-pose scale. We undo that scale, apply the nested metric
+    scale (as for depth and cameras) and, when the prediction was moved onto the user's poses, the
+    same Sim(3) (``sim3``: pred ~ s R input + t, inverted here).
+    """
+    from .gaussians import Gaussians
+    from .model.gs_adapter import similarity_transform
+
+    pose_scale = float(torch.as_tensor(raw.get("pose_scale", 1.0)).reshape(-1)[0])
+    gs = similarity_transform(raw, (pred.scale_factor or 1.0) / pose_scale)
+    if sim3 is not None:
+        rot_t = np.asarray(sim3.rotation, dtype=np.float64).T
+        gs = similarity_transform(gs, 1.0 / sim3.scale, rot_t, -rot_t @ np.asarray(sim3.translation) / sim3.scale)
+    return Gaussians(**{k: gs[k][0].detach().float().cpu().numpy() for k in ("means", "scales", "rotations", "harmonics",
+                                                                              "opacities")})
 
 
 def _meta(model_name: str, source, **options: Any) -> dict[str, Any]:

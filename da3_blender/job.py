@@ -53,6 +53,7 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "chunk_size": (int, str),  # int >= 2, or "auto"
     "chunk_overlap": (int,),
     "chunk_align": (str,),
+    "infer_gs": (bool,),  # 3D Gaussians (GIANT / NESTED models)
 }
 
 

@@ -87,6 +87,8 @@ EXPORT_FORMATS = (
     ("mini_npz", "NPZ (no images)", "Depth, confidence and cameras as npz"),
     ("depth_vis", "Depth pictures", "Each image beside its colour-mapped depth, as PNG"),
     ("exr", "EXR depth passes", "One OpenEXR per view: Z, confidence, sky, camera in the header (needs OpenEXR)"),
+    # i10: 3D Gaussians (DA3-GIANT / NESTED only; turns on infer_gs)
+    ("gs_ply", "3D Gaussians (.ply)", "3D Gaussian splats as a 3DGS PLY (Giant/Nested models only)"),
 )
 EXPORT_FORMAT_NAMES = tuple(f[0] for f in EXPORT_FORMATS)
 DEFAULT_EXPORT_FORMAT = "glb"  # CLI default

@@ -30,6 +30,9 @@ key                    shape / dtype                meaning
 ``timestamps``         (N,) float64                 seconds in the video (NaN if none)
 ``source_paths``       (N,) unicode                 file each view came from ("" if in memory)
 ``meta_json``          () unicode                   JSON: format version, model, options, video
+``gs_means`` ...       see ``gaussians.py``         3D Gaussians (``infer_gs``; optional):
+                                                    ``gs_means``, ``gs_scales``, ``gs_rotations``,
+                                                    ``gs_harmonics``, ``gs_opacities``
 =====================  ===========================  ====================================
 
 Only ``depth`` is required when loading; the official ``mini_npz`` (no images) and ``npz`` files
@@ -48,6 +51,7 @@ import numpy as np
 
 from .errors import ResultFormatError
 from .files import open_atomic
+from .gaussians import Gaussians
 
 RESULT_FORMAT = "da3-blender-result"
 RESULT_VERSION = 1
@@ -70,6 +74,7 @@ class Prediction:
     timestamps: np.ndarray | None = None  # (N,) float64, NaN = none
     source_paths: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    gaussians: Gaussians | None = None  # N*H*W 3D Gaussians (infer_gs), prediction world frame
 
     def __post_init__(self):
         n, h, w = self.depth.shape
@@ -125,6 +130,8 @@ def save_result(path: str | os.PathLike, pred: Prediction, meta: dict[str, Any] 
             arrays[key] = np.asarray(value, dtype=np.float32)
     if pred.sky is not None:
         arrays["sky"] = np.asarray(pred.sky, dtype=bool)
+    if pred.gaussians is not None:
+        arrays.update(pred.gaussians.to_arrays())
     with open_atomic(path) as fh:
         np.savez_compressed(fh, **arrays)
     return path
@@ -200,6 +207,13 @@ def load_result(path: str | os.PathLike) -> Prediction:
     sf = data.get("scale_factor")
     sf = None if sf is None or not np.isfinite(float(sf)) else float(sf)
     paths = data.get("source_paths")
+    try:
+        gaussians = Gaussians.from_arrays(data)
+    except ValueError as err:
+        raise ResultFormatError(f"{name}: {err}; run DA3 again to recreate it") from None
+    problem = None if gaussians is None else gaussians.check(n * h * w)
+    if problem:
+        raise ResultFormatError(f"{name}: {problem} (one per pixel of {n} views of {w}x{h}); run DA3 again to recreate it")
     return Prediction(
         depth=depth,
         processed_images=get("image", (n, h, w, 3), np.uint8),
@@ -215,4 +229,5 @@ def load_result(path: str | os.PathLike) -> Prediction:
         timestamps=get("timestamps", (n,), np.float64),
         source_paths=None if paths is None else [str(p) for p in get("source_paths", (n,), np.str_)],
         meta=meta,
+        gaussians=gaussians,
     )

@@ -100,6 +100,8 @@ def gather(context) -> Setup:
         "ref_view_strategy": settings.ref_view_strategy,
         "conf_thresh_percentile": float(settings.conf_percentile),
     }
+    if settings.infer_gs:
+        options["infer_gs"] = True
     if settings.max_points:  # 0 (no limit) applies to the scene's points; exports keep their default
         options["num_max_points"] = int(settings.max_points)
     options.update(streaming_options(settings))

@@ -187,6 +187,7 @@ class DA3_PT_options(_Sub, Panel):
         s = context.scene.da3_settings
         layout = self.layout
         layout.prop(s, "use_ray_pose")
+        layout.prop(s, "infer_gs")
         layout.prop(s, "ref_view_strategy")
         layout.prop(s, "use_selected_cameras")
         if s.use_selected_cameras:

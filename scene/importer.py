@@ -24,7 +24,7 @@ from ..da3_blender.errors import BadInputError, ResultFormatError
 from ..da3_blender.geometry import to_4x4
 from ..da3_blender.options import DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_NUM_MAX_POINTS
 from ..da3_blender.prediction import Prediction, load_result
-from . import cameras, footage, materials, planes, points, tracking
+from . import cameras, footage, materials, planes, points, splats, tracking
 from .conventions import (
     UP_AXES, camera_matrices, fallback_intrinsics, intrinsics_to_blender, relative_extrinsics, up_matrix,
 )
@@ -60,6 +60,7 @@ class ImportOptions:
     frame_start: int = 1  # scene frame of source frame 0
     fallback_fov: float = 60.0  # horizontal degrees, for results without intrinsics (mono models)
     seed: int = 0
+    splats: bool = True  # i10: 3D Gaussians as ellipsoid splats, when the result has them (max_points caps them)
 
 
 def _check_options(opts: ImportOptions) -> None:
@@ -126,6 +127,8 @@ def _validate(pred: Prediction, opts: ImportOptions) -> dict:
             bad(f"{key} contains NaN or infinite values")
     if not np.any(np.isfinite(depth) & (depth > 0)):
         bad("depth has no valid (finite, positive) value")
+    if pred.gaussians is not None and pred.gaussians.check(n * h * w):  # i10
+        bad(pred.gaussians.check(n * h * w))
     sizes = np.asarray(pred.orig_size, dtype=np.int64)
     if np.any(sizes < 1):
         bad("orig_size has non-positive sizes")
@@ -273,6 +276,10 @@ def _build(pred, opts, geo, label, key, scene, track):
             mesh = track(points.points_mesh(obj_name, data["positions"][sel], data["colors"][sel],
                                             data["conf"][sel], data["view"][sel]))
             col.objects.link(track(points.points_object(obj_name, mesh, group, mat, radius)))
+
+    if opts.splats and pred.gaussians is not None:  # i10
+        splats.build_splats(pred, label, up, scale, _child(root, "splats", track), track,
+                            max_count=opts.max_points, seed=opts.seed)
 
     if opts.planes:
         col = _child(root, "planes", track)

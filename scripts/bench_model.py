@@ -63,6 +63,10 @@ def main(argv=None) -> int:
     p.add_argument("--compute-dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--gs", action="store_true", help="time with and without the 3D-Gaussian head (infer_gs; giant "
+                   "models) instead of with and without the ray branch")
+    p.add_argument("--gs-head-only", action="store_true", help="time only the 3D-Gaussian head + adapter of --model's "
+                   "config on random backbone features (no backbone: quick, and steadier on a busy machine)")
     p.add_argument("--official", action="store_true", help="also time the official network side by side (child processes)")
     p.add_argument("--child", choices=("save",) + IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
@@ -76,6 +80,9 @@ def main(argv=None) -> int:
         print("--official: the side-by-side runs on the CPU only; timing ours only")
         args.official = False
 
+    if args.gs_head_only:
+        bench_gs_head(args)
+        return 0
     bench_ours(args)
     if args.official:
         side_by_side(args)
@@ -106,25 +113,68 @@ def bench_ours(args):
           f"compute_dtype {args.compute_dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"RSS: start {base:.0f} MiB, after import torch {after_torch:.0f} MiB, "
           f"after import da3_blender.api {after_import:.0f} MiB, after building the model {after_load:.0f} MiB")
-    print(f"{'views':>5} {'HxW':>9} {'ray':>4} {'s/forward':>10} {'s/view':>8} {'peak RSS MiB':>13}")
+    extra = "gs" if args.gs else "ray"  # the optional part timed without and with
+    print(f"{'views':>5} {'HxW':>9} {extra:>4} {'s/forward':>10} {'s/view':>8} {'peak RSS MiB':>13}")
     for views in args.views:
         x = torch.randn(1, views, 3, args.height, args.width, device=args.device)
-        for keep_ray in (False, True):
+        for with_extra in (False, True):
+            kwargs = {"infer_gs": with_extra} if args.gs else {"keep_ray": with_extra}
             for _ in range(args.warmup):
-                model(x, keep_ray=keep_ray)
+                model(x, **kwargs)
             times = []
             for _ in range(args.runs):
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                model(x, keep_ray=keep_ray)
+                model(x, **kwargs)
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
             best = min(times)
-            print(f"{views:>5} {args.height:>4}x{args.width:<4} {'yes' if keep_ray else 'no':>4} "
+            print(f"{views:>5} {args.height:>4}x{args.width:<4} {'yes' if with_extra else 'no':>4} "
                   f"{best:>10.3f} {best / views:>8.3f} {peak_rss_mib():>13.0f}")
-    print("s/forward = best of the timed runs; ray = the aux ray branch computed too (needed only for use_ray_pose)")
+    print("s/forward = best of the timed runs; " + ("gs = the 3D-Gaussian head and adapter too (infer_gs)" if args.gs else
+          "ray = the aux ray branch computed too (needed only for use_ray_pose)"))
+
+
+def bench_gs_head(args):
+    """The Gaussian head (GSDPT) + adapter alone, at the model's dims, on random features and cameras."""
+    import torch
+
+    from da3_blender.model.config import MODEL_CONFIGS, NestedConfig
+    from da3_blender.model.dpt import GSDPT
+    from da3_blender.model.gs_adapter import GaussianAdapter
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = MODEL_CONFIGS[args.model]
+    cfg = MODEL_CONFIGS[cfg.anyview] if isinstance(cfg, NestedConfig) else cfg
+    if not cfg.gs_head:
+        raise SystemExit(f"{args.model} has no 3D-Gaussian head")
+    dim_in = 2 * cfg.embed_dim
+    torch.manual_seed(0)
+    head, adapter = GSDPT(dim_in, cfg.features, cfg.out_channels).eval().to(args.device), GaussianAdapter()
+    before = peak_rss_mib()
+    print(f"{args.model} Gaussian head alone ({sum(t.numel() for t in head.parameters()) / 1e6:.1f} M params), "
+          f"device {args.device}, threads {torch.get_num_threads()}, peak RSS before the runs {before:.0f} MiB")
+    print(f"{'views':>5} {'HxW':>9} {'s/forward':>10} {'s/view':>8} {'peak RSS MiB':>13}")
+    h, w = args.height, args.width
+    for views in args.views:
+        feats = [torch.randn(1, views, (h // 14) * (w // 14), dim_in, device=args.device) for _ in range(4)]
+        x = torch.randn(1, views, 3, h, w, device=args.device)
+        ext = torch.eye(4, device=args.device)[:3].expand(1, views, 3, 4)
+        k = torch.tensor([[0.8 * w, 0, w / 2], [0, 0.8 * w, h / 2], [0, 0, 1]], device=args.device).expand(1, views, 3, 3)
+        depth = torch.rand(1, views, h, w, device=args.device) + 1
+        times = []
+        for run in range(args.warmup + args.runs):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                raw = head(feats, h, w, x)
+                adapter(ext, k, depth, raw["raw_gs_conf"], raw["raw_gs"], (h, w))
+            if run >= args.warmup:
+                times.append(time.perf_counter() - t0)
+        best = min(times)
+        print(f"{views:>5} {h:>4}x{w:<4} {best:>10.3f} {best / views:>8.3f} {peak_rss_mib():>13.0f}")
 
 
 # ---------------------------------------------------------------------------------------------

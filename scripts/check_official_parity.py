@@ -17,6 +17,13 @@ run on the same tensors. Printed: max |ours - official| and that divided by max 
 
 Only the network (``DepthAnything3Net.forward``) is imported from the official package: its
 ``api`` module imports exporters (moviepy 1.x, cv2, open3d...) that the comparison does not need.
+
+3D Gaussians: giant and nested configs run with ``infer_gs=True`` and compare every Gaussian field
+(``gs_means`` ... ``gs_opacities``; needs ``e3nn`` and, for posed cases, ``evo`` in the throwaway
+environment: ``pip install e3nn && pip install --no-deps evo``). The pseudo-config ``gs-head`` compares
+only the Gaussian head + adapter, at the giant's dims (dim_in 3072, features 256) and at the small
+dims of ``tests/fixtures/gs_head_official.npz`` (see ``scripts/make_gs_fixture.py``), on random
+features and cameras, unposed and posed: seconds instead of a full GIANT forward.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ ANY_VIEW = ("da3-small", "da3-base", "da3-large", "da3-giant")
 MONO = ("da3metric-large", "da3mono-large")
 NESTED = "da3nested-giant-large"
 DEFAULT_CONFIGS = ["da3-small", "da3-base", "da3metric-large", "da3mono-large", "da3-large", NESTED]
+GS_CONFIGS = ("da3-giant", NESTED)  # networks with the 3D-Gaussian head: run with infer_gs
+GS_FIELDS = ("means", "scales", "rotations", "harmonics", "opacities")
 QUANTILE_SAMPLES = 100_000  # both codes subsample the sky-fill quantile above this many pixels
 
 
@@ -160,10 +169,13 @@ def run_official(wrapper, c: dict) -> dict:
     if c.get("use_ray_pose"):
         torch.manual_seed(1234)
     with torch.no_grad(), torch.autocast("cpu", enabled=False):
-        out = net(c["x"], c.get("ext"), c.get("k"), [], False, c.get("use_ray_pose", False), c.get("strategy", "saddle_balanced"))
+        out = net(c["x"], c.get("ext"), c.get("k"), [], bool(c.get("gs")), c.get("use_ray_pose", False),
+                  c.get("strategy", "saddle_balanced"))
     for h in hooks:
         h.remove()
     res = {k: out[k] for k in ("depth", "depth_conf", "extrinsics", "intrinsics", "sky", "scale_factor") if k in out}
+    if out.get("gaussians") is not None:
+        res.update({f"gs_{k}": getattr(out.gaussians, k) for k in GS_FIELDS})
     if c.get("ray") and raw.get("ray") is not None:
         res.update(ray=raw["ray"], ray_conf=raw["ray_conf"])
     if "metric_sky" in raw:
@@ -186,8 +198,11 @@ def run_ours(model, c: dict) -> dict:
     if c.get("use_ray_pose"):
         torch.manual_seed(1234)  # our solver uses the global RNG like the official one when unseeded
     out = model(c["x"], c.get("ext"), c.get("k"), use_ray_pose=c.get("use_ray_pose", False),
-                ref_view_strategy=c.get("strategy", "saddle_balanced"), compute_dtype="fp32", keep_ray=bool(c.get("ray")))
-    return {k: v for k, v in out.items() if k in ("depth", "depth_conf", "extrinsics", "intrinsics", "sky", "scale_factor", "ray", "ray_conf")}
+                ref_view_strategy=c.get("strategy", "saddle_balanced"), compute_dtype="fp32", keep_ray=bool(c.get("ray")),
+                infer_gs=bool(c.get("gs")))
+    res = {k: v for k, v in out.items() if k in ("depth", "depth_conf", "extrinsics", "intrinsics", "sky", "scale_factor", "ray", "ray_conf")}
+    res.update({f"gs_{k}": v for k, v in (out.get("gaussians") or {}).items() if k in GS_FIELDS})
+    return res
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +223,8 @@ def errors(ours, ref) -> tuple[float, float, float]:
 def compare(ours: dict, ref: dict, x: torch.Tensor) -> list[tuple[str, str]]:
     rows = []
     sampled = "sky" in ref and x.shape[1] * x.shape[-1] * x.shape[-2] > QUANTILE_SAMPLES
-    for key in ("depth", "depth_conf", "extrinsics", "intrinsics", "sky", "ray", "ray_conf", "scale_factor"):
+    for key in ("depth", "depth_conf", "extrinsics", "intrinsics", "sky", "ray", "ray_conf", "scale_factor",
+                *(f"gs_{k}" for k in GS_FIELDS)):
         if key not in ref and key not in ours:
             continue
         if key not in ref or key not in ours:
@@ -230,11 +246,14 @@ def compare(ours: dict, ref: dict, x: torch.Tensor) -> list[tuple[str, str]]:
     return rows
 
 
-def check_config(name: str, res: int, workdir: Path) -> list[tuple]:
+def check_config(name: str, res: int, workdir: Path, only: list[str] | None = None) -> list[tuple]:
     from da3_blender.api import DepthAnything3
 
     t0 = time.perf_counter()
-    cases = cases_for(name, res)
+    cases = [c for c in cases_for(name, res) if not only or any(o in c["case"] for o in only)]
+    if name in GS_CONFIGS:
+        for c in cases:
+            c["gs"] = True
     wrapper = official_network(name)
     perturb(wrapper)
     if name in MONO or name == NESTED:
@@ -297,6 +316,49 @@ def check_ray_solver(seeds=(0, 1, 2)) -> list[tuple]:
     return [("ray solver", case, key, f"{d:.2e} / {r:.1e}   (max|official| {m:.3g})") for key, (d, r, m) in worst.items()]
 
 
+def check_gs_head(seed: int = 0) -> list[tuple]:
+    """The Gaussian head + adapter alone (official vs ours, same random weights), at the giant's dims and
+    at the fixture's small dims, 2 views unposed and 3 views posed (input centres x1.7: the Umeyama step)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from addict import Dict
+    from depth_anything_3.model.da3 import DepthAnything3Net as OfficialNet
+    from depth_anything_3.model.gs_adapter import GaussianAdapter as OfficialAdapter
+    from depth_anything_3.model.gsdpt import GSDPT as OfficialGSDPT
+    from make_gs_fixture import cameras, scaled_input_poses
+
+    from da3_blender.model.dpt import GSDPT
+    from da3_blender.model.gs_adapter import GaussianAdapter
+
+    rows = []
+    for label, dim_in, features, out_channels, (height, width) in (
+            ("giant dims", 3072, 256, (256, 512, 1024, 1024), (56, 84)),
+            ("fixture dims", 64, 32, (8, 16, 32, 32), (42, 70))):
+        torch.manual_seed(seed)
+        official = OfficialGSDPT(dim_in=dim_in, output_dim=38, features=features, out_channels=out_channels).eval()
+        runner = type("GSRunner", (), {})()
+        runner.gs_head = official
+        runner.gs_adapter = OfficialAdapter(sh_degree=2, pred_offset_depth=True, pred_offset_xy=True)
+        ours = GSDPT(dim_in, features, out_channels).eval()
+        ours.load_state_dict(official.state_dict(), strict=True)
+        g = torch.Generator().manual_seed(seed + 1)
+        for n, factor in ((2, None), (3, 1.7)):
+            feats = [torch.randn(1, n, (height // 14) * (width // 14), dim_in, generator=g) for _ in range(4)]
+            images = torch.randn(1, n, 3, height, width, generator=g)
+            depth = 1.0 + 2.0 * torch.rand(1, n, height, width, generator=g)
+            w2c, k = cameras(n, g)
+            inp = scaled_input_poses(w2c, factor, g) if factor else None
+            with torch.no_grad():
+                ref = OfficialNet._process_gs_head(runner, [(f, None) for f in feats], height, width,
+                                                   Dict(depth=depth, extrinsics=w2c, intrinsics=k), images, inp, k)
+                raw = ours(feats, height, width, images)
+                mine = GaussianAdapter()(w2c, k, depth, raw["raw_gs_conf"], raw["raw_gs"], (height, width), inp)
+            case = f"{label}, {n} views {height}x{width}" + (" posed" if inp is not None else "")
+            for key in GS_FIELDS:
+                d, r, m = errors(mine[key], getattr(ref.gaussians, key))
+                rows.append(("gs-head", case, f"gs_{key}", f"{d:.2e} / {r:.1e}   (max|official| {m:.3g})"))
+    return rows
+
+
 def ref_views(wrapper, cases) -> dict:
     """Which view the official saddle_balanced selection picks in the unposed 3-view case."""
     import depth_anything_3.model.dinov2.vision_transformer as vt
@@ -321,6 +383,8 @@ def main(argv=None) -> int:
     p.add_argument("--res", type=int, default=None, help="process_res (default: 504 for small/base, 392 for large, 280 for giant)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-ray-solver", action="store_true", help="skip the synthetic ray-pose solver comparison")
+    p.add_argument("--cases", nargs="*", default=None,
+                   help="only the cases whose label contains one of these (e.g. '1 view' posed): a GIANT on a CPU is slow")
     args = p.parse_args(argv)
     try:
         import depth_anything_3  # noqa: F401
@@ -331,8 +395,11 @@ def main(argv=None) -> int:
     rows = [] if args.skip_ray_solver else check_ray_solver()
     with tempfile.TemporaryDirectory(prefix="da3-parity-") as tmp:
         for name in args.configs:
+            if name == "gs-head":
+                rows += check_gs_head()
+                continue
             res = args.res or (504 if name in ("da3-small", "da3-base") else 280 if "giant" in name else 392)
-            rows += check_config(name, res, Path(tmp))
+            rows += check_config(name, res, Path(tmp), args.cases)
     widths = [max(len(str(r[i])) for r in rows + [("config", "case", "output", "")]) for i in range(3)]
     print(f"{'config':<{widths[0]}}  {'case':<{widths[1]}}  {'output':<{widths[2]}}  max|ours-official| / rel to max|official|")
     for r in rows:

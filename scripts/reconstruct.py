@@ -85,6 +85,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--process-res-method", default=None, choices=opt.choice_ids(opt.PROCESS_RES_METHODS))
     g.add_argument("--ref-view-strategy", default=None, choices=opt.choice_ids(opt.REF_VIEW_STRATEGIES))
     g.add_argument("--use-ray-pose", action="store_true", help="solve cameras from the ray map")
+    g.add_argument("--gaussians", action="store_true",
+                   help="also predict 3D Gaussians and import them as splats (DA3 Giant / Nested models)")
     add_streaming_arguments(g)
     g.add_argument("--python", default=None, help="the worker's Python interpreter (must have torch)")
     g = p.add_argument_group("build (as the panel's Build section)")
@@ -159,6 +161,7 @@ def job_from_args(args: argparse.Namespace) -> dict:
         "process_res_method": args.process_res_method,
         "ref_view_strategy": args.ref_view_strategy,
         "use_ray_pose": args.use_ray_pose or None,
+        "infer_gs": args.gaussians or None,
         "conf_thresh_percentile": args.conf_thresh_percentile,
         "num_max_points": args.num_max_points,
         "chunk_size": args.chunk_size,
@@ -180,6 +183,7 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "build_cameras": not args.no_cameras,
         "keep_results": args.keep_result,
         "use_ray_pose": args.use_ray_pose,
+        "infer_gs": args.gaussians,
         "fixed_intrinsics": args.fixed_lens,
     }
     optional = {

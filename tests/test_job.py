@@ -222,3 +222,16 @@ def test_build_job_api_fills_defaults_and_drops_unset_values():
         build_job(["a.png"], "r.npz", export_format="glb")
     with pytest.raises(BadInputError, match="process_res 7 is too small"):
         build_job(["a.png"], "r.npz", options={"process_res": 7})
+
+
+def test_gaussians_are_a_job_option_every_surface_passes_on(headless, tmp_path):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    job = build_job([str(image)], str(tmp_path / "r.npz"), options={"infer_gs": True})
+    assert job["options"]["infer_gs"] is True
+    assert inference_kwargs(job)["infer_gs"] is True  # reaches DepthAnything3.inference
+    with pytest.raises(BadInputError, match="infer_gs"):
+        build_job([str(image)], str(tmp_path / "r.npz"), options={"infer_gs": "yes"})
+    args = headless.parse_args([str(image), "--output", str(tmp_path / "s.blend"), "--gaussians"])
+    assert headless.job_from_args(args)["options"]["infer_gs"] is True
+    assert headless.scene_settings(args)["infer_gs"] is True

@@ -15,6 +15,7 @@ format         file(s)                                            needs
 ``depth_vis``  ``depth_vis/{i:04d}.png``                          depth
 ``exr``        ``exr/depth.NNNN.exr`` (``exr_plate/`` at plate     depth; the OpenEXR package (optional)
                resolution), NNNN = source frame number or index
+``gs_ply``     ``gs_ply/0000.ply``                                Gaussians (``infer_gs``, giant models)
 =============  =================================================  =======================================
 
 Point exports lift pixels at their centres (K in pixel-edge coordinates), deliberately fixing the
@@ -38,6 +39,7 @@ from .depth_vis import export_depth_vis
 from .exr import check_exr_options, export_exr
 from ..files import make_folder
 from .glb import export_glb
+from .gs_ply import check_gs_input, export_gs_ply
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
@@ -63,6 +65,7 @@ def export(
     exr_half: bool = DEFAULT_EXR_HALF,
     exr_resolution: str = DEFAULT_EXR_RESOLUTION,
     exr_plate_filter: str = DEFAULT_EXR_PLATE_FILTER,
+    gs_views_interval: int = 1,
 ) -> list[str]:
     """Write ``prediction`` in every format of ``export_format``; returns the files written, in order.
 
@@ -70,6 +73,7 @@ def export(
     ``progress(fraction)`` is called after each format (raise from it to stop between formats).
     ``exr_*``: the ``exr`` format's options (:func:`.exr.export_exr`: half floats, ``processed`` or
     ``plate`` resolution, ``nearest`` or ``bilinear`` plate resampling).
+    ``gs_views_interval``: ``gs_ply`` keeps the Gaussians of every n-th view (official option).
     """
     formats = parse_formats(export_format)
     if export_dir is None or not os.fspath(export_dir):
@@ -82,13 +86,17 @@ def export(
         check_npz_input(prediction)
     if "exr" in formats:
         check_exr_options(exr_resolution, exr_plate_filter)  # also: OpenEXR installed
+    if "gs_ply" in formats:
+        check_gs_input(prediction)
+        if int(gs_views_interval) < 1:
+            raise BadInputError(f"gs_views_interval must be at least 1, got {gs_views_interval}")
     for fmt in formats:
         if fmt in POINT_FORMATS:
             cameras_for_points(prediction, fmt)  # raises with the model to use
     export_dir = make_folder(export_dir)
     settings = {"pct": float(conf_thresh_percentile), "max_points": int(num_max_points), "seed": seed,
                 "show_cameras": bool(show_cameras), "exr_half": bool(exr_half), "exr_resolution": exr_resolution,
-                "exr_plate_filter": exr_plate_filter}
+                "exr_plate_filter": exr_plate_filter, "gs_views_interval": int(gs_views_interval)}
     written: list[str] = []
     for done, fmt in enumerate(formats):
         if fmt not in _WRITERS:
@@ -109,6 +117,7 @@ _WRITERS: dict[str, Callable[[Prediction, str, dict], list[str]]] = {
     "depth_vis": lambda p, d, s: export_depth_vis(p, d),
     "exr": lambda p, d, s: export_exr(p, d, half=s["exr_half"], resolution=s["exr_resolution"],
                                       plate_filter=s["exr_plate_filter"]),
+    "gs_ply": lambda p, d, s: export_gs_ply(p, d, views_interval=s["gs_views_interval"]),
 }
 
 __all__ = ["FORMATS", "export", "parse_formats", "read_colmap_text"]

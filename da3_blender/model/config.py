@@ -98,11 +98,13 @@ def capabilities(name: str) -> dict[str, bool]:
 
     ``pose``: predicted extrinsics/intrinsics; ``conf``: depth confidence; ``sky``: sky map;
     ``metric``: depth in metres (for ``da3metric-large`` only after ``depth * focal_px / 300``,
-    which the caller applies); ``pose_conditioning``: accepts input extrinsics/intrinsics.
+    which the caller applies); ``pose_conditioning``: accepts input extrinsics/intrinsics;
+    ``gaussians``: has the 3D-Gaussian head (``infer_gs``).
     """
     key = check_model_name(name)
     cfg = MODEL_CONFIGS[key]
     if isinstance(cfg, NestedConfig):
-        return dict(pose=True, conf=True, sky=False, metric=True, pose_conditioning=True)
+        return dict(pose=True, conf=True, sky=False, metric=True, pose_conditioning=True, gaussians=True)
     anyv = cfg.any_view
-    return dict(pose=anyv, conf=anyv, sky=not anyv, metric=key.startswith("da3metric"), pose_conditioning=anyv)
+    return dict(pose=anyv, conf=anyv, sky=not anyv, metric=key.startswith("da3metric"), pose_conditioning=anyv,
+                gaussians=cfg.gs_head)

@@ -1,5 +1,5 @@
 """Dense heads: DualDPT (any-view: depth + conf, and the aux "ray" map), DPT (mono/metric: depth + sky),
-GSDPT (giant, Gaussian parameters; weights only here).
+GSDPT (giant: raw per-pixel 3D-Gaussian parameters).
 
 Module names mirror the official checkpoint (``head.scratch.refinenet1.resConfUnit2.conv1``...).
 All heads run in fp32 and process views in chunks of CHUNK (results do not depend on the chunking).
@@ -202,7 +202,9 @@ class DPT(_DPTBase):
 
 
 class GSDPT(DPT):
-    """Giant's 3D-Gaussian head. Its weights load (keys ``gs_head.*``); running it is not implemented."""
+    """Giant's 3D-Gaussian head: a DPT with the UV embedding, plus the input images merged in at full
+    resolution. Returns ``raw_gs`` (B,S,H,W,37) linear channels (channel-last) and ``raw_gs_conf``
+    (B,S,H,W) = sigmoid(channel 37); :class:`.gs_adapter.GaussianAdapter` turns them into Gaussians."""
 
     use_uv = True
 
@@ -214,5 +216,21 @@ class GSDPT(DPT):
             nn.Conv2d(m // 2, m, 3, 1, 1), nn.GELU(),
         )
 
-    def forward(self, *args, **kwargs):
-        raise NotImplementedError("the 3D Gaussian head (infer_gs) is not implemented; depth and poses do not need it")
+    def forward(self, feats, height: int, width: int, images: torch.Tensor, on_chunk=None) -> dict[str, torch.Tensor]:
+        """feats: 4 x (B,S,P,C); images (B,S,3,H,W) ImageNet-normalised model input."""
+        b, s = feats[0].shape[:2]
+        flat = [f.reshape(b * s, *f.shape[2:]) for f in feats]
+        imgs = images.reshape(b * s, *images.shape[2:]).float()
+        outs = []
+        for i in range(0, b * s, CHUNK):
+            outs.append(self.forward_views([f[i:i + CHUNK] for f in flat], height, width, imgs[i:i + CHUNK]))
+            if on_chunk is not None:
+                on_chunk()
+        return {k: torch.cat([o[k] for o in outs]).unflatten(0, (b, s)) for k in outs[0]}
+
+    def forward_views(self, feats, height, width, images):
+        h, w = height // PATCH, width // PATCH
+        x = self.scratch.output_conv1(self.fuse(self.pyramid(feats, h, w, height, width)))
+        x = interpolate(x, (h * PATCH, w * PATCH)) + self.images_merger(images)
+        logits = self.scratch.output_conv2(add_uv_embedding(x, width, height)).permute(0, 2, 3, 1)
+        return {"raw_gs": logits[..., :-1], "raw_gs_conf": torch.sigmoid(logits[..., -1])}

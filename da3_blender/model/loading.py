@@ -133,6 +133,17 @@ def shared_groups(module: nn.Module) -> list[list[str]]:
     return [sorted(n for n in names if n in persistent) for names in groups.values() if any(n in persistent for n in names)]
 
 
+def _drop_absent_gs_heads(module: nn.Module, in_file: set[str]) -> None:
+    """The optional 3D-Gaussian head: a checkpoint without ANY of its keys loads without it (the net's
+    ``gs_head``/``gs_adapter`` become None; ``infer_gs`` then says the weights are missing)."""
+    for prefix, net in list(module.named_modules()):
+        if getattr(net, "gs_head", None) is None:
+            continue
+        head = f"{prefix}.gs_head." if prefix else "gs_head."
+        if not any(k.startswith(head) for k in in_file):
+            net.gs_head = net.gs_adapter = None
+
+
 def load_safetensors_into(module: nn.Module, weights: Path, device: torch.device, label: str = "",
                           from_hub: bool = False) -> None:
     """Strictly load ``weights`` into ``module`` (may live on ``meta``); tensors go to ``device`` as fp32."""
@@ -140,11 +151,12 @@ def load_safetensors_into(module: nn.Module, weights: Path, device: torch.device
 
     fix = (f"delete {Path(weights).resolve()} and load again to re-download it" if from_hub
            else "replace the file with a complete download")
-    groups = shared_groups(module)
-    expected = {n: t for n, t in module.state_dict(keep_vars=True).items()}
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as f:
             in_file = set(f.keys())
+            _drop_absent_gs_heads(module, in_file)
+            groups = shared_groups(module)
+            expected = {n: t for n, t in module.state_dict(keep_vars=True).items()}
             missing = [g[0] for g in groups if not any(n in in_file for n in g)]
             unexpected = in_file - set(expected)
             if missing or unexpected:

@@ -1,7 +1,9 @@
 """The DA3 networks: ``DepthAnything3Net`` (any-view / mono / metric) and ``NestedDepthAnything3Net``.
 
 Outputs (dict): ``depth``, and by model ``depth_conf``, ``extrinsics`` (B,S,3,4 w2c), ``intrinsics``
-(B,S,3,3 pixels of the model input), ``sky`` (mono/metric), ``is_metric``/``scale_factor`` (nested).
+(B,S,3,3 pixels of the model input), ``sky`` (mono/metric), ``is_metric``/``scale_factor`` (nested),
+``gaussians`` (giant with ``infer_gs``: see ``model.gs_adapter``; as officially, in the frame of the
+*un-scaled* any-view prediction, also inside the nested model).
 The backbone runs under the chosen autocast dtype; camera encoder, heads and pose decoding in fp32.
 """
 
@@ -17,6 +19,7 @@ from .camera import CameraDec, CameraEnc
 from .config import MODEL_CONFIGS, NestedConfig, NetConfig
 from .dinov2 import PATCH, DinoV2, check_ref_view_strategy
 from .dpt import DPT, GSDPT, DualDPT
+from .gs_adapter import GaussianAdapter
 from .precision import autocast
 
 SKY_THRESHOLD = 0.3  # sky map values below this are "not sky"
@@ -73,26 +76,38 @@ class DepthAnything3Net(nn.Module):
         self.cam_dec = CameraDec(dim_in) if cfg.any_view else None
         self.cam_enc = CameraEnc(c) if cfg.any_view else None
         self.gs_head = GSDPT(dim_in, cfg.features, cfg.out_channels) if cfg.gs_head else None
+        self.gs_adapter = GaussianAdapter() if cfg.gs_head else None
 
-    def num_steps(self, posed: bool = False) -> int:
-        return self.backbone.depth + 2 + int(posed)
+    def num_steps(self, posed: bool = False, infer_gs: bool = False) -> int:
+        return self.backbone.depth + 2 + int(posed) + int(infer_gs)
+
+    def check_gaussians(self, name: str = "this model") -> None:
+        """One-line error unless ``infer_gs`` can run (a GS head with loaded weights)."""
+        if not self.cfg.gs_head:
+            raise BadInputError(f"{name} has no 3D-Gaussian head: Gaussians (infer_gs, gs_ply) need DA3-GIANT or "
+                                "DA3NESTED-GIANT-LARGE")
+        if self.gs_head is None:
+            raise BadInputError(f"{name}: its checkpoint has no 3D-Gaussian head weights (gs_head.*), so Gaussians "
+                                "(infer_gs, gs_ply) cannot be computed; use the official DA3-GIANT/NESTED checkpoint")
 
     def forward(self, x: torch.Tensor, extrinsics: torch.Tensor | None = None, intrinsics: torch.Tensor | None = None,
                 use_ray_pose: bool = False, ref_view_strategy: str = "saddle_balanced",
                 autocast_dtype: torch.dtype | None = None, progress=None, keep_ray: bool = False,
                 ray_pose_generator: torch.Generator | None = None,
-                sample_generator: torch.Generator | None = None) -> dict:
+                sample_generator: torch.Generator | None = None, infer_gs: bool = False) -> dict:
         """x (B,S,3,H,W) ImageNet-normalised; extrinsics (B,S,4,4 normalised w2c) + intrinsics (B,S,3,3 px).
 
         ``keep_ray`` also returns the raw ``ray``/``ray_conf`` maps (8h x 8w); without it (and without
-        ``use_ray_pose``) the ray branch is not computed at all.
+        ``use_ray_pose``) the ray branch is not computed at all. ``infer_gs`` adds ``gaussians``.
         """
         check_images(x)
         check_ref_view_strategy(ref_view_strategy)
+        if infer_gs:
+            self.check_gaussians()
         x = x.float()
         height, width = x.shape[-2:]
         posed = extrinsics is not None
-        step = progress if isinstance(progress, _Steps) else _Steps(progress, self.num_steps(posed))
+        step = progress if isinstance(progress, _Steps) else _Steps(progress, self.num_steps(posed, infer_gs))
         cam_token = None
         if posed:
             if self.cam_enc is None:
@@ -123,6 +138,11 @@ class DepthAnything3Net(nn.Module):
                 out.pop("ray", None)
                 out.pop("ray_conf", None)
             step()
+            if infer_gs:  # with the predicted cameras (the depth lives in their frame), as officially
+                gs = self.gs_head([f for f, _ in feats], height, width, x, on_chunk=step.beat)
+                out["gaussians"] = self.gs_adapter(out["extrinsics"], out["intrinsics"], out["depth"], gs["raw_gs_conf"],
+                                                   gs["raw_gs"], (height, width), extrinsics)
+                step()
 
         if "sky" in out:
             self._fill_sky(out, sample_generator or torch.Generator().manual_seed(0))
@@ -147,15 +167,21 @@ class NestedDepthAnything3Net(nn.Module):
         self.da3 = DepthAnything3Net(MODEL_CONFIGS[cfg.anyview])
         self.da3_metric = DepthAnything3Net(MODEL_CONFIGS[cfg.metric])
 
-    def num_steps(self, posed: bool = False) -> int:
-        return self.da3.num_steps(posed) + self.da3_metric.num_steps() + 1
+    def num_steps(self, posed: bool = False, infer_gs: bool = False) -> int:
+        return self.da3.num_steps(posed, infer_gs) + self.da3_metric.num_steps() + 1
+
+    def check_gaussians(self, name: str = "this model") -> None:
+        self.da3.check_gaussians(name)
 
     def forward(self, x, extrinsics=None, intrinsics=None, use_ray_pose=False, ref_view_strategy="saddle_balanced",
-                autocast_dtype=None, progress=None, keep_ray=False, ray_pose_generator=None, sample_generator=None):
-        step = _Steps(progress, self.num_steps(extrinsics is not None))
+                autocast_dtype=None, progress=None, keep_ray=False, ray_pose_generator=None, sample_generator=None,
+                infer_gs=False):
+        if infer_gs:
+            self.check_gaussians()
+        step = _Steps(progress, self.num_steps(extrinsics is not None, infer_gs))
         gen = sample_generator or torch.Generator().manual_seed(0)
         out = self.da3(x, extrinsics, intrinsics, use_ray_pose, ref_view_strategy, autocast_dtype, step, keep_ray,
-                       ray_pose_generator, gen)
+                       ray_pose_generator, gen, infer_gs)
         met = self.da3_metric(x, autocast_dtype=autocast_dtype, progress=step, sample_generator=gen)
         k = out["intrinsics"]
         metric_depth = met["depth"] * ((k[:, :, 0, 0] + k[:, :, 1, 1]) / 2)[:, :, None, None] / 300.0
