@@ -20,6 +20,13 @@ ENV_VARIANTS = (  # torch index variants (envs.create_environment's torch_varian
     ("cu126", "CUDA 12.6", "torch with CUDA 12.6 for NVIDIA GPUs (multi-GB download; needs driver 560+)", 1),
     ("cu128", "CUDA 12.8", "torch with CUDA 12.8 for NVIDIA GPUs (multi-GB download; needs driver 570+, RTX 50xx)", 2),
 )
+# -- remote worker (issue 11): where the model runs -------------------------------------------------------
+WORKER_LOCATIONS = (
+    ("LOCAL", "Local", "The worker runs on this computer with the Python chosen below", 0),
+    ("REMOTE", "Remote (SSH)", "The worker runs on another computer (e.g. a GPU box) over SSH; files are sent with each job", 1),
+)
+REMOTE_SETUP_HINT = "On the GPU box, once: python3 -m venv ~/da3-env && ~/da3-env/bin/pip install <DA3's packages> (README)"
+
 DEFAULT_DEVICES = (
     ("auto", "Auto", "CUDA if available, else Apple MPS, else CPU", 0),
     ("cpu", "CPU", "Always run on the processor", 1),
@@ -67,10 +74,32 @@ class DA3Preferences(AddonPreferences):
         name="Results folder", subtype="DIR_PATH",
         description="Where result files (.npz) are written before import (empty: the extension's user folder)",
     )
+    # remote worker (issue 11)
+    worker_location: EnumProperty(name="Run the model", items=WORKER_LOCATIONS, default="LOCAL")
+    remote_host: StringProperty(
+        name="Host", description="An ~/.ssh/config alias or user@host; 'ssh HOST' must log in without a password "
+                                 "prompt (keys or agent)")
+    remote_python: StringProperty(
+        name="Remote Python", default="python3",
+        description="The Python on the remote with DA3's packages (e.g. ~/da3-env/bin/python)")
+    remote_cache_dir: StringProperty(
+        name="Remote cache folder", default="~/.cache/da3-blender",
+        description="Where the remote keeps the DA3 code, job files and sent model folders")
+    remote_ssh_options: StringProperty(
+        name="SSH options", description="Extra ssh -o options, Key=Value separated by spaces (e.g. Port=2222 "
+                                        "IdentityFile=~/.ssh/gpu); usually better in ~/.ssh/config")
 
     def draw(self, context):
         runtime = context.window_manager.da3_runtime
         layout = self.layout
+        box = layout.box()  # remote worker (issue 11)
+        box.row().prop(self, "worker_location", expand=True)
+        if self.worker_location == "REMOTE":
+            box.prop(self, "remote_host")
+            box.prop(self, "remote_python")
+            box.prop(self, "remote_cache_dir")
+            box.prop(self, "remote_ssh_options")
+            box.label(text=REMOTE_SETUP_HINT, icon="INFO")
         box = layout.box()
         box.label(text="Model runtime", icon="SCRIPTPLUGINS")
         box.row().prop(self, "python_mode", expand=True)
@@ -126,6 +155,11 @@ class _Defaults:
     offline = False
     default_device = "auto"
     results_dir = ""
+    worker_location = "LOCAL"
+    remote_host = ""
+    remote_python = "python3"
+    remote_cache_dir = "~/.cache/da3-blender"
+    remote_ssh_options = ""
 
 
 def get_preferences(context=None):
@@ -169,6 +203,23 @@ def worker_env(prefs) -> dict[str, str]:
     if prefs.offline:
         env["HF_HUB_OFFLINE"] = "1"
     return env
+
+
+def worker_remote(prefs):
+    """The remote worker's RemoteSpec, or None for a local worker (a bad host name: a one-line error)."""
+    if getattr(prefs, "worker_location", "LOCAL") != "REMOTE":
+        return None
+    import shlex
+
+    from .da3_blender.errors import BadInputError
+    from .da3_blender.remote import RemoteSpec
+
+    try:
+        options = tuple(shlex.split(prefs.remote_ssh_options))
+    except ValueError as ex:
+        raise BadInputError(f"SSH options: {ex}; fix them in Preferences > Add-ons > DA3 for Blender") from None
+    return RemoteSpec(prefs.remote_host, python=prefs.remote_python, cache_dir=prefs.remote_cache_dir,
+                      ssh_options=options)
 
 
 def results_dir(prefs) -> str:

@@ -502,21 +502,27 @@ class RemoteJob(threading.Thread):
 
     # -- transfers -----------------------------------------------------------------------------------
     def upload(self, uploads) -> None:
-        todo = []
+        todo, kept = [], []
         for local, token, rel, reuse in uploads:
             if not local:
                 todo.append((local, token, rel, 0))
                 continue
             size = os.path.getsize(local)
-            if reuse:
-                st = self.client._call("stat", timeout=120, folder=token, path=rel)
-                if st.get("exists") and st.get("size") == size and st.get("sha256") == local_sha256(local):
+            if reuse:  # a kept file (a model): sent before, to this worker or an earlier one?
+                known = (token, rel, size, local_sha256(local))
+                if known in self.client._kept:
                     continue
+                st = self.client._call("stat", timeout=120, folder=token, path=rel)
+                if st.get("exists") and (st.get("size"), st.get("sha256")) == known[2:]:
+                    self.client._kept.add(known)
+                    continue
+                kept.append(known)
             todo.append((local, token, rel, size))
         total = sum(t[3] for t in todo) or 1
         done = 0
         for local, token, rel, size in todo:
             done = self.upload_file(local, token, rel, done, total)
+        self.client._kept.update(kept)
         self.progress("upload", 1.0, f"sent {done / 1e6:.1f} MB", force=True)
 
     def upload_file(self, local: str, token: str, rel: str, before: int, total: int) -> int:

@@ -70,6 +70,7 @@ class WorkerClient:
         self._start_lock = threading.RLock()
         self._send_lock = threading.Lock()
         self._hello: dict[str, Any] | None = None
+        self._kept: set[tuple] = set()  # (folder, path, size, sha256) of kept files this worker has (models)
 
     # -- process ---------------------------------------------------------------------------------
     @property
@@ -86,6 +87,7 @@ class WorkerClient:
                 return
             self._reap()
             self._hello = None
+            self._kept.clear()  # a new connection checks again (the remote may have been cleaned)
             if self.remote is not None:
                 self._start_remote()
             else:

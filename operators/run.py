@@ -15,12 +15,13 @@ import time
 import bpy
 
 from ..da3_blender.errors import BadInputError
-from ..preferences import get_preferences, results_dir, worker_env
+from ..preferences import get_preferences, results_dir, worker_env, worker_remote
 from ..properties import model_info
 from . import session, validate
 
 # share of the progress bar per worker stage (in order)
-STAGES = (("load", 0.15), ("preprocess", 0.05), ("forward", 0.6), ("postprocess", 0.1), ("export", 0.05), ("save", 0.05))
+STAGES = (("upload", 0.05), ("load", 0.15), ("preprocess", 0.05), ("forward", 0.55), ("postprocess", 0.1),
+          ("export", 0.05), ("save", 0.03), ("download", 0.02))  # upload/download: remote workers only
 
 
 EVERY_FRAME = 1000.0  # an fps above any video's: the worker then takes every frame
@@ -71,7 +72,8 @@ class Run:
         settings = settings or context.scene.da3_settings  # not kept: undo may reallocate it
         prefs = get_preferences(context)
         inputs, images = validate.check_inputs(settings)
-        self.python = validate.check_worker(prefs)
+        self.remote = worker_remote(prefs)  # None: a local worker
+        self.python = validate.check_worker(prefs) if self.remote is None else self.remote.python
         self.env = worker_env(prefs)
         model = settings.model_id
         if not model:
@@ -132,7 +134,7 @@ class Run:
 
     # -- worker --------------------------------------------------------------------------------
     def start(self) -> None:
-        self.client = session.client(self.python, self.env)
+        self.client = session.client(self.python, self.env, self.remote)
         self.job_id = self.client.submit(self.job)
         self.started = time.monotonic()
         session.active_run = self

@@ -55,6 +55,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--export-dir", default=None, help="also export files (see --export-format) into this folder")
     p.add_argument("--export-format", default=None, help="glb, ply, colmap, npz, mini_npz, depth_vis; join with '-'")
     p.add_argument("--keep-result", action="store_true", help="keep the result .npz next to the .blend")
+    # remote worker (issue 11): the model runs on another machine over SSH
+    p.add_argument("--remote", default=None, metavar="HOST",
+                   help="run the model on HOST over SSH (an ~/.ssh/config alias or user@host)")
+    p.add_argument("--remote-python", default=None, help="with --remote: the Python there (default python3)")
+    p.add_argument("--remote-dir", default=None, help="with --remote: its cache folder (default ~/.cache/da3-blender)")
     args = p.parse_args(argv)
     check_args(p, args)
     return args
@@ -81,6 +86,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--export-format needs --export-dir")
     if args.python and not os.path.isfile(args.python):
         p.error(f"--python: no interpreter at {args.python}")
+    if (args.remote_python or args.remote_dir) and not args.remote:
+        p.error("--remote-python and --remote-dir need --remote HOST")
 
 
 def script_argv() -> list[str]:
@@ -176,6 +183,13 @@ def configure(context, package: str, args) -> dict:
         prefs.python_mode, prefs.custom_python = "CUSTOM", os.path.abspath(python)
     if args.keep_result:
         prefs.results_dir = os.path.dirname(os.path.abspath(args.output))
+    remote_keys = ("worker_location", "remote_host", "remote_python", "remote_cache_dir")  # issue 11
+    saved.update({k: getattr(prefs, k) for k in remote_keys})
+    prefs.worker_location = "REMOTE" if args.remote else "LOCAL"
+    if args.remote:
+        prefs.remote_host = args.remote
+        prefs.remote_python = args.remote_python or "python3"
+        prefs.remote_cache_dir = args.remote_dir or "~/.cache/da3-blender"
     return saved
 
 

@@ -309,3 +309,72 @@ def test_remote_refuses_escapes_over_the_protocol(remote, tmp_path):
     end = remote.wait_job(rid, 30)
     assert end["kind"] == "bad_input" and "outside this remote worker's job folders" in end["message"], end
     assert not (tmp_path / "o.npz").exists()
+
+
+# -- the Blender side: preferences "Remote (SSH)", the operator, headless flags --------------------------------
+@pytest.fixture
+def blender_remote(extension, sshd, remote_cache, tmp_path):
+    """The extension enabled with its worker location set to Remote (SSH) on the loopback sshd."""
+    import addon_utils
+    import bpy
+
+    addon_utils.enable("da3_for_blender", default_set=True, handle_error=None)
+    prefs = bpy.context.preferences.addons["da3_for_blender"].preferences
+    spec = make_spec(sshd, remote_cache)
+    prefs.worker_location, prefs.remote_host = "REMOTE", spec.host
+    prefs.remote_python, prefs.remote_cache_dir = sys.executable, str(remote_cache)
+    prefs.remote_ssh_options = " ".join([f"Port={sshd.port}", f"IdentityFile={sshd.key}", "IdentitiesOnly=yes",
+                                         *spec.ssh_options])
+    prefs.results_dir = str(tmp_path / "results")
+    scene = bpy.data.scenes.new("da3 remote")
+    old = bpy.context.window.scene
+    bpy.context.window.scene = scene
+    yield bpy, prefs, scene
+    bpy.context.window.scene = old
+    bpy.data.scenes.remove(scene)
+    addon_utils.disable("da3_for_blender", default_set=True, handle_error=None)  # also stops the worker
+
+
+@pytest.mark.slow
+def test_blender_reconstructs_a_video_on_the_remote(blender_remote, sshd, fixture_dir, robot_video, remote_cache):
+    bpy, prefs, scene = blender_remote
+    s = scene.da3_settings
+    s.model, s.custom_model, s.process_res, s.device = "CUSTOM", str(fixture_dir), 140, "cpu"
+    s.input_mode, s.video, s.video_fps, s.max_frames = "VIDEO", str(robot_video), 1.0, 3
+    s.build_planes = False
+    assert bpy.ops.da3.reconstruct() == {"FINISHED"}
+    rt = bpy.context.window_manager.da3_runtime
+    assert rt.error == "" and rt.summary.startswith("3 view(s)"), rt.summary
+    cams = [ob for ob in scene.objects if ob.type == "CAMERA"]
+    assert len(cams) == 1 and cams[0].animation_data is not None
+    # the footage behind the camera is the user's own video, not the copy on the remote
+    assert [os.path.abspath(bpy.path.abspath(c.filepath)) for c in bpy.data.movieclips] == [str(robot_video)]
+    assert remote_jobs(remote_cache) == []
+
+    # a host that does not answer: one line, and the scene is exactly as it was
+    before = sorted(ob.name for ob in scene.objects)
+    prefs.remote_ssh_options = prefs.remote_ssh_options.replace(f"Port={sshd.port}", f"Port={free_port()}")
+    with pytest.raises(RuntimeError, match="SSH to .* failed") as err:
+        bpy.ops.da3.reconstruct()
+    assert "\n" not in str(err.value).strip()
+    assert sorted(ob.name for ob in scene.objects) == before
+    prefs.remote_host = "-oProxyCommand=id"
+    with pytest.raises(RuntimeError, match="is not a host name"):
+        bpy.ops.da3.reconstruct()
+    assert sorted(ob.name for ob in scene.objects) == before
+
+
+def test_reconstruct_script_remote_flags(soh_images, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reconstruct_script", Path(__file__).resolve().parents[1]
+                                                  / "scripts" / "reconstruct.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.parse_args([str(soh_images[0]), "-o", str(tmp_path / "a.blend"), "--remote", "gpu-box",
+                              "--remote-python", "~/da3-env/bin/python", "--remote-dir", "/scratch/da3"])
+    assert (args.remote, args.remote_python, args.remote_dir) == ("gpu-box", "~/da3-env/bin/python", "/scratch/da3")
+    with pytest.raises(SystemExit) as exit_:
+        script.parse_args([str(soh_images[0]), "-o", str(tmp_path / "a.blend"), "--remote-python", "python3"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == "reconstruct: error: --remote-python and --remote-dir need --remote HOST"
