@@ -9,6 +9,8 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy.types import AddonPreferences
 
+from .da3_blender.options import DEFAULT_REMOTE_CACHE_DIR, DEFAULT_REMOTE_PYTHON, WORKER_LOCATIONS  # remote worker
+
 PACKAGE = __package__  # "bl_ext.<repo>.da3_for_blender" when installed, "da3_for_blender" in tests
 
 PYTHON_MODES = (
@@ -20,11 +22,7 @@ ENV_VARIANTS = (  # torch index variants (envs.create_environment's torch_varian
     ("cu126", "CUDA 12.6", "torch with CUDA 12.6 for NVIDIA GPUs (multi-GB download; needs driver 560+)", 1),
     ("cu128", "CUDA 12.8", "torch with CUDA 12.8 for NVIDIA GPUs (multi-GB download; needs driver 570+, RTX 50xx)", 2),
 )
-# -- remote worker (issue 11): where the model runs -------------------------------------------------------
-WORKER_LOCATIONS = (
-    ("LOCAL", "Local", "The worker runs on this computer with the Python chosen below", 0),
-    ("REMOTE", "Remote (SSH)", "The worker runs on another computer (e.g. a GPU box) over SSH; files are sent with each job", 1),
-)
+# -- remote worker (issue 11): where the model runs (choices in da3_blender/options.py) --------------------
 REMOTE_SETUP_HINT = "On the GPU box, once: python3 -m venv ~/da3-env && ~/da3-env/bin/pip install <DA3's packages> (README)"
 
 DEFAULT_DEVICES = (
@@ -75,15 +73,16 @@ class DA3Preferences(AddonPreferences):
         description="Where result files (.npz) are written before import (empty: the extension's user folder)",
     )
     # remote worker (issue 11)
-    worker_location: EnumProperty(name="Run the model", items=WORKER_LOCATIONS, default="LOCAL")
+    worker_location: EnumProperty(name="Run the model", items=[(*row, i) for i, row in enumerate(WORKER_LOCATIONS)],
+                                  default="LOCAL")
     remote_host: StringProperty(
         name="Host", description="An ~/.ssh/config alias or user@host; 'ssh HOST' must log in without a password "
                                  "prompt (keys or agent)")
     remote_python: StringProperty(
-        name="Remote Python", default="python3",
+        name="Remote Python", default=DEFAULT_REMOTE_PYTHON,
         description="The Python on the remote with DA3's packages (e.g. ~/da3-env/bin/python)")
     remote_cache_dir: StringProperty(
-        name="Remote cache folder", default="~/.cache/da3-blender",
+        name="Remote cache folder", default=DEFAULT_REMOTE_CACHE_DIR,
         description="Where the remote keeps the DA3 code, job files and sent model folders")
     remote_ssh_options: StringProperty(
         name="SSH options", description="Extra ssh -o options, Key=Value separated by spaces (e.g. Port=2222 "
@@ -157,8 +156,8 @@ class _Defaults:
     results_dir = ""
     worker_location = "LOCAL"
     remote_host = ""
-    remote_python = "python3"
-    remote_cache_dir = "~/.cache/da3-blender"
+    remote_python = DEFAULT_REMOTE_PYTHON
+    remote_cache_dir = DEFAULT_REMOTE_CACHE_DIR
     remote_ssh_options = ""
 
 

@@ -113,3 +113,12 @@ def default_chunk_overlap(chunk_size: int) -> int:
 def choice_ids(table) -> tuple[str, ...]:
     """The ids of a ``(id, label, description)`` table."""
     return tuple(row[0] for row in table)
+
+
+# -- remote worker (issue 11): where the model runs ----------------------------------------------------
+WORKER_LOCATIONS = (
+    ("LOCAL", "Local", "The worker runs on this computer with the Python chosen below"),
+    ("REMOTE", "Remote (SSH)", "The worker runs on another computer (e.g. a GPU box) over SSH; files are sent with each job"),
+)
+DEFAULT_REMOTE_PYTHON = "python3"
+DEFAULT_REMOTE_CACHE_DIR = "~/.cache/da3-blender"  # DA3 code, job folders and sent models on the remote

@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInputError, DA3Error
+from .options import DEFAULT_REMOTE_CACHE_DIR as DEFAULT_CACHE_DIR
+from .options import DEFAULT_REMOTE_PYTHON as DEFAULT_PYTHON
 from .transfer import check_relative
 
 PACKAGE_DIR = Path(__file__).resolve().parent  # da3_blender/
-DEFAULT_CACHE_DIR = "~/.cache/da3-blender"
-DEFAULT_PYTHON = "python3"
 CONNECT_TIMEOUT = 15  # seconds for ssh to reach the host
 INSTALL_TIMEOUT = 120.0  # seconds to upload the package
 MISSING_PACKAGE_MARKER = "da3-remote: package not installed"
@@ -297,7 +297,7 @@ def remote_setup_command(venv: str = "~/da3-env", torch_variant: str = "cu128") 
 
     torch = [r for r in DEPENDENCIES if requirement_name(r) == "torch"]
     rest = [r for r in DEPENDENCIES if requirement_name(r) != "torch"]
-    pip = f"{venv}/bin/pip install -q"
+    pip = f"{venv}/bin/pip install"
     return (f"python3 -m venv {venv} && {pip} {' '.join(torch)} --index-url {TORCH_INDEX.format(variant=torch_variant)}"
             f" && {pip} {' '.join(rest)}")
 
@@ -395,6 +395,8 @@ class RemoteJob(threading.Thread):
                 if plan.exports is not None:
                     self.download_folder(*plan.exports)
                 final = dict(end, path=plan.output[1] if plan.output else self.job["output"])
+                if isinstance(end.get("summary"), dict):  # the user's model name, not the remote copy's
+                    final["summary"] = dict(end["summary"], model=self.job.get("model", end["summary"].get("model")))
         except CancelledError as exc:
             final = error_event(self.job_id, self.job_id, "cancelled", str(exc))
         except DA3Error as exc:
@@ -406,11 +408,9 @@ class RemoteJob(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - a bug: still one terminal event
             final = error_event(self.job_id, self.job_id, "internal", f"{type(exc).__name__}: {exc}")
         finally:
-            if connected and c.is_alive():
-                try:
-                    c._call("discard", timeout=30, folder=self.token)
-                except DA3Error:
-                    pass
+            if connected:  # the job folder goes; if the link is down, after the next connect
+                c._orphans.add(self.token)
+                c._discard_orphans()
             c._job_done(self.job_id, final)
 
     def localize(self, text: str) -> str:

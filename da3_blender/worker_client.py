@@ -41,6 +41,10 @@ class WorkerError(DA3Error):
     """The worker could not be started or did not answer."""
 
 
+class _NoAnswer(WorkerError):
+    """A request got no answer in time (the worker is alive but silent)."""
+
+
 class WorkerClient:
     """One worker process, started on demand and restarted after a crash."""
 
@@ -71,6 +75,7 @@ class WorkerClient:
         self._send_lock = threading.Lock()
         self._hello: dict[str, Any] | None = None
         self._kept: set[tuple] = set()  # (folder, path, size, sha256) of kept files this worker has (models)
+        self._orphans: set[str] = set()  # remote job folders to remove (left by a dropped link)
 
     # -- process ---------------------------------------------------------------------------------
     @property
@@ -414,17 +419,21 @@ class WorkerClient:
                 self.start()
                 try:
                     self._hello = self._call("hello", timeout=timeout)
+                    self._discard_orphans()
                     return self._hello
                 except DA3Error as exc:
                     failure = exc
                 proc = self._proc
-                if proc is not None and proc.poll() is None:  # alive but refused or silent
-                    self.kill()
-                    if failure.kind == "connection":
-                        raise WorkerError(f"the DA3 worker on {self.remote.label} did not answer within "
-                                          f"{timeout:.0f} s", kind="connection")
-                    raise WorkerError(str(failure), kind=failure.kind)
-                code = proc.wait() if proc is not None else None
+                code = None
+                if proc is not None:
+                    try:
+                        code = proc.wait(timeout=0.1 if isinstance(failure, _NoAnswer) else 10)  # a failed start ends
+                    except subprocess.TimeoutExpired:  # alive but silent, or refused hello
+                        self.kill()
+                        if isinstance(failure, _NoAnswer):
+                            raise WorkerError(f"the DA3 worker on {self.remote.label} did not answer within "
+                                              f"{timeout:.0f} s", kind="connection") from None
+                        raise WorkerError(str(failure), kind=failure.kind) from None
                 self._reap()  # joins the readers: the whole stderr is in
                 if attempt == 0 and code == MISSING_PACKAGE_STATUS and MISSING_PACKAGE_MARKER in "\n".join(self.stderr_tail):
                     install_package(self.remote)  # first use of this version on that machine
@@ -432,6 +441,17 @@ class WorkerClient:
                 kind, text = self._death(code if code is not None else 1)
                 raise WorkerError(text, kind=kind)
             raise AssertionError("unreachable")
+
+    def _discard_orphans(self) -> None:
+        """Remove finished jobs' folders on the remote (kept for the next connection if the link is down)."""
+        for token in sorted(self._orphans):
+            if not self.is_alive():
+                return
+            try:
+                self._call("discard", timeout=30, folder=token)
+            except DA3Error:
+                return
+            self._orphans.discard(token)
 
     def _deliver(self, message: dict[str, Any]) -> None:
         """An event to the thread waiting for it (remote transfers, remote job ends), else to the queue."""
@@ -473,7 +493,7 @@ class WorkerClient:
                         kind, text = self._death(code if code is not None else -9)
                         raise WorkerError(text, kind=kind)
                     if time.monotonic() > deadline:
-                        raise WorkerError(f"no answer from the DA3 worker within {timeout:.0f} s", kind="connection")
+                        raise _NoAnswer(f"no answer from the DA3 worker within {timeout:.0f} s", kind="connection")
         finally:
             self._routes.pop(rid, None)
         if reply.get("event") == "error":

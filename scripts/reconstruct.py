@@ -58,8 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     # remote worker (issue 11): the model runs on another machine over SSH
     p.add_argument("--remote", default=None, metavar="HOST",
                    help="run the model on HOST over SSH (an ~/.ssh/config alias or user@host)")
-    p.add_argument("--remote-python", default=None, help="with --remote: the Python there (default python3)")
-    p.add_argument("--remote-dir", default=None, help="with --remote: its cache folder (default ~/.cache/da3-blender)")
+    p.add_argument("--remote-python", default=None, help="with --remote: the Python there (default: python3)")
+    p.add_argument("--remote-dir", default=None, help="with --remote: its cache folder (default: ~/.cache/da3-blender)")
     args = p.parse_args(argv)
     check_args(p, args)
     return args
@@ -187,9 +187,10 @@ def configure(context, package: str, args) -> dict:
     saved.update({k: getattr(prefs, k) for k in remote_keys})
     prefs.worker_location = "REMOTE" if args.remote else "LOCAL"
     if args.remote:
+        options = import_module(f"{package}.da3_blender.options")
         prefs.remote_host = args.remote
-        prefs.remote_python = args.remote_python or "python3"
-        prefs.remote_cache_dir = args.remote_dir or "~/.cache/da3-blender"
+        prefs.remote_python = args.remote_python or options.DEFAULT_REMOTE_PYTHON
+        prefs.remote_cache_dir = args.remote_dir or options.DEFAULT_REMOTE_CACHE_DIR
     return saved
 
 

@@ -200,6 +200,7 @@ def test_remote_runs_match_local_worker(remote, local, remote_cache, fixture_dir
         assert end_l["event"] == "result", end_l
         assert end_r["event"] == "result", end_r
         assert end_r["path"] == str(out) and end_r["summary"]["views"] == end_l["summary"]["views"]
+        assert end_r["summary"]["model"] == end_l["summary"]["model"] == str(fixture_dir)
         stages = [e["stage"] for e in seen if e["event"] == "progress"]
         assert stages[0] == "upload" and stages[-1] == "download" and "forward" in stages
         assert_same_result(out, tmp_path / f"local-{name}.npz")
@@ -260,7 +261,7 @@ def test_cancel_mid_upload_and_mid_run(remote, remote_cache, fixture_dir, soh_im
 
 
 @pytest.mark.slow
-def test_dropped_connection_is_one_line_and_next_run_reconnects(remote, fixture_dir, soh_images, tmp_path):
+def test_dropped_connection_is_one_line_and_next_run_reconnects(remote, remote_cache, fixture_dir, soh_images, tmp_path):
     job_id = remote.submit(job_for(fixture_dir, list(soh_images) * 2, tmp_path / "lost.npz", options={"process_res": 392}))
     assert remote.wait_for(lambda e: e.get("job") == job_id and e.get("stage") == "forward", 120)
     os.kill(remote.pid, signal.SIGKILL)  # the link goes down (the local ssh dies)
@@ -270,6 +271,7 @@ def test_dropped_connection_is_one_line_and_next_run_reconnects(remote, fixture_
     assert not (tmp_path / "lost.npz").exists()
     end, _ = run(remote, job_for(fixture_dir, soh_images[:1], tmp_path / "again.npz"))
     assert end["event"] == "result" and load_result(tmp_path / "again.npz").num_views == 1
+    assert remote_jobs(remote_cache) == [], "the dropped job's folder was not removed after reconnecting"
 
 
 @pytest.mark.slow
@@ -378,3 +380,11 @@ def test_reconstruct_script_remote_flags(soh_images, tmp_path, capsys):
         script.parse_args([str(soh_images[0]), "-o", str(tmp_path / "a.blend"), "--remote-python", "python3"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip() == "reconstruct: error: --remote-python and --remote-dir need --remote HOST"
+
+
+def test_readme_gpu_box_command_carries_the_pins():
+    """README's one command for the GPU box is the one envs.DEPENDENCIES gives (no drift)."""
+    from da3_blender.remote import remote_setup_command
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert remote_setup_command() in readme and "torch==2.13.0" in remote_setup_command()
