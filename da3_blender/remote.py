@@ -53,8 +53,8 @@ _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DENIED_OPTIONS = frozenset(o.lower() for o in (
     "ProxyCommand", "LocalCommand", "PermitLocalCommand", "KnownHostsCommand", "RemoteCommand", "RequestTTY",
     "SessionType", "StdinNull", "ForkAfterAuthentication", "EscapeChar", "Include", "Match", "ControlMaster"))
-# environment variables passed to the remote worker (the local ones name local folders)
-REMOTE_ENV = ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "DA3_MODEL", "DA3_WORKER_LOG")
+# the client's worker environment variables that also apply on the remote (HF_HOME & co name local folders)
+REMOTE_ENV = ("HF_ENDPOINT", "HF_HUB_OFFLINE", "DA3_WORKER_LOG")
 
 
 def check_host(host: Any) -> str:
@@ -359,6 +359,7 @@ class RemoteJob(threading.Thread):
         self._pairs: list[list[str]] = []
 
     def cancel(self) -> None:
+        """Stop at the next chunk (or while connecting: the ssh is killed within 0.1 s)."""
         self.cancelled.set()
 
     def check(self) -> None:
@@ -377,7 +378,7 @@ class RemoteJob(threading.Thread):
         connected = False
         try:
             self.progress("upload", 0.0, f"connecting to {self.spec.label}", force=True)
-            hello = c._connect()
+            hello = c._connect(job=self)
             connected = True
             root = hello.get("jobs_dir")
             if not isinstance(root, str) or not root.startswith("/"):
@@ -400,7 +401,10 @@ class RemoteJob(threading.Thread):
         except CancelledError as exc:
             final = error_event(self.job_id, self.job_id, "cancelled", str(exc))
         except DA3Error as exc:
-            final = error_event(self.job_id, self.job_id, exc.kind, self.localize(str(exc)))
+            if self.cancelled.is_set():  # e.g. the connection ended by a cancel
+                final = error_event(self.job_id, self.job_id, "cancelled", "cancelled by the user")
+            else:
+                final = error_event(self.job_id, self.job_id, exc.kind, self.localize(str(exc)))
         except OSError as exc:  # a local file could not be read or written
             name = getattr(exc, "filename", None) or ""
             final = error_event(self.job_id, self.job_id, "bad_input",

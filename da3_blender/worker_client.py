@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import DA3Error
+from .errors import CancelledError, DA3Error
 from .protocol import TERMINAL_EVENTS, decode, encode, error_event, request
 from .remote import (MISSING_PACKAGE_MARKER, MISSING_PACKAGE_STATUS, REMOTE_ENV, RemoteJob, RemoteSpec, death_message,
                      install_package, ssh_missing)
@@ -394,7 +394,7 @@ class WorkerClient:
 
     # -- remote workers (issue 11; the SSH and file specifics are in remote.py) -------------------
     def _start_remote(self) -> None:
-        env = {k: v for k, v in self.env.items() if k in REMOTE_ENV and not k.startswith("HF_H")}  # no local folders
+        env = {k: v for k, v in self.env.items() if k in REMOTE_ENV}  # not the ones naming local folders
         spec = self.remote
         if env:
             from dataclasses import replace
@@ -410,17 +410,21 @@ class WorkerClient:
             raise WorkerError(f"could not start ssh ({exc.strerror or exc})", kind="connection") from None
         self._started(proc)
 
-    def _connect(self, timeout: float = 60.0) -> dict[str, Any]:
-        """A running remote worker that answered ``hello`` (the package is installed on first use)."""
+    def _connect(self, timeout: float = 60.0, job: RemoteJob | None = None) -> dict[str, Any]:
+        """A running remote worker that answered ``hello`` (the package is installed on first use);
+        ``job``: a remote job whose cancel stops the wait."""
         with self._start_lock:
             if self.is_alive() and self._hello is not None:
                 return self._hello
             for attempt in range(2):
                 self.start()
                 try:
-                    self._hello = self._call("hello", timeout=timeout)
+                    self._hello = self._await(self._call_async("hello"), timeout, job=job)
                     self._discard_orphans()
                     return self._hello
+                except CancelledError:
+                    self.kill()
+                    raise
                 except DA3Error as exc:
                     failure = exc
                 proc = self._proc

@@ -46,7 +46,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ssh", action="store_true", help="also through SSH to a throwaway sshd on 127.0.0.1")
     parser.add_argument("--remote", help="also through SSH to this host (an ~/.ssh/config alias or user@host)")
-    parser.add_argument("--remote-python", default=None, help="with --remote: the Python there (default python3)")
+    parser.add_argument("--remote-python", default=None, help="with --remote: the Python there (default: python3)")
     parser.add_argument("--remote-dir", default=None, help="with --remote: its cache folder")
     args = parser.parse_args()
 
@@ -80,11 +80,32 @@ def main() -> int:
            "device": device, "options": options}
     if video:
         job["video"] = video
-    with WorkerClient() as client:
-        t0 = time.perf_counter()
-        hello = client.hello(timeout=120)
-        start_s = time.perf_counter() - t0
-        worker, loads = timed_runs(client, job, args.repeat)
+    remote = remote_client(args, out_dir) if (args.ssh or args.remote) else None
+    try:
+        with WorkerClient() as client:
+            t0 = time.perf_counter()
+            hello = client.hello(timeout=120)
+            start_s = time.perf_counter() - t0
+            connect_s = None
+            if remote is not None:
+                t0 = time.perf_counter()
+                remote[0].hello(timeout=120)
+                connect_s = time.perf_counter() - t0
+            remote_job = dict(job, output=os.path.join(out_dir, "fetched", "remote.npz"))
+            worker, link_runs = [], []
+            for i in range(args.repeat + 1):  # the first run loads the model (remote: and sends it)
+                w, loads = one_run(client, job)
+                if remote is not None:
+                    r, remote_loads = one_run(remote[0], remote_job)
+                if i:  # local and remote alternate, so a change in machine load hits both alike
+                    worker.append(w)
+                    if remote is not None:
+                        link_runs.append(r)
+    finally:
+        if remote is not None:
+            remote[0].shutdown()
+            if remote[1] is not None:
+                remote[1].stop()
 
     a, b = statistics.median(inproc), statistics.median([r["total"] for r in worker])
     what = f"{os.path.basename(args.video)} ({views} frames at {args.fps} fps)" if args.video else f"{views} images"
@@ -92,74 +113,55 @@ def main() -> int:
     print(f"{'in-process API':>22}: {a * 1000:8.1f} ms")
     print(f"{'worker (warm)':>22}: {b * 1000:8.1f} ms   (model loads: {loads}, worker start + hello: {start_s:.2f} s)")
     print(f"{'overhead':>22}: {(b - a) * 1000:+8.1f} ms   ratio {b / a:.3f} ({(b / a - 1) * 100:+.1f} %, target <= +10 %)")
-    if args.ssh or args.remote:
-        link(args, job, b, out_dir)
+    if remote is not None:
+        med = {k: statistics.median(r[k] for r in link_runs) for k in ("total", "upload", "download")}
+        sent = sum(os.path.getsize(p) for p in inputs if os.path.isfile(p)) / 1e6
+        fetched = os.path.getsize(remote_job["output"]) / 1e6
+        run_s = med["total"] - med["upload"] - med["download"]
+        print(f"{remote[2] + ' (warm)':>22}: {med['total'] * 1000:8.1f} ms   (connect + hello {connect_s:.2f} s, model "
+              f"loads: {remote_loads}; upload {med['upload'] * 1000:.0f} ms for {sent:.1f} MB, run {run_s * 1000:.0f} ms, "
+              f"download {med['download'] * 1000:.0f} ms for {fetched:.1f} MB)")
+        d = med["total"] - b
+        print(f"{'link overhead':>22}: {d * 1000:+8.1f} ms   ratio to the local worker {med['total'] / b:.3f} "
+              f"({(med['total'] / b - 1) * 100:+.1f} %); transfers alone {(med['upload'] + med['download']) * 1000:.0f} ms")
     return 0
 
 
-def timed_runs(client: WorkerClient, job: dict, repeat: int) -> tuple[list[dict], int]:
-    """``repeat`` warm runs after one that loads the model (and, remote, sends it); per run the total and
-    the seconds until the first non-upload event (upload) and from the first download event (download)."""
-    runs = []
-    end = None
-    for i in range(repeat + 1):
-        marks: dict[str, float] = {}
+def one_run(client: WorkerClient, job: dict) -> tuple[dict, int]:
+    """One job until its result: the total, the seconds until its first non-upload event (upload) and from
+    its first download event to the end (download)."""
+    marks: dict[str, float] = {}
 
-        def seen(e, marks=marks):
-            now = time.perf_counter()
-            stage = e.get("stage")
-            if e["event"] != "progress" or stage != "upload":
-                marks.setdefault("uploaded", now)
-            if stage == "download":
-                marks.setdefault("download", now)
+    def seen(e):
+        now = time.perf_counter()
+        stage = e.get("stage")
+        if e["event"] != "progress" or stage != "upload":
+            marks.setdefault("uploaded", now)
+        if stage == "download":
+            marks.setdefault("download", now)
 
-        t0 = time.perf_counter()
-        job_id = client.submit(job)
-        end = client.wait_job(job_id, timeout=900, on_event=seen)
-        t1 = time.perf_counter()
-        if end is None or end["event"] != "result":
-            raise SystemExit(f"worker job failed: {end}")
-        if i:
-            runs.append({"total": t1 - t0, "upload": marks.get("uploaded", t1) - t0,
-                         "download": t1 - marks.get("download", t1)})
-    return runs, end["summary"]["model_loads"]
+    t0 = time.perf_counter()
+    job_id = client.submit(job)
+    end = client.wait_job(job_id, timeout=900, on_event=seen)
+    t1 = time.perf_counter()
+    if end is None or end["event"] != "result":
+        raise SystemExit(f"worker job failed: {end}")
+    return ({"total": t1 - t0, "upload": marks.get("uploaded", t1) - t0, "download": t1 - marks.get("download", t1)},
+            end["summary"]["model_loads"])
 
 
-def link(args, job: dict, local_s: float, out_dir: str) -> None:
-    """The same job through SSH: its total against the local worker's, split into upload/run/download."""
+def remote_client(args, out_dir: str):
+    """(client, the loopback sshd or None, label) for --ssh / --remote."""
     from da3_blender.remote import RemoteSpec
 
-    sshd = None
     if args.remote:
-        spec = RemoteSpec(args.remote, python=args.remote_python or "python3",
-                          cache_dir=args.remote_dir or "~/.cache/da3-blender")
-        where = args.remote
-    else:
-        from loopback_sshd import LoopbackSSHD
+        spec = RemoteSpec(args.remote, python=args.remote_python, cache_dir=args.remote_dir)  # None: the defaults
+        return WorkerClient(remote=spec), None, args.remote
+    from loopback_sshd import LoopbackSSHD
 
-        sshd = LoopbackSSHD(tempfile.mkdtemp(prefix="da3-bench-sshd-")).start()
-        spec = sshd.spec(python=sys.executable, cache_dir=os.path.join(out_dir, "remote-cache"))
-        where = "ssh to 127.0.0.1"
-    try:
-        remote_job = dict(job, output=os.path.join(out_dir, "fetched", "remote.npz"))
-        with WorkerClient(remote=spec) as client:
-            t0 = time.perf_counter()
-            client.hello(timeout=120)
-            connect_s = time.perf_counter() - t0
-            runs, loads = timed_runs(client, remote_job, args.repeat)
-    finally:
-        if sshd is not None:
-            sshd.stop()
-    med = {k: statistics.median(r[k] for r in runs) for k in ("total", "upload", "download")}
-    sent = sum(os.path.getsize(p) for p in job["inputs"] if os.path.isfile(p)) / 1e6
-    fetched = os.path.getsize(remote_job["output"]) / 1e6
-    run_s = med["total"] - med["upload"] - med["download"]
-    print(f"{where + ' (warm)':>22}: {med['total'] * 1000:8.1f} ms   (connect + hello {connect_s:.2f} s, model loads: "
-          f"{loads}; upload {med['upload'] * 1000:.0f} ms for {sent:.1f} MB, run {run_s * 1000:.0f} ms, "
-          f"download {med['download'] * 1000:.0f} ms for {fetched:.1f} MB)")
-    d = med["total"] - local_s
-    print(f"{'link overhead':>22}: {d * 1000:+8.1f} ms   ratio to the local worker {med['total'] / local_s:.3f} "
-          f"({(med['total'] / local_s - 1) * 100:+.1f} %)")
+    sshd = LoopbackSSHD(tempfile.mkdtemp(prefix="da3-bench-sshd-")).start()
+    spec = sshd.spec(python=sys.executable, cache_dir=os.path.join(out_dir, "remote-cache"))
+    return WorkerClient(remote=spec), sshd, "ssh to 127.0.0.1"
 
 
 if __name__ == "__main__":

@@ -388,3 +388,21 @@ def test_readme_gpu_box_command_carries_the_pins():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert remote_setup_command() in readme and "torch==2.13.0" in remote_setup_command()
+
+
+def test_cancel_while_connecting_is_prompt(tmp_path, soh_images):
+    """A host that does not answer (here: an ssh that hangs) must not hold a cancel for ConnectTimeout."""
+    fake_ssh = tmp_path / "ssh"
+    fake_ssh.write_text("#!/bin/sh\nexec sleep 60\n")
+    fake_ssh.chmod(0o755)
+    client = WorkerClient(remote=RemoteSpec("gpu-box", ssh=str(fake_ssh)))
+    try:
+        job_id = client.submit({"inputs": [str(p) for p in soh_images], "output": str(tmp_path / "r.npz")})
+        assert client.wait_for(lambda e: e.get("job") == job_id and "connecting" in e.get("message", ""), 10)
+        t0 = time.monotonic()
+        client.cancel(job_id)
+        end = client.wait_job(job_id, 10)
+        assert end is not None and end["kind"] == "cancelled" and time.monotonic() - t0 < 2, end
+        assert not client.is_alive()
+    finally:
+        client.kill()
