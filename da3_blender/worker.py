@@ -449,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
         return Worker(out, files).serve(sys.stdin.buffer)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if files is not None:
+            files.close()  # unfinished uploads leave no temporary files
 
 
 if __name__ == "__main__":

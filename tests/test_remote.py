@@ -23,7 +23,9 @@ from da3_blender.transfer import JobFiles
 from da3_blender.worker_client import WorkerClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback_sshd import LoopbackSSHD, find_sshd, free_port  # noqa: E402
+from test_worker import run as run_job  # noqa: E402
 SMALL = {"process_res": 140}
 TIMEOUT = 180
 
@@ -62,11 +64,8 @@ def local():
 
 
 def run(client, job, timeout=TIMEOUT):
-    seen = []
-    job_id = client.submit(job)
-    end = client.wait_job(job_id, timeout, on_event=seen.append)
-    assert end is not None, f"no end in {timeout}s; log: {list(client.stderr_tail)[-5:]}"
-    return end, seen
+    """Submit and wait (test_worker's helper); returns (terminal event, all events of the job)."""
+    return run_job(client, job, timeout)
 
 
 def job_for(fixture_dir, inputs, output, **extra):
