@@ -405,3 +405,19 @@ def test_cancel_while_connecting_is_prompt(tmp_path, soh_images):
         assert not client.is_alive()
     finally:
         client.kill()
+
+
+def test_client_does_not_let_the_remote_steer_where_exports_land(tmp_path):
+    """A remote listing names files relative to the job's export folder; anything else is refused."""
+    from types import SimpleNamespace
+
+    from da3_blender.errors import DA3Error
+    from da3_blender.remote import RemoteJob
+
+    for evil in ("exports/../../.bashrc", "/etc/passwd", "exports//x", "other/x", "exports\\..\\x"):
+        client = SimpleNamespace(remote=RemoteSpec("gpu-box"),
+                                 _call=lambda kind, timeout, evil=evil, **f: {"files": [{"path": evil, "size": 1}]})
+        job = RemoteJob(client, {"inputs": ["a.png"], "output": str(tmp_path / "r.npz")}, "job-1")
+        with pytest.raises(DA3Error):
+            job.download_folder("exports", str(tmp_path / "ex"))
+    assert list(tmp_path.iterdir()) == []
