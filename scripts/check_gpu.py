@@ -208,5 +208,15 @@ def print_table(rows: list[dict], args, device: str) -> None:
           "MiB/view: (peak - weights) / views, to check streaming.GPU_MIB_PER_VIEW_504")
 
 
+def _main() -> int:
+    from da3_blender.errors import DA3Error
+
+    try:
+        return main()
+    except DA3Error as exc:  # e.g. --device cuda without a usable GPU
+        print(f"check_gpu: error: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_main())
