@@ -95,7 +95,9 @@ class DA3Preferences(AddonPreferences):
         box.row().prop(self, "worker_location", expand=True)
         if self.worker_location == "REMOTE":
             box.prop(self, "remote_host")
-            box.prop(self, "remote_python")
+            row = box.row(align=True)
+            row.prop(self, "remote_python")
+            row.operator("da3.check_interpreter", text="Check", icon="VIEWZOOM")
             box.prop(self, "remote_cache_dir")
             box.prop(self, "remote_ssh_options")
             box.label(text=REMOTE_SETUP_HINT, icon="INFO")

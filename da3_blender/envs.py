@@ -79,10 +79,13 @@ class InterpreterReport:
     hello: dict[str, Any] | None = None
 
 
-def check_interpreter(python: str, timeout: float = 60.0) -> InterpreterReport:
-    """Start the worker with ``python``, ask ``hello``, and judge the answer."""
+def check_interpreter(python: str, timeout: float = 60.0, remote=None) -> InterpreterReport:
+    """Start the worker with ``python``, ask ``hello``, and judge the answer. ``remote``: a
+    :class:`remote.RemoteSpec` whose Python is checked over SSH instead (``python`` is ignored)."""
     from .worker_client import WorkerClient, WorkerError
 
+    if remote is not None:
+        return _check_remote(remote, timeout)
     python = os.path.abspath(os.path.expanduser(os.fspath(python)))
     if not os.path.exists(python):
         return InterpreterReport(python, False, f"no Python at {python}: choose an existing Python executable or "
@@ -98,6 +101,33 @@ def check_interpreter(python: str, timeout: float = 60.0) -> InterpreterReport:
                                  "create its environment", exc.kind)
     finally:
         client.shutdown(timeout=10)
+    return _judge(python, hello)
+
+
+def _check_remote(remote, timeout: float) -> InterpreterReport:
+    """check_interpreter for a remote worker: reach it over SSH, judge its hello, advise for that machine."""
+    from .errors import DA3Error
+    from .remote import remote_setup_command
+    from .worker_client import WorkerClient
+
+    where = f"{remote.python} on {remote.label}"
+    client = WorkerClient(remote=remote)
+    try:
+        hello = client.hello(timeout=timeout)
+    except DA3Error as exc:
+        return InterpreterReport(where, False, str(exc), exc.kind)
+    finally:
+        client.shutdown(timeout=10)
+    report = _judge(where, hello)
+    missing = sorted(name for name, v in (hello.get("dependencies") or {}).items() if v is None)
+    if not report.ok and missing and not (hello.get("torch_error") or "").count("does not import"):
+        report.message = (f"{where} lacks {', '.join(missing)}: on {remote.host} run '{remote_setup_command()}' "
+                          "and set the remote Python to ~/da3-env/bin/python")
+    return report
+
+
+def _judge(python: str, hello: dict[str, Any]) -> InterpreterReport:
+    """An InterpreterReport from a worker's ``hello``."""
     cuda = hello.get("cuda") or {}
     report = InterpreterReport(python, True, "", None, hello.get("python"), hello.get("torch"), cuda.get("build"),
                                bool(cuda.get("available")), hello.get("devices") or [], [], hello)

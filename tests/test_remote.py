@@ -295,6 +295,19 @@ def test_wrong_host_missing_python_and_fresh_install(sshd, tmp_path, fixture_dir
     assert len(installed) == 1 and (installed[0] / "da3_blender" / "worker.py").is_file()
     assert not (tmp_path / "x.npz").exists()
 
+    # the preferences' Check, over SSH: what is missing there and the one command that fixes it
+    from da3_blender.envs import check_interpreter
+    from da3_blender.remote import remote_setup_command
+
+    report = check_interpreter("", remote=make_spec(sshd, tmp_path / "c3", python=system_python))
+    if not hello["torch"]:
+        assert not report.ok and "lacks" in report.message and "torch" in report.message, report.message
+        assert remote_setup_command() in report.message
+    report = check_interpreter("", remote=make_spec(sshd, tmp_path / "c3"))
+    assert report.ok and report.torch and report.message.startswith("Python 3."), report.message
+    report = check_interpreter("", remote=make_spec(sshd, tmp_path / "c3", port=free_port()))
+    assert not report.ok and report.kind == "connection" and "SSH to" in report.message
+
 
 @pytest.mark.slow
 def test_remote_refuses_escapes_over_the_protocol(remote, tmp_path):
@@ -351,6 +364,10 @@ def test_blender_reconstructs_a_video_on_the_remote(blender_remote, sshd, fixtur
     # the footage behind the camera is the user's own video, not the copy on the remote
     assert [os.path.abspath(bpy.path.abspath(c.filepath)) for c in bpy.data.movieclips] == [str(robot_video)]
     assert remote_jobs(remote_cache) == []
+
+    # the preferences' Check asks the remote Python
+    assert bpy.ops.da3.check_interpreter() == {"FINISHED"}
+    assert rt.interpreter_info.startswith("Python 3.") and "torch" in rt.interpreter_info, rt.interpreter_info
 
     # a host that does not answer: one line, and the scene is exactly as it was
     before = sorted(ob.name for ob in scene.objects)
