@@ -23,7 +23,7 @@ ENV_VARIANTS = (  # torch index variants (envs.create_environment's torch_varian
     ("cu128", "CUDA 12.8", "torch with CUDA 12.8 for NVIDIA GPUs (multi-GB download; needs driver 570+, RTX 50xx)", 2),
 )
 # -- remote worker (issue 11): where the model runs (choices in da3_blender/options.py) --------------------
-REMOTE_SETUP_HINT = "On the GPU box, once: python3 -m venv ~/da3-env && ~/da3-env/bin/pip install <DA3's packages> (README)"
+REMOTE_SETUP_HINT = "Remote environment: made in <remote cache folder>/env by the button, or by the README's one command"
 
 DEFAULT_DEVICES = (
     ("auto", "Auto", "CUDA if available, else Apple MPS, else CPU", 0),
@@ -100,6 +100,9 @@ class DA3Preferences(AddonPreferences):
             row.operator("da3.check_interpreter", text="Check", icon="VIEWZOOM")
             box.prop(self, "remote_cache_dir")
             box.prop(self, "remote_ssh_options")
+            row = box.row(align=True)
+            row.prop(self, "env_variant", expand=True)
+            row.operator("da3.setup_environment", text="Set up remote environment", icon="IMPORT")
             box.label(text=REMOTE_SETUP_HINT, icon="INFO")
         box = layout.box()
         box.label(text="Model runtime", icon="SCRIPTPLUGINS")

@@ -220,6 +220,36 @@ def create_environment(directory: str | os.PathLike, torch_variant: str | None =
     return py
 
 
+def create_remote_environment(remote, torch_variant: str | None = "cu128", directory: str | None = None,
+                              progress: Callable[[str], None] | None = None, requirements: list[str] | None = None,
+                              pip_args: list[str] | None = None, check_timeout: float = 120.0) -> str:
+    """:func:`create_environment` on a remote worker's machine, over SSH: a venv made by ``remote.python`` in
+    ``directory`` (default ``<remote cache>/env``) with the pinned dependencies; returns its Python (a
+    remote path) once its worker answers with everything present. One remote command line, built from
+    shell-quoted pieces; pip's output streams to ``progress``."""
+    import shlex
+    from dataclasses import replace
+
+    from .remote import sh_path
+
+    requirements = list(DEPENDENCIES if requirements is None else requirements)
+    directory = directory or remote.cache_dir.rstrip("/") + "/env"
+    say = progress or (lambda line: None)
+    py = directory.rstrip("/") + "/bin/python"
+    parts = [f"{sh_path(remote.python)} -m venv {sh_path(directory)}"]
+    for step in pip_install_args(torch_variant, requirements):
+        parts.append(f"{sh_path(py)} -m pip install --disable-pip-version-check --progress-bar off --no-input "
+                     + " ".join(shlex.quote(a) for a in step + list(pip_args or [])))
+    say(f"creating the environment in {directory} on {remote.label}")
+    _run_streaming(remote.ssh_argv(" && ".join(parts)), say, f"setting up the environment on {remote.label}")
+    say("checking the environment")
+    report = check_interpreter(py, timeout=check_timeout, remote=replace(remote, python=py))
+    if not report.ok:
+        raise MissingDependencyError(f"the new environment on {remote.label} does not work: {report.message}")
+    say(f"ready: {report.message}")
+    return py
+
+
 def _run_streaming(cmd: list[str], say: Callable[[str], None], doing: str) -> None:
     """Run ``cmd``, passing each output line to ``say``; MissingDependencyError on failure."""
     tail: deque[str] = deque(maxlen=40)

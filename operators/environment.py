@@ -115,7 +115,21 @@ class DA3_OT_setup_environment(Operator):
         variant = prefs.env_variant if self.variant == "PREFS" else self.variant
         directory = environment_dir(prefs)
 
+        from ..da3_blender.errors import DA3Error
+        from ..preferences import worker_remote
+
+        try:
+            remote = worker_remote(prefs)  # Remote (SSH): the environment is made on that machine (issue 11)
+        except DA3Error as ex:
+            self.report({"ERROR"}, str(ex))
+            return {"CANCELLED"}
+        if remote is not None:
+            directory = f"{remote.cache_dir}/env on {remote.label}"
+
         def work(say):
+            if remote is not None:
+                py = envs.create_remote_environment(remote, torch_variant=variant, progress=say)
+                return f"Remote environment ready: set the remote Python to {py}"
             py = envs.create_environment(directory, torch_variant=variant, progress=say)
             return f"Environment ready: {py}"
 

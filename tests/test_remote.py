@@ -438,3 +438,24 @@ def test_client_does_not_let_the_remote_steer_where_exports_land(tmp_path):
         with pytest.raises(DA3Error):
             job.download_folder("exports", str(tmp_path / "ex"))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_remote_environment_is_created_over_ssh_and_checked(sshd, tmp_path):
+    """The managed environment, made on the remote over the same kind of connection (pip offline here:
+    the pins cannot be downloaded in CI, so one offline pip step stands in and the check must refuse it)."""
+    from da3_blender.envs import create_remote_environment
+    from da3_blender.errors import MissingDependencyError
+
+    lines = []
+    base = getattr(sys, "_base_executable", sys.executable)  # a Python without DA3's packages
+    spec = make_spec(sshd, tmp_path / "cache", python=base)
+    with pytest.raises(MissingDependencyError, match="does not work: .*lacks .*torch") as err:
+        create_remote_environment(spec, torch_variant=None, requirements=["pip"], pip_args=["--no-index"],
+                                  progress=lines.append)
+    assert "\n" not in str(err.value)
+    assert (tmp_path / "cache" / "env" / "bin" / "python").exists()
+    assert any("Requirement already satisfied: pip" in line for line in lines), lines[-5:]
+    with pytest.raises(MissingDependencyError, match="setting up the environment on .* failed"):
+        create_remote_environment(make_spec(sshd, tmp_path / "cache", python="/nonexistent/python3"),
+                                  torch_variant=None, requirements=[])
