@@ -256,6 +256,10 @@ class Worker:
             device = spec["device"]
             if self.files is not None:  # a remote worker: only files of its job folders
                 self.files.check_job(spec)
+            if job.sources:  # checked before any work
+                from .transfer import check_sources
+
+                job.sources = check_sources(job.sources)
             message = event("result", job.id, job.id, **self._execute(job, spec))
         except BaseException as exc:  # every failure becomes one error event
             kind, text = classify(exc, device)
@@ -305,9 +309,9 @@ class Worker:
             "seconds": round(seconds, 3),
         }
         if job.sources:  # a remote job: the result names the client's files
-            from .transfer import check_sources, restore_sources
+            from .transfer import restore_sources
 
-            restore_sources(pred, meta, check_sources(job.sources))
+            restore_sources(pred, meta, job.sources)
         progress("save", 0.0, f"writing {os.path.basename(output)}")
         from .prediction import save_result
 
