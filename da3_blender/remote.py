@@ -8,10 +8,10 @@ RemoteSpec(...))`` then runs every job there.
 
 How the remote finds the code: the client uploads the ``da3_blender`` package (pure Python, ~100 kB
 compressed) once per version into ``cache_dir/pkg/<digest>`` and starts
-``env PYTHONPATH=... <python> -m da3_blender.worker --jobs-dir cache_dir/jobs``. So the GPU box
-needs only a Python with the pinned dependencies (:func:`remote_setup_command` prints the command),
-never a matching checkout, and client and worker always run the same code. The worker runs in that folder,
-so nothing else on the remote named ``da3_blender`` can shadow it.
+``env PYTHONPATH=... <python> -m da3_blender.worker --jobs-dir cache_dir/jobs`` in that folder. So the
+GPU box needs only a Python with the pinned dependencies (:func:`remote_setup_command` prints the one
+command; ``envs.create_remote_environment`` runs the same over SSH), never a matching checkout; client
+and worker always run the same code, and nothing else on the remote named ``da3_blender`` shadows it.
 
 Security: the ssh command is an argument list (no local shell); the host, Python, folders and ssh
 options are validated; the remote command line is built only from shell-quoted pieces (ssh hands
@@ -249,7 +249,7 @@ def install_package(spec: RemoteSpec, timeout: float = INSTALL_TIMEOUT) -> str:
     argv = spec.ssh_argv(spec.install_command(digest))
     try:
         proc = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                              **_no_window())
+                              **no_window())
     except FileNotFoundError:
         raise ssh_missing(spec) from None
     except subprocess.TimeoutExpired:
@@ -266,7 +266,7 @@ def ssh_missing(spec: RemoteSpec) -> DA3Error:
     return DA3Error(f"the ssh program ({spec.ssh}) was not found: install the OpenSSH client", kind="missing_dependency")
 
 
-def _no_window() -> dict[str, Any]:
+def no_window() -> dict[str, Any]:
     return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)} if os.name == "nt" else {}
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from .errors import CancelledError, DA3Error
 from .protocol import TERMINAL_EVENTS, decode, encode, error_event, request
 from .remote import (MISSING_PACKAGE_MARKER, MISSING_PACKAGE_STATUS, REMOTE_ENV, RemoteJob, RemoteSpec, death_message,
-                     install_package, ssh_missing)
+                     install_package, no_window, ssh_missing)
 
 EXTENSION_ROOT = str(Path(__file__).resolve().parents[1])  # the folder holding da3_blender/
 CANCEL_TIMEOUT = 3.0  # seconds a worker gets to answer a cancel before it is killed
@@ -402,8 +402,7 @@ class WorkerClient:
             spec = replace(spec, env={**env, **spec.env})
         try:
             proc = subprocess.Popen(spec.worker_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, **({"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
-                                                              if os.name == "nt" else {}))
+                                    stderr=subprocess.PIPE, **no_window())
         except FileNotFoundError:
             raise WorkerError(str(ssh_missing(spec)), kind="missing_dependency") from None
         except OSError as exc:
