@@ -42,6 +42,8 @@ ENV_VARIANTS = (  # torch index variants (envs.create_environment's torch_varian
     ("cu126", "CUDA 12.6", "torch with CUDA 12.6 for NVIDIA GPUs (multi-GB download; needs driver 560+)", 1),
     ("cu128", "CUDA 12.8", "torch with CUDA 12.8 for NVIDIA GPUs (multi-GB download; needs driver 570+, RTX 50xx)", 2),
 )
+# -- remote worker (issue 11): where the model runs (choices in da3_blender/options.py) --------------------
+REMOTE_SETUP_HINT = "Remote environment: made in <remote cache folder>/env by the button, or by the README's one command"
 
 
 def user_dir(*parts: str, create: bool = False) -> str:
@@ -89,12 +91,40 @@ class DA3Preferences(AddonPreferences):
         description="Where the worker writes result files (.npz) before import, and where 'Keep result files' "
                     "keeps them (empty: the extension's user folder)",
     )
+    # remote worker (issue 11)
+    worker_location: EnumProperty(name="Run the model", items=enum_items(opt.WORKER_LOCATIONS), default="LOCAL",
+                                  description="Where the worker runs: this computer, or another one over SSH")
+    remote_host: StringProperty(
+        name="Host", description="An ~/.ssh/config alias or user@host; 'ssh HOST' must log in without a password "
+                                 "prompt (keys or agent)")
+    remote_python: StringProperty(
+        name="Remote Python", default=opt.DEFAULT_REMOTE_PYTHON,
+        description="The Python on the remote with DA3's packages (e.g. ~/da3-env/bin/python)")
+    remote_cache_dir: StringProperty(
+        name="Remote cache folder", default=opt.DEFAULT_REMOTE_CACHE_DIR,
+        description="Where the remote keeps the DA3 code, job files and sent model folders")
+    remote_ssh_options: StringProperty(
+        name="SSH options", description="Extra ssh -o options, Key=Value separated by spaces (e.g. Port=2222 "
+                                        "IdentityFile=~/.ssh/gpu); usually better in ~/.ssh/config")
 
     def draw(self, context):
         runtime = context.window_manager.da3_runtime
         layout = self.layout
         if not online_access():  # nothing is downloaded: say what to turn on
             _draw_lines(layout, [OFFLINE_HINT], icon="INTERNET_OFFLINE", context=context)
+        box = layout.box()  # remote worker (issue 11)
+        box.row().prop(self, "worker_location", expand=True)
+        if self.worker_location == "REMOTE":
+            box.prop(self, "remote_host")
+            row = box.row(align=True)
+            row.prop(self, "remote_python")
+            row.operator("da3.check_interpreter", text="Check", icon="VIEWZOOM")
+            box.prop(self, "remote_cache_dir")
+            box.prop(self, "remote_ssh_options")
+            row = box.row(align=True)
+            row.prop(self, "env_variant", expand=True)
+            row.operator("da3.setup_environment", text="Set up remote environment", icon="IMPORT")
+            box.label(text=REMOTE_SETUP_HINT, icon="INFO")
         box = layout.box()
         box.label(text="Model runtime", icon="SCRIPTPLUGINS")
         box.row().prop(self, "python_mode", expand=True)
@@ -165,6 +195,11 @@ class _Defaults:
     offline = False
     default_device = opt.DEFAULT_DEVICE
     results_dir = ""
+    worker_location = "LOCAL"
+    remote_host = ""
+    remote_python = opt.DEFAULT_REMOTE_PYTHON
+    remote_cache_dir = opt.DEFAULT_REMOTE_CACHE_DIR
+    remote_ssh_options = ""
 
 
 def get_preferences(context=None):
@@ -224,7 +259,25 @@ def read_worker_settings(prefs) -> dict:
         "default_device": prefs.default_device,
         "offline": prefs.offline or not online_access(),
         "blender_offline": not online_access(),
+        "remote": worker_remote(prefs),  # None: the worker runs on this computer
     }
+
+
+def worker_remote(prefs):
+    """The remote worker's RemoteSpec, or None for a local worker (a bad host name: a one-line error)."""
+    if getattr(prefs, "worker_location", "LOCAL") != "REMOTE":
+        return None
+    import shlex
+
+    from .da3_blender.errors import BadInputError
+    from .da3_blender.remote import RemoteSpec
+
+    try:
+        options = tuple(shlex.split(prefs.remote_ssh_options))
+    except ValueError as ex:
+        raise BadInputError(f"SSH options: {ex}; fix them in Preferences > Add-ons > DA3 for Blender") from None
+    return RemoteSpec(prefs.remote_host, python=prefs.remote_python, cache_dir=prefs.remote_cache_dir,
+                      ssh_options=options)
 
 
 def results_dir(prefs) -> str:

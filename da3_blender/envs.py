@@ -83,10 +83,13 @@ class InterpreterReport:
     hello: dict[str, Any] | None = None
 
 
-def check_interpreter(python: str, timeout: float = 60.0) -> InterpreterReport:
-    """Start the worker with ``python``, ask ``hello``, and judge the answer."""
+def check_interpreter(python: str, timeout: float = 60.0, remote=None) -> InterpreterReport:
+    """Start the worker with ``python``, ask ``hello``, and judge the answer. ``remote``: a
+    :class:`remote.RemoteSpec` whose Python is checked over SSH instead (``python`` is ignored)."""
     from .worker_client import WorkerClient, WorkerError
 
+    if remote is not None:
+        return _check_remote(remote, timeout)
     python = os.path.abspath(os.path.expanduser(os.fspath(python)))
     if not os.path.exists(python):
         return InterpreterReport(python, False, f"no Python at {python}: choose an existing Python executable or "
@@ -102,6 +105,33 @@ def check_interpreter(python: str, timeout: float = 60.0) -> InterpreterReport:
                                  "create its environment", exc.kind)
     finally:
         client.shutdown(timeout=10)
+    return _judge(python, hello)
+
+
+def _check_remote(remote, timeout: float) -> InterpreterReport:
+    """check_interpreter for a remote worker: reach it over SSH, judge its hello, advise for that machine."""
+    from .errors import DA3Error
+    from .remote import remote_setup_command
+    from .worker_client import WorkerClient
+
+    where = f"{remote.python} on {remote.label}"
+    client = WorkerClient(remote=remote)
+    try:
+        hello = client.hello(timeout=timeout)
+    except DA3Error as exc:
+        return InterpreterReport(where, False, str(exc), exc.kind)
+    finally:
+        client.shutdown(timeout=10)
+    report = _judge(where, hello)
+    missing = sorted(name for name, v in (hello.get("dependencies") or {}).items() if v is None)
+    if not report.ok and missing and not (hello.get("torch_error") or "").count("does not import"):
+        report.message = (f"{where} lacks {', '.join(missing)}: on {remote.host} run '{remote_setup_command()}' "
+                          "and set the remote Python to ~/da3-env/bin/python")
+    return report
+
+
+def _judge(python: str, hello: dict[str, Any]) -> InterpreterReport:
+    """An InterpreterReport from a worker's ``hello``."""
     cuda = hello.get("cuda") or {}
     report = InterpreterReport(python, True, "", None, hello.get("python"), hello.get("torch"), cuda.get("build"),
                                bool(cuda.get("available")), hello.get("devices") or [], [], hello)
@@ -190,6 +220,36 @@ def create_environment(directory: str | os.PathLike, torch_variant: str | None =
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(info, fh, indent=1)
     os.replace(tmp, marker)
+    say(f"ready: {report.message}")
+    return py
+
+
+def create_remote_environment(remote, torch_variant: str | None = "cu128", directory: str | None = None,
+                              progress: Callable[[str], None] | None = None, requirements: list[str] | None = None,
+                              pip_args: list[str] | None = None, check_timeout: float = 120.0) -> str:
+    """:func:`create_environment` on a remote worker's machine, over SSH: a venv made by ``remote.python`` in
+    ``directory`` (default ``<remote cache>/env``) with the pinned dependencies; returns its Python (a
+    remote path) once its worker answers with everything present. One remote command line, built from
+    shell-quoted pieces; pip's output streams to ``progress``."""
+    import shlex
+    from dataclasses import replace
+
+    from .remote import sh_path
+
+    requirements = list(DEPENDENCIES if requirements is None else requirements)
+    directory = directory or remote.cache_dir.rstrip("/") + "/env"
+    say = progress or (lambda line: None)
+    py = directory.rstrip("/") + "/bin/python"
+    parts = [f"{sh_path(remote.python)} -m venv {sh_path(directory)}"]
+    for step in pip_install_args(torch_variant, requirements):
+        parts.append(f"{sh_path(py)} -m pip install --disable-pip-version-check --progress-bar off --no-input "
+                     + " ".join(shlex.quote(a) for a in step + list(pip_args or [])))
+    say(f"creating the environment in {directory} on {remote.label}")
+    _run_streaming(remote.ssh_argv(" && ".join(parts)), say, f"setting up the environment on {remote.label}")
+    say("checking the environment")
+    report = check_interpreter(py, timeout=check_timeout, remote=replace(remote, python=py))
+    if not report.ok:
+        raise MissingDependencyError(f"the new environment on {remote.label} does not work: {report.message}")
     say(f"ready: {report.message}")
     return py
 

@@ -14,6 +14,7 @@ ERROR_KINDS = (
     "missing_dependency",  # torch (or another package) missing or broken in the worker's Python
     "cancelled",  # the user cancelled the job
     "protocol",  # a malformed request reached the worker
+    "connection",  # the SSH link to a remote worker failed or dropped (the next run reconnects)
     "internal",  # a bug: anything else
 )
 

@@ -157,3 +157,12 @@ KEY_INTERPOLATIONS = (
 DEFAULT_KEY_INTERPOLATION = "LINEAR"
 SCALE_MODES = ("predicted", "metric")  # or a positive factor
 DEFAULT_PLANE_STRIDE = 4  # pixels per plane vertex (1: every pixel)
+
+
+# -- remote worker (issue 11): where the model runs ----------------------------------------------------
+WORKER_LOCATIONS = (
+    ("LOCAL", "Local", "The worker runs on this computer with the Python chosen below"),
+    ("REMOTE", "Remote (SSH)", "The worker runs on another computer (e.g. a GPU box) over SSH; files are sent with each job"),
+)
+DEFAULT_REMOTE_PYTHON = "python3"
+DEFAULT_REMOTE_CACHE_DIR = "~/.cache/da3-blender"  # DA3 code, job folders and sent models on the remote

@@ -127,3 +127,24 @@ def normalize_job(job: Any) -> dict[str, Any]:
     from .job import normalize_job as _normalize
 
     return _normalize(job)
+
+
+# -- remote workers: job files across the link (issue 11) ----------------------------------------
+# A worker started with ``--jobs-dir`` (the SSH client starts it so) also answers these requests,
+# each about a path inside one job folder (``folder``: a token the client picks); see transfer.py.
+#
+#     put      folder, path, offset, data (base64, <= CHUNK_SIZE bytes), final, size + sha256 (final)
+#              -> stored  folder, path, bytes (received so far), done
+#     stat     folder, path                 -> stat     exists, size, sha256
+#     get      folder, path, offset, length -> chunk    offset, size, data (base64), eof
+#     list     folder, path                 -> listing  files [{path, size}] (regular files, relative)
+#     discard  folder                       -> discarded existed
+#
+# ``run`` may carry ``sources`` ([[remote path, client path, client separator], ...]) so the result
+# names the client's files; ``hello`` answers ``jobs_dir`` (null for a local worker). A bad transfer
+# request gets an ``error`` event (kind bad_input) with the request's id.
+TRANSFER_REQUESTS = ("put", "stat", "get", "list", "discard")
+TRANSFER_EVENTS = ("stored", "stat", "chunk", "listing", "discarded")
+CHUNK_SIZE = 1 << 20  # bytes of file data per put/get line (1 MiB; ~1.4 MB of base64)
+REQUESTS = REQUESTS + TRANSFER_REQUESTS
+EVENTS = EVENTS + tuple(e for e in TRANSFER_EVENTS if e not in EVENTS)

@@ -25,7 +25,8 @@ from .errors import BadInputError, CancelledError, DA3Error
 from .files import check_writable_folder
 from .job import accepted_keywords, inference_kwargs, video_kwargs
 from .worker_client import LOG_DIR_ENV, LOG_FILE
-from .protocol import PROTOCOL_VERSION, ProtocolError, check_request, decode, encode, error_event, event, normalize_job
+from .protocol import (PROTOCOL_VERSION, TRANSFER_REQUESTS, ProtocolError, check_request, decode, encode, error_event,
+                       event, normalize_job)
 
 log = logging.getLogger("da3_blender.worker")
 
@@ -91,9 +92,10 @@ def log_location() -> str:
 
 
 class _Job:
-    def __init__(self, job_id: str, spec: Any):
+    def __init__(self, job_id: str, spec: Any, sources: Any = None):
         self.id = job_id
         self.spec = spec
+        self.sources = sources  # remote client: its names for the files it sent (transfer.check_sources)
         self.cancel = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -101,8 +103,9 @@ class _Job:
 class Worker:
     """Request handling and job execution; ``serve`` runs the request loop."""
 
-    def __init__(self, out: TextIO):
+    def __init__(self, out: TextIO, files=None):
         self._out = out
+        self.files = files  # transfer.JobFiles when started with --jobs-dir (a remote worker), else None
         self._write_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._job: _Job | None = None
@@ -156,7 +159,9 @@ class Worker:
         if kind == "hello":
             self.send(event("hello", rid, None, **self.hello_info()))
         elif kind == "run":
-            self._start_job(rid, message.get("job"))
+            self._start_job(rid, message.get("job"), message.get("sources"))
+        elif kind in TRANSFER_REQUESTS:
+            self._transfer(kind, rid, message)
         elif kind == "cancel":
             self._cancel(rid, message.get("job"))
         elif kind == "unload":
@@ -194,15 +199,30 @@ class Worker:
             "model": self._model_key[0] if self._model_key else None,
             "loads": self.loads,
             "busy": busy,
+            "jobs_dir": self.files.root if self.files is not None else None,
         }
 
-    def _start_job(self, rid: str, spec: Any) -> None:
+    # -- remote workers: job files (issue 11; see transfer.py) ----------------------------------
+    def _transfer(self, kind: str, rid: str, message: dict[str, Any]) -> None:
+        if self.files is None:
+            self.send(error_event(rid, None, "bad_input", f"{kind}: this worker has no job folder (start it with "
+                                  "--jobs-dir to receive files)"))
+            return
+        try:
+            self.send(self.files.handle(kind, rid, message))
+        except DA3Error as exc:
+            self.send(error_event(rid, None, exc.kind, str(exc), request=kind))
+        except OSError as exc:
+            self.send(error_event(rid, None, "bad_input", f"{kind} {message.get('path')!r:.200}: "
+                                  f"{exc.strerror or exc}", request=kind))
+
+    def _start_job(self, rid: str, spec: Any, sources: Any = None) -> None:
         with self._state_lock:
             if self._job is not None:
                 busy = self._job.id
                 job = None
             else:
-                job = self._job = _Job(rid, spec)
+                job = self._job = _Job(rid, spec, sources)
         if job is None:
             self.send(error_event(rid, rid, "bad_input", f"busy: job {busy} is still running; wait for it or cancel it"))
             return
@@ -234,6 +254,12 @@ class Worker:
         try:
             spec = normalize_job(job.spec)
             device = spec["device"]
+            if self.files is not None:  # a remote worker: only files of its job folders
+                self.files.check_job(spec)
+            if job.sources:  # checked before any work
+                from .transfer import check_sources
+
+                job.sources = check_sources(job.sources)
             message = event("result", job.id, job.id, **self._execute(job, spec))
         except BaseException as exc:  # every failure becomes one error event
             kind, text = classify(exc, device)
@@ -287,6 +313,10 @@ class Worker:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(seconds, 3),
         }
+        if job.sources:  # a remote job: the result names the client's files
+            from .transfer import restore_sources
+
+            restore_sources(pred, meta, job.sources)
         progress("save", 0.0, f"handing over {n} view{'s' * (n != 1)}")
         from .prediction import save_result
 
@@ -405,8 +435,25 @@ def _matrices(value: Any, name: str):
     return arr
 
 
-def main() -> int:
+def _parse_args(argv: list[str] | None):
+    """``--jobs-dir DIR [--allow ROOT]...``: a remote worker's job folders (transfer.JobFiles)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m da3_blender.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs-dir", help="receive job files in folders below DIR (remote workers)")
+    parser.add_argument("--allow", action="append", default=[],
+                        help="with --jobs-dir: jobs may also name files under ROOT (shared storage)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     """Entry point: protocol on the real stdout, everything else on stderr."""
+    args = _parse_args(argv)
+    files = None
+    if args.jobs_dir:
+        from .transfer import JobFiles
+
+        files = JobFiles(args.jobs_dir, args.allow)
     proto_fd = os.dup(1)
     os.dup2(2, 1)  # C-level writes to fd 1 (libraries) land on stderr
     out = os.fdopen(proto_fd, "w", encoding="utf-8", newline="\n")
@@ -415,9 +462,12 @@ def main() -> int:
                         format="[da3-worker %(asctime)s] %(levelname)s %(message)s")
     log.info("worker started (pid %d, python %s)", os.getpid(), sys.executable)
     try:
-        return Worker(out).serve(sys.stdin.buffer)
+        return Worker(out, files).serve(sys.stdin.buffer)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if files is not None:
+            files.close()  # unfinished uploads leave no temporary files
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@
 :meth:`WorkerClient.poll` hands out what has arrived (Blender calls it from a timer). A worker that
 dies becomes an ``error`` event for the job it was running; the next :meth:`submit` starts a fresh
 one. Standard library only: no bpy, no numpy.
+
+``WorkerClient(remote=RemoteSpec(host, ...))`` runs the worker on another machine over SSH
+(:mod:`da3_blender.remote`): the same API and events; each job's files are sent and its result
+fetched on a thread of its own, reported as ``upload``/``download`` progress.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import DA3Error
+from .errors import CancelledError, DA3Error
 from .protocol import TERMINAL_EVENTS, decode, encode, error_event, request
+from .remote import (MISSING_PACKAGE_MARKER, MISSING_PACKAGE_STATUS, REMOTE_ENV, RemoteJob, RemoteSpec, death_message,
+                     install_package, no_window, ssh_missing)
 
 EXTENSION_ROOT = str(Path(__file__).resolve().parents[1])  # the folder holding da3_blender/
 CANCEL_TIMEOUT = 3.0  # seconds a worker gets to answer a cancel before it is killed
@@ -41,13 +47,18 @@ class WorkerError(DA3Error):
     """The worker could not be started or did not answer."""
 
 
+class _NoAnswer(WorkerError):
+    """A request got no answer in time (the worker is alive but silent)."""
+
+
 class WorkerClient:
     """One worker process, started on demand and restarted after a crash."""
 
     def __init__(self, python: str | None = None, extension_root: str | None = None,
                  env: dict[str, str] | None = None, cancel_timeout: float = CANCEL_TIMEOUT,
-                 log_dir: str | None = None):
-        self.python = python or sys.executable
+                 log_dir: str | None = None, remote: RemoteSpec | None = None):
+        self.remote = remote  # None: a local worker process
+        self.python = remote.python if remote is not None else (python or sys.executable)
         self.extension_root = os.fspath(extension_root or EXTENSION_ROOT)
         self.env = dict(env or {})
         # everything the worker writes on stderr (logs, tracebacks, library output, crash messages)
@@ -69,6 +80,15 @@ class WorkerClient:
         self._expected_exit = False
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:6]
+        # remote workers (issue 11): replies routed to the thread that waits for them
+        self._routes: dict[str, queue.Queue] = {}  # request id -> its waiter's queue
+        self._finishers: dict[str, queue.Queue] = {}  # remote job id -> queue for its run's terminal event
+        self._remote_jobs: dict[str, RemoteJob] = {}
+        self._start_lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._hello: dict[str, Any] | None = None
+        self._kept: set[tuple] = set()  # (folder, path, size, sha256) of kept files this worker has (models)
+        self._orphans: set[str] = set()  # remote job folders to remove (left by a dropped link)
 
     # -- process ---------------------------------------------------------------------------------
     @property
@@ -80,9 +100,18 @@ class WorkerClient:
 
     def start(self) -> None:
         """Start the worker if it is not running (a dead one is cleaned up first)."""
-        if self.is_alive():
-            return
-        self._reap()
+        with self._start_lock:
+            if self.is_alive():
+                return
+            self._reap()
+            self._hello = None
+            self._kept.clear()  # a new connection checks again (the remote may have been cleaned)
+            if self.remote is not None:
+                self._start_remote()
+            else:
+                self._start_local()
+
+    def _start_local(self) -> None:
         if not os.path.isfile(self.python):
             raise WorkerError(f"Python not found at {self.python}: choose an existing Python or set up the DA3 environment",
                               kind="missing_dependency")
@@ -104,6 +133,9 @@ class WorkerClient:
         except OSError as exc:
             raise WorkerError(f"could not start {self.python} ({exc.strerror or exc}): choose a working Python",
                               kind="missing_dependency") from None
+        self._started(proc)
+
+    def _started(self, proc: subprocess.Popen) -> None:
         self._proc = proc
         self._expected_exit = False
         self.stderr_tail.clear()
@@ -154,7 +186,7 @@ class WorkerClient:
                 with self._lock:
                     self._jobs.discard(message["job"])
                     self._cancels.pop(message["job"], None)
-            self.events.put(message)
+            self._deliver(message)
         code = proc.wait()
         err_thread.join(timeout=5)
         with self._lock:
@@ -162,16 +194,24 @@ class WorkerClient:
             self._jobs.clear()
             self._cancels.clear()
             expected = self._expected_exit
+            waiting = list(self._routes.values())
+        kind, text = self._death(code)
+        for route in waiting:  # requests of remote jobs that will never be answered
+            route.put(error_event(None, None, "cancelled" if expected else kind, text, exit_code=code))
         if expected and not lost:
             return
-        kind, text = self._death(code)
-        for job in lost or [None]:
+        for job in lost or ([] if waiting or self.remote is not None else [None]):
             if expected:  # killed on purpose (cancel timeout or kill()) while a job ran
-                self.events.put(error_event(job, job, "cancelled", "the worker was stopped"))
+                self._deliver(error_event(job, job, "cancelled", "the worker was stopped"))
             else:
-                self.events.put(error_event(job, job, kind, text, exit_code=code))
+                self._deliver(error_event(job, job, kind, text, exit_code=code))
 
     def _death(self, code: int) -> tuple[str, str]:
+        lines = [line for line in self.stderr_tail if line.strip()]
+        if self.remote is not None:
+            found = death_message(self.remote, code, lines)
+            if found is not None:
+                return found
         if code < 0:
             try:
                 status = f"killed by signal {signal.Signals(-code).name}"
@@ -208,8 +248,9 @@ class WorkerClient:
         if proc is None or proc.poll() is not None:
             raise WorkerError("the DA3 worker is not running", kind="internal")
         try:
-            proc.stdin.write(encode(message).encode("utf-8"))
-            proc.stdin.flush()
+            with self._send_lock:  # job threads of remote workers send too: whole lines only
+                proc.stdin.write(encode(message).encode("utf-8"))
+                proc.stdin.flush()
         except (OSError, ValueError):
             raise WorkerError("the DA3 worker is not running (its input is closed)", kind="internal") from None
 
@@ -225,6 +266,8 @@ class WorkerClient:
     # -- requests --------------------------------------------------------------------------------
     def submit(self, job: dict[str, Any], job_id: str | None = None) -> str:
         """Send a ``run`` job (starting a worker if needed); returns its id. Events follow via :meth:`poll`."""
+        if self.remote is not None:
+            return self._submit_remote(job, job_id or self._new_id("job"))
         self.start()
         job_id = job_id or self._new_id("job")
         with self._lock:
@@ -239,6 +282,9 @@ class WorkerClient:
 
     def cancel(self, job_id: str) -> None:
         """Ask the worker to stop ``job_id``; if it does not answer within ``cancel_timeout`` it is killed."""
+        remote_job = self._remote_jobs.get(job_id)
+        if remote_job is not None:
+            remote_job.cancel()  # stops a transfer between two chunks; a running job is cancelled below
         with self._lock:
             if job_id not in self._jobs:
                 return
@@ -258,6 +304,8 @@ class WorkerClient:
 
     def hello(self, timeout: float = 60.0) -> dict[str, Any]:
         """Start the worker if needed and return its ``hello`` event; :class:`WorkerError` on failure."""
+        if self.remote is not None:
+            return self._connect(timeout)
         self.start()
         rid = self._new_id("hello")
         try:
@@ -329,7 +377,8 @@ class WorkerClient:
                 try:
                     e = self.events.get(timeout=min(left, 0.1))
                 except queue.Empty:
-                    if not self.is_alive() and not any(t.is_alive() for t in self._threads) and self.events.empty():
+                    if (not self.is_alive() and not any(t.is_alive() for t in self._threads) and self.events.empty()
+                            and not self._remote_jobs):
                         return None
                     continue
             if accept(e):
@@ -347,6 +396,7 @@ class WorkerClient:
 
     def shutdown(self, timeout: float = 10.0) -> int | None:
         """Stop the worker politely (kill after ``timeout``); returns its exit code. Joins all threads."""
+        self._stop_remote_jobs()
         proc = self._proc
         if proc is None:
             return None
@@ -376,6 +426,8 @@ class WorkerClient:
 
     def kill(self) -> int | None:
         """Kill the worker at once; a job it was running ends with a ``cancelled`` error event."""
+        for remote_job in list(self._remote_jobs.values()):
+            remote_job.cancel()
         proc = self._proc
         if proc is None:
             return None
@@ -385,6 +437,167 @@ class WorkerClient:
         code = proc.wait()
         self._reap()
         return code
+
+    # -- remote workers (issue 11; the SSH and file specifics are in remote.py) -------------------
+    def _start_remote(self) -> None:
+        env = {k: v for k, v in self.env.items() if k in REMOTE_ENV}  # not the ones naming local folders
+        spec = self.remote
+        if env:
+            from dataclasses import replace
+
+            spec = replace(spec, env={**env, **spec.env})
+        try:
+            proc = subprocess.Popen(spec.worker_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, **no_window())
+        except FileNotFoundError:
+            raise WorkerError(str(ssh_missing(spec)), kind="missing_dependency") from None
+        except OSError as exc:
+            raise WorkerError(f"could not start ssh ({exc.strerror or exc})", kind="connection") from None
+        self._started(proc)
+
+    def _connect(self, timeout: float = 60.0, job: RemoteJob | None = None) -> dict[str, Any]:
+        """A running remote worker that answered ``hello`` (the package is installed on first use);
+        ``job``: a remote job whose cancel stops the wait."""
+        with self._start_lock:
+            if self.is_alive() and self._hello is not None:
+                return self._hello
+            for attempt in range(2):
+                self.start()
+                try:
+                    self._hello = self._await(self._call_async("hello"), timeout, job=job)
+                    self._discard_orphans()
+                    return self._hello
+                except CancelledError:
+                    self.kill()
+                    raise
+                except DA3Error as exc:
+                    failure = exc
+                proc = self._proc
+                code = None
+                if proc is not None:
+                    try:
+                        code = proc.wait(timeout=0.1 if isinstance(failure, _NoAnswer) else 10)  # a failed start ends
+                    except subprocess.TimeoutExpired:  # alive but silent, or refused hello
+                        self.kill()
+                        if isinstance(failure, _NoAnswer):
+                            raise WorkerError(f"the DA3 worker on {self.remote.label} did not answer within "
+                                              f"{timeout:.0f} s", kind="connection") from None
+                        raise WorkerError(str(failure), kind=failure.kind) from None
+                self._reap()  # joins the readers: the whole stderr is in
+                if attempt == 0 and code == MISSING_PACKAGE_STATUS and MISSING_PACKAGE_MARKER in "\n".join(self.stderr_tail):
+                    install_package(self.remote)  # first use of this version on that machine
+                    continue
+                kind, text = self._death(code if code is not None else 1)
+                raise WorkerError(text, kind=kind)
+            raise AssertionError("unreachable")
+
+    def _discard_orphans(self) -> None:
+        """Remove finished jobs' folders on the remote (kept for the next connection if the link is down)."""
+        for token in sorted(self._orphans):
+            if not self.is_alive():
+                return
+            try:
+                self._call("discard", timeout=30, folder=token)
+            except DA3Error:
+                return
+            self._orphans.discard(token)
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        """An event to the thread waiting for it (remote transfers, remote job ends), else to the queue."""
+        rid = message.get("id")
+        route = self._routes.get(rid) if isinstance(rid, str) else None
+        if route is None and message.get("event") in TERMINAL_EVENTS and message.get("job"):
+            route = self._finishers.get(message["job"])
+        (route or self.events).put(message)
+
+    def _emit(self, message: dict[str, Any]) -> None:
+        self.events.put(message)
+
+    def _call_async(self, kind: str, **fields) -> tuple[str, queue.Queue]:
+        """Send a request whose answer is routed to a private queue; returns (id, queue) for :meth:`_await`."""
+        rid = self._new_id(kind)
+        route: queue.Queue = queue.Queue()
+        self._routes[rid] = route
+        try:
+            self._send(request(kind, rid, **fields))
+        except WorkerError as exc:
+            route.put(error_event(rid, None, "connection", str(exc)))
+        return rid, route
+
+    def _await(self, pending: tuple[str, queue.Queue], timeout: float, job: RemoteJob | None = None) -> dict[str, Any]:
+        """The answer to a :meth:`_call_async` request; an ``error`` answer raises it as a DA3Error."""
+        rid, route = pending
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if job is not None:
+                    job.check()
+                try:
+                    reply = route.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if (not self.is_alive() and not any(t.is_alive() for t in self._threads)
+                            and route.empty()):  # died before the request was routed
+                        code = self._proc.poll() if self._proc is not None else None
+                        kind, text = self._death(code if code is not None else -9)
+                        raise WorkerError(text, kind=kind)
+                    if time.monotonic() > deadline:
+                        raise _NoAnswer(f"no answer from the DA3 worker within {timeout:.0f} s", kind="connection")
+        finally:
+            self._routes.pop(rid, None)
+        if reply.get("event") == "error":
+            raise DA3Error(reply.get("message") or "the worker refused the request", kind=reply.get("kind"))
+        return reply
+
+    def _call(self, kind: str, timeout: float, **fields) -> dict[str, Any]:
+        return self._await(self._call_async(kind, **fields), timeout)
+
+    def _submit_remote(self, job: dict[str, Any], job_id: str) -> str:
+        remote_job = RemoteJob(self, job, job_id)
+        self._remote_jobs[job_id] = remote_job
+        remote_job.start()
+        return job_id
+
+    def _run_remote(self, job_id: str, job: dict[str, Any], sources: list, remote_job: RemoteJob) -> dict[str, Any]:
+        """Send a remote job's ``run`` and block (its thread) until its terminal event."""
+        finished: queue.Queue = queue.Queue()
+        self._finishers[job_id] = finished
+        try:
+            with self._lock:
+                self._jobs.add(job_id)
+            try:
+                self._send(request("run", job_id, job=job, sources=sources))
+            except WorkerError:
+                with self._lock:
+                    self._jobs.discard(job_id)
+                raise
+            asked = False
+            while True:
+                if remote_job.cancelled.is_set() and not asked:
+                    asked = True
+                    self.cancel(job_id)
+                try:
+                    return finished.get(timeout=0.2)
+                except queue.Empty:
+                    if not self.is_alive() and finished.empty() and not any(t.is_alive() for t in self._threads):
+                        return error_event(job_id, job_id, "connection", "the connection to the worker was lost")
+        finally:
+            self._finishers.pop(job_id, None)
+
+    def _job_done(self, job_id: str, final: dict[str, Any]) -> None:
+        with self._lock:
+            self._jobs.discard(job_id)
+            self._cancels.pop(job_id, None)
+        self._remote_jobs.pop(job_id, None)
+        self.events.put(final)
+
+    def _stop_remote_jobs(self, timeout: float = 10.0) -> None:
+        jobs = list(self._remote_jobs.values())
+        for remote_job in jobs:
+            remote_job.cancel()
+        for remote_job in jobs:
+            if remote_job is not threading.current_thread():
+                remote_job.join(timeout)
 
     def __enter__(self) -> WorkerClient:
         return self

@@ -121,7 +121,21 @@ class DA3_OT_setup_environment(Operator):
         variant = prefs.env_variant if self.variant == "PREFS" else self.variant
         directory = environment_dir(prefs)
 
+        from ..da3_blender.errors import DA3Error
+        from ..preferences import worker_remote
+
+        try:
+            remote = worker_remote(prefs)  # Remote (SSH): the environment is made on that machine (issue 11)
+        except DA3Error as ex:
+            self.report({"ERROR"}, str(ex))
+            return {"CANCELLED"}
+        if remote is not None:
+            directory = f"{remote.cache_dir}/env on {remote.label}"
+
         def work(say):
+            if remote is not None:
+                py = envs.create_remote_environment(remote, torch_variant=variant, progress=say)
+                return f"Remote environment ready: set the remote Python to {py}"
             py = envs.create_environment(directory, torch_variant=variant, progress=say)
             return f"Environment ready: {py}"
 
@@ -151,17 +165,24 @@ class DA3_OT_check_interpreter(Operator):
 
     def execute(self, context):
         from ..da3_blender import envs
+        from ..da3_blender.errors import DA3Error
+        from ..preferences import worker_remote
 
-        python = worker_python(get_preferences(context))
+        try:
+            remote = worker_remote(get_preferences(context))  # Remote (SSH): check the Python there (issue 11)
+        except DA3Error as ex:
+            self.report({"ERROR"}, str(ex))
+            return {"CANCELLED"}
+        python = remote.python if remote is not None else worker_python(get_preferences(context))
         if not python:
             self.report({"ERROR"}, "no Python interpreter set: choose the python executable first")
             return {"CANCELLED"}
         if bpy.app.background:  # scripts: answer directly
-            text = describe(envs.check_interpreter(python))
+            text = describe(envs.check_interpreter(python, remote=remote))
             context.window_manager.da3_runtime.interpreter_info = text
             self.report({"INFO"}, text.splitlines()[0])
             return {"FINISHED"}
-        _start(context, lambda say: describe(envs.check_interpreter(python)), "check")
+        _start(context, lambda say: describe(envs.check_interpreter(python, remote=remote)), "check")
         return {"FINISHED"}
 
 

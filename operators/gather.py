@@ -27,12 +27,13 @@ class Setup:
     """A checked run: the worker job and what the Blender side keeps for the import."""
 
     job: dict
-    python: str  # the worker's interpreter
+    python: str  # the worker's interpreter (on the remote machine for a remote worker)
     env: dict[str, str]  # its environment variables
     import_options: object  # scene.importer.ImportOptions
     name: str  # the run's name (input folder, video or first image)
     keep_results: bool
     images: list[str] = field(default_factory=list)
+    remote: object = None  # a da3_blender.remote.RemoteSpec: the worker runs over SSH; None: on this computer
 
 
 def _job_name(mode: str, inputs: list[str]) -> str:
@@ -89,7 +90,8 @@ def gather(context) -> Setup:
     settings = context.scene.da3_settings
     worker = read_worker_settings(get_preferences(context))
     inputs, images = validate.check_inputs(settings)
-    python = validate.check_worker(worker)
+    remote = worker["remote"]
+    python = validate.check_worker(worker) if remote is None else remote.python
     model = settings.model_id
     _check_model(model, settings, images)
     build = import_options(settings)
@@ -108,7 +110,8 @@ def gather(context) -> Setup:
     if settings.use_selected_cameras:
         scale = build.scale if isinstance(build.scale, (int, float)) else 1.0
         options["extrinsics"], options["intrinsics"] = validate.known_poses(context, images, build.up_axis, scale)
-    _check_download(model, worker)
+    if remote is None:  # a remote worker downloads into its own cache
+        _check_download(model, worker)
     name = _job_name(settings.input_mode, inputs)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
     output = os.path.join(worker["results_dir"], f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.npz")
@@ -128,7 +131,7 @@ def gather(context) -> Setup:
     job = build_job(inputs, output, model=model, device=device, dtype=opt.DEFAULT_COMPUTE_DTYPE, video=video,
                     options=options, export_dir=export_dir, export_format=export_format)
     return Setup(job=job, python=python, env=worker["env"], import_options=build, name=name,
-                 keep_results=settings.keep_results, images=images)
+                 keep_results=settings.keep_results, images=images, remote=remote)
 
 
 def gather_job(context) -> dict:

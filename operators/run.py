@@ -17,7 +17,8 @@ from . import session
 from .gather import gather
 
 # share of the progress bar per worker stage (in order)
-STAGES = (("load", 0.15), ("preprocess", 0.05), ("forward", 0.6), ("postprocess", 0.1), ("export", 0.05), ("save", 0.05))
+STAGES = (("upload", 0.05), ("load", 0.15), ("preprocess", 0.05), ("forward", 0.55), ("postprocess", 0.1),
+          ("export", 0.05), ("save", 0.03), ("download", 0.02))  # upload/download: remote workers only
 
 
 def overall_fraction(stage: str, fraction: float) -> float:
@@ -34,7 +35,7 @@ class Run:
 
     def __init__(self, context):
         setup = gather(context)  # settings and preferences read once, checked; nothing started yet
-        self.job, self.python, self.env = setup.job, setup.python, setup.env
+        self.job, self.python, self.env, self.remote = setup.job, setup.python, setup.env, setup.remote
         self.options, self.name, self.keep_results = setup.import_options, setup.name, setup.keep_results
         self.output = self.job["output"]
         self.client = None
@@ -47,7 +48,7 @@ class Run:
 
     # -- worker --------------------------------------------------------------------------------
     def start(self) -> None:
-        self.client = session.client(self.python, self.env)
+        self.client = session.client(self.python, self.env, self.remote)
         self.job_id = self.client.submit(self.job)
         self.started = time.monotonic()
         session.active_run = self

@@ -16,15 +16,16 @@ active_run = None  # the operators.run.Run in progress, if any
 listeners: list = []
 
 
-def client(python: str, env: dict[str, str]) -> WorkerClient:
-    """The session's worker client for this interpreter and environment (started on first submit)."""
+def client(python: str, env: dict[str, str], remote=None) -> WorkerClient:
+    """The session's worker client for this interpreter and environment (started on first submit);
+    ``remote``: a RemoteSpec to run it over SSH."""
     global _client, _client_key
-    key = (python, tuple(sorted(env.items())))
+    key = (python, tuple(sorted(env.items())), remote)
     if _client is not None and _client_key != key:
         _client.shutdown(timeout=5)
         _client = None
     if _client is None:
-        _client = WorkerClient(python=python, env=env)
+        _client = WorkerClient(python=python, env=env, remote=remote)
         _client_key = key
     return _client
 

@@ -89,6 +89,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="also predict 3D Gaussians and import them as splats (DA3 Giant / Nested models)")
     add_streaming_arguments(g)
     g.add_argument("--python", default=None, help="the worker's Python interpreter (must have torch)")
+    # remote worker (issue 11): the model runs on another machine over SSH
+    g.add_argument("--remote", default=None, metavar="HOST",
+                   help="run the model on HOST over SSH (an ~/.ssh/config alias or user@host)")
+    g.add_argument("--remote-python", default=None, help=f"with --remote: the Python there (default: {opt.DEFAULT_REMOTE_PYTHON})")
+    g.add_argument("--remote-dir", default=None, help=f"with --remote: its cache folder (default: {opt.DEFAULT_REMOTE_CACHE_DIR})")
     g = p.add_argument_group("build (as the panel's Build section)")
     g.add_argument("--no-points", action="store_true", help="no point cloud")
     g.add_argument("--no-planes", action="store_true", help="no depth planes")
@@ -141,6 +146,8 @@ def check_args(args: argparse.Namespace) -> dict:
         raise Failure(f"--plane-detail must be >= 1 pixel, got {args.plane_detail}", code=2)
     if args.python and not os.path.isfile(args.python):
         raise Failure(f"--python: no interpreter at {args.python}", code=2)
+    if (args.remote_python or args.remote_dir) and not args.remote:
+        raise Failure("--remote-python and --remote-dir need --remote HOST", code=2)
     if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in (".abc", ".fbx"):
         raise Failure(f"--export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {args.export_camera}", code=2)
     spec = job_from_args(args)
@@ -313,6 +320,14 @@ def configure(context, package: str, args) -> dict:
         prefs.python_mode, prefs.custom_python = "CUSTOM", os.path.abspath(python)
     if args.keep_result:
         prefs.results_dir = os.path.dirname(os.path.abspath(args.output))
+    remote_keys = ("worker_location", "remote_host", "remote_python", "remote_cache_dir")  # issue 11
+    saved.update({k: getattr(prefs, k) for k in remote_keys})
+    prefs.worker_location = "REMOTE" if args.remote else "LOCAL"
+    if args.remote:
+        options = import_module(f"{package}.da3_blender.options")
+        prefs.remote_host = args.remote
+        prefs.remote_python = args.remote_python or options.DEFAULT_REMOTE_PYTHON
+        prefs.remote_cache_dir = args.remote_dir or options.DEFAULT_REMOTE_CACHE_DIR
     return saved
 
 
