@@ -209,6 +209,8 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "chunk_align": args.chunk_align,
     }
     s.update({k: v for k, v in optional.items() if v is not None})
+    if any(getattr(args, k) is not None for k in ("chunk_size", "chunk_overlap", "chunk_align")):
+        s["chunking"] = "ALWAYS"  # asked for on the command line: chunk image sets too (videos chunk by default)
     if args.scale is not None:
         if isinstance(args.scale, float):
             s["scale_mode"], s["scale_factor"] = "FACTOR", args.scale

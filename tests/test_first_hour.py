@@ -348,12 +348,15 @@ def test_headless_build_option_names_are_scene_settings(extension):
     args = argparse.Namespace(no_points=False, no_planes=False, no_cameras=False, keep_result=False, use_ray_pose=False,
                               fixed_lens=False, device="cpu", process_res=140, process_res_method="upper_bound_resize",
                               ref_view_strategy="first", conf_thresh_percentile=10.0, num_max_points=10, plane_detail=2,
-                              plane_texture="original", up_axis="KEEP", keys="CONSTANT", chunk_size=None,
-                              chunk_overlap=None, chunk_align=None, scale=2.0, export_dir=None, export_format=None)
+                              plane_texture="original", up_axis="KEEP", keys="CONSTANT", chunk_size=8,
+                              chunk_overlap=2, chunk_align="se3", scale=2.0, export_dir=None, export_format=None,
+                              gaussians=True)
     import importlib
 
     names = set(importlib.import_module(f"{extension.__name__}.properties").DA3Settings.__annotations__)
-    assert set(script.scene_settings(args)) <= names
+    settings = script.scene_settings(args)
+    assert set(settings) <= names
+    assert settings["chunking"] == "ALWAYS"  # a chunk size given on the command line applies to image sets too
 
 
 # -- set-up and CI ----------------------------------------------------------------------------------
