@@ -84,8 +84,13 @@ class DepthAnything3(nn.Module):
                           ref_view_strategy=ref_view_strategy, autocast_dtype=dtype, progress=progress,
                           keep_ray=keep_ray, ray_pose_generator=generator)
 
-    def inference(self, image, **kwargs):
-        """Images (paths or arrays) -> ``Prediction``; see ``da3_blender.inference.run_inference``."""
+    def inference(self, image, *, chunk_size: int | str | None = None, chunk_overlap: int | None = None,
+                  chunk_align: str = "auto", **kwargs):
+        """Images (paths or arrays) -> ``Prediction``; see ``da3_blender.inference.run_inference``.
+
+        ``chunk_size`` / ``chunk_overlap`` / ``chunk_align``: long shots in aligned chunks (None: one pass).
+        """
         from .inference import run_inference
 
-        return run_inference(self, image, **kwargs)
+        return run_inference(self, image, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                             chunk_align=chunk_align, **kwargs)

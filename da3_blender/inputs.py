@@ -3,7 +3,8 @@
 Everything comes out as HxWx3 uint8 RGB arrays. Bad input raises :class:`BadInputError` with one
 line naming the file and what to do. Images are decoded fully on load, so truncated files fail
 here and not half-way through a reconstruction. Videos are read frame by frame through moviepy
-(its ffmpeg), keeping only the sampled frames in memory.
+(its ffmpeg): :func:`read_video` checks and counts the sampled frames without keeping them, and
+the set's ``images`` decode them again one at a time when they are used (:class:`VideoFrames`).
 
 ``progress``, where taken, is called as ``progress("load", fraction, message)`` (the inference
 callback's signature); raising from it (CancelledError) stops the reading.
@@ -28,7 +29,7 @@ log = logging.getLogger("da3_blender")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".mts", ".m2ts", ".3gp", ".ogv")
 DEFAULT_VIDEO_FPS = 1.0  # frames per second sampled from a video when fps is None (the official default)
-VIDEO_MEMORY_FRACTION = 0.5  # sampled frames (full resolution) may take at most this share of the RAM
+VIDEO_MEMORY_FRACTION = 0.5  # indexing VideoFrames holds every full-size frame: at most this share of the RAM
 
 _CONVERT_HINT = "convert it to PNG or JPEG"
 
@@ -37,7 +38,7 @@ _CONVERT_HINT = "convert it to PNG or JPEG"
 class InputSet:
     """The views to reconstruct, with where each came from."""
 
-    images: list  # HxWx3 uint8 RGB arrays
+    images: list  # HxWx3 uint8 RGB arrays (a video: a VideoFrames sequence decoding on demand)
     source_paths: list  # str per view (the video's path for every frame of a video)
     frame_numbers: np.ndarray  # int64 per view: source frame (video) or trailing digits of the name, else -1
     timestamps: np.ndarray  # float64 seconds per view (video), NaN for images
@@ -251,15 +252,22 @@ def _next_frame(reader):
             return None
 
 
-def _check_frames_fit(path, first, last_wanted, interval, max_frames, width, height) -> None:
-    """Refuse, before decoding, a sampling whose full-resolution frames cannot fit in memory."""
+def _decoded_frames(reader):
+    """``(index, frame)`` for every frame of an opened clip's reader, decoded one at a time."""
+    frame = getattr(reader, "last_read", None)  # the reader has pre-read frame 0 (moviepy 2.x name)
+    if frame is None:
+        frame = getattr(reader, "lastread", None)  # moviepy 1.x name
+    index = 0
+    while frame is not None:
+        yield index, frame
+        frame = _next_frame(reader)
+        index += 1
+
+
+def _check_frames_fit(path, count, width, height) -> None:
+    """Refuse to hold ``count`` full-resolution frames at once when they cannot fit in memory."""
     from .devices import system_memory
 
-    if not math.isfinite(last_wanted):
-        return  # frame count unknown: nothing to judge
-    count = max(0, len(range(first + (-first) % interval, int(math.ceil(last_wanted)), interval)))
-    if max_frames is not None:
-        count = min(count, int(max_frames))
     total = system_memory()[1]
     need = count * width * height * 3
     if total and need > VIDEO_MEMORY_FRACTION * total:
@@ -269,8 +277,56 @@ def _check_frames_fit(path, first, last_wanted, interval, max_frames, width, hei
         )
 
 
+class VideoFrames:
+    """The sampled frames of a video as a read-only sequence that decodes on demand.
+
+    Iterating decodes the video again from its start and yields the sampled frames (full-resolution
+    HxWx3 uint8) one at a time, so a consumer that reduces each frame at once (``run_inference``) holds
+    only one full frame. Indexing holds every sampled frame in memory (the first index decodes them
+    all, once), which is refused, before decoding, when they would take over half the RAM.
+    """
+
+    def __init__(self, path: str, numbers: list[int], width: int, height: int):
+        self.path = path
+        self.numbers = list(numbers)
+        self.width, self.height = width, height
+        self._frames: list | None = None
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __iter__(self):
+        if self._frames is not None:
+            yield from self._frames
+            return
+        wanted = iter(self.numbers)
+        target = next(wanted, None)
+        clip = _open_clip(self.path)
+        try:
+            for index, frame in _decoded_frames(clip.reader):
+                if target is None:
+                    break
+                if index == target:
+                    yield np.array(frame[:, :, :3], dtype=np.uint8)
+                    target = next(wanted, None)
+        finally:
+            clip.close()
+        if target is not None:
+            raise BadInputError(f"{self.path}: frame {target} could not be decoded again (the file changed?); run again")
+
+    def __getitem__(self, item):
+        if self._frames is None:
+            _check_frames_fit(self.path, len(self), self.width, self.height)
+            self._frames = list(iter(self))
+        return self._frames[item]
+
+
 def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=None) -> InputSet:
-    """Sample frames of one video (see :func:`collect_inputs` for the rule)."""
+    """Sample frames of one video (see :func:`collect_inputs` for the rule).
+
+    The video is decoded once here, to check it and count the sampled frames, keeping none of them;
+    the returned set's ``images`` is a :class:`VideoFrames` that decodes them again on demand.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise BadInputError(f"{path}: video not found; check the path")
@@ -292,49 +348,46 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         stop = math.inf if end is None else end * video_fps  # frame index must be < stop
         expected = int(getattr(reader, "n_frames", None) or getattr(reader, "nframes", None) or 0)  # 2.x / 1.x
         last_wanted = min(expected, stop) if expected else stop
-
         width, height = (int(v) for v in clip.size)
-        _check_frames_fit(path, first, last_wanted, interval, max_frames, width, height)
 
-        frames, numbers = [], []
-        frame = getattr(reader, "last_read", None)  # the reader has pre-read frame 0 (moviepy 2.x name)
-        if frame is None:
-            frame = getattr(reader, "lastread", None)  # moviepy 1.x name
-        index = 0
-        while frame is not None and index < stop:
+        numbers = []
+        index = -1
+        at_end = True
+        for index, _frame in _decoded_frames(reader):
+            if index >= stop:
+                at_end = False
+                break
             if index >= first and index % interval == 0:
-                frames.append(np.array(frame[:, :, :3], dtype=np.uint8))
                 numbers.append(index)
-                if max_frames is not None and len(frames) >= max_frames:
+                if max_frames is not None and len(numbers) >= max_frames:
+                    at_end = False
                     break
             if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
                 total = int(math.ceil(last_wanted))
-                progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(frames)} kept")
-            frame = _next_frame(reader)
-            index += 1
-        at_end = frame is None
-        if not frames:
-            if index == 0:
+                progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(numbers)} kept")
+        decoded = index + 1
+        if not numbers:
+            if decoded == 0:
                 raise BadInputError(f"{path} has no decodable video frames; check the file plays, or re-encode it as MP4 (H.264)")
             raise BadInputError(
                 f"{path}: no frames in the chosen range (start {start or 0} s, end {end} s; the video lasts "
-                f"{index / video_fps:.3g} s); widen the range"
+                f"{decoded / video_fps:.3g} s); widen the range"
             )
         info = {
             "path": path,
             "fps": video_fps,
-            "frame_count": index if at_end else max(expected, index + 1),  # decoded count once read to the end
-            "duration": float(clip.duration or (index / video_fps)),
+            "frame_count": decoded if at_end else max(expected, index + 1),  # decoded count once read to the end
+            "duration": float(clip.duration or (decoded / video_fps)),
             "width": width,
             "height": height,
         }
     finally:
         clip.close()
-    log.info("%s: %d frame(s) sampled every %d of %.3g fps", path, len(frames), interval, video_fps)
+    log.info("%s: %d frame(s) sampled every %d of %.3g fps", path, len(numbers), interval, video_fps)
     numbers_arr = np.array(numbers, dtype=np.int64)
     return InputSet(
-        images=frames,
-        source_paths=[path] * len(frames),
+        images=VideoFrames(path, numbers, width, height),
+        source_paths=[path] * len(numbers),
         frame_numbers=numbers_arr,
         timestamps=numbers_arr / video_fps,
         kind="video",
