@@ -1,8 +1,9 @@
 """Reading what the user gives: image files, folders of images, or one video.
 
 Everything comes out as HxWx3 uint8 RGB arrays. Bad input raises :class:`BadInputError` with one
-line naming the file and what to do. Images are decoded fully on load, so truncated files fail
-here and not half-way through a reconstruction. Videos are read frame by frame through moviepy
+line naming the file and what to do. :func:`collect_inputs` decodes every image fully once, so
+truncated files fail here and not half-way through a reconstruction, but keeps none: the set's
+``images`` read each file again when it is used (:class:`ImageFiles`). Videos are read frame by frame through moviepy
 (its ffmpeg): :func:`read_video` checks and counts the sampled frames without keeping them, and
 the set's ``images`` decode them again one at a time when they are used (:class:`VideoFrames`).
 
@@ -38,7 +39,7 @@ _CONVERT_HINT = "convert it to PNG or JPEG"
 class InputSet:
     """The views to reconstruct, with where each came from."""
 
-    images: list  # HxWx3 uint8 RGB arrays (a video: a VideoFrames sequence decoding on demand)
+    images: list  # HxWx3 uint8 RGB arrays, or a sequence reading them on demand (ImageFiles, VideoFrames)
     source_paths: list  # str per view (the video's path for every frame of a video)
     frame_numbers: np.ndarray  # int64 per view: source frame (video) or trailing digits of the name, else -1
     timestamps: np.ndarray  # float64 seconds per view (video), NaN for images
@@ -135,6 +136,30 @@ def load_image(path, exif_transpose: bool = True) -> np.ndarray:
         raise BadInputError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); export or copy it again") from None
 
 
+class ImageFiles:
+    """Image files as a read-only sequence of HxWx3 uint8 arrays, each read when it is used.
+
+    :func:`collect_inputs` has already decoded every file once (so a damaged one fails there);
+    holding them all is left to the consumer, and ``run_inference`` holds one at a time.
+    """
+
+    def __init__(self, paths: list[str], exif_transpose: bool = True):
+        self.paths = list(paths)
+        self.exif_transpose = exif_transpose
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [load_image(p, exif_transpose=self.exif_transpose) for p in self.paths[item]]
+        return load_image(self.paths[item], exif_transpose=self.exif_transpose)
+
+    def __iter__(self):
+        for path in self.paths:
+            yield load_image(path, exif_transpose=self.exif_transpose)
+
+
 # ----------------------------------------------------------------------------------------------
 # collecting a set of inputs
 
@@ -197,13 +222,12 @@ def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_
 
     if any(v is not None for v in (fps, start, end, max_frames)):
         log.info("fps/start/end/max_frames apply to videos only; ignored for %d image(s)", len(files))
-    images = []
     for i, f in enumerate(files):
-        images.append(load_image(f, exif_transpose=exif_transpose))
+        load_image(f, exif_transpose=exif_transpose)  # decoded in full to check it, then let go
         if progress is not None:
             progress("load", (i + 1) / len(files), f"image {i + 1}/{len(files)}")
     return InputSet(
-        images=images,
+        images=ImageFiles(files, exif_transpose),
         source_paths=files,
         frame_numbers=np.array([frame_number_from_name(f) for f in files], dtype=np.int64),
         timestamps=np.full(len(files), np.nan, dtype=np.float64),

@@ -269,13 +269,18 @@ def test_chunk_size_at_least_the_view_count_is_the_single_pass():
         assert "chunks" not in pred.meta and pred.meta == single.meta
 
 
-def test_the_real_network_single_pass_and_chunked():
-    """DA3-SMALL with random weights: chunk_size >= N is bit-identical to one pass; a chunked run gives
-    every view once, with the processed images a single pass gives."""
+@pytest.fixture(scope="module")
+def small_net():
     from da3_blender.api import DepthAnything3
 
     torch.manual_seed(0)
-    model = DepthAnything3("da3-small", device="cpu")
+    return DepthAnything3("da3-small", device="cpu")
+
+
+def test_the_real_network_single_pass_and_chunked(small_net):
+    """DA3-SMALL with random weights: chunk_size >= N is bit-identical to one pass; a chunked run gives
+    every view once, with the processed images a single pass gives."""
+    model = small_net
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (40, 60, 3), dtype=np.uint8) for _ in range(5)]
     single = run_inference(model, images, process_res=56)
@@ -287,6 +292,26 @@ def test_the_real_network_single_pass_and_chunked():
     assert chunked.depth.shape == single.depth.shape and np.isfinite(chunked.depth).all()
     np.testing.assert_array_equal(chunked.processed_images, single.processed_images)
     assert np.isfinite(chunked.extrinsics).all() and chunked.meta["chunks"][1]["scale"] > 0
+
+
+def test_a_video_streams_frame_by_frame(small_net, robot_video, monkeypatch):
+    """The sampled frames are decoded one at a time during the run (never held as a list of full-size
+    frames) and give the same processed images as the frames read up front."""
+    from da3_blender.inputs import VideoFrames, collect_inputs
+
+    frames = collect_inputs([robot_video], fps=4, max_frames=7)
+    upfront = [np.array(f) for f in frames.images]  # iterating: one decode pass
+
+    def no_indexing(self, item):
+        raise AssertionError("run_inference must not hold every full-size frame")
+
+    monkeypatch.setattr(VideoFrames, "__getitem__", no_indexing)
+    pred = small_net.inference(frames, process_res=56, chunk_size=4, chunk_overlap=1)
+    assert pred.num_views == 7 and len(pred.meta["chunks"]) == 2
+    np.testing.assert_array_equal(pred.frame_numbers, frames.frame_numbers)
+    assert pred.meta["input_kind"] == "video" and list(pred.orig_size[0]) == [1024, 576]
+    reference = run_inference(small_net, upfront, process_res=56)
+    np.testing.assert_array_equal(pred.processed_images, reference.processed_images)
 
 
 # ------------------------------------------------------------------------------------------------
