@@ -267,7 +267,7 @@ def prepare_images(images, process_res: int = 504, method: str = "upper_bound_re
         orig.append((img.shape[1], img.shape[0]))
         out, to_proc = _process_one(img, i, process_res, method)
         del img
-        arrays.append(np.ascontiguousarray(out))
+        arrays.append(out.copy() if out.base is not None else out)  # never a view keeping a full-size frame
         maps.append(to_proc)
         if on_image is not None:
             on_image(i)
@@ -305,14 +305,6 @@ def preprocess_images(images, process_res: int = 504, method: str = "upper_bound
 
     ``intrinsics`` (N,3,3) are in original-image pixels; the result's are in processed pixels.
     """
-    process_res = check_options(process_res, method)
-    images = list(images)
-    if not images:
-        raise BadInputError("no images to process; give at least one image")
-    if intrinsics is not None:
-        intrinsics = np.asarray(intrinsics, dtype=np.float64)
-        if intrinsics.shape != (len(images), 3, 3):
-            raise BadInputError(f"intrinsics must be (N,3,3) for N={len(images)} images, got {intrinsics.shape}")
     prepared = prepare_images(images, process_res, method, intrinsics)
     return PreprocessResult(
         tensor=normalize(prepared.images),

@@ -7,7 +7,8 @@ peak RSS (Linux VmHWM) is its own. Prints one table with s/frame, peak RSS, the 
 ratios to the single pass at the same frame count. Example::
 
     python scripts/bench_streaming.py --threads 2                 # 32/64/128/256 frames, chunk 8, overlap 2
-    python scripts/bench_streaming.py --quick                     # seconds: a smoke run at 112x70
+    python scripts/bench_streaming.py --quick                     # a smoke run at 112x70
+    python scripts/bench_streaming.py --accuracy                  # drift vs chunk/overlap, synthetic room
 """
 
 from __future__ import annotations
@@ -69,6 +70,28 @@ def child(args) -> int:
     return 0
 
 
+def accuracy(frames: int = 120) -> None:
+    """Drift against chunk size and overlap on the synthetic room of tests/test_streaming.py (1 % depth
+    noise, 0.1 degree and 0.1 % pose noise per camera): RMS camera-centre error after one global Sim(3),
+    as a share of the path length, mean of 3 seeds; and the network views per frame the chunking costs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import numpy as np
+    from test_streaming import RoomModel, global_fit, run
+
+    from da3_blender import streaming
+
+    print(f"{'chunk':>5} {'overlap':>7} {'views/frame':>11} {'RMS/path':>9} {'worst residual':>14}")
+    for size, overlap in [(8, 1), (8, 2), (8, 4), (16, 2), (16, 4), (16, 8), (32, 8)]:
+        errors, residuals = [], []
+        for seed in range(3):
+            model = RoomModel(frames, depth_noise=0.01, pose_noise=(0.1, 0.001), seed=seed)
+            pred = run(model, frames, chunk_size=size, chunk_overlap=overlap)
+            errors.append(global_fit(pred, model)[1])
+            residuals.append(max(c["residual"] for c in pred.meta["chunks"]))
+        views = sum(e - s for s, e in streaming.plan_chunks(frames, size, overlap)) / frames
+        print(f"{size:>5} {overlap:>7} {views:>11.2f} {np.mean(errors):>9.2e} {np.max(residuals):>14.2e}")
+
+
 def run_child(args, folder: Path, count: int, chunk: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--frames-dir", str(folder), "--count", str(count),
            "--chunk", str(chunk), "--overlap", str(args.overlap), "--model", args.model, "--width", str(args.width),
@@ -94,12 +117,16 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=280)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quick", action="store_true", help="smoke run: 8 and 16 frames at 112x70, chunk 4")
+    p.add_argument("--accuracy", action="store_true", help="drift vs chunk size/overlap on the synthetic room (seconds)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--frames-dir", help=argparse.SUPPRESS)
     p.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(args)
+    if args.accuracy:
+        accuracy()
+        return 0
     if args.quick:
         args.frames, args.single_up_to, args.chunk, args.overlap = [8, 16], 16, 4, 1
         args.extra_chunks, args.sweep_frames, args.width, args.height = [6], 16, 112, 70
