@@ -253,6 +253,32 @@ def test_known_poses_need_no_overlap():
     np.testing.assert_allclose(pred.depth, model.depth, rtol=1e-4)
 
 
+class MonoRoomModel(RoomModel):
+    """A mono/metric-style stand-in: depth (and sky) per view, no cameras; views are independent."""
+
+    def __init__(self, n, **kwargs):
+        super().__init__(n, **kwargs)
+        self.model_name = "da3mono-large"
+        self.capabilities = {"pose": False, "conf": False, "sky": True, "metric": False, "pose_conditioning": False}
+
+    def forward(self, image, **kwargs):
+        frames = decode_frames(image)
+        self.calls.append(frames)
+        depth = torch.as_tensor(self.depth[frames], dtype=torch.float32)[None]
+        return {"depth": depth, "sky": (depth > 6).float()}
+
+
+def test_models_without_cameras_are_chunked_without_alignment():
+    n = 20
+    single = run(MonoRoomModel(n), n)
+    model = MonoRoomModel(n)
+    chunked = run(model, n, chunk_size=6, chunk_overlap=0)  # nothing to align: no overlap needed
+    assert len(model.calls) == 4 and chunked.extrinsics is None
+    np.testing.assert_array_equal(chunked.depth, single.depth)
+    np.testing.assert_array_equal(chunked.sky, single.sky)
+    assert all(c["scale"] == 1.0 for c in chunked.meta["chunks"])
+
+
 # ------------------------------------------------------------------------------------------------
 # one pass when the shot fits
 
