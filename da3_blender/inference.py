@@ -121,7 +121,7 @@ def run_inference(
         if chunking.overlap is not None:
             size = max(size, 2 * chunking.overlap)  # never a chunk that the overlap fills
     run = _ViewRunner(model, device, pre.images, extr, proc_k, use_ray_pose, ref_view_strategy, ray_pose_seed,
-                      metric_units, model_name, align_to_input_ext_scale, report)
+                      metric_units, model_name, align_to_input_ext_scale)
 
     if size is None or size >= n:
         # -- forward: one pass ------------------------------------------------------------------
@@ -137,8 +137,6 @@ def run_inference(
         chunks_meta = None
     else:
         overlap = streaming.resolve_overlap(size, chunking.overlap)
-        if overlap >= size:
-            raise BadInputError(f"chunk_overlap {overlap} must be smaller than chunk_size {size}")
         pred, alignment, chunks_meta = _run_chunks(run, n, streaming.plan_chunks(n, size, overlap), align, report)
         report("postprocess", 0.0, "building the prediction")
         chunks_meta = {"chunk_size": int(size), "chunk_overlap": int(overlap), "chunk_align": align,
@@ -196,7 +194,7 @@ class _ViewRunner:
     (user intrinsics, metric units, alignment to the user's poses) that a chunk needs on its own."""
 
     def __init__(self, model, device, images, extr, proc_k, use_ray_pose, ref_view_strategy, ray_pose_seed,
-                 metric_units, model_name, keep_input_scale, report):
+                 metric_units, model_name, keep_input_scale):
         self.model, self.device, self.images = model, device, images
         self.extr, self.proc_k = extr, proc_k
         self.use_ray_pose, self.ref_view_strategy = use_ray_pose, ref_view_strategy

@@ -118,7 +118,10 @@ def resolve_align(chunk_align: str, capabilities: dict) -> str:
 
 
 def resolve_overlap(chunk_size: int, chunk_overlap: int | None) -> int:
-    return options.default_chunk_overlap(chunk_size) if chunk_overlap is None else int(chunk_overlap)
+    """The overlap to use: the given one, else the default for the size (at most ``chunk_size - 1``)."""
+    if chunk_overlap is not None:
+        return int(chunk_overlap)
+    return min(options.default_chunk_overlap(chunk_size), int(chunk_size) - 1)
 
 
 def _model_family(model_name: str) -> str:

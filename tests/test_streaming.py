@@ -419,6 +419,14 @@ def test_plan_chunks_covers_every_view_with_full_chunks():
         assert all(b_start > a_start for (a_start, _), (b_start, _) in zip(plan, plan[1:]))
 
 
+def test_the_smallest_chunk_with_the_default_overlap():
+    n = 12
+    model = RoomModel(n)
+    pred = run(model, n, chunk_size=options.MIN_CHUNK_SIZE)  # default overlap: one view less than the chunk
+    assert pred.meta["streaming"]["chunk_overlap"] == 1 and len(model.calls) == n - 1
+    assert global_fit(pred, model)[1] <= 1e-4
+
+
 def test_auto_chunk_size_rule():
     assert streaming.auto_chunk_size("cpu", 500, (280, 504), "da3-small") == streaming.CPU_CHUNK_SIZE
     assert streaming.auto_chunk_size("cpu", 6, (280, 504), "da3-small") == 6  # the whole shot fits
