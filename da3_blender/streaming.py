@@ -48,10 +48,11 @@ IRLS_ITERATIONS = 8
 # i.e. ~80-100 MB per view) scaled by the backbone width; used only to pick ``chunk_size="auto"`` on a GPU.
 GPU_MIB_PER_VIEW_504 = {"small": 25, "base": 35, "large": 90, "giant": 160}
 GPU_MEMORY_SHARE = 0.6  # the share of the free GPU memory a chunk may take
-# On a CPU the time per view grows with the chunk (attention), and every chunk pays again for its
-# overlap views; scripts/bench_streaming.py measures the per-new-view time, lowest at 12-16 views with
-# DA3-SMALL at 504x280 (BENCHMARKS.md). Larger chunks give more context per forward.
-CPU_CHUNK_SIZE = 16
+# On a CPU the time per view grows with the chunk (attention: 0.34 s/view alone, 0.42 in 8, 0.68 in 16
+# for DA3-SMALL at 504x280, issue 9) and every chunk pays again for its overlap views, so the time per
+# frame, t(c) / (c - overlap), is lowest at 8 views with the default overlap of 2 (0.56 s against 0.91 at
+# 16/4; scripts/bench_streaming.py, BENCHMARKS.md). Larger chunks drift less (README) but cost more.
+CPU_CHUNK_SIZE = 8
 MAX_AUTO_CHUNK = 120  # the official DA3-Streaming chunk
 
 
@@ -140,7 +141,8 @@ def auto_chunk_size(device, n_views: int, image_hw: tuple[int, int], model_name:
     * CUDA: as many views as fit in :data:`GPU_MEMORY_SHARE` of the free GPU memory at
       :data:`GPU_MIB_PER_VIEW_504` MiB per view (scaled by the pixel count relative to 504x280), at most
       :data:`MAX_AUTO_CHUNK`;
-    * CPU (and MPS): :data:`CPU_CHUNK_SIZE`, the measured optimum of time per new view.
+    * CPU (and MPS): :data:`CPU_CHUNK_SIZE`, the measured optimum of time per new view (one pass up to
+      1.5 times that: two chunks would cost more).
 
     Never below ``4`` views, never above ``n_views``.
     """
@@ -155,6 +157,8 @@ def auto_chunk_size(device, n_views: int, image_hw: tuple[int, int], model_name:
         size = min(MAX_AUTO_CHUNK, int(GPU_MEMORY_SHARE * free // per_view))
     else:
         size = CPU_CHUNK_SIZE
+        if n_views <= 1.5 * size:  # two chunks (the second full, mostly overlap) would cost more than one pass
+            size = n_views
     return int(max(min(4, n_views), min(size, n_views)))
 
 

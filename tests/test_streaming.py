@@ -284,9 +284,9 @@ def test_models_without_cameras_are_chunked_without_alignment():
 
 
 def test_chunk_size_at_least_the_view_count_is_the_single_pass():
-    n = 9
+    n = streaming.CPU_CHUNK_SIZE
     single = run(RoomModel(n, seed=1), n)
-    for size in (n, n + 5, options.AUTO_CHUNK):  # auto: the CPU chunk (16) holds 9 views
+    for size in (n, n + 5, options.AUTO_CHUNK):  # auto: the CPU chunk holds them all
         model = RoomModel(n, seed=1)
         pred = run(model, n, chunk_size=size)
         assert model.calls == [list(range(n))]
@@ -430,6 +430,7 @@ def test_the_smallest_chunk_with_the_default_overlap():
 def test_auto_chunk_size_rule():
     assert streaming.auto_chunk_size("cpu", 500, (280, 504), "da3-small") == streaming.CPU_CHUNK_SIZE
     assert streaming.auto_chunk_size("cpu", 6, (280, 504), "da3-small") == 6  # the whole shot fits
+    assert streaming.auto_chunk_size("cpu", 12, (280, 504), "da3-small") == 12  # two chunks would cost more
     assert options.default_chunk_overlap(16) < 16
 
 
