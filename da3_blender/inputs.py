@@ -3,9 +3,10 @@
 Everything comes out as HxWx3 uint8 RGB arrays. Bad input raises :class:`BadInputError` with one
 line naming the file and what to do. :func:`collect_inputs` decodes every image fully once, so
 truncated files fail here and not half-way through a reconstruction, but keeps none: the set's
-``images`` read each file again when it is used (:class:`ImageFiles`). Videos are read frame by frame through moviepy
-(its ffmpeg): :func:`read_video` checks and counts the sampled frames without keeping them, and
-the set's ``images`` decode them again one at a time when they are used (:class:`VideoFrames`).
+``images`` read each file again when it is used (:class:`ImageFiles`). Videos are read frame by
+frame through moviepy (its ffmpeg): :func:`read_video` checks and counts the sampled frames without
+keeping them, and the set's ``images`` decode them again one at a time (:class:`VideoFrames`).
+Memory therefore does not grow with the number of inputs; the price is a second decode.
 
 ``progress``, where taken, is called as ``progress("load", fraction, message)`` (the inference
 callback's signature); raising from it (CancelledError) stops the reading.
