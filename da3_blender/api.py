@@ -89,8 +89,13 @@ class DepthAnything3(nn.Module):
         """A one-line ``BadInputError`` unless this model can compute 3D Gaussians (``infer_gs``)."""
         self.model.check_gaussians(self.model_name)
 
-    def inference(self, image, **kwargs):
-        """Images (paths or arrays) -> ``Prediction``; see ``da3_blender.inference.run_inference``."""
+    def inference(self, image, *, chunk_size: int | str | None = None, chunk_overlap: int | None = None,
+                  chunk_align: str = "auto", **kwargs):
+        """Images (paths or arrays) -> ``Prediction``; see ``da3_blender.inference.run_inference``.
+
+        ``chunk_size`` / ``chunk_overlap`` / ``chunk_align``: long shots in aligned chunks (None: one pass).
+        """
         from .inference import run_inference
 
-        return run_inference(self, image, **kwargs)
+        return run_inference(self, image, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                             chunk_align=chunk_align, **kwargs)

@@ -141,12 +141,23 @@ def _nearest_rotation(mat: np.ndarray) -> np.ndarray:
     return u @ d @ vt
 
 
-def _umeyama(src: np.ndarray, dst: np.ndarray, fallback_rotation: np.ndarray | None = None):
-    """Umeyama Sim3; returns (s, R, t, ok) with ok=False when the rotation was not determined."""
-    mu_x, mu_y = src.mean(axis=0), dst.mean(axis=0)
-    xc, yc = src - mu_x, dst - mu_y
-    var_x = float(np.mean(np.sum(xc * xc, axis=1)))
-    cov = yc.T @ xc / len(src)
+def _umeyama(src: np.ndarray, dst: np.ndarray, fallback_rotation: np.ndarray | None = None,
+             weights: np.ndarray | None = None, with_scale: bool = True):
+    """Umeyama Sim3; returns (s, R, t, ok) with ok=False when the rotation was not determined.
+
+    ``weights`` (N,) >= 0 make it the weighted least-squares fit; ``with_scale=False`` fixes s = 1 (SE3).
+    """
+    if weights is None:
+        mu_x, mu_y = src.mean(axis=0), dst.mean(axis=0)
+        xc, yc = src - mu_x, dst - mu_y
+        var_x = float(np.mean(np.sum(xc * xc, axis=1)))
+        cov = yc.T @ xc / len(src)
+    else:
+        w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+        mu_x, mu_y = w @ src, w @ dst
+        xc, yc = src - mu_x, dst - mu_y
+        var_x = float(w @ np.sum(xc * xc, axis=1))
+        cov = (yc * w[:, None]).T @ xc
     u, d, vt = np.linalg.svd(cov)
     eps = np.finfo(np.float64).eps
     ok = np.count_nonzero(d > max(eps, 1e-12 * d[0])) >= 2  # evo needs rank >= 2
@@ -164,11 +175,14 @@ def _umeyama(src: np.ndarray, dst: np.ndarray, fallback_rotation: np.ndarray | N
         else:
             rot = np.eye(3)
         scale = float(d[0] / var_x) if var_x > eps and d[0] > 1e-12 * var_x else 1.0
+    if not with_scale:
+        scale = 1.0
     return scale, rot, mu_y - scale * rot @ mu_x, ok
 
 
 def umeyama_sim3(
-    src: np.ndarray, dst: np.ndarray, fallback_rotation: np.ndarray | None = None
+    src: np.ndarray, dst: np.ndarray, fallback_rotation: np.ndarray | None = None,
+    weights: np.ndarray | None = None, with_scale: bool = True,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Similarity ``(s, R, t)`` with ``dst ≈ s * R @ src + t`` for (N,3) point sets (Umeyama 1991, as evo).
 
@@ -177,13 +191,17 @@ def umeyama_sim3(
     does not: ``R`` is ``fallback_rotation`` if given, else the smallest rotation taking the source line
     onto the target line (identity for a single point); ``s`` is the least-squares scale for that
     line (for 2 points, the ratio of the distances between them), or 1 when it cannot be known
-    (1 point, or all points coincide); ``t = mean(dst) - s R mean(src)``.
+    (1 point, or all points coincide); ``t = mean(dst) - s R mean(src)``. ``weights`` (N,) make every
+    mean and the covariance weighted (weighted least squares); ``with_scale=False`` gives the rigid
+    (SE3) fit, s = 1.
     """
     src = np.asarray(src, dtype=np.float64).reshape(-1, 3)
     dst = np.asarray(dst, dtype=np.float64).reshape(-1, 3)
     if len(src) != len(dst) or len(src) == 0:
         raise ValueError(f"umeyama_sim3 needs two equally long non-empty point sets, got {len(src)} and {len(dst)}")
-    scale, rot, trans, _ = _umeyama(src, dst, fallback_rotation)
+    if weights is not None and (len(weights) != len(src) or not np.sum(weights) > 0):
+        raise ValueError("umeyama_sim3 weights must be one non-negative number per point, not all zero")
+    scale, rot, trans, _ = _umeyama(src, dst, fallback_rotation, weights, with_scale)
     return scale, rot, trans
 
 

@@ -16,16 +16,18 @@ export) and fixes its rough edges:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import devices, geometry, preprocess
-from .errors import BadInputError, DA3Error
+from . import devices, geometry, options, preprocess, streaming
+from .errors import BadInputError, CancelledError, DA3Error
 from .prediction import Prediction
 
 log = logging.getLogger(__name__)
@@ -55,11 +57,16 @@ def run_inference(
     exif_transpose: bool = True,
     ray_pose_seed: int | None = None,
     infer_gs: bool = False,
+    chunk_size: int | str | None = None,
+    chunk_overlap: int | None = None,
+    chunk_align: str = "auto",
 ) -> Prediction:
     """Run ``model`` (a :class:`da3_blender.api.DepthAnything3`) on images and return a Prediction.
 
     ``image``: a path, a list of paths / PIL images / HxWx3 uint8 arrays, or an
     :class:`inputs.InputSet` (its source paths, frame numbers, timestamps and video info are kept).
+    Images are read and reduced to the processed size one at a time (a video's frames are decoded
+    one by one), so only processed-size images are ever held for the whole set.
     ``extrinsics`` (N,4,4) or (N,3,4) world-to-camera OpenCV and ``intrinsics`` (N,3,3) in pixels of
     the original images condition the network on known cameras (any-view models only).
     ``progress(stage, fraction, message)`` is called for the stages load, preprocess, forward,
@@ -67,18 +74,29 @@ def run_inference(
     ``ray_pose_seed`` seeds the RANSAC of ``use_ray_pose`` (the official code leaves it unseeded).
     ``infer_gs`` (implied by the ``gs_ply`` export) also predicts 3D Gaussians (DA3-GIANT / NESTED):
     ``pred.gaussians``, in the prediction's world frame (see ``_gaussians_in_prediction_frame``).
+
+    Long shots (:mod:`da3_blender.streaming`): ``chunk_size`` views per forward pass (None, or >= the
+    number of views: one pass; ``"auto"``: picked from the device by ``streaming.auto_chunk_size``),
+    consecutive chunks sharing ``chunk_overlap`` views (None: ``options.default_chunk_overlap``), each
+    chunk aligned to the views before it by ``chunk_align`` ("sim3", "se3", or "auto": se3 for metric
+    models, sim3 otherwise). With known poses every chunk is aligned to them instead. Per-chunk
+    ``start``, ``end``, ``scale``, ``residual`` and ``fallback`` go to ``pred.meta["chunks"]``.
     """
     report = _Reporter(progress)
     preprocess.check_options(process_res, process_res_method)  # fail before any work
+    chunking = streaming.check_options(chunk_size, chunk_overlap, chunk_align)
     formats = parse_export_format(export_format) if export_dir is not None else []
     infer_gs = bool(infer_gs) or "gs_ply" in formats
     if infer_gs:
         _check_gaussians(model)
+        if chunking.size not in (None, options.AUTO_CHUNK):
+            raise BadInputError("3D Gaussians (infer_gs, gs_ply) are predicted in one pass, not in chunks: leave "
+                                "chunk_size unset, or turn the Gaussians off for a long shot")
+        chunking = dataclasses.replace(chunking, size=None)
 
     # -- load -------------------------------------------------------------------------------
     report("load", 0.0, "reading images")
-    images, source = _load_images(image, exif_transpose, report)
-    n = len(images)
+    items, n, source = _image_source(image, exif_transpose)
     extr = _check_extrinsics(extrinsics, n)
     intr = _check_intrinsics(intrinsics, n, extr)
     caps = dict(getattr(model, "capabilities", {}) or {})
@@ -88,46 +106,57 @@ def run_inference(
             f"model {model_name} does not take camera poses; use DA3-SMALL/BASE/LARGE/GIANT or NESTED, "
             "or run without extrinsics"
         )
+    align = streaming.resolve_align(chunking.align, caps)
+    if chunking.size is not None and chunking.overlap == 0 and extr is None and caps.get("pose", True):
+        raise BadInputError(
+            f"chunk_overlap 0 leaves consecutive chunks no shared view to align them by ({align}): use "
+            "chunk_overlap 1 or more (None picks a default), or give known camera poses"
+        )
+
+    # -- preprocess (image by image, as they are read) --------------------------------------
+    pre = preprocess.prepare_images(
+        items, process_res=process_res, method=process_res_method, intrinsics=intr,
+        on_image=lambda i: report("load", (i + 1) / n, f"image {i + 1}/{n}"),
+    )
+    if len(pre.images) != n:
+        raise BadInputError(f"expected {n} images but {len(pre.images)} were read; pass a list of images")
     report("load", 1.0, f"{n} view{'s' * (n != 1)}")
-
-    # -- preprocess -------------------------------------------------------------------------
     report("preprocess", 0.0, f"resizing to {process_res} ({process_res_method})")
-    pre = preprocess.preprocess_images(images, process_res=process_res, method=process_res_method, intrinsics=intr)
-    tensor = torch.as_tensor(pre.tensor, dtype=torch.float32)
     proc_k = None if pre.intrinsics is None else np.asarray(pre.intrinsics, dtype=np.float64)
-    report("preprocess", 1.0, f"{tensor.shape[-1]}x{tensor.shape[-2]} px")
+    report("preprocess", 1.0, f"{pre.images.shape[2]}x{pre.images.shape[1]} px")
 
-    # -- forward ----------------------------------------------------------------------------
-    report("forward", 0.0, "running the network")
     device = _model_device(model)
-    with _out_of_memory_as_da3_error(str(device)):
-        x = tensor.to(device=device, dtype=torch.float32)[None]
-        ex_t = in_t = None
-        if extr is not None:
-            from .model.transforms import normalize_extrinsics
+    size = chunking.size
+    if size == options.AUTO_CHUNK:
+        size = streaming.auto_chunk_size(device, n, pre.images.shape[1:3], model_name)
+        if chunking.overlap is not None:
+            size = max(size, 2 * chunking.overlap)  # never a chunk that the overlap fills
+    run = _ViewRunner(model, device, pre.images, extr, proc_k, use_ray_pose, ref_view_strategy, ray_pose_seed,
+                      metric_units, model_name, align_to_input_ext_scale, infer_gs)
 
-            ex_t = normalize_extrinsics(torch.as_tensor(extr, dtype=torch.float32, device=device)[None])
-            in_t = torch.as_tensor(proc_k, dtype=torch.float32, device=device)[None]
-        seed = {"ray_pose_seed": int(ray_pose_seed)} if use_ray_pose and ray_pose_seed is not None else {}
-        if infer_gs:  # passed only when asked: stand-in models need not know the keyword
-            seed["infer_gs"] = True
-        with torch.inference_mode():
-            raw = model.forward(
-                x,
-                extrinsics=ex_t,
-                intrinsics=in_t,
-                use_ray_pose=use_ray_pose,
-                ref_view_strategy=ref_view_strategy,
-                progress=lambda f: report("forward", float(f), ""),
-                **seed,
-            )
-        raw = {k: (v.detach().float().cpu() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in raw.items()}
-    report("forward", 1.0, "")
-
-    # -- postprocess ------------------------------------------------------------------------
-    report("postprocess", 0.0, "building the prediction")
-    pred = _to_prediction(raw, n)
-    pred.processed_images = preprocess.denormalize_to_uint8(tensor)
+    if size is None or size >= n:
+        # -- forward: one pass ------------------------------------------------------------------
+        report("forward", 0.0, "running the network")
+        tensor = preprocess.normalize(pre.images)
+        raw = run.forward(tensor, 0, n, lambda f: report("forward", float(f), ""))
+        report("forward", 1.0, "")
+        report("postprocess", 0.0, "building the prediction")
+        pred = _to_prediction(raw, n)
+        pred.processed_images = preprocess.denormalize_to_uint8(tensor)
+        del tensor
+        alignment = run.postprocess(pred, 0, n, align_to_input_ext_scale)
+        if raw.get("gaussians") is not None:
+            pred.gaussians = _gaussians_in_prediction_frame(raw["gaussians"], pred,
+                                                            alignment if align_to_input_ext_scale else None)
+        del raw
+        chunks_meta = None
+    else:
+        overlap = streaming.resolve_overlap(size, chunking.overlap)
+        pred, alignment, chunks_meta = _run_chunks(run, n, streaming.plan_chunks(n, size, overlap), align, report)
+        report("postprocess", 0.0, "building the prediction")
+        chunks_meta = {"chunk_size": int(size), "chunk_overlap": int(overlap), "chunk_align": align,
+                       "chunks": chunks_meta}
+    del run
     pred.orig_size = np.asarray(pre.orig_size, dtype=np.int64).reshape(n, 2)
     pred.proc_to_orig = np.asarray(pre.proc_to_orig, dtype=np.float64).reshape(n, 3, 3)
     if source is not None:
@@ -146,14 +175,11 @@ def run_inference(
         user_intrinsics=intr is not None,
         align_to_input_ext_scale=align_to_input_ext_scale if extr is not None else None,
     )
-    if proc_k is not None and extr is None:
-        # Official DA3 ignores intrinsics given without poses; we keep the user's cameras.
-        pred.intrinsics = proc_k.astype(np.float32)
-    if _is_standalone_metric(model_name):
-        _metric_depth(pred, proc_k, metric_units, model_name)
-    sim3 = _align_to_inputs(pred, extr, proc_k, align_to_input_ext_scale) if extr is not None else None
-    if raw.get("gaussians") is not None:
-        pred.gaussians = _gaussians_in_prediction_frame(raw["gaussians"], pred, sim3 if align_to_input_ext_scale else None)
+    if alignment is not None:
+        pred.meta["alignment_scale"] = float(alignment.scale)
+    if chunks_meta is not None:
+        pred.meta["streaming"] = {k: v for k, v in chunks_meta.items() if k != "chunks"}
+        pred.meta["chunks"] = chunks_meta["chunks"]
     report("postprocess", 1.0, "")
 
     # -- export -----------------------------------------------------------------------------
@@ -176,6 +202,141 @@ def run_inference(
         count = len(pred.meta["exported_files"])
         report("export", 1.0, f"{count} file{'s' * (count != 1)}")
     return pred
+
+
+class _ViewRunner:
+    """One forward over views ``start..end`` of the processed images, and the per-view postprocessing
+    (user intrinsics, metric units, alignment to the user's poses) that a chunk needs on its own."""
+
+    def __init__(self, model, device, images, extr, proc_k, use_ray_pose, ref_view_strategy, ray_pose_seed,
+                 metric_units, model_name, keep_input_scale, infer_gs=False):
+        self.model, self.device, self.images = model, device, images
+        self.extr, self.proc_k = extr, proc_k
+        self.use_ray_pose, self.ref_view_strategy = use_ray_pose, ref_view_strategy
+        self.seed = {"ray_pose_seed": int(ray_pose_seed)} if use_ray_pose and ray_pose_seed is not None else {}
+        if infer_gs:  # passed only when asked: stand-in models need not know the keyword
+            self.seed["infer_gs"] = True
+        self.metric_units, self.model_name = metric_units, model_name
+        self.keep_input_scale = keep_input_scale
+
+    def forward(self, tensor, start: int, end: int, progress) -> dict:
+        with _out_of_memory_as_da3_error(str(self.device)):
+            x = tensor.to(device=self.device, dtype=torch.float32)[None]
+            ex_t = in_t = None
+            if self.extr is not None:
+                from .model.transforms import normalize_extrinsics
+
+                ex_t = normalize_extrinsics(torch.as_tensor(self.extr[start:end], dtype=torch.float32, device=self.device)[None])
+                in_t = torch.as_tensor(self.proc_k[start:end], dtype=torch.float32, device=self.device)[None]
+            with torch.inference_mode():
+                raw = self.model.forward(
+                    x,
+                    extrinsics=ex_t,
+                    intrinsics=in_t,
+                    use_ray_pose=self.use_ray_pose,
+                    ref_view_strategy=self.ref_view_strategy,
+                    progress=progress,
+                    **self.seed,
+                )
+            del x
+            return {k: (v.detach().float().cpu() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in raw.items()}
+
+    def postprocess(self, pred: Prediction, start: int, end: int, keep_input_scale: bool):
+        """User intrinsics, metric units, alignment to the user's poses; returns the alignment or None."""
+        proc_k = None if self.proc_k is None else self.proc_k[start:end]
+        if proc_k is not None and self.extr is None:
+            # Official DA3 ignores intrinsics given without poses; we keep the user's cameras.
+            pred.intrinsics = proc_k.astype(np.float32)
+        if _is_standalone_metric(self.model_name):
+            _metric_depth(pred, proc_k, self.metric_units, self.model_name)
+        if self.extr is not None:
+            return _align_to_inputs(pred, self.extr[start:end], proc_k, keep_input_scale)
+        return None
+
+
+def _run_chunks(run: _ViewRunner, n: int, chunks: list[tuple[int, int]], align: str, report: _Reporter):
+    """Every chunk through the network, aligned and stitched (see :mod:`da3_blender.streaming`).
+
+    Returns ``(pred, alignment to the user's poses or None, per-chunk meta)``. The processed images are
+    written over the input images in place once no later chunk needs them (the same values a single
+    pass gives), so they cost no second copy.
+    """
+    stitcher = streaming.Stitcher(n, with_scale=align == "sim3")
+    images = run.images
+    count = len(chunks)
+    started = time.monotonic()
+    first_alignment = None
+    converted = 0  # images[:converted] hold processed (denormalised) images
+    log.info("streaming %d views in %d chunks of %d (%s alignment)", n, count, chunks[0][1] - chunks[0][0], align)
+    for k, (start, end) in enumerate(chunks):
+        label = f"chunk {k + 1}/{count} (frames {start + 1}-{end})"
+        eta = "" if k == 0 else streaming.eta_text((time.monotonic() - started) / k * (count - k))
+        message = f"{label}, {eta}" if eta else label
+        report("forward", k / count, message)
+        try:
+            tensor = preprocess.normalize(images[start:end])
+            raw = run.forward(tensor, start, end, lambda f, k=k, m=message: report("forward", (k + float(f)) / count, m))
+            del tensor
+            part = _to_prediction(raw, end - start)
+            del raw
+            # known poses: chunk 0 as a single pass would be; later chunks in the user's frame, then (with
+            # align_to_input_ext_scale False) taken into chunk 0's prediction frame by chunk 0's fit
+            alignment = run.postprocess(part, start, end, run.keep_input_scale or k > 0)
+            if k == 0:
+                first_alignment = alignment
+                stitcher.is_metric, stitcher.scale_factor = part.is_metric, part.scale_factor
+            elif alignment is not None and not run.keep_input_scale:
+                _user_frame_to_prediction_frame(part, first_alignment)
+            entry = stitcher.add(start, end, _chunk_arrays(part), aligned=run.extr is not None, label=label)
+            if alignment is not None:
+                entry["scale"] = float(alignment.scale)
+            stitcher.is_metric = stitcher.is_metric and part.is_metric
+        except (CancelledError, KeyboardInterrupt):
+            raise
+        except DA3Error as exc:
+            raise _error_in_chunk(exc, label) from None
+        except Exception as exc:
+            raise DA3Error(f"{label} failed: {type(exc).__name__}: {exc}") from exc
+        next_start = chunks[k + 1][0] if k + 1 < count else n
+        if next_start > converted:
+            images[converted:next_start] = preprocess.denormalize_to_uint8(preprocess.normalize(images[converted:next_start]))
+            converted = next_start
+    report("forward", 1.0, f"{count} chunks")
+    arrays = stitcher.arrays
+    pred = Prediction(
+        depth=arrays["depth"],
+        processed_images=images,
+        conf=arrays.get("conf"),
+        extrinsics=arrays.get("extrinsics"),
+        intrinsics=arrays.get("intrinsics"),
+        sky=arrays.get("sky"),
+        is_metric=stitcher.is_metric,
+        scale_factor=stitcher.scale_factor,
+    )
+    log.info("streaming: %s", streaming.chunk_residual_summary(stitcher.chunks))
+    return pred, first_alignment, stitcher.chunks
+
+
+def _user_frame_to_prediction_frame(part: Prediction, fit) -> None:
+    """Cameras and depth in the user's frame and units -> the prediction frame of ``fit`` (user -> model)."""
+    part.extrinsics = geometry.apply_sim3_to_extrinsics(part.extrinsics, fit).astype(np.float32)
+    part.depth = (part.depth * np.float32(fit.scale)).astype(np.float32)
+
+
+def _chunk_arrays(part: Prediction) -> dict:
+    return {"depth": part.depth, "conf": part.conf, "extrinsics": part.extrinsics, "intrinsics": part.intrinsics,
+            "sky": part.sky}
+
+
+def _error_in_chunk(exc: DA3Error, label: str) -> DA3Error:
+    """The same kind of error, its one line prefixed with the chunk and its frames."""
+    message = f"{label}: {exc}"
+    try:
+        err = type(exc)(message)
+    except TypeError:
+        err = DA3Error(message)
+    err.kind = exc.kind
+    return err
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,13 +365,17 @@ def _is_input_set(obj) -> bool:
     return all(hasattr(obj, a) for a in ("images", "source_paths", "frame_numbers", "timestamps"))
 
 
-def _load_images(image, exif_transpose: bool, report: _Reporter):
-    """Return (list of HxWx3 uint8 arrays, InputSet or None)."""
+def _image_source(image, exif_transpose: bool):
+    """-> (iterator of HxWx3 uint8 arrays, view count, InputSet/_PathSource or None).
+
+    Nothing is decoded here: paths are read, and an InputSet's images (a video: decoded frame by frame)
+    taken, one at a time as the iterator is consumed.
+    """
     if _is_input_set(image):
-        items = list(image.images)
-        if not items:
+        items = image.images
+        if len(items) == 0:
             raise BadInputError("the input set has no images")
-        return [_as_rgb_array(im, exif_transpose) for im in items], image
+        return (_as_rgb_array(im, exif_transpose) for im in items), len(items), image
     if isinstance(image, (str, os.PathLike)):
         items: list = [image]
     elif isinstance(image, np.ndarray) and image.ndim == 4:
@@ -226,18 +391,18 @@ def _load_images(image, exif_transpose: bool, report: _Reporter):
         )
     if not items:
         raise BadInputError("no images given: pass at least one image path, PIL image or HxWx3 uint8 array")
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, (str, os.PathLike)):
-            from .inputs import load_image
 
-            out.append(load_image(item, exif_transpose=exif_transpose))
-        else:
-            out.append(_as_rgb_array(item, exif_transpose))
-        report("load", (i + 1) / len(items), f"image {i + 1}/{len(items)}")
-    if all(isinstance(it, (str, os.PathLike)) for it in items):
-        return out, _PathSource([os.fspath(p) for p in items])
-    return out, None
+    def read():
+        from .inputs import load_image
+
+        for item in items:
+            if isinstance(item, (str, os.PathLike)):
+                yield load_image(item, exif_transpose=exif_transpose)
+            else:
+                yield _as_rgb_array(item, exif_transpose)
+
+    source = _PathSource([os.fspath(p) for p in items]) if all(isinstance(it, (str, os.PathLike)) for it in items) else None
+    return read(), len(items), source
 
 
 class _PathSource:

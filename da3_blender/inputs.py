@@ -1,9 +1,12 @@
 """Reading what the user gives: image files, folders of images, or one video.
 
 Everything comes out as HxWx3 uint8 RGB arrays. Bad input raises :class:`BadInputError` with one
-line naming the file and what to do. Images are decoded fully on load, so truncated files fail
-here and not half-way through a reconstruction. Videos are read frame by frame through moviepy
-(its ffmpeg), keeping only the sampled frames in memory.
+line naming the file and what to do. :func:`collect_inputs` decodes every image fully once, so
+truncated files fail here and not half-way through a reconstruction, but keeps none: the set's
+``images`` read each file again when it is used (:class:`ImageFiles`). Videos are read frame by
+frame through moviepy (its ffmpeg): :func:`read_video` checks and counts the sampled frames without
+keeping them, and the set's ``images`` decode them again one at a time (:class:`VideoFrames`).
+Memory therefore does not grow with the number of inputs; the price is a second decode.
 
 ``progress``, where taken, is called as ``progress("load", fraction, message)`` (the inference
 callback's signature); raising from it (CancelledError) stops the reading.
@@ -28,7 +31,7 @@ log = logging.getLogger("da3_blender")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".mts", ".m2ts", ".3gp", ".ogv")
-VIDEO_MEMORY_FRACTION = 0.5  # sampled frames (full resolution) may take at most this share of the RAM
+VIDEO_MEMORY_FRACTION = 0.5  # indexing VideoFrames holds every full-size frame: at most this share of the RAM
 
 _CONVERT_HINT = "convert it to PNG or JPEG"
 
@@ -37,7 +40,7 @@ _CONVERT_HINT = "convert it to PNG or JPEG"
 class InputSet:
     """The views to reconstruct, with where each came from."""
 
-    images: list  # HxWx3 uint8 RGB arrays
+    images: list  # HxWx3 uint8 RGB arrays, or a sequence reading them on demand (ImageFiles, VideoFrames)
     source_paths: list  # str per view (the video's path for every frame of a video)
     frame_numbers: np.ndarray  # int64 per view: source frame (video) or trailing digits of the name, else -1
     timestamps: np.ndarray  # float64 seconds per view (video), NaN for images
@@ -134,6 +137,30 @@ def load_image(path, exif_transpose: bool = True) -> np.ndarray:
         raise BadInputError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); export or copy it again") from None
 
 
+class ImageFiles:
+    """Image files as a read-only sequence of HxWx3 uint8 arrays, each read when it is used.
+
+    :func:`collect_inputs` has already decoded every file once (so a damaged one fails there);
+    holding them all is left to the consumer, and ``run_inference`` holds one at a time.
+    """
+
+    def __init__(self, paths: list[str], exif_transpose: bool = True):
+        self.paths = list(paths)
+        self.exif_transpose = exif_transpose
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [load_image(p, exif_transpose=self.exif_transpose) for p in self.paths[item]]
+        return load_image(self.paths[item], exif_transpose=self.exif_transpose)
+
+    def __iter__(self):
+        for path in self.paths:
+            yield load_image(path, exif_transpose=self.exif_transpose)
+
+
 # ----------------------------------------------------------------------------------------------
 # collecting a set of inputs
 
@@ -203,13 +230,12 @@ def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_
 
     if any(v is not None for v in (fps, start, end, max_frames)):
         log.info("fps/start/end/max_frames apply to videos only; ignored for %d image(s)", len(files))
-    images = []
     for i, f in enumerate(files):
-        images.append(load_image(f, exif_transpose=exif_transpose))
+        load_image(f, exif_transpose=exif_transpose)  # decoded in full to check it, then let go
         if progress is not None:
             progress("load", (i + 1) / len(files), f"image {i + 1}/{len(files)}")
     return InputSet(
-        images=images,
+        images=ImageFiles(files, exif_transpose),
         source_paths=files,
         frame_numbers=np.array([frame_number_from_name(f) for f in files], dtype=np.int64),
         timestamps=np.full(len(files), np.nan, dtype=np.float64),
@@ -258,15 +284,22 @@ def _next_frame(reader):
             return None
 
 
-def _check_frames_fit(path, first, last_wanted, interval, max_frames, width, height) -> None:
-    """Refuse, before decoding, a sampling whose full-resolution frames cannot fit in memory."""
+def _decoded_frames(reader):
+    """``(index, frame)`` for every frame of an opened clip's reader, decoded one at a time."""
+    frame = getattr(reader, "last_read", None)  # the reader has pre-read frame 0 (moviepy 2.x name)
+    if frame is None:
+        frame = getattr(reader, "lastread", None)  # moviepy 1.x name
+    index = 0
+    while frame is not None:
+        yield index, frame
+        frame = _next_frame(reader)
+        index += 1
+
+
+def _check_frames_fit(path, count, width, height) -> None:
+    """Refuse to hold ``count`` full-resolution frames at once when they cannot fit in memory."""
     from .devices import system_memory
 
-    if not math.isfinite(last_wanted):
-        return  # frame count unknown: nothing to judge
-    count = max(0, len(range(first + (-first) % interval, int(math.ceil(last_wanted)), interval)))
-    if max_frames is not None:
-        count = min(count, int(max_frames))
     total = system_memory()[1]
     need = count * width * height * 3
     if total and need > VIDEO_MEMORY_FRACTION * total:
@@ -276,8 +309,56 @@ def _check_frames_fit(path, first, last_wanted, interval, max_frames, width, hei
         )
 
 
+class VideoFrames:
+    """The sampled frames of a video as a read-only sequence that decodes on demand.
+
+    Iterating decodes the video again from its start and yields the sampled frames (full-resolution
+    HxWx3 uint8) one at a time, so a consumer that reduces each frame at once (``run_inference``) holds
+    only one full frame. Indexing holds every sampled frame in memory (the first index decodes them
+    all, once), which is refused, before decoding, when they would take over half the RAM.
+    """
+
+    def __init__(self, path: str, numbers: list[int], width: int, height: int):
+        self.path = path
+        self.numbers = list(numbers)
+        self.width, self.height = width, height
+        self._frames: list | None = None
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __iter__(self):
+        if self._frames is not None:
+            yield from self._frames
+            return
+        wanted = iter(self.numbers)
+        target = next(wanted, None)
+        clip = _open_clip(self.path)
+        try:
+            for index, frame in _decoded_frames(clip.reader):
+                if target is None:
+                    break
+                if index == target:
+                    yield np.array(frame[:, :, :3], dtype=np.uint8)
+                    target = next(wanted, None)
+        finally:
+            clip.close()
+        if target is not None:
+            raise BadInputError(f"{self.path}: frame {target} could not be decoded again (the file changed?); run again")
+
+    def __getitem__(self, item):
+        if self._frames is None:
+            _check_frames_fit(self.path, len(self), self.width, self.height)
+            self._frames = list(iter(self))
+        return self._frames[item]
+
+
 def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=None) -> InputSet:
-    """Sample frames of one video (see :func:`collect_inputs` for the rule)."""
+    """Sample frames of one video (see :func:`collect_inputs` for the rule).
+
+    The video is decoded once here, to check it and count the sampled frames, keeping none of them;
+    the returned set's ``images`` is a :class:`VideoFrames` that decodes them again on demand.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise BadInputError(f"{path}: video not found; check the path")
@@ -303,47 +384,45 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
             last_wanted = min(last_wanted, first + (-first) % interval + (int(max_frames) - 1) * interval + 1)
 
         width, height = (int(v) for v in clip.size)
-        _check_frames_fit(path, first, last_wanted, interval, max_frames, width, height)
 
-        frames, numbers = [], []
-        frame = getattr(reader, "last_read", None)  # the reader has pre-read frame 0 (moviepy 2.x name)
-        if frame is None:
-            frame = getattr(reader, "lastread", None)  # moviepy 1.x name
-        index = 0
-        while frame is not None and index < stop:
+        numbers = []
+        index = -1
+        at_end = True
+        for index, _frame in _decoded_frames(reader):
+            if index >= stop:
+                at_end = False
+                break
             if index >= first and index % interval == 0:
-                frames.append(np.array(frame[:, :, :3], dtype=np.uint8))
                 numbers.append(index)
+                if max_frames is not None and len(numbers) >= max_frames:
+                    at_end = False
+                    break
             if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
                 total = max(int(math.ceil(last_wanted)), index + 1)  # the container's count may be short
-                progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(frames)} kept")
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-            frame = _next_frame(reader)
-            index += 1
-        at_end = frame is None
-        if not frames:
-            if index == 0:
+                progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(numbers)} kept")
+        decoded = index + 1
+        if not numbers:
+            if decoded == 0:
                 raise BadInputError(f"{path} has no decodable video frames; check the file plays, or re-encode it as MP4 (H.264)")
             raise BadInputError(
                 f"{path}: no frames in the chosen range (start {start or 0} s, end {end} s; the video lasts "
-                f"{index / video_fps:.3g} s); widen the range"
+                f"{decoded / video_fps:.3g} s); widen the range"
             )
         info = {
             "path": path,
             "fps": video_fps,
-            "frame_count": index if at_end else max(expected, index + 1),  # decoded count once read to the end
-            "duration": float(clip.duration or (index / video_fps)),
+            "frame_count": decoded if at_end else max(expected, index + 1),  # decoded count once read to the end
+            "duration": float(clip.duration or (decoded / video_fps)),
             "width": width,
             "height": height,
         }
     finally:
         clip.close()
-    log.info("%s: %d frame(s) sampled every %d of %.3g fps", path, len(frames), interval, video_fps)
+    log.info("%s: %d frame(s) sampled every %d of %.3g fps", path, len(numbers), interval, video_fps)
     numbers_arr = np.array(numbers, dtype=np.int64)
     return InputSet(
-        images=frames,
-        source_paths=[path] * len(frames),
+        images=VideoFrames(path, numbers, width, height),
+        source_paths=[path] * len(numbers),
         frame_numbers=numbers_arr,
         timestamps=numbers_arr / video_fps,
         kind="video",

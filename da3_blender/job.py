@@ -114,7 +114,8 @@ def check_streaming(chunk_size=None, chunk_overlap=None, chunk_align=None) -> No
         if not (_is_whole(chunk_overlap) and chunk_overlap >= 0):
             raise BadInputError(f"chunk overlap must be a whole number >= 0, got {chunk_overlap!r}")
         if _is_whole(chunk_size) and chunk_overlap >= chunk_size:
-            raise BadInputError(f"chunk overlap {chunk_overlap} must be smaller than the chunk size {chunk_size}")
+            raise BadInputError(f"chunk overlap {chunk_overlap} must be smaller than the chunk size {chunk_size}: chunks "
+                                f"share some views, not all; try {opt.default_chunk_overlap(chunk_size)}")
     if chunk_align is not None:
         _one_of(chunk_align, opt.CHUNK_ALIGN_NAMES, "chunk align")
         if chunk_align == "sim3" and chunk_overlap == 0:

@@ -243,27 +243,41 @@ def _process_one(img: np.ndarray, index: int, process_res: int, method: str) -> 
     return img, to_proc
 
 
-def preprocess_images(images, process_res: int = 504, method: str = "upper_bound_resize", intrinsics=None) -> PreprocessResult:
-    """Images (list of HxWx3 uint8 RGB) -> model input, as the official ``InputProcessor``.
+@dataclass
+class PreparedImages:
+    """Images reduced to the processed size, before normalisation (what :func:`prepare_images` returns)."""
 
-    ``intrinsics`` (N,3,3) are in original-image pixels; the result's are in processed pixels.
+    images: np.ndarray  # (N, H, W, 3) uint8 at the processed size
+    intrinsics: np.ndarray | None  # (N, 3, 3) float64 in processed pixels, or None
+    proc_to_orig: np.ndarray  # (N, 3, 3) float64
+    orig_size: np.ndarray  # (N, 2) int64 (W, H)
+
+
+def prepare_images(images, process_res: int = 504, method: str = "upper_bound_resize", intrinsics=None,
+                   on_image=None) -> PreparedImages:
+    """Steps 1-2 of :func:`preprocess_images` on an iterable of HxWx3 uint8 images, one at a time.
+
+    Each image is reduced to the processed size as soon as it arrives, so a generator of full-size
+    frames (a video) never holds more than one of them. ``on_image(i)`` is called after image ``i``
+    (progress; raising from it stops the reading).
     """
     process_res = check_options(process_res, method)
-    images = list(images)
-    if not images:
-        raise BadInputError("no images to process; give at least one image")
-    if intrinsics is not None:
-        intrinsics = np.asarray(intrinsics, dtype=np.float64)
-        if intrinsics.shape != (len(images), 3, 3):
-            raise BadInputError(f"intrinsics must be (N,3,3) for N={len(images)} images, got {intrinsics.shape}")
-
     arrays, maps, orig = [], [], []
     for i, img in enumerate(images):
         img = _as_rgb_uint8(img, i)
         orig.append((img.shape[1], img.shape[0]))
         out, to_proc = _process_one(img, i, process_res, method)
-        arrays.append(out)
+        del img
+        arrays.append(out.copy() if out.base is not None else out)  # never a view keeping a full-size frame
         maps.append(to_proc)
+        if on_image is not None:
+            on_image(i)
+    if not arrays:
+        raise BadInputError("no images to process; give at least one image")
+    if intrinsics is not None:
+        intrinsics = np.asarray(intrinsics, dtype=np.float64)
+        if intrinsics.shape != (len(arrays), 3, 3):
+            raise BadInputError(f"intrinsics must be (N,3,3) for N={len(arrays)} images, got {intrinsics.shape}")
 
     sizes = [a.shape[:2] for a in arrays]
     if len(set(sizes)) > 1:
@@ -274,10 +288,28 @@ def preprocess_images(images, process_res: int = 504, method: str = "upper_bound
             arrays[i] = arrays[i][top : top + min_h, left : left + min_w]
             maps[i] = _shift(-left, -top) @ maps[i]
 
+    stacked = np.empty((len(arrays),) + arrays[0].shape, dtype=np.uint8)
+    for i in range(len(arrays)):  # copied one by one and released: no second full copy at any time
+        stacked[i] = arrays[i]
+        arrays[i] = None
     to_proc = np.stack(maps)
-    return PreprocessResult(
-        tensor=normalize(np.stack(arrays)),
+    return PreparedImages(
+        images=stacked,
         intrinsics=None if intrinsics is None else to_proc @ intrinsics,
         proc_to_orig=np.linalg.inv(to_proc),
         orig_size=np.array(orig, dtype=np.int64),
+    )
+
+
+def preprocess_images(images, process_res: int = 504, method: str = "upper_bound_resize", intrinsics=None) -> PreprocessResult:
+    """Images (list of HxWx3 uint8 RGB) -> model input, as the official ``InputProcessor``.
+
+    ``intrinsics`` (N,3,3) are in original-image pixels; the result's are in processed pixels.
+    """
+    prepared = prepare_images(images, process_res, method, intrinsics)
+    return PreprocessResult(
+        tensor=normalize(prepared.images),
+        intrinsics=prepared.intrinsics,
+        proc_to_orig=prepared.proc_to_orig,
+        orig_size=prepared.orig_size,
     )

@@ -356,19 +356,28 @@ def test_video_through_the_moviepy_1_api(robot_video, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(got.images, expected.images))
 
 
-def test_video_sampling_too_big_for_the_memory_is_refused_before_decoding(robot_video, monkeypatch):
-    from da3_blender import devices
+def test_video_frames_are_decoded_on_demand_and_holding_them_all_is_refused(robot_video, monkeypatch):
+    """collect_inputs keeps no frame: iterating decodes them one at a time (no memory limit applies);
+    indexing holds them all, which is refused before decoding when over half the RAM."""
+    from da3_blender import devices, inputs
 
     info = collect_inputs([robot_video], max_frames=1).video
     frame_bytes = info["width"] * info["height"] * 3
     every = len(range(0, info["frame_count"]))  # fps above the video's: every frame
     monkeypatch.setattr(devices, "system_memory", lambda: (None, every * frame_bytes))  # fits only half of them
-    seen = []
+    got = collect_inputs([robot_video], fps=1000)  # counted, not held: no refusal
+    assert len(got) == got.video["frame_count"] >= every and got.images._frames is None
+    opened = []
+    real_open = inputs._open_clip
+    monkeypatch.setattr(inputs, "_open_clip", lambda path: opened.append(path) or real_open(path))
     with pytest.raises(BadInputError) as err:
-        collect_inputs([robot_video], fps=1000, progress=lambda *a: seen.append(a))
+        got.images[0]
     text = str(err.value)
-    assert "\n" not in text and str(robot_video) in text and f"{every} frames of 1024x576" in text
+    assert "\n" not in text and str(robot_video) in text and f"{len(got)} frames of 1024x576" in text
     assert "lower the fps" in text and "max_frames" in text
-    assert not seen, "nothing may be decoded first"
-    got = collect_inputs([robot_video], fps=1000, max_frames=every // 2)  # half of the RAM: allowed
-    assert len(got.images) == every // 2
+    assert not opened, "nothing may be decoded first"
+    streamed = iter(got.images)  # one frame at a time: allowed
+    first, second = next(streamed), next(streamed)
+    assert first.shape == (576, 1024, 3) and not np.array_equal(first, second)
+    half = collect_inputs([robot_video], fps=1000, max_frames=every // 2)  # half of the RAM: allowed
+    assert len(half.images) == every // 2 and np.array_equal(half.images[1], second)
