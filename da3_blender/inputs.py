@@ -421,12 +421,12 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
                 break
             if index >= first and index % interval == 0:
                 numbers.append(index)
-                if max_frames is not None and len(numbers) >= max_frames:
-                    at_end = False
-                    break
             if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
                 total = max(int(math.ceil(last_wanted)), index + 1)  # the estimate may be short
                 progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(numbers)} kept")
+            if max_frames is not None and len(numbers) >= max_frames:  # the last frame kept is reported first
+                at_end = False
+                break
     decoded = index + 1
     if not numbers:
         if decoded == 0:
