@@ -280,7 +280,9 @@ class _VideoReader:
         self.path = path
         ffmpeg = _imageio_ffmpeg()
         for options in _passthrough or _PASSTHROUGH_OPTIONS:
-            self._gen = ffmpeg.read_frames(path, pix_fmt="rgb24", input_params=["-nostdin"], output_params=list(options))
+            self._gen = ffmpeg.read_frames(  # the first video stream, as Blender and the frame count take
+                path, pix_fmt="rgb24", input_params=["-nostdin"], output_params=["-map", "0:v:0", *options]
+            )
             try:
                 self.meta = next(self._gen)
             except Exception as exc:
@@ -321,7 +323,8 @@ class _VideoReader:
 
 
 def _count_frames(path: str) -> int:
-    """The number of frames ffmpeg decodes from ``path`` (a decode without conversion)."""
+    """The number of frames ffmpeg decodes from ``path``'s first video stream (a decode without conversion;
+    its null output takes every frame as it comes, like the passthrough above)."""
     try:
         return int(_imageio_ffmpeg().count_frames_and_secs(path)[0])
     except Exception:  # counted what could be; the caller keeps its own count
