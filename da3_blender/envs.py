@@ -28,7 +28,7 @@ DEPENDENCIES = [
     "pillow==11.3.0",
     "safetensors==0.8.0",
     "huggingface_hub==2.4.0",
-    "moviepy==2.2.1",
+    "imageio-ffmpeg==0.8.1",
 ]
 # Installed in the managed environment too, but not required of a custom interpreter: OpenEXR writes the
 # `exr` export (its absence is a one-line error when that format is asked for).

@@ -4,7 +4,9 @@ Everything comes out as HxWx3 uint8 RGB arrays. Bad input raises :class:`BadInpu
 line naming the file and what to do. :func:`collect_inputs` decodes every image fully once, so
 truncated files fail here and not half-way through a reconstruction, but keeps none: the set's
 ``images`` read each file again when it is used (:class:`ImageFiles`). Videos are read frame by
-frame through moviepy (its ffmpeg): :func:`read_video` checks and counts the sampled frames without
+frame through imageio-ffmpeg's ffmpeg, every coded frame passed through once (no frame rate
+conversion, which would repeat or drop frames where timestamps are uneven), so frame ``i`` is the
+clip's frame ``i`` in Blender: :func:`read_video` checks and counts the sampled frames without
 keeping them, and the set's ``images`` decode them again one at a time (:class:`VideoFrames`).
 Memory therefore does not grow with the number of inputs; the price is a second decode.
 
@@ -18,7 +20,6 @@ import logging
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,53 +248,87 @@ def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_
 # ----------------------------------------------------------------------------------------------
 # video
 
+# ffmpeg passes every decoded frame through as it is (no frame rate conversion): frame i is the i-th
+# coded frame, as Blender numbers the clip. ffmpeg >= 5.1 spells it -fps_mode, older ones -vsync.
+_PASSTHROUGH_OPTIONS = (["-fps_mode", "passthrough"], ["-vsync", "passthrough"])
+_passthrough: list[list[str]] = []  # the spelling this ffmpeg accepted, once known
 
-def _video_file_clip():
-    """moviepy's ``VideoFileClip``: ``moviepy`` (2.x) or ``moviepy.editor`` (1.x)."""
+
+def _imageio_ffmpeg():
     try:
-        from moviepy import VideoFileClip  # moviepy 2.x
-    except ImportError:
-        try:
-            from moviepy.editor import VideoFileClip  # moviepy 1.x
-        except ImportError as exc:
-            from .errors import MissingDependencyError
+        import imageio_ffmpeg
+    except ImportError as exc:
+        from .errors import MissingDependencyError
 
-            raise MissingDependencyError(
-                f"reading videos needs moviepy ({exc}); install the pinned dependencies (moviepy 2.x)"
-            ) from None
-    return VideoFileClip
-
-
-def _open_clip(path: str):
-    VideoFileClip = _video_file_clip()
-    try:
-        return VideoFileClip(path, audio=False)
-    except Exception as exc:
-        raise BadInputError(
-            f"{path} has no decodable video frames ({type(exc).__name__}); check the file plays, or re-encode it as MP4 (H.264)"
+        raise MissingDependencyError(
+            f"reading videos needs imageio-ffmpeg ({exc}); install the pinned dependencies"
         ) from None
+    return imageio_ffmpeg
 
 
-def _next_frame(reader):
-    """The reader's next frame, or None at the end (moviepy warns and repeats the last frame there)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
+def _undecodable(path, detail: str = "") -> BadInputError:
+    why = f" ({detail})" if detail else ""
+    return BadInputError(f"{path} has no decodable video frames{why}; check the file plays, or re-encode it as MP4 (H.264)")
+
+
+class _VideoReader:
+    """One pass over a video's frames through imageio-ffmpeg's ffmpeg: ``meta`` (fps, size, duration)
+    on opening, then :meth:`frames` yields ``(index, HxWx3 uint8)`` one at a time. :meth:`close`
+    (also on leaving a ``with``) stops ffmpeg."""
+
+    def __init__(self, path: str):
+        self.path = path
+        ffmpeg = _imageio_ffmpeg()
+        for options in _passthrough or _PASSTHROUGH_OPTIONS:
+            self._gen = ffmpeg.read_frames(  # the first video stream, as Blender and the frame count take
+                path, pix_fmt="rgb24", input_params=["-nostdin"], output_params=["-map", "0:v:0", *options]
+            )
+            try:
+                self.meta = next(self._gen)
+            except Exception as exc:
+                self._gen.close()
+                text = str(exc)
+                unknown = options[0].lstrip("-") in text and ("Unrecognized option" in text or "not found" in text)
+                if unknown and not _passthrough:  # this ffmpeg does not know the option: try the next spelling
+                    continue
+                first = next((line for line in text.splitlines()[::-1] if line.strip()), type(exc).__name__)
+                raise _undecodable(path, first.strip()[:200]) from None
+            if not _passthrough:
+                _passthrough.append(list(options))
+            break
+        else:
+            raise _undecodable(path, "this ffmpeg cannot pass frames through unchanged")
+        size = self.meta.get("size") or (0, 0)
+        self.width, self.height = (int(v) for v in size)
+        self.fps = float(self.meta.get("fps") or 0.0)
+        self.duration = float(self.meta.get("duration") or 0.0)
+
+    def frames(self):
+        shape = (self.height, self.width, 3)
         try:
-            return reader.read_frame()
-        except UserWarning:
-            return None
+            for index, data in enumerate(self._gen):
+                yield index, np.frombuffer(data, dtype=np.uint8).reshape(shape)
+        except RuntimeError as exc:  # a frame cut short (truncated file)
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BadInputError(f"{self.path}: decoding stopped ({detail}); check the file plays, or re-encode it") from None
+
+    def close(self) -> None:
+        self._gen.close()  # ffmpeg is asked to quit (and killed if it does not)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
-def _decoded_frames(reader):
-    """``(index, frame)`` for every frame of an opened clip's reader, decoded one at a time."""
-    frame = getattr(reader, "last_read", None)  # the reader has pre-read frame 0 (moviepy 2.x name)
-    if frame is None:
-        frame = getattr(reader, "lastread", None)  # moviepy 1.x name
-    index = 0
-    while frame is not None:
-        yield index, frame
-        frame = _next_frame(reader)
-        index += 1
+def _count_frames(path: str) -> int:
+    """The number of frames ffmpeg decodes from ``path``'s first video stream (a decode without conversion;
+    its null output takes every frame as it comes, like the passthrough above)."""
+    try:
+        return int(_imageio_ffmpeg().count_frames_and_secs(path)[0])
+    except Exception:  # counted what could be; the caller keeps its own count
+        return 0
 
 
 def _check_frames_fit(path, count, width, height) -> None:
@@ -333,16 +368,13 @@ class VideoFrames:
             return
         wanted = iter(self.numbers)
         target = next(wanted, None)
-        clip = _open_clip(self.path)
-        try:
-            for index, frame in _decoded_frames(clip.reader):
+        with _VideoReader(self.path) as reader:
+            for index, frame in reader.frames():
                 if target is None:
                     break
                 if index == target:
-                    yield np.array(frame[:, :, :3], dtype=np.uint8)
+                    yield frame.copy()  # the decoded buffer is read-only
                     target = next(wanted, None)
-        finally:
-            clip.close()
         if target is not None:
             raise BadInputError(f"{self.path}: frame {target} could not be decoded again (the file changed?); run again")
 
@@ -367,10 +399,8 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
     _check_video_options(fps, start, end, max_frames)
     want = DEFAULT_VIDEO_FPS if fps is None else float(fps)
 
-    clip = _open_clip(path)
-    try:
-        reader = clip.reader
-        video_fps = float(clip.fps or 0.0)
+    with _VideoReader(path) as reader:
+        video_fps = reader.fps
         if not video_fps > 0:
             raise BadInputError(f"{path}: the video reports no frame rate; re-encode it as MP4 (H.264)")
         interval = 1 if want == EVERY_FRAME_FPS else max(1, int(video_fps / want))
@@ -378,46 +408,46 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
             log.info("%s: requested %.3g fps exceeds the video's %.3g fps; using every frame", path, want, video_fps)
         first = 0 if not start else math.ceil(start * video_fps - 1e-9)
         stop = math.inf if end is None else end * video_fps  # frame index must be < stop
-        expected = int(getattr(reader, "n_frames", None) or getattr(reader, "nframes", None) or 0)  # 2.x / 1.x
+        expected = int(round(reader.duration * video_fps))  # an estimate for progress: frames are counted as decoded
         last_wanted = min(expected, stop) if expected else stop
         if max_frames is not None:  # reading stops at the last frame kept
             last_wanted = min(last_wanted, first + (-first) % interval + (int(max_frames) - 1) * interval + 1)
-
-        width, height = (int(v) for v in clip.size)
+        width, height = reader.width, reader.height
+        duration = reader.duration
 
         numbers = []
         index = -1
         at_end = True
-        for index, _frame in _decoded_frames(reader):
+        for index, _frame in reader.frames():
             if index >= stop:
                 at_end = False
                 break
             if index >= first and index % interval == 0:
                 numbers.append(index)
             if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
-                total = max(int(math.ceil(last_wanted)), index + 1)  # the container's count may be short
+                total = max(int(math.ceil(last_wanted)), index + 1)  # the estimate may be short
                 progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(numbers)} kept")
-            if max_frames is not None and len(numbers) >= max_frames:
+            if max_frames is not None and len(numbers) >= max_frames:  # the last frame kept is reported first
                 at_end = False
                 break
-        decoded = index + 1
-        if not numbers:
-            if decoded == 0:
-                raise BadInputError(f"{path} has no decodable video frames; check the file plays, or re-encode it as MP4 (H.264)")
-            raise BadInputError(
-                f"{path}: no frames in the chosen range (start {start or 0} s, end {end} s; the video lasts "
-                f"{decoded / video_fps:.3g} s); widen the range"
-            )
-        info = {
-            "path": path,
-            "fps": video_fps,
-            "frame_count": decoded if at_end else max(expected, index + 1),  # decoded count once read to the end
-            "duration": float(clip.duration or (decoded / video_fps)),
-            "width": width,
-            "height": height,
-        }
-    finally:
-        clip.close()
+    decoded = index + 1
+    if not numbers:
+        if decoded == 0:
+            raise _undecodable(path)
+        raise BadInputError(
+            f"{path}: no frames in the chosen range (start {start or 0} s, end {end} s; the video lasts "
+            f"{decoded / video_fps:.3g} s); widen the range"
+        )
+    # stopped early: the rest is counted by a decode without conversion, so the scene ends on the last real frame
+    frame_count = decoded if at_end else max(_count_frames(path), decoded)
+    info = {
+        "path": path,
+        "fps": video_fps,
+        "frame_count": frame_count,  # frames as decoded (and as Blender numbers them), not a container estimate
+        "duration": duration or (frame_count / video_fps),
+        "width": width,
+        "height": height,
+    }
     log.info("%s: %d frame(s) sampled every %d of %.3g fps", path, len(numbers), interval, video_fps)
     numbers_arr = np.array(numbers, dtype=np.int64)
     return InputSet(

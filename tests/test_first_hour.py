@@ -87,47 +87,21 @@ def test_the_licence_is_an_spdx_string():
 # -- progress ---------------------------------------------------------------------------------------
 
 
-class _Reader:
-    """A video reader whose container metadata says 5 frames while 8 decode (as robot_unitree.mp4: 173 vs 176)."""
-
-    n_frames = 5
-
-    def __init__(self):
-        self.index = 0
-        self.last_read = np.zeros((6, 8, 3), np.uint8)
-
-    def read_frame(self):
-        self.index += 1
-        if self.index >= 8:
-            warnings.warn("end of file", UserWarning)
-            return self.last_read
-        self.last_read = np.full((6, 8, 3), self.index, np.uint8)
-        return self.last_read
-
-
-class _Clip:
-    def __init__(self, path, audio=False):
-        self.reader, self.fps, self.size, self.duration = _Reader(), 10.0, (8, 6), 0.5
-
-    def close(self):
-        pass
-
-
-def test_video_progress_never_counts_past_its_total(tmp_path, monkeypatch):
+def test_video_progress_never_counts_past_its_total(robot_video):
+    """The total shown is estimated from the container (duration x fps: 173 for robot_unitree.mp4) while
+    174 frames decode: the count grows with the frames read, never past its total."""
     from da3_blender import inputs
 
-    video = tmp_path / "short.mp4"
-    video.write_bytes(b"not read")
-    monkeypatch.setattr(inputs, "_video_file_clip", lambda: _Clip)
     seen = []
-    got = inputs.collect_inputs([video], fps=0, progress=lambda s, f, m: seen.append((f, m)))
-    assert len(got) == 8
+    got = inputs.collect_inputs([robot_video], fps=0, progress=lambda s, f, m: seen.append((f, m)))
+    decoded = got.video["frame_count"]
+    assert len(got) == decoded and decoded > round(got.video["duration"] * got.video["fps"])  # the estimate is short
     counts = [tuple(map(int, re.search(r"video frame (\d+)/(\d+)", m).groups())) for _, m in seen]
-    assert counts[-1] == (8, 8)
+    assert counts[-1] == (decoded, decoded)
     assert all(done <= total for done, total in counts), counts
     assert all(0 < f <= 1 for f, _ in seen)
     seen.clear()  # with max_frames, the count is of the frames read up to the last one kept
-    inputs.collect_inputs([video], fps=0, max_frames=3, progress=lambda s, f, m: seen.append((f, m)))
+    inputs.collect_inputs([robot_video], fps=0, max_frames=3, progress=lambda s, f, m: seen.append((f, m)))
     assert [m.split(",")[0] for _, m in seen] == ["video frame 1/3", "video frame 2/3", "video frame 3/3"]
     assert seen[-1][0] == 1.0
 

@@ -319,41 +319,70 @@ def test_video_progress_can_cancel(robot_video):
     assert all(stage == "load" and 0 < f <= 1 for stage, f in seen) and len(seen) == 5
 
 
-def test_video_through_the_moviepy_1_api(robot_video, monkeypatch):
-    """moviepy 1.x: VideoFileClip lives in moviepy.editor, the reader says lastread/nframes."""
-    import sys
-    import types
+def test_every_frame_of_the_robot_video_once(robot_video):
+    """fps 0 gives each coded frame once, numbered as decoded: the robot clip's uneven timestamps made a
+    constant-rate reader (moviepy) repeat frame 172 twice and number the last frame 175."""
+    import hashlib
 
-    from moviepy import VideoFileClip
+    import imageio_ffmpeg
 
-    class ReaderV1:  # only the 1.x names
-        def __init__(self, reader):
-            self._reader = reader
-            self.lastread = reader.last_read
-            self.nframes = reader.n_frames
+    coded = imageio_ffmpeg.count_frames_and_secs(str(robot_video))[0]
+    got = collect_inputs([robot_video], fps=0)
+    assert got.frame_numbers.tolist() == list(range(coded)) and got.video["frame_count"] == coded == 174
+    digests = [hashlib.sha1(frame.tobytes()).hexdigest() for frame in got.images]
+    assert len(digests) == coded and len(set(digests)) == coded  # no frame repeated
+    np.testing.assert_allclose(got.timestamps, np.arange(coded) / got.video["fps"])
+    stopped = collect_inputs([robot_video], fps=0, max_frames=3)  # not read to the end: counted, not estimated
+    assert stopped.frame_numbers.tolist() == [0, 1, 2] and stopped.video["frame_count"] == coded
 
-        def read_frame(self):
-            self.lastread = self._reader.read_frame()
-            return self.lastread
 
-    class ClipV1:
-        def __init__(self, path, audio=True):
-            self._clip = VideoFileClip(path, audio=audio)
-            self.reader = ReaderV1(self._clip.reader)
-            self.fps, self.size, self.duration = self._clip.fps, self._clip.size, self._clip.duration
+def test_video_frame_numbers_are_blenders(robot_video):
+    """Every frame number we give is a frame of the clip Blender loads (the old reader's last, 175, was past
+    it); Blender counts the container's samples, which may hold one more than decodes (an edit list)."""
+    bpy = pytest.importorskip("bpy", reason="the bpy module (pip install bpy==5.0.1) is needed for Blender tests")
+    clip = bpy.data.movieclips.load(str(robot_video), check_existing=False)
+    try:
+        blender_frames = clip.frame_duration
+    finally:
+        bpy.data.movieclips.remove(clip)
+    got = collect_inputs([robot_video], fps=0)
+    assert got.frame_numbers[-1] < blender_frames and got.video["frame_count"] <= blender_frames
+    assert blender_frames - got.video["frame_count"] <= 1
 
-        def close(self):
-            self._clip.close()
 
-    expected = collect_inputs([robot_video], fps=2, end=3.0)
-    monkeypatch.setitem(sys.modules, "moviepy", types.ModuleType("moviepy"))  # no VideoFileClip at the top
-    editor = types.ModuleType("moviepy.editor")
-    editor.VideoFileClip = ClipV1
-    monkeypatch.setitem(sys.modules, "moviepy.editor", editor)
-    got = collect_inputs([robot_video], fps=2, end=3.0)
+def test_video_decoder_falls_back_to_the_older_option_spelling(robot_video, monkeypatch):
+    """ffmpeg before 5.1 has no -fps_mode: the next spelling is tried, remembered, and gives the same frames."""
+    from da3_blender import inputs
+
+    expected = collect_inputs([robot_video], fps=2, end=2.0)
+    monkeypatch.setattr(inputs, "_PASSTHROUGH_OPTIONS", (["-no_such_option", "passthrough"], list(inputs._passthrough[0])))
+    monkeypatch.setattr(inputs, "_passthrough", [])
+    got = collect_inputs([robot_video], fps=2, end=2.0)
+    assert inputs._passthrough == [inputs._PASSTHROUGH_OPTIONS[1]]
     np.testing.assert_array_equal(got.frame_numbers, expected.frame_numbers)
-    assert got.video["frame_count"] == expected.video["frame_count"]
     assert all(np.array_equal(a, b) for a, b in zip(got.images, expected.images))
+    monkeypatch.setattr(inputs, "_PASSTHROUGH_OPTIONS", (["-no_such_option", "passthrough"],))
+    monkeypatch.setattr(inputs, "_passthrough", [])
+    _raises(lambda: collect_inputs([robot_video]), robot_video, "cannot pass frames through")
+
+
+def test_video_decoding_stopped_early_ends_ffmpeg(robot_video, monkeypatch):
+    """Stopping at max_frames, or a consumer leaving the frames half-read, leaves no ffmpeg running."""
+    import subprocess
+
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kw):
+        started.append(real_popen(*args, **kw))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    got = collect_inputs([robot_video], fps=0, max_frames=2)
+    frames = iter(got.images)
+    next(frames)
+    frames.close()
+    assert len(started) >= 2 and all(p.poll() is not None for p in started)
 
 
 def test_video_frames_are_decoded_on_demand_and_holding_them_all_is_refused(robot_video, monkeypatch):
@@ -368,8 +397,8 @@ def test_video_frames_are_decoded_on_demand_and_holding_them_all_is_refused(robo
     got = collect_inputs([robot_video], fps=1000)  # counted, not held: no refusal
     assert len(got) == got.video["frame_count"] >= every and got.images._frames is None
     opened = []
-    real_open = inputs._open_clip
-    monkeypatch.setattr(inputs, "_open_clip", lambda path: opened.append(path) or real_open(path))
+    real_reader = inputs._VideoReader
+    monkeypatch.setattr(inputs, "_VideoReader", lambda path: opened.append(path) or real_reader(path))
     with pytest.raises(BadInputError) as err:
         got.images[0]
     text = str(err.value)

@@ -152,6 +152,10 @@ def test_video_becomes_one_camera_keyed_on_the_sampled_frames(scene, bpy_ext, ro
         keyed = [k.co[0] for k in fc.keyframe_points]
         assert keyed == [scene.frame_start + f for f in frames]
     assert scene.frame_end >= scene.frame_start + frames[-1]
+    import imageio_ffmpeg  # the scene ends on the footage's last real frame, inside Blender's clip
+
+    coded = imageio_ffmpeg.count_frames_and_secs(str(robot_video))[0]
+    assert scene.frame_end == scene.frame_start + coded - 1 < scene.frame_start + n_frames
     pts = list(_child(root, "points").objects)
     assert len(pts) == 1 and len(pts[0].data.vertices) > 1000
     assert not [c for c in root.children if c.get("da3_role") == "planes"]
