@@ -261,12 +261,12 @@ def run(args) -> int:
     from .api import DepthAnything3
     from .files import make_folder
     from .inference import run_inference
-    from .job import accepted_keywords, inference_kwargs
+    from .job import inference_kwargs
 
     spec = job_from_args(args)
     formats = spec["export_format"].split("-")
     input_kind(args.input, args.command)
-    kwargs = inference_kwargs(spec, accepted_keywords(run_inference))
+    kwargs = inference_kwargs(spec)
     device = devices.resolve_device(spec["device"])
     printer = _quiet if args.quiet else ProgressPrinter()
     failed = True

@@ -241,38 +241,18 @@ def video_kwargs(job: dict[str, Any]) -> dict[str, Any]:
             "end": video.get("end"), "max_frames": video.get("max_frames")}
 
 
-def inference_kwargs(job: dict[str, Any], accepts: Iterable[str] | None = None) -> dict[str, Any]:
+def inference_kwargs(job: dict[str, Any]) -> dict[str, Any]:
     """Keywords for ``DepthAnything3.inference`` / ``run_inference`` from the job's options.
 
-    Streaming: a video without a chunk size streams with ``options.DEFAULT_VIDEO_CHUNK_SIZE``;
-    image sets run in one pass. Streaming keywords the user did not set are passed only when the
-    target accepts them (``accepts``: its parameter names, None = everything), so an inference
-    without streaming still runs; one the user did set is refused with one line there.
+    A video without a chunk size streams with ``options.DEFAULT_VIDEO_CHUNK_SIZE``; image sets run in
+    one pass. Streaming keywords left unset are not passed (the inference's own defaults apply).
     """
     kwargs = {k: v for k, v in job["options"].items() if k != "exif_transpose"}
-    user_set = {k for k in STREAMING_KEYS if kwargs.get(k) is not None}
     if kwargs.get("chunk_size") is None and is_video_job(job):
         kwargs["chunk_size"] = opt.DEFAULT_VIDEO_CHUNK_SIZE
     for key in STREAMING_KEYS:
         if kwargs.get(key) is None:
             kwargs.pop(key, None)
-    if accepts is not None:
-        accepts = set(accepts)
-        for key in [k for k in STREAMING_KEYS if k in kwargs and k not in accepts]:
-            if key in user_set:
-                raise BadInputError(f"{key} is not supported by this DA3 version: update DA3 for Blender or leave it unset")
-            del kwargs[key]
     return kwargs
 
 
-def accepted_keywords(fn) -> set[str] | None:
-    """Parameter names of ``fn``; None when it takes ``**kwargs`` (anything goes)."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params}

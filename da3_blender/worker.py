@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, TextIO
 
 from .errors import BadInputError, CancelledError, DA3Error
 from .files import check_writable_folder
-from .job import accepted_keywords, inference_kwargs, video_kwargs
+from .job import inference_kwargs, video_kwargs
 from .worker_client import LOG_DIR_ENV, LOG_FILE
 from .protocol import (PROTOCOL_VERSION, TRANSFER_REQUESTS, ProtocolError, check_request, decode, encode, error_event,
                        event, normalize_job)
@@ -291,9 +291,7 @@ class Worker:
         progress.check()
         model = self._get_model(spec["model"], device, spec["dtype"], job, progress)
         progress.check()
-        from .inference import run_inference  # what DepthAnything3.inference hands its keywords to
-
-        kwargs = inference_kwargs(spec, accepted_keywords(run_inference))
+        kwargs = inference_kwargs(spec)
         kwargs.update(matrices)
         pred = model.inference(
             inputs,  # an InputSet: the prediction keeps source paths, frame numbers and timestamps

@@ -14,7 +14,6 @@ from da3_blender.cli import build_parser, job_from_args
 from da3_blender.errors import BadInputError
 from da3_blender.job import (
     OPTION_TYPES,
-    accepted_keywords,
     build_job,
     inference_kwargs,
     parse_export_format,
@@ -164,24 +163,6 @@ def test_streaming_options_reach_the_inference_keywords(headless, files, tmp_pat
     assert inference_kwargs(cli_job("video", video))["chunk_size"] == opt.DEFAULT_VIDEO_CHUNK_SIZE == "auto"
     assert "chunk_size" not in inference_kwargs(cli_job("image", img))
     assert inference_kwargs(cli_job("video", video, "--chunk-size", "auto"))["chunk_size"] == "auto"
-
-
-def test_streaming_keywords_left_unset_are_not_forced_on_an_inference_without_them(files):
-    """Before streaming exists in the core, a default-streamed video must still run; a chunk size
-    the user asked for is refused in one line instead of being dropped silently."""
-    _, video = files
-
-    def old_inference(model, image, process_res=504, progress=None):
-        pass
-
-    def new_inference(model, image, chunk_size=None, chunk_overlap=None, chunk_align="auto"):
-        pass
-
-    job = cli_job("video", video)
-    assert "chunk_size" not in inference_kwargs(job, accepted_keywords(old_inference))
-    assert inference_kwargs(job, accepted_keywords(new_inference))["chunk_size"] == "auto"
-    with pytest.raises(BadInputError, match="chunk_size"):
-        inference_kwargs(cli_job("video", video, "--chunk-size", 8), accepted_keywords(old_inference))
 
 
 @pytest.mark.parametrize("argv, match", [
