@@ -105,16 +105,12 @@ def import_properties() -> dict:
             name="One cloud", default=True,
             description="One point cloud object for all views (off: one object per view)"),
         "plane_stride": IntProperty(
-            name="Plane vertex spacing", default=4, min=1, soft_max=16, subtype="PIXEL",
+            name="Plane vertex spacing", default=opt.DEFAULT_PLANE_STRIDE, min=1, soft_max=16, subtype="PIXEL",
             description="Pixels between the vertices of a depth plane: 1 puts a vertex on every pixel (finest, "
                         "heaviest mesh), 4 on every 4th pixel (16x fewer vertices)"),
         "plane_texture": EnumProperty(
-            name="Plane texture", default="processed",
-            description="Which picture textures the depth planes",
-            items=(
-                ("processed", "Processed", "The image at processing resolution, stored in the .blend", 0),
-                ("original", "Original", "The source image file at full resolution", 1),
-            )),
+            name="Plane texture", default=opt.DEFAULT_PLANE_TEXTURE, items=enum_items(opt.PLANE_TEXTURES),
+            description="Which picture textures the depth planes"),
         "pack_images": BoolProperty(
             name="Pack original images", default=True,
             description="Store the full-resolution textures in the .blend (off: refer to the image files by path)"),
@@ -148,19 +144,11 @@ def import_properties() -> dict:
             name="Fixed lens", default=False,
             description="Video: one focal length and lens shift for the whole shot (the median), no lens keys"),
         "interpolation": EnumProperty(
-            name="Key interpolation", default="LINEAR",
-            description="How the video camera moves between the sampled frames",
-            items=(
-                ("LINEAR", "Linear", "Move the camera smoothly from one sampled frame to the next", 0),
-                ("CONSTANT", "Constant", "Hold each sampled camera until the next sampled frame", 1),
-            )),
+            name="Key interpolation", default=opt.DEFAULT_KEY_INTERPOLATION, items=enum_items(opt.KEY_INTERPOLATIONS),
+            description="How the video camera moves between the sampled frames"),
         "up_axis": EnumProperty(
-            name="Up axis", default="Z_UP",
-            description="How the reconstruction is oriented in the scene",
-            items=(
-                ("Z_UP", "Z up", "Blender's Z up: the first camera sits at the origin looking along +Y", 0),
-                ("KEEP", "As computed", "The first camera's own axes (OpenCV: Y down, Z forward), unrotated", 1),
-            )),
+            name="Up axis", default=opt.DEFAULT_UP_AXIS, items=enum_items(opt.UP_AXES),
+            description="How the reconstruction is oriented in the scene"),
     }
 
 

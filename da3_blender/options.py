@@ -138,21 +138,21 @@ def choice_ids(table) -> tuple[str, ...]:
     return tuple(row[0] for row in table)
 
 
-# -- scene building (panel "Build" section and the headless script; i13 block) ----------------------
+# -- scene building (the panel's Build section, the importer and the headless script) --------------
 # Ids are the scene importer's (scene/importer.ImportOptions) and the panel's enum ids.
 UP_AXES = (
-    ("Z_UP", "Z up", "Blender Z up, the first camera at the origin looking along +Y"),
-    ("KEEP", "OpenCV", "The first camera's OpenCV frame as is (Y down, Z forward)"),
+    ("Z_UP", "Z up", "Blender's Z up: the first camera sits at the origin looking along +Y"),
+    ("KEEP", "As computed", "The first camera's own axes (OpenCV: Y down, Z forward), unrotated"),
 )
 DEFAULT_UP_AXIS = "Z_UP"
 PLANE_TEXTURES = (
-    ("processed", "Processed", "The image at processing resolution (stored in the .blend)"),
+    ("processed", "Processed", "The image at processing resolution, stored in the .blend"),
     ("original", "Original", "The source image file at full resolution"),
 )
 DEFAULT_PLANE_TEXTURE = "processed"
 KEY_INTERPOLATIONS = (
-    ("LINEAR", "Linear", "Interpolate the camera between sampled frames"),
-    ("CONSTANT", "Constant", "Hold each sampled camera until the next"),
+    ("LINEAR", "Linear", "Move the camera smoothly from one sampled frame to the next"),
+    ("CONSTANT", "Constant", "Hold each sampled camera until the next sampled frame"),
 )
 DEFAULT_KEY_INTERPOLATION = "LINEAR"
 SCALE_MODES = ("predicted", "metric")  # or a positive factor

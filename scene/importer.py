@@ -22,6 +22,7 @@ import numpy as np
 
 from ..da3_blender.errors import BadInputError, ResultFormatError
 from ..da3_blender.geometry import to_4x4
+from ..da3_blender import options as opt
 from ..da3_blender.options import DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_NUM_MAX_POINTS
 from ..da3_blender.prediction import Prediction, load_result
 from . import cameras, footage, materials, planes, points, splats, tracking
@@ -43,15 +44,15 @@ class ImportOptions:
     point_stride: int = 1  # every n-th pixel in rows and columns
     point_radius: float | None = None  # scene units; None: 0.2 % of the median depth
     skip_sky: bool = True
-    plane_stride: int = 4
+    plane_stride: int = opt.DEFAULT_PLANE_STRIDE
     plane_edge_threshold: float = 0.1  # drop faces whose corner depths differ more (max/min - 1); <= 0 keeps all
-    plane_texture: str = "processed"  # or "original" (the source image file, if it exists)
+    plane_texture: str = opt.DEFAULT_PLANE_TEXTURE  # or "original" (the source image file, if it exists)
     pack_images: bool = True  # pack original images into the .blend (processed ones always are)
-    up_axis: str = "Z_UP"  # or "KEEP" (the first camera's OpenCV frame)
+    up_axis: str = opt.DEFAULT_UP_AXIS  # or "KEEP" (the first camera's OpenCV frame)
     scale: str | float = "predicted"  # "predicted" (as is), "metric" (needs a metric result) or a factor
     fixed_intrinsics: bool = False  # video: median lens/shifts instead of keys
     intrinsics_tolerance: float = 1e-4  # video: key lens (relative) / shifts only if they vary more
-    interpolation: str = "LINEAR"  # or "CONSTANT"
+    interpolation: str = opt.DEFAULT_KEY_INTERPOLATION  # or "CONSTANT"
     set_scene_from_source: bool = True  # render resolution, pixel aspect, fps, frame range, scene camera
     standard_view_transform: bool = True  # scene view transform "Standard": renders give back the footage's colours
     planes_max_views: int = 100  # build depth planes only if at most this many would be made (0 = no limit)
@@ -69,10 +70,9 @@ def _check_options(opts: ImportOptions) -> None:
 
     if opts.up_axis not in UP_AXES:
         bad(f"up_axis={opts.up_axis!r} is unknown; use one of {sorted(UP_AXES)}")
-    if opts.plane_texture not in ("processed", "original"):
-        bad(f"plane_texture={opts.plane_texture!r} is unknown; use 'processed' or 'original'")
-    if opts.interpolation not in ("LINEAR", "CONSTANT"):
-        bad(f"interpolation={opts.interpolation!r} is unknown; use 'LINEAR' or 'CONSTANT'")
+    for key, table in (("plane_texture", opt.PLANE_TEXTURES), ("interpolation", opt.KEY_INTERPOLATIONS)):
+        if getattr(opts, key) not in opt.choice_ids(table):
+            bad(f"{key}={getattr(opts, key)!r} is unknown; use one of {', '.join(opt.choice_ids(table))}")
     if not 0 <= opts.conf_percentile < 100:
         bad(f"conf_percentile={opts.conf_percentile} must be in [0, 100)")
     for key in ("point_stride", "plane_stride", "planes_every"):

@@ -672,6 +672,27 @@ def test_build_options_reach_the_importer(registered):
     assert {"plane_edge_threshold", "fixed_intrinsics", "interpolation", "scale_mode"} <= shown
 
 
+
+def test_build_choices_and_defaults_come_from_options(registered):
+    """Up axis, plane texture, key interpolation and plane spacing: one table each in options.py, which the
+    panel, the importer's defaults and checks, and the scene conventions all follow."""
+    from da3_for_blender.da3_blender import options as opt
+    from da3_for_blender.da3_blender.errors import BadInputError
+    from da3_for_blender.scene import conventions, importer
+
+    s = registered.scene.da3_settings
+    for name, table, default in (("up_axis", opt.UP_AXES, opt.DEFAULT_UP_AXIS),
+                                 ("plane_texture", opt.PLANE_TEXTURES, opt.DEFAULT_PLANE_TEXTURE),
+                                 ("interpolation", opt.KEY_INTERPOLATIONS, opt.DEFAULT_KEY_INTERPOLATION)):
+        prop = s.bl_rna.properties[name]
+        assert tuple(item.identifier for item in prop.enum_items) == opt.choice_ids(table)
+        assert prop.default == default == getattr(importer.ImportOptions(), name)
+    assert s.bl_rna.properties["plane_stride"].default == opt.DEFAULT_PLANE_STRIDE == importer.ImportOptions().plane_stride
+    assert set(conventions.UP_AXES) == set(opt.choice_ids(opt.UP_AXES))
+    with pytest.raises(BadInputError, match="interpolation='BEZIER' is unknown; use one of LINEAR, CONSTANT"):
+        importer._check_options(importer.ImportOptions(interpolation="BEZIER"))
+
+
 # -- the first hour: one job, natural order, wording, File > Import ---------------------------------
 def _png(path: Path, width: int, height: int) -> Path:
     """A tiny grey PNG written with the standard library."""
