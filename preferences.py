@@ -214,7 +214,7 @@ def environment_dir(prefs) -> str:
 
 
 def environment_status(prefs) -> str:
-    from .da3_blender import envs
+    from .da3_blender.runtime import envs
 
     path = environment_dir(prefs)
     if envs.is_ready(path):
@@ -224,7 +224,7 @@ def environment_status(prefs) -> str:
 
 def worker_python(prefs) -> str:
     """The interpreter the worker runs with (may not exist: validation says so)."""
-    from .da3_blender import envs
+    from .da3_blender.runtime import envs
 
     if prefs.python_mode == "CUSTOM":
         return bpy.path.abspath(prefs.custom_python.strip()) if prefs.custom_python.strip() else ""
@@ -233,7 +233,7 @@ def worker_python(prefs) -> str:
 
 def worker_env(prefs) -> dict[str, str]:
     """Environment variables for the worker (model cache, hub mirror, offline, its log folder)."""
-    from .da3_blender.worker_client import LOG_DIR_ENV
+    from .da3_blender.runtime.protocol import LOG_DIR_ENV
 
     env = {LOG_DIR_ENV: user_dir("logs")}  # worker.log: named in every worker error
     if prefs.model_cache_dir:
@@ -270,7 +270,7 @@ def worker_remote(prefs):
     import shlex
 
     from .da3_blender.errors import BadInputError
-    from .da3_blender.remote import RemoteSpec
+    from .da3_blender.runtime.ssh import RemoteSpec
 
     try:
         options = tuple(shlex.split(prefs.remote_ssh_options))

@@ -1,7 +1,7 @@
 """The one description of a DA3 job, built and checked in one place.
 
 The panel (``operators/run.py``), the headless script (``scripts/reconstruct.py``), the ``da3``
-command line and the worker protocol (:func:`da3_blender.protocol.normalize_job`) all describe a
+command line and the worker protocol (:func:`da3_blender.runtime.protocol.normalize_job`) all describe a
 run with the same dict, made by :func:`build_job` (from keyword arguments) or :func:`normalize_job`
 (from a received dict). Every check that needs no torch happens here, before any work, and fails
 with one :class:`BadInputError` line naming the field. Choices and defaults come from

@@ -111,7 +111,7 @@ class DA3_OT_setup_environment(Operator):
         return not busy()
 
     def execute(self, context):
-        from ..da3_blender import envs
+        from ..da3_blender.runtime import envs
 
         if not preferences.online_access():  # Blender's "Allow Online Access" is off: download nothing
             self.report({"ERROR"}, f"cannot set up the environment: {OFFLINE_HINT}, or choose your own Python "
@@ -164,7 +164,7 @@ class DA3_OT_check_interpreter(Operator):
         return not busy()
 
     def execute(self, context):
-        from ..da3_blender import envs
+        from ..da3_blender.runtime import envs
         from ..da3_blender.errors import DA3Error
         from ..preferences import worker_remote
 

@@ -33,7 +33,7 @@ class Setup:
     name: str  # the run's name (input folder, video or first image)
     keep_results: bool
     images: list[str] = field(default_factory=list)
-    remote: object = None  # a da3_blender.remote.RemoteSpec: the worker runs over SSH; None: on this computer
+    remote: object = None  # a da3_blender.runtime.ssh.RemoteSpec: the worker runs over SSH; None: on this computer
 
 
 def _job_name(mode: str, inputs: list[str]) -> str:

@@ -8,7 +8,7 @@ and scripts (e.g. cancel after the first progress event).
 
 from __future__ import annotations
 
-from ..da3_blender.worker_client import WorkerClient
+from ..da3_blender.runtime.client import WorkerClient
 
 _client: WorkerClient | None = None
 _client_key: tuple | None = None

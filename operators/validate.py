@@ -101,7 +101,7 @@ def check_worker(worker: dict) -> str:
             raise MissingDependencyError(f"the Python interpreter {python} does not exist or is not executable: fix the "
                                          "path in Preferences > Add-ons > DA3 for Blender (Check tests it)")
         return python
-    from ..da3_blender import envs
+    from ..da3_blender.runtime import envs
 
     if not envs.is_ready(worker["env_dir"]):
         raise MissingDependencyError("the DA3 environment is not set up: open Preferences > Add-ons > DA3 for Blender "

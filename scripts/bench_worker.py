@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from da3_blender.worker_client import WorkerClient  # noqa: E402
+from da3_blender.runtime.client import WorkerClient  # noqa: E402
 
 SHARED = Path(os.environ.get("DA3_SHARED", ROOT.parent / "shared"))
 EXAMPLE_VIDEO = SHARED / "da3" / "examples" / "robot_unitree.mp4"
@@ -152,7 +152,7 @@ def one_run(client: WorkerClient, job: dict) -> tuple[dict, int]:
 
 def remote_client(args, out_dir: str):
     """(client, the loopback sshd or None, label) for --ssh / --remote."""
-    from da3_blender.remote import RemoteSpec
+    from da3_blender.runtime.ssh import RemoteSpec
 
     if args.remote:
         spec = RemoteSpec(args.remote, python=args.remote_python, cache_dir=args.remote_dir)  # None: the defaults

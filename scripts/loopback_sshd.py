@@ -74,7 +74,7 @@ class LoopbackSSHD:
 
     def spec(self, **kw):
         """A RemoteSpec for this server (``port=`` may name another, e.g. a closed one)."""
-        from da3_blender.remote import RemoteSpec
+        from da3_blender.runtime.ssh import RemoteSpec
 
         options = (f"UserKnownHostsFile={self.dir / 'known_hosts'}", "StrictHostKeyChecking=accept-new")
         return RemoteSpec(f"{self.user}@127.0.0.1", port=kw.pop("port", self.port), identity=self.key,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from da3_blender import envs
+from da3_blender.runtime import envs, requirements
 from da3_blender.devices import resolve_device
 from da3_blender.errors import BadInputError, MissingDependencyError
 
@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_pins_equal_pyproject():
     with open(REPO / "pyproject.toml", "rb") as fh:
         project = tomllib.load(fh)["project"]
-    assert envs.DEPENDENCIES == project["dependencies"]
+    assert requirements.DEPENDENCIES == project["dependencies"]
     # the managed environment also gets the optional EXR writer, at the pin the `exr` extra names
-    assert envs.OPTIONAL_DEPENDENCIES == project["optional-dependencies"]["exr"]
-    assert envs.MANAGED_REQUIREMENTS == envs.DEPENDENCIES + envs.OPTIONAL_DEPENDENCIES
+    assert requirements.OPTIONAL_DEPENDENCIES == project["optional-dependencies"]["exr"]
+    assert requirements.MANAGED_REQUIREMENTS == requirements.DEPENDENCIES + requirements.OPTIONAL_DEPENDENCIES
 
 
 def test_check_current_interpreter():

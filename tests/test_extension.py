@@ -78,7 +78,8 @@ def test_built_zip_holds_exactly_the_runtime_files(tmp_path):
         assert tomllib.loads(zf.read("blender_manifest.toml").decode()) == tomllib.loads(MANIFEST.read_text("utf-8"))
     for required in ("__init__.py", "blender_manifest.toml", "preferences.py", "properties.py",
                      "operators/__init__.py", "operators/reconstruct.py", "panels/__init__.py",
-                     "scene/importer.py", "da3_blender/worker.py", "da3_blender/worker_client.py"):
+                     "scene/importer.py", "da3_blender/worker.py", "da3_blender/runtime/worker.py",
+                     "da3_blender/runtime/client.py"):
         assert required in names, required
     for name in names:
         assert name in RUNTIME_FILES or name.startswith(RUNTIME_DIRS), f"unexpected file in the package: {name}"
@@ -765,7 +766,7 @@ def test_image_sizes_are_read_without_data_blocks(registered, tmp_path):
 
 def test_the_job_is_gathered_once_in_the_protocol_format(registered, tmp_path, robot_video, monkeypatch):
     from da3_for_blender.da3_blender import options as opt
-    from da3_for_blender.da3_blender import protocol
+    from da3_for_blender.da3_blender.runtime import protocol
     from da3_for_blender.operators import gather
     from da3_for_blender.preferences import get_preferences
 

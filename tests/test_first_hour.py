@@ -64,14 +64,14 @@ def test_an_npz_with_python_objects_is_explained_without_numpy_jargon(tmp_path):
 def test_the_package_version_has_one_source():
     """meta['package_version'] was 'unknown' where the package is not pip-installed (the managed env)."""
     import da3_blender
-    from da3_blender.worker import package_version
+    from da3_blender.runtime.worker import package_version
 
     manifest = tomllib.loads((REPO_ROOT / "blender_manifest.toml").read_text())
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert package_version() == da3_blender.__version__ == manifest["version"]
     assert "version" in pyproject["project"]["dynamic"]
     assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "da3_blender.__version__"}
-    code = "from da3_blender.worker import package_version; print(package_version())"
+    code = "from da3_blender.runtime.worker import package_version; print(package_version())"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONNOUSERSITE": "1"}
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd="/",
                          timeout=60)  # -S: no site-packages, so no installed metadata (as the managed env)
@@ -109,7 +109,7 @@ def test_video_progress_never_counts_past_its_total(robot_video):
 def test_progress_messages_are_never_empty():
     """The network reports bare fractions: the CLI and the worker repeat the stage's message."""
     from da3_blender.cli import ProgressPrinter
-    from da3_blender.worker import _Job, _Progress
+    from da3_blender.runtime.worker import _Job, _Progress
 
     class Stream:
         text = ""
@@ -183,7 +183,8 @@ def test_an_unreachable_hub_fails_fast_in_one_line(tmp_path):
 
 
 def test_worker_stderr_goes_to_a_log_file_named_in_its_errors(tmp_path):
-    from da3_blender.worker_client import LOG_DIR_ENV, WorkerClient
+    from da3_blender.runtime.client import WorkerClient
+    from da3_blender.runtime.protocol import LOG_DIR_ENV
 
     client = WorkerClient(python=sys.executable, log_dir=str(tmp_path / "logs"))
     try:
@@ -203,7 +204,7 @@ def test_worker_stderr_goes_to_a_log_file_named_in_its_errors(tmp_path):
 
 
 def test_an_internal_worker_error_names_the_log(monkeypatch, tmp_path):
-    from da3_blender import worker
+    from da3_blender.runtime import worker
 
     monkeypatch.setenv("DA3_WORKER_LOG_DIR", str(tmp_path))
     kind, text = worker.classify(ZeroDivisionError("boom"))

@@ -19,7 +19,7 @@ from da3_blender.job import (
     parse_export_format,
     video_kwargs,
 )
-from da3_blender.protocol import normalize_job
+from da3_blender.runtime.protocol import normalize_job
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reconstruct.py"
 

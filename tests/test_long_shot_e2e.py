@@ -65,7 +65,7 @@ def test_cli_streams_a_long_video(long_video, fixture_dir, tmp_path):
 
 
 def test_worker_streams_a_long_video(long_video, fixture_dir, tmp_path):
-    from da3_blender.worker_client import WorkerClient
+    from da3_blender.runtime.client import WorkerClient
 
     client = WorkerClient(python=sys.executable)
     try:

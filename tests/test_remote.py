@@ -18,9 +18,9 @@ import pytest
 
 from da3_blender.errors import BadInputError
 from da3_blender.prediction import load_result
-from da3_blender.remote import RemoteSpec, check_host, check_ssh_options, sh_path
-from da3_blender.transfer import JobFiles
-from da3_blender.worker_client import WorkerClient
+from da3_blender.runtime.ssh import RemoteSpec, check_host, check_ssh_options, sh_path
+from da3_blender.runtime.transfer import JobFiles
+from da3_blender.runtime.client import WorkerClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -296,8 +296,8 @@ def test_wrong_host_missing_python_and_fresh_install(sshd, tmp_path, fixture_dir
     assert not (tmp_path / "x.npz").exists()
 
     # the preferences' Check, over SSH: what is missing there and the one command that fixes it
-    from da3_blender.envs import check_interpreter
-    from da3_blender.remote import remote_setup_command
+    from da3_blender.runtime.envs import check_interpreter
+    from da3_blender.runtime.ssh import remote_setup_command
 
     report = check_interpreter("", remote=make_spec(sshd, tmp_path / "c3", python=system_python))
     if not hello["torch"]:
@@ -400,7 +400,7 @@ def test_reconstruct_script_remote_flags(soh_images, tmp_path, capsys):
 
 def test_readme_gpu_box_command_carries_the_pins():
     """README's one command for the GPU box is the one envs.DEPENDENCIES gives (no drift)."""
-    from da3_blender.remote import remote_setup_command
+    from da3_blender.runtime.ssh import remote_setup_command
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert remote_setup_command() in readme and "torch==2.13.0" in remote_setup_command()
@@ -429,7 +429,7 @@ def test_client_does_not_let_the_remote_steer_where_exports_land(tmp_path):
     from types import SimpleNamespace
 
     from da3_blender.errors import DA3Error
-    from da3_blender.remote import RemoteJob
+    from da3_blender.runtime.remote import RemoteJob
 
     for evil in ("exports/../../.bashrc", "/etc/passwd", "exports//x", "other/x", "exports\\..\\x"):
         client = SimpleNamespace(remote=RemoteSpec("gpu-box"),
@@ -444,7 +444,7 @@ def test_client_does_not_let_the_remote_steer_where_exports_land(tmp_path):
 def test_remote_environment_is_created_over_ssh_and_checked(sshd, tmp_path):
     """The managed environment, made on the remote over the same kind of connection (pip offline here:
     the pins cannot be downloaded in CI, so one offline pip step stands in and the check must refuse it)."""
-    from da3_blender.envs import create_remote_environment
+    from da3_blender.runtime.envs import create_remote_environment
     from da3_blender.errors import MissingDependencyError
 
     lines = []

@@ -13,10 +13,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from da3_blender.protocol import PROTOCOL_VERSION, decode, encode, normalize_job
+from da3_blender.runtime.protocol import PROTOCOL_VERSION, decode, encode, normalize_job
 from da3_blender.errors import BadInputError, ERROR_KINDS
 from da3_blender.prediction import load_result
-from da3_blender.worker_client import WorkerClient
+from da3_blender.runtime.client import WorkerClient
 
 pytestmark = pytest.mark.slow
 

@@ -33,7 +33,11 @@ import json
 import math
 from typing import Any
 
-from .errors import ERROR_KINDS, DA3Error
+from ..errors import ERROR_KINDS, DA3Error
+
+# the worker's log file: the client sets the folder (Blender: the extension's user folder), the worker names it in errors
+LOG_DIR_ENV = "DA3_WORKER_LOG_DIR"
+LOG_FILE = "worker.log"
 
 PROTOCOL_VERSION = 1
 
@@ -124,7 +128,7 @@ def normalize_job(job: Any) -> dict[str, Any]:
     ``dtype``, ``video`` {fps (0: every frame), start, end, max_frames}, ``options`` (inference
     keywords, streaming included), ``export_dir``, ``export_format``.
     """
-    from .job import normalize_job as _normalize
+    from ..job import normalize_job as _normalize
 
     return _normalize(job)
 

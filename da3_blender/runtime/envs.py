@@ -19,31 +19,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import BadInputError, MissingDependencyError
+from ..errors import BadInputError, MissingDependencyError
+from .client import WorkerClient, WorkerError
+from .requirements import DEPENDENCIES, MANAGED_REQUIREMENTS, PYPI_INDEX, TORCH_INDEX, requirement_name
+from .ssh import remote_setup_command, sh_path
 
-# Must equal pyproject.toml [project].dependencies (tests/test_envs.py checks it).
-DEPENDENCIES = [
-    "torch==2.13.0",
-    "numpy==1.26.4",
-    "pillow==11.3.0",
-    "safetensors==0.8.0",
-    "huggingface_hub==2.4.0",
-    "imageio-ffmpeg==0.8.1",
-]
-# Installed in the managed environment too, but not required of a custom interpreter: OpenEXR writes the
-# `exr` export (its absence is a one-line error when that format is asked for).
-OPTIONAL_DEPENDENCIES = ["OpenEXR==3.5.3"]
-MANAGED_REQUIREMENTS = DEPENDENCIES + OPTIONAL_DEPENDENCIES
 MIN_PYTHON = (3, 10)
 READY_MARKER = "da3-ready.json"
-TORCH_INDEX = "https://download.pytorch.org/whl/{variant}"
-PYPI_INDEX = "https://pypi.org/simple"
 _VARIANT_RE = re.compile(r"^(cpu|cu\d{3}|rocm\d+(\.\d+)*)$")
-
-
-def requirement_name(requirement: str) -> str:
-    """``"torch==2.13.0"`` -> ``"torch"``."""
-    return re.split(r"[\s<>=!~;\[]", requirement.strip(), maxsplit=1)[0]
 
 
 def python_in(directory: str | os.PathLike) -> str:
@@ -86,7 +69,6 @@ class InterpreterReport:
 def check_interpreter(python: str, timeout: float = 60.0, remote=None) -> InterpreterReport:
     """Start the worker with ``python``, ask ``hello``, and judge the answer. ``remote``: a
     :class:`remote.RemoteSpec` whose Python is checked over SSH instead (``python`` is ignored)."""
-    from .worker_client import WorkerClient, WorkerError
 
     if remote is not None:
         return _check_remote(remote, timeout)
@@ -110,9 +92,7 @@ def check_interpreter(python: str, timeout: float = 60.0, remote=None) -> Interp
 
 def _check_remote(remote, timeout: float) -> InterpreterReport:
     """check_interpreter for a remote worker: reach it over SSH, judge its hello, advise for that machine."""
-    from .errors import DA3Error
-    from .remote import remote_setup_command
-    from .worker_client import WorkerClient
+    from ..errors import DA3Error
 
     where = f"{remote.python} on {remote.label}"
     client = WorkerClient(remote=remote)
@@ -234,7 +214,6 @@ def create_remote_environment(remote, torch_variant: str | None = "cu128", direc
     import shlex
     from dataclasses import replace
 
-    from .remote import sh_path
 
     requirements = list(DEPENDENCIES if requirements is None else requirements)
     directory = directory or remote.cache_dir.rstrip("/") + "/env"

@@ -28,16 +28,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import CancelledError, DA3Error
-from .protocol import TERMINAL_EVENTS, decode, encode, error_event, request
-from .remote import (MISSING_PACKAGE_MARKER, MISSING_PACKAGE_STATUS, REMOTE_ENV, RemoteJob, RemoteSpec, death_message,
-                     install_package, no_window, ssh_missing)
+from ..errors import CancelledError, DA3Error
+from .protocol import LOG_DIR_ENV, LOG_FILE, TERMINAL_EVENTS, decode, encode, error_event, request
+from .remote import RemoteJob
+from .ssh import (MISSING_PACKAGE_MARKER, MISSING_PACKAGE_STATUS, REMOTE_ENV, RemoteSpec, death_message, install_package,
+                  no_window, ssh_missing)
 
-EXTENSION_ROOT = str(Path(__file__).resolve().parents[1])  # the folder holding da3_blender/
+EXTENSION_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding da3_blender/
 CANCEL_TIMEOUT = 3.0  # seconds a worker gets to answer a cancel before it is killed
 STDERR_LINES = 200
-LOG_DIR_ENV = "DA3_WORKER_LOG_DIR"  # the folder of the worker's log file (Blender: the extension's user folder)
-LOG_FILE = "worker.log"
 LOG_MAX_BYTES = 2_000_000  # the log rotates at this size, keeping LOG_BACKUPS old files
 LOG_BACKUPS = 2
 _OOM_MARKERS = ("out of memory", "outofmemoryerror", "memoryerror", "cannot allocate memory", "std::bad_alloc")

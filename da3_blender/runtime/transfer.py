@@ -29,7 +29,7 @@ import tempfile
 import time
 from typing import Any
 
-from .errors import BadInputError
+from ..errors import BadInputError
 from .protocol import CHUNK_SIZE, event
 
 FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
