@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CancelledError, DA3Error
-from .protocol import LOG_DIR_ENV, LOG_FILE, TERMINAL_EVENTS, decode, encode, error_event, request
+from .protocol import (LOG_DIR_ENV, LOG_FILE, TERMINAL_EVENTS, ProtocolError, check_event, decode, encode, error_event,
+                       read_line, request)
 from .remote import RemoteJob
 from .ssh import (MISSING_PACKAGE_MARKER, MISSING_PACKAGE_STATUS, REMOTE_ENV, RemoteSpec, death_message, install_package,
                   no_window, ssh_missing)
@@ -37,6 +38,7 @@ from .ssh import (MISSING_PACKAGE_MARKER, MISSING_PACKAGE_STATUS, REMOTE_ENV, Re
 EXTENSION_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding da3_blender/
 CANCEL_TIMEOUT = 3.0  # seconds a worker gets to answer a cancel before it is killed
 STDERR_LINES = 200
+STDERR_LINE_MAX = 8192  # characters of one stderr line kept (a longer one is cut into pieces)
 LOG_MAX_BYTES = 2_000_000  # the log rotates at this size, keeping LOG_BACKUPS old files
 LOG_BACKUPS = 2
 _OOM_MARKERS = ("out of memory", "outofmemoryerror", "memoryerror", "cannot allocate memory", "std::bad_alloc")
@@ -147,7 +149,7 @@ class WorkerClient:
         out_thread.start()
 
     def _read_stderr(self, proc: subprocess.Popen) -> None:
-        for raw in iter(proc.stderr.readline, b""):
+        for raw in iter(lambda: proc.stderr.readline(STDERR_LINE_MAX), b""):
             line = raw.decode("utf-8", "replace").rstrip()
             self.stderr_tail.append(line)
             self._log_line(line)
@@ -175,16 +177,26 @@ class WorkerClient:
         return f"; the full log is {self.log_path}" if self.log_path else ""
 
     def _read_stdout(self, proc: subprocess.Popen, err_thread: threading.Thread) -> None:
-        for raw in iter(proc.stdout.readline, b""):
+        while True:
+            raw = b""
             try:
-                message = decode(raw)
-            except DA3Error:
-                self.stderr_tail.append("(stdout) " + raw.decode("utf-8", "replace").rstrip())
+                raw = read_line(proc.stdout)
+                if not raw:
+                    break
+                message = check_event(decode(raw))
+            except ProtocolError as exc:  # a line that is no event: noted, never fatal to the reader
+                self.stderr_tail.append(f"(stdout) {exc}: {raw[:200].decode('utf-8', 'replace').rstrip()}")
                 continue
+            except (OSError, ValueError):  # the pipe closed under us
+                break
             if message.get("event") in TERMINAL_EVENTS and message.get("job"):
                 with self._lock:
+                    pending = message["job"] in self._jobs
                     self._jobs.discard(message["job"])
                     self._cancels.pop(message["job"], None)
+                if not pending:  # a job ends once: a second end (or one for a job never sent) is dropped
+                    self.stderr_tail.append(f"(stdout) a {message['event']} for job {message['job']}, which is not running")
+                    continue
             self._deliver(message)
         code = proc.wait()
         err_thread.join(timeout=5)

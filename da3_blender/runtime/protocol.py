@@ -44,6 +44,10 @@ PROTOCOL_VERSION = 1
 REQUESTS = ("hello", "run", "cancel", "unload", "shutdown")
 EVENTS = ("hello", "progress", "loaded", "result", "error", "unloaded", "bye")
 TERMINAL_EVENTS = ("result", "error")  # a job ends with exactly one of these
+MAX_LINE = 16 << 20  # bytes: a longer line is skipped (read in pieces, never held) and answered as an error
+MAX_ID = 200  # characters of a request id
+MAX_MESSAGE = 4000  # characters of an event's message kept by the client
+
 
 class ProtocolError(DA3Error):
     kind = "protocol"
@@ -68,8 +72,26 @@ def _finite(value):
     return value
 
 
+def read_line(stream, limit: int = MAX_LINE) -> bytes:
+    """The next line of a binary stream (``b""`` at its end). A line longer than ``limit`` bytes is read
+    on to its end in pieces (never held whole) and raises :class:`ProtocolError`; the stream stays usable."""
+    line = stream.readline(limit + 1)
+    if len(line) <= limit or line.endswith(b"\n"):
+        return line
+    skipped = len(line)
+    while True:
+        more = stream.readline(1 << 20)
+        skipped += len(more)
+        if not more or more.endswith(b"\n"):
+            break
+    raise ProtocolError(f"a line of {skipped} bytes is longer than the {limit} a message may have")
+
+
 def decode(line: str | bytes) -> dict[str, Any]:
-    """Parse one line into a message dict; :class:`ProtocolError` if it is not a JSON object."""
+    """Parse one line into a message dict; :class:`ProtocolError` if it is not a JSON object (whatever
+    the line holds: invalid UTF-8, deep nesting, huge numbers, over :data:`MAX_LINE` bytes)."""
+    if len(line) > MAX_LINE + 1:
+        raise ProtocolError(f"a line of {len(line)} bytes is longer than the {MAX_LINE} a message may have")
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
@@ -77,8 +99,11 @@ def decode(line: str | bytes) -> dict[str, Any]:
             raise ProtocolError("the line is not UTF-8") from None
     try:
         message = json.loads(line)
-    except ValueError as exc:
-        raise ProtocolError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ProtocolError("not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of too many digits
+        where = f" at column {exc.colno}" if hasattr(exc, "colno") else ""
+        raise ProtocolError(f"not valid JSON ({getattr(exc, 'msg', None) or str(exc)[:100]}{where})") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"expected a JSON object, got {type(message).__name__}")
     return message
@@ -116,9 +141,61 @@ def check_request(message: dict[str, Any]) -> tuple[str, str]:
     if kind not in REQUESTS:
         raise ProtocolError(f"unknown request {kind!r} (known: {', '.join(REQUESTS)})")
     rid = message.get("id")
-    if not isinstance(rid, str) or not rid:
-        raise ProtocolError(f"request {kind!r} needs a non-empty string 'id'")
+    if not isinstance(rid, str) or not rid or len(rid) > MAX_ID:
+        raise ProtocolError(f"request {kind!r} needs a non-empty string 'id' of at most {MAX_ID} characters")
     return kind, rid
+
+
+def request_id(message: dict[str, Any]) -> str | None:
+    """The id to echo in an answer to a (maybe malformed) request: a short string, else None."""
+    rid = message.get("id")
+    return rid if isinstance(rid, str) and 0 < len(rid) <= MAX_ID else None
+
+
+def check_event(message: dict[str, Any]) -> dict[str, Any]:
+    """An event from a worker, checked before the client acts on it (the worker may be another
+    machine's): ``event`` known, ``id``/``job`` strings or null, the fields the client reads well typed.
+
+    A terminal event for a job with malformed fields becomes an ``error`` event of kind protocol for
+    that job (so the job still ends); anything else malformed raises :class:`ProtocolError`.
+    """
+    name = message.get("event")
+    if not isinstance(name, str) or name not in EVENTS:
+        raise ProtocolError(f"unknown event {str(name)[:40]!r}")
+    for key in ("id", "job"):
+        value = message.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_ID):
+            raise ProtocolError(f"event {name}: {key} must be a short string or null")
+    try:
+        return _check_fields(name, message)
+    except ProtocolError as exc:
+        if name in TERMINAL_EVENTS and message.get("job"):
+            return error_event(message.get("id"), message["job"], "protocol", f"the worker sent a bad {name}: {exc}")
+        raise
+
+
+def _check_fields(name: str, message: dict[str, Any]) -> dict[str, Any]:
+    if name == "progress":
+        fraction = message.get("fraction")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not math.isfinite(fraction):
+            raise ProtocolError("progress without a numeric fraction")
+        if not isinstance(message.get("stage"), str) or not isinstance(message.get("message", ""), str):
+            raise ProtocolError("progress stage and message must be text")
+        return dict(message, fraction=min(max(float(fraction), 0.0), 1.0), message=message.get("message", "")[:MAX_MESSAGE])
+    if name == "error":
+        kind = message.get("kind")
+        text = message.get("message")
+        if not isinstance(text, str):
+            raise ProtocolError("error without a message")
+        return dict(message, kind=kind if kind in ERROR_KINDS else "internal",
+                    message=" ".join(text[:MAX_MESSAGE].split()))
+    if name == "result":
+        summary = message.get("summary")
+        if not isinstance(message.get("path"), str) or not message["path"] or "\0" in message["path"]:
+            raise ProtocolError("result without a file path")
+        if summary is not None and not isinstance(summary, dict):
+            raise ProtocolError("result summary must be an object")
+    return message
 
 
 def normalize_job(job: Any) -> dict[str, Any]:

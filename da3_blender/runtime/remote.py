@@ -7,6 +7,7 @@ of the file requests is :class:`.transfer.JobFiles`. Standard library only.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import io
 import os
@@ -23,10 +24,19 @@ def encode_chunk(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def decode_chunk(text: Any) -> bytes:
+def decode_chunk(text: Any, limit: int | None = None) -> bytes:
+    """The bytes of a ``chunk`` event's base64 ``data``: at most ``limit`` (default CHUNK_SIZE) bytes."""
+    from .protocol import CHUNK_SIZE
+
+    limit = CHUNK_SIZE if limit is None else limit
     if not isinstance(text, str):
         raise DA3Error("the remote worker sent a chunk without data", kind="protocol")
-    return base64.b64decode(text, validate=True)
+    if len(text) > 4 * (limit // 3 + 1):
+        raise DA3Error(f"the remote worker sent a chunk of over {limit} bytes", kind="protocol")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise DA3Error("the remote worker sent a chunk that is not base64", kind="protocol") from None
 
 
 WINDOW = 4  # chunks in flight each way: bounded memory, and the link stays busy

@@ -25,7 +25,7 @@ from ..errors import BadInputError, CancelledError, DA3Error
 from ..files import check_writable_folder
 from ..job import inference_kwargs, video_kwargs
 from .protocol import (LOG_DIR_ENV, LOG_FILE, PROTOCOL_VERSION, TRANSFER_REQUESTS, ProtocolError, check_request,
-                        decode, encode, error_event, event, normalize_job)
+                        decode, encode, error_event, event, normalize_job, read_line, request_id)
 
 log = logging.getLogger("da3_blender.worker")
 
@@ -128,7 +128,11 @@ class Worker:
     # -- request loop ---------------------------------------------------------------------------
     def serve(self, stdin: BinaryIO) -> int:
         while True:
-            raw = stdin.readline()
+            try:
+                raw = read_line(stdin)
+            except ProtocolError as exc:  # an over-long line, skipped
+                self.send(error_event(None, None, "protocol", f"bad request: {exc}"))
+                continue
             if not raw:  # EOF: the client went away
                 log.info("stdin closed; stopping")
                 self._stop(None)
@@ -143,7 +147,7 @@ class Worker:
         rid = None
         try:
             message = decode(raw)
-            rid = message.get("id") if isinstance(message.get("id"), str) else None
+            rid = request_id(message)
             kind, rid = check_request(message)
         except ProtocolError as exc:
             self.send(error_event(rid, None, "protocol", f"bad request: {exc}"))
@@ -235,7 +239,7 @@ class Worker:
             log.info("cancelling job %s", job.id)
             job.cancel.set()  # the job answers with error kind "cancelled"
         else:
-            self.send(error_event(rid, None, "bad_input", f"no running job {job_id!r} to cancel", request="cancel"))
+            self.send(error_event(rid, None, "bad_input", f"no running job {job_id!r:.80} to cancel", request="cancel"))
 
     def _stop(self, rid: str | None) -> None:
         with self._state_lock:
