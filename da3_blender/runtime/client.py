@@ -78,6 +78,7 @@ class WorkerClient:
         self._lock = threading.Lock()
         self._jobs: set[str] = set()  # jobs sent to the current process and not finished
         self._cancels: dict[str, float] = {}  # job id -> when its cancel was sent
+        self._ended: collections.deque[str] = collections.deque(maxlen=1000)  # jobs that have had their end
         self._expected_exit = False
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:6]
@@ -191,11 +192,12 @@ class WorkerClient:
                 break
             if message.get("event") in TERMINAL_EVENTS and message.get("job"):
                 with self._lock:
-                    pending = message["job"] in self._jobs
+                    again = message["job"] in self._ended
+                    self._ended.append(message["job"])
                     self._jobs.discard(message["job"])
                     self._cancels.pop(message["job"], None)
-                if not pending:  # a job ends once: a second end (or one for a job never sent) is dropped
-                    self.stderr_tail.append(f"(stdout) a {message['event']} for job {message['job']}, which is not running")
+                if again:  # a job ends once: a second end is dropped
+                    self.stderr_tail.append(f"(stdout) a second {message['event']} for job {message['job']}")
                     continue
             self._deliver(message)
         code = proc.wait()

@@ -40,6 +40,9 @@ LOG_DIR_ENV = "DA3_WORKER_LOG_DIR"
 LOG_FILE = "worker.log"
 
 PROTOCOL_VERSION = 1
+# a remote worker's exit status (and stderr line) when a folder it would trust is not private
+UNTRUSTED_MARKER = "da3-remote: cache folder not private"
+UNTRUSTED_STATUS = 4
 
 REQUESTS = ("hello", "run", "cancel", "unload", "shutdown")
 EVENTS = ("hello", "progress", "loaded", "result", "error", "unloaded", "bye")

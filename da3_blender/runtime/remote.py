@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import BadInputError, DA3Error
 from .ssh import RemoteSpec, _join
-from .transfer import check_relative, sha256_file
+from .transfer import check_relative, local_path, sha256_file
 
 # -- job files: the client side --------------------------------------------------------------------
 def encode_chunk(data: bytes) -> str:
@@ -327,7 +327,7 @@ class RemoteJob(threading.Thread):
             parts = check_relative(path, "exported file")  # the remote cannot steer writes out of the folder
             if parts[0] != rel or len(parts) < 2:
                 raise DA3Error(f"the remote listed {path!r:.100} outside {rel}", kind="protocol")
-            self.download(path, os.path.join(local, *parts[1:]), "export")
+            self.download(path, local_path(local, "/".join(parts[1:]), what="exported file"), "export")
 
 
 def _is_input_file(name: str) -> bool:

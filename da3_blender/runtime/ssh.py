@@ -15,8 +15,8 @@ and worker always run the same code, and nothing else on the remote named ``da3_
 
 Security: the ssh command is an argument list (no local shell); the host, Python, folders and ssh
 options are validated; the remote command line is built only from shell-quoted pieces (ssh hands
-it to the remote login shell, which must be POSIX: sh, bash, dash or zsh). ``-o`` options that run
-local commands (ProxyCommand, LocalCommand, ...) are refused here: put them in ``~/.ssh/config``.
+it to the remote login shell, which must be POSIX: sh, bash, dash or zsh). ``-o`` options come from an
+allowlist (:data:`ALLOWED_OPTIONS`; ProxyCommand, PKCS11Provider, ... belong in ``~/.ssh/config``).
 Standard library only.
 """
 
@@ -37,6 +37,7 @@ from typing import Any
 from ..errors import BadInputError, DA3Error
 from ..options import DEFAULT_REMOTE_CACHE_DIR as DEFAULT_CACHE_DIR
 from ..options import DEFAULT_REMOTE_PYTHON as DEFAULT_PYTHON
+from .protocol import UNTRUSTED_MARKER, UNTRUSTED_STATUS
 from .requirements import DEPENDENCIES, TORCH_INDEX, requirement_name
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # da3_blender/
@@ -44,14 +45,25 @@ CONNECT_TIMEOUT = 15  # seconds for ssh to reach the host
 INSTALL_TIMEOUT = 120.0  # seconds to upload the package
 MISSING_PACKAGE_MARKER = "da3-remote: package not installed"
 MISSING_PACKAGE_STATUS = 3  # the worker command's exit status when this version is not there yet
+# POSIX sh: is "$1" a real folder (no link), owned by this user and writable by no one else?
+_OWN_FUNCTION = ('da3_own() { [ -d "$1" ] && [ ! -L "$1" ] || return 1; set -- $(ls -ldn -- "$1"); '
+                 'case "$1" in ?????w*|????????w*) return 1;; esac; [ "$3" = "$(id -u)" ]; }')
 
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}@)?(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)$")
 _OPTION_RE = re.compile(r"^([A-Za-z][A-Za-z0-9]*)[= ](.+)$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# ssh options that run local commands or change what the session is: not from the preferences
-DENIED_OPTIONS = frozenset(o.lower() for o in (
-    "ProxyCommand", "LocalCommand", "PermitLocalCommand", "KnownHostsCommand", "RemoteCommand", "RequestTTY",
-    "SessionType", "StdinNull", "ForkAfterAuthentication", "EscapeChar", "Include", "Match", "ControlMaster"))
+# ``-o`` options accepted from the preferences (an allowlist: anything else, e.g. ProxyCommand,
+# PKCS11Provider or SecurityKeyProvider (both load a local library), ControlMaster/ControlPersist or
+# forwarding, belongs in ~/.ssh/config, where the user wrote it themselves)
+ALLOWED_OPTIONS = {o.lower(): o for o in (
+    "AddressFamily", "BatchMode", "BindAddress", "BindInterface", "CASignatureAlgorithms", "CertificateFile",
+    "CheckHostIP", "Ciphers", "Compression", "ConnectionAttempts", "ConnectTimeout", "FingerprintHash",
+    "GlobalKnownHostsFile", "HashKnownHosts", "HostKeyAlgorithms", "HostKeyAlias", "HostName", "IdentitiesOnly",
+    "IdentityFile", "IPQoS", "KbdInteractiveAuthentication", "KexAlgorithms", "LogLevel", "MACs",
+    "NumberOfPasswordPrompts", "PasswordAuthentication", "Port", "PreferredAuthentications", "ProxyJump",
+    "PubkeyAcceptedAlgorithms", "PubkeyAuthentication", "RekeyLimit", "RequiredRSASize", "ServerAliveCountMax",
+    "ServerAliveInterval", "StrictHostKeyChecking", "TCPKeepAlive", "UpdateHostKeys", "User", "UserKnownHostsFile",
+    "VerifyHostKeyDNS")}
 # the client's worker environment variables that also apply on the remote (HF_HOME & co name local folders)
 REMOTE_ENV = ("HF_ENDPOINT", "HF_HUB_OFFLINE", "DA3_WORKER_LOG")
 
@@ -77,17 +89,21 @@ def _check_text(value: Any, what: str) -> str:
 
 
 def check_ssh_options(options) -> tuple[str, ...]:
-    """``Key=Value`` strings for ``ssh -o``; options that run local commands are refused."""
+    """``Key=Value`` strings for ``ssh -o``: only :data:`ALLOWED_OPTIONS` (none runs a command or loads code)."""
     checked = []
     for opt in options or ():
         text = _check_text(opt, "ssh option")
         m = _OPTION_RE.match(text)
         if not m:
             raise BadInputError(f"ssh option {text!r:.80} must look like Key=Value (e.g. ConnectTimeout=10)")
-        if m.group(1).lower() in DENIED_OPTIONS:
-            raise BadInputError(f"ssh option {m.group(1)} is not accepted here (it runs local commands or changes "
-                                "the session): put it in ~/.ssh/config for this host instead")
-        checked.append(f"{m.group(1)}={m.group(2).strip()}")
+        key, value = m.group(1), m.group(2).strip()
+        if key.lower() not in ALLOWED_OPTIONS:
+            raise BadInputError(f"ssh option {key} is not accepted here (only connection and authentication "
+                                "options such as ConnectTimeout, Port, User, IdentityFile, ProxyJump): put it in "
+                                "~/.ssh/config for this host instead")
+        if value.startswith("-") or (key.lower() == "proxyjump" and any(c in value for c in " \t'\"")):
+            raise BadInputError(f"ssh option {key}={value!r:.80} is not usable (no leading '-', no spaces or quotes)")
+        checked.append(f"{ALLOWED_OPTIONS[key.lower()]}={value}")
     return tuple(checked)
 
 
@@ -178,13 +194,21 @@ class RemoteSpec:
     def jobs_dir(self) -> str:
         return _join(self.cache_dir, "jobs")
 
+    def _trusted(self, *folders: str) -> str:
+        """Shell: exit 4 (with :data:`UNTRUSTED_MARKER`) unless every folder is private (see _OWN_FUNCTION)."""
+        checks = " && ".join(f"da3_own {f}" for f in folders)
+        return (f"{_OWN_FUNCTION}; {checks} || {{ echo {shlex.quote(UNTRUSTED_MARKER)} >&2; "
+                f"exit {UNTRUSTED_STATUS}; }}")
+
     def worker_command(self, digest: str) -> str:
-        """The remote command line: in the package folder (exit status 3 if it is not there yet),
+        """The remote command line: exit status 3 if the package folder is not there yet, 4 if it (or the
+        cache folder) is not private (code is never run from a folder others can write), else in it
         ``env PYTHONPATH=<package> <python> -u -m da3_blender.worker --jobs-dir ...``."""
         package = sh_path(self.package_dir(digest))
-        words = [f"cd {package} 2>/dev/null || {{ echo {shlex.quote(MISSING_PACKAGE_MARKER)} >&2; "
-                 f"exit {MISSING_PACKAGE_STATUS}; }}; exec", "env", "PYTHONPATH=" + package, "PYTHONUNBUFFERED=1",
-                 "PYTHONIOENCODING=utf-8"]
+        trusted = self._trusted(sh_path(self.cache_dir), sh_path(_join(self.cache_dir, "pkg")), package)
+        words = [f"[ -d {package} ] || {{ echo {shlex.quote(MISSING_PACKAGE_MARKER)} >&2; "
+                 f"exit {MISSING_PACKAGE_STATUS}; }}; {trusted}; cd {package} && exec", "env", "PYTHONPATH=" + package,
+                 "PYTHONUNBUFFERED=1", "PYTHONIOENCODING=utf-8"]
         words += [f"{k}={shlex.quote(str(v))}" for k, v in sorted(self.env.items())]
         words += [sh_path(self.python), "-u", "-m", "da3_blender.worker", "--jobs-dir", sh_path(self.jobs_dir())]
         for _local, remote in self.path_map:
@@ -197,8 +221,9 @@ class RemoteSpec:
     def install_command(self, digest: str) -> str:
         """Unpack the package tarball from stdin into ``pkg/<digest>`` (atomically: a temp folder, then mv)."""
         parent, final = sh_path(_join(self.cache_dir, "pkg")), sh_path(self.package_dir(digest))
-        return (f"umask 077 && mkdir -p {parent} && t=$(mktemp -d {parent}/.up.XXXXXX) && tar -xzf - -C \"$t\" && "
-                f"if [ -d {final} ]; then rm -rf \"$t\"; else mv \"$t\" {final}; fi")
+        return (f"umask 077 && mkdir -p {parent} && {{ {self._trusted(sh_path(self.cache_dir), parent)}; }} && "
+                f"t=$(mktemp -d {parent}/.up.XXXXXX) && tar -xzf - -C \"$t\" && "
+                f"if [ -d {final} ]; then rm -rf \"$t\"; {self._trusted(final)}; else mv \"$t\" {final}; fi")
 
     # -- paths -------------------------------------------------------------------------------------
     def map_path(self, local: str) -> str | None:
@@ -255,6 +280,9 @@ def install_package(spec: RemoteSpec, timeout: float = INSTALL_TIMEOUT) -> str:
         raise DA3Error(f"uploading DA3 to {spec.label} took over {timeout:.0f} s: check the connection",
                        kind="connection") from None
     if proc.returncode != 0:
+        found = death_message(spec, proc.returncode, proc.stderr.decode("utf-8", "replace").splitlines())
+        if found is not None and found[0] == "bad_input":  # not private: say so, not "not writable"
+            raise DA3Error(found[1], kind=found[0])
         last = _last_line(proc.stderr.decode("utf-8", "replace"))
         raise DA3Error(f"could not install DA3 in {spec.cache_dir} on {spec.label} (exit status {proc.returncode}: "
                        f"{last}): check the remote cache folder is writable", kind="connection")
@@ -277,6 +305,10 @@ def _last_line(text: str) -> str:
 def death_message(spec: RemoteSpec, code: int | None, lines: list[str]) -> tuple[str, str] | None:
     """(kind, one line) for a remote worker's ssh that ended with ``code``; None: not an SSH matter."""
     last = _last_line("\n".join(lines))
+    if code == UNTRUSTED_STATUS and any(UNTRUSTED_MARKER in line for line in lines):
+        return "bad_input", (f"the remote cache folder {spec.cache_dir} on {spec.label} is not private (another user "
+                             "owns it or can write to it): DA3 runs no code from it; remove it, or choose a remote "
+                             "cache folder of your own that only you can write (chmod 700)")
     if code == 127 or (code is not None and code != 0 and "No such file or directory" in last and spec.python in last):
         return "missing_dependency", (f"the remote Python {spec.python} was not found on {spec.label} ({last}): "
                                       "install Python 3.10+ with DA3's packages there (README: remote worker) or "

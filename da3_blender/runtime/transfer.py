@@ -60,6 +60,33 @@ def check_relative(path: Any, what: str = "path") -> list[str]:
     return parts
 
 
+# names Windows reads as a device (CON, NUL, COM1, ...), whatever the extension
+_WINDOWS_DEVICES = frozenset(["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"] + [f"{p}{i}" for p in ("COM", "LPT")
+                                                                                   for i in "123456789¹²³"])
+_NOT_PORTABLE = frozenset('<>:"|?*') | frozenset(chr(i) for i in range(32))
+
+
+def local_path(base: str, path: Any, pathmod=os.path, what: str = "file") -> str:
+    """Where a file the remote names (``a/b.exr``, relative) lands under the local folder ``base``.
+
+    Refused on every OS (one-line :class:`BadInputError`), so a remote cannot write outside ``base`` on
+    any client: what :func:`check_relative` refuses, and names Windows would read as a drive
+    (``C:``), an NTFS stream (``a:b``), a device (``CON``, ``nul.txt``) or silently change (a trailing
+    dot or space). ``pathmod``: ``ntpath`` or ``posixpath`` (tests check Windows rules on any OS).
+    """
+    parts = check_relative(path, what)
+    for part in parts:
+        stem = part.split(".")[0].rstrip(" ").upper()
+        if any(c in _NOT_PORTABLE for c in part) or part[-1] in ". " or stem in _WINDOWS_DEVICES:
+            raise BadInputError(f"{what} {path!r:.200} is not a portable file name (no drive, stream or device "
+                                "names, no <>:\"|?* or trailing dot/space): refused")
+    root = pathmod.normpath(pathmod.abspath(base)) if pathmod is os.path else pathmod.normpath(base)
+    target = pathmod.normpath(pathmod.join(root, *parts))
+    if pathmod.splitdrive(target)[0] != pathmod.splitdrive(root)[0] or pathmod.commonpath([root, target]) != root:
+        raise BadInputError(f"{what} {path!r:.200} would land outside {base}: refused")
+    return target
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -80,6 +107,17 @@ class _Upload:
                 pass
 
 
+def check_private(path: str, what: str = "folder") -> None:
+    """POSIX: :class:`BadInputError` unless ``path`` is this user's and no one else can write it (models
+    and inputs kept there are trusted as this user's own)."""
+    if os.name != "posix":
+        return
+    st = os.stat(path)
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise BadInputError(f"the {what} {path} is not private (owner uid {st.st_uid}, mode {st.st_mode & 0o777:o}): "
+                            "remove it or make it yours alone (chmod 700)")
+
+
 class JobFiles:
     """The jobs folder of a remote worker and the transfer requests on it."""
 
@@ -87,6 +125,7 @@ class JobFiles:
         root = os.path.abspath(os.path.expanduser(root))
         os.makedirs(root, mode=0o700, exist_ok=True)
         self.root = os.path.realpath(root)
+        check_private(self.root, "jobs folder")
         self.allowed = [os.path.realpath(os.path.expanduser(a)) for a in allowed]
         self._uploads: dict[tuple[str, str], _Upload] = {}
         self.purge_stale()

@@ -24,8 +24,9 @@ from typing import Any, BinaryIO, TextIO
 from ..errors import BadInputError, CancelledError, DA3Error
 from ..files import check_writable_folder
 from ..job import inference_kwargs, video_kwargs
-from .protocol import (LOG_DIR_ENV, LOG_FILE, PROTOCOL_VERSION, TRANSFER_REQUESTS, ProtocolError, check_request,
-                        decode, encode, error_event, event, normalize_job, read_line, request_id)
+from .protocol import (LOG_DIR_ENV, LOG_FILE, PROTOCOL_VERSION, TRANSFER_REQUESTS, UNTRUSTED_MARKER, UNTRUSTED_STATUS,
+                       ProtocolError, check_request, decode, encode, error_event, event, normalize_job, read_line,
+                       request_id)
 
 log = logging.getLogger("da3_blender.worker")
 
@@ -454,7 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs_dir:
         from .transfer import JobFiles
 
-        files = JobFiles(args.jobs_dir, args.allow)
+        try:
+            files = JobFiles(args.jobs_dir, args.allow)
+        except (DA3Error, OSError) as exc:  # e.g. a jobs folder others can write: refuse to serve
+            print(f"{UNTRUSTED_MARKER}: {exc}", file=sys.stderr)
+            return UNTRUSTED_STATUS
     proto_fd = os.dup(1)
     os.dup2(2, 1)  # C-level writes to fd 1 (libraries) land on stderr
     out = os.fdopen(proto_fd, "w", encoding="utf-8", newline="\n")
