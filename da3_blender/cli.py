@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="DIR")
     p = sub.add_parser("video", parents=[common, video], help="frames sampled from a video file")
     p.add_argument("input", metavar="PATH")
+    p = sub.add_parser("export", parents=[common], help="export a kept result (.npz) again (model options unused)")
+    p.add_argument("input", metavar="RESULT.npz")
     return parser
 
 
@@ -331,10 +333,31 @@ def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        raise _UsageError("choose a command: auto, image, images or video (see da3 --help)")
+        raise _UsageError("choose a command: auto, image, images, video or export (see da3 --help)")
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
                         format="da3: warning: %(message)s", stream=sys.stderr)
+    if args.command == "export":
+        return export_result(args)
     return run(args)
+
+
+def export_result(args) -> int:
+    """``da3 export RESULT.npz``: a kept result (the worker's, the npz export, official DA3) in other formats.
+    A damaged file is one line (``prediction.load_result``), before any file is written."""
+    from . import exports
+    from .files import make_folder
+    from .prediction import load_result
+
+    formats = exports.parse_formats(args.export_format)
+    pred = load_result(args.input)
+    make_folder(args.export_dir)
+    files = exports.export(pred, export_format="-".join(formats), export_dir=args.export_dir,
+                           conf_thresh_percentile=args.conf_thresh_percentile, num_max_points=args.num_max_points,
+                           show_cameras=args.show_cameras) or []
+    print(f"da3: {args.input} -> {os.path.abspath(args.export_dir)} ({len(files)} file{'s' * (len(files) != 1)})")
+    for f in files:
+        print(f"  {f}")
+    return 0
 
 
 def _error_line(exc: BaseException, debug: bool = False) -> tuple[int, str | None]:

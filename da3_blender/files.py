@@ -11,6 +11,7 @@ import contextlib
 import os
 import tempfile
 
+from .cancel import checkpoint
 from .errors import BadInputError, write_error
 
 
@@ -34,6 +35,46 @@ def check_writable_folder(folder: str | os.PathLike, doing: str) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise BadInputError(f"cannot {doing} ({reason}): choose a writable output folder") from None
+
+
+TEMP_PREFIX = ".tmp-"
+STALE_TEMP_SECONDS = 3600  # a temporary file this old was left by a killed process
+
+
+class _Checked:
+    """A file whose writes are cancel points (:func:`da3_blender.cancel.checkpoint`)."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def write(self, data):
+        checkpoint()
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, depth: int = 0, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove :func:`open_atomic` temporary files older than ``older_than`` seconds in ``folder`` and its
+    sub-folders down to ``depth`` levels (left by a process killed while writing); returns how many.
+    Never raises."""
+    import time
+
+    removed = 0
+    limit = time.time() - older_than
+    top = os.fspath(folder).rstrip(os.sep) or os.sep
+    for dirpath, dirs, names in os.walk(top):
+        if dirpath[len(top):].count(os.sep) >= depth:
+            dirs[:] = []  # no deeper
+        for name in names:
+            if name.startswith(TEMP_PREFIX) and not name.startswith(TEMP_PREFIX + "probe-"):
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(OSError):
+                    if os.lstat(path).st_mtime < limit:
+                        os.unlink(path)
+                        removed += 1
+    return removed
 
 
 def _umask() -> int:
@@ -66,15 +107,18 @@ def open_atomic(path: str | os.PathLike, mode: str = "wb"):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    checkpoint()  # a cancelled job writes no further file
     make_folder(folder)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=os.path.splitext(path)[1], dir=folder)
     except OSError as exc:
         raise write_error(path, exc) from None
     try:
         text = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape", "newline": "\n"}
-        with os.fdopen(fd, mode, **text) as fh:
+        with os.fdopen(fd, mode, **text) as raw:
+            fh = _Checked(raw)
             yield fh
+            checkpoint()
             fh.flush()
             if hasattr(os, "fchmod"):
                 os.fchmod(fh.fileno(), _file_mode())

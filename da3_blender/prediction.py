@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,42 +147,64 @@ def _json_default(obj):
 def load_result(path: str | os.PathLike) -> Prediction:
     """Read a result file written by :func:`save_result`, or an official DA3 ``npz``/``mini_npz``.
 
-    Raises :class:`ResultFormatError` (one line, names the file) for anything unreadable.
+    Raises :class:`ResultFormatError` (one line, names the file) for anything unreadable: a missing,
+    truncated or damaged file, a damaged array header, wrong types or shapes, Python objects.
     """
     path = os.fspath(path)
     name = os.path.basename(path)
     if not os.path.isfile(path):
         raise ResultFormatError(f"result file not found: {path}")
+    data = _read_arrays(path, name)
+    meta = _read_meta(data, name)
+    try:
+        return _prediction_from_arrays(data, meta, name)
+    except ResultFormatError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # arrays of the wrong kind
+        raise ResultFormatError(f"{name} is damaged ({type(exc).__name__}: {str(exc)[:200]}); run DA3 again to "
+                                "recreate it") from None
+
+
+def _read_arrays(path: str, name: str) -> dict[str, np.ndarray]:
+    damaged = (f"{name} is not a readable DA3 result (corrupt or truncated npz: {{}}); run DA3 again to "
+               "recreate it")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
-            raise ResultFormatError(
-                f"{name} is not a readable DA3 result (corrupt or truncated npz: {exc}); run DA3 again to recreate it"
-            ) from None
+            raise ResultFormatError(damaged.format(str(exc)[:200])) from None
         raise ResultFormatError(
             f"{name} is not a DA3 result (it contains Python objects, which are never loaded as they could run "
             "code); choose a result written by DA3 for Blender, the da3 command or official DA3"
         ) from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+    except MemoryError:
+        raise ResultFormatError(f"{name}: an array in it is too large to read (damaged?); run DA3 again") from None
+    except Exception as exc:  # noqa: BLE001 - zip, header (SyntaxError, TokenError, TypeError) or read errors
+        raise ResultFormatError(damaged.format(f"{type(exc).__name__}: {str(exc)[:200]}")) from None
+
+
+def _read_meta(data: dict[str, np.ndarray], name: str) -> dict[str, Any]:
+    if "meta_json" not in data:
+        return {}
+    try:
+        meta = json.loads(str(data["meta_json"]))
+    except (ValueError, RecursionError):
+        raise ResultFormatError(f"{name}: its metadata is not valid JSON; run DA3 again to recreate it") from None
+    if not isinstance(meta, dict):
+        raise ResultFormatError(f"{name}: its metadata is not a JSON object; run DA3 again to recreate it")
+    if meta.get("format") != RESULT_FORMAT:
+        raise ResultFormatError(f"{name}: unknown result format {meta.get('format')!r:.80}")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > RESULT_VERSION or version < 1:
         raise ResultFormatError(
-            f"{name} is not a readable DA3 result (corrupt or truncated npz: {exc}); run DA3 again to recreate it"
-        ) from None
-    meta: dict[str, Any] = {}
-    if "meta_json" in data:
-        try:
-            meta = json.loads(str(data["meta_json"]))
-        except ValueError:
-            raise ResultFormatError(f"{name}: its metadata is not valid JSON; run DA3 again to recreate it") from None
-        if meta.get("format") != RESULT_FORMAT:
-            raise ResultFormatError(f"{name}: unknown result format {meta.get('format')!r}")
-        version = meta.get("version")
-        if not isinstance(version, int) or version > RESULT_VERSION or version < 1:
-            raise ResultFormatError(
-                f"{name}: result format version {version!r} is not supported by this version "
-                f"(reads 1..{RESULT_VERSION}); update DA3 for Blender"
-            )
+            f"{name}: result format version {version!r:.40} is not supported by this version "
+            f"(reads 1..{RESULT_VERSION}); update DA3 for Blender"
+        )
+    return meta
+
+
+def _prediction_from_arrays(data: dict[str, np.ndarray], meta: dict[str, Any], name: str) -> Prediction:
     if "depth" not in data:
         raise ResultFormatError(f"{name} has no 'depth' array: not a DA3 result")
     depth = np.asarray(data["depth"], dtype=np.float32)

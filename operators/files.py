@@ -126,6 +126,13 @@ class DA3_OT_import_result(Operator):
             except DA3Error as ex:
                 self.report({"ERROR"}, f"{os.path.basename(path)}: {ex}")
                 return {"CANCELLED"}
+            except Exception as ex:  # noqa: BLE001 - a file we could not foresee: one line, the scene unchanged
+                import traceback
+
+                traceback.print_exc()  # the system console has the details
+                self.report({"ERROR"}, f"{os.path.basename(path)}: cannot import it ({type(ex).__name__}: "
+                                       f"{' '.join(str(ex).split())[:200]})")
+                return {"CANCELLED"}
             made.append(getattr(collection, "name", name))
         self.report({"INFO"}, f"imported {len(paths)} DA3 result(s) -> {', '.join(repr(m) for m in made)}")
         return {"FINISHED"}

@@ -12,6 +12,7 @@ import os
 import bpy
 import numpy as np
 
+from ..da3_blender.errors import BadInputError
 from .conventions import fps_to_blender
 
 MAX_FRAME = 1_048_574  # Blender's last frame
@@ -27,10 +28,12 @@ def video_info(pred) -> dict | None:
 
 
 def scene_frames(frame_numbers, frame_start: int) -> np.ndarray:
-    frames = frame_start + np.asarray(frame_numbers, dtype=np.int64)
-    if frames.max() > MAX_FRAME:
-        raise ValueError(f"frame {int(frames.max())} is past Blender's last frame {MAX_FRAME}")
-    return frames
+    """Scene frame of each source frame number; a one-line ``BadInputError`` past Blender's last frame."""
+    numbers = np.asarray(frame_numbers, dtype=np.int64)
+    if numbers.size and (int(numbers.max()) > MAX_FRAME - frame_start or int(numbers.min()) < -MAX_FRAME):
+        raise BadInputError(f"source frame {int(numbers.max())} at start frame {frame_start} is past Blender's last "
+                            f"frame {MAX_FRAME}: import with an earlier start frame, or a shorter part of the video")
+    return frame_start + numbers
 
 
 def set_render_size(scene, video: dict) -> None:

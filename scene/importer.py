@@ -148,6 +148,8 @@ def _validate(pred: Prediction, opts: ImportOptions) -> dict:
     video = footage.video_info(pred)
     if video is not None and len(np.unique(pred.frame_numbers)) != n:
         bad("frame_numbers repeat a frame")
+    if video is not None:
+        footage.scene_frames(pred.frame_numbers, opts.frame_start)  # past Blender's last frame: refused before building
     return {
         "k_proc": k_proc,
         "k_orig": np.asarray(pred.proc_to_orig, dtype=np.float64) @ k_proc,

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelLoadError
+from ..cancel import checkpoint
+from ..errors import DA3Error, ModelLoadError
 from .config import check_model_name, model_name_for_repo
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ def load_safetensors_into(module: nn.Module, weights: Path, device: torch.device
                                      "check model_name in config.json or re-download the checkpoint")
             state = {}
             for group in groups:
+                checkpoint()  # a cancel during the load ends it between two tensors
                 name = next(n for n in group if n in in_file)
                 shape = tuple(f.get_slice(name).get_shape())
                 if shape != tuple(expected[name].shape):
@@ -180,7 +182,7 @@ def load_safetensors_into(module: nn.Module, weights: Path, device: torch.device
                 t = t.to(device=device, dtype=torch.float32)
                 for n in group:
                     state[n] = t
-    except ModelLoadError:
+    except DA3Error:  # ModelLoadError, CancelledError
         raise
     except Exception as err:  # SafetensorError, truncated or corrupt file, OSError
         raise ModelLoadError(f"cannot read {weights} (corrupt or truncated: {type(err).__name__}: {err}); {fix}") from None

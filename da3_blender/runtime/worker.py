@@ -22,7 +22,8 @@ import traceback
 from typing import Any, BinaryIO, TextIO
 
 from ..errors import BadInputError, CancelledError, DA3Error
-from ..files import check_writable_folder
+from ..cancel import cancellable
+from ..files import check_writable_folder, remove_stale_temp_files
 from ..job import inference_kwargs, video_kwargs
 from .protocol import (LOG_DIR_ENV, LOG_FILE, PROTOCOL_VERSION, TRANSFER_REQUESTS, UNTRUSTED_MARKER, UNTRUSTED_STATUS,
                        ProtocolError, check_request, decode, encode, error_event, event, normalize_job, read_line,
@@ -98,6 +99,11 @@ class _Job:
         self.sources = sources  # remote client: its names for the files it sent (transfer.check_sources)
         self.cancel = threading.Event()
         self.thread: threading.Thread | None = None
+
+    def check(self) -> None:
+        """Raise :class:`CancelledError` once the job was cancelled (the job's cancel points call it)."""
+        if self.cancel.is_set():
+            raise CancelledError()
 
 
 class Worker:
@@ -264,7 +270,8 @@ class Worker:
                 from .transfer import check_sources
 
                 job.sources = check_sources(job.sources)
-            message = event("result", job.id, job.id, **self._execute(job, spec))
+            with cancellable(job.check):  # model loading and file writes stop at a cancel too
+                message = event("result", job.id, job.id, **self._execute(job, spec))
         except BaseException as exc:  # every failure becomes one error event
             kind, text = classify(exc, device)
             log.info("job %s ended: %s: %s", job.id, kind, text)
@@ -281,8 +288,10 @@ class Worker:
         started = time.perf_counter()
         progress = _Progress(self, job)
         output = check_output_path(spec["output"])
+        remove_stale_temp_files(os.path.dirname(output))  # left by a killed worker
         if spec["export_dir"]:
             check_writable_folder(os.path.abspath(spec["export_dir"]), f"write exports to {spec['export_dir']}")
+            remove_stale_temp_files(spec["export_dir"], depth=3)  # exr/, colmap/sparse/0/, ...
         device = resolve_device(spec["device"])
         exif = spec["options"].get("exif_transpose", True)
         matrices = _check_values(spec)
@@ -342,7 +351,7 @@ class Worker:
         if self._model is not None and self._model_key == key:
             return self._model
         self._release_model()
-        progress("load", INPUTS_SHARE, f"loading {name} on {device}")
+        progress("load", INPUTS_SHARE, f"loading {name} on {device}", force=True)  # a step of its own: shown
         t0 = time.perf_counter()
         from ..api import DepthAnything3
 
@@ -387,8 +396,7 @@ class _Progress:
         self._highest: dict[str, float] = {}  # the furthest fraction of each stage so far
 
     def check(self) -> None:
-        if self.job.cancel.is_set():
-            raise CancelledError()
+        self.job.check()
 
     def part(self, start: float, end: float):
         """A callback whose fractions of the "load" stage map to ``start..end`` of it."""
@@ -398,7 +406,7 @@ class _Progress:
             self(stage, fraction, message)
         return scaled
 
-    def __call__(self, stage: str, fraction: float = 0.0, message: str = "") -> None:
+    def __call__(self, stage: str, fraction: float = 0.0, message: str = "", force: bool = False) -> None:
         self.check()
         now = time.monotonic()
         last_stage, last_fraction, last_time = self._last
@@ -410,7 +418,7 @@ class _Progress:
             tenth = f"{10 * int(min(max(fraction, 0.0), 1.0) * 10)}%"
             base = self._messages.get(stage)
             message = (f"{base} ({tenth})" if tenth != "0%" else base) if base else tenth
-        if stage != last_stage or fraction >= 1.0 or now - last_time >= PROGRESS_INTERVAL:
+        if force or stage != last_stage or fraction >= 1.0 or now - last_time >= PROGRESS_INTERVAL:
             self._last = (stage, fraction, now)
             self.worker.send(event("progress", self.job.id, self.job.id, stage=stage,
                                    fraction=round(min(max(fraction, 0.0), 1.0), 4), message=message))

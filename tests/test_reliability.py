@@ -1,0 +1,224 @@
+"""The process boundary when things go wrong (issue 19, R1-R5): damaged result files, cancel inside
+long steps without a kill, partial uploads, re-exports over an older sequence, a full disk while a
+remote result comes back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from da3_blender.errors import ResultFormatError
+from da3_blender.prediction import load_result
+from da3_blender.runtime.protocol import encode, request
+from da3_blender.runtime.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_extension import registered  # noqa: E402,F401  (the extension enabled on a scene of its own)
+
+
+# -- R1: damaged result files --------------------------------------------------------------------------
+def _good_npz(path: Path, n=2, h=12, w=16, **extra) -> Path:
+    rng = np.random.default_rng(0)
+    ext = np.tile(np.eye(4, dtype=np.float32)[:3], (n, 1, 1))
+    ext[1, 0, 3] = -0.2
+    k = np.tile(np.array([[14.0, 0, 8], [0, 14.0, 6], [0, 0, 1]], np.float32), (n, 1, 1))
+    arrays = dict(image=rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8),
+                  depth=rng.uniform(1, 2, (n, h, w)).astype(np.float32),
+                  conf=rng.uniform(1, 5, (n, h, w)).astype(np.float32), extrinsics=ext, intrinsics=k)
+    arrays.update(extra)
+    np.savez(path, **arrays)
+    return path
+
+
+def _with_member(path: Path, member: str, data: bytes) -> Path:
+    """Rewrite one member of an npz (zip) with raw bytes."""
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members[member] = data
+    with zipfile.ZipFile(path, "w") as z:
+        for name, blob in members.items():
+            z.writestr(name, blob)
+    return path
+
+
+def damaged_results(folder: Path) -> dict[str, Path]:
+    """Result files damaged in the ways a disk, a copy or a hand edit damages them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    good = _good_npz(folder / "good.npz")
+    blob = good.read_bytes()
+    (folder / "truncated.npz").write_bytes(blob[: len(blob) // 2])
+    out["truncated"] = folder / "truncated.npz"
+    (folder / "noise.npz").write_bytes(np.random.default_rng(1).bytes(3000))
+    out["noise"] = folder / "noise.npz"
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 12"  # cut inside the header dict
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+    out["header"] = _with_member(_good_npz(folder / "header.npz"), "depth.npy", npy)
+    out["meta_list"] = _good_npz(folder / "meta_list.npz", meta_json=np.asarray(json.dumps([1, 2])))
+    out["meta_deep"] = _good_npz(folder / "meta_deep.npz", meta_json=np.asarray("[" * 100_000))
+    out["depth_text"] = _good_npz(folder / "depth_text.npz", depth=np.asarray([["a", "b"], ["c", "d"]]))
+    out["scale_array"] = _good_npz(folder / "scale_array.npz", scale_factor=np.ones(3))
+    out["metric_array"] = _good_npz(folder / "metric_array.npz", is_metric=np.ones(4, dtype=bool))
+    out["paths_2d"] = _good_npz(folder / "paths_2d.npz", source_paths=np.asarray([["a"], ["b"]]))
+    good.unlink()
+    return out
+
+
+def test_a_damaged_result_is_one_line_never_a_traceback(tmp_path):
+    for what, path in damaged_results(tmp_path).items():
+        with pytest.raises(ResultFormatError) as err:
+            load_result(path)
+        text = str(err.value)
+        assert path.name in text and "\n" not in text and len(text) < 400, (what, text)
+
+
+def test_the_cli_says_one_line_for_a_damaged_result(tmp_path):
+    for what, path in damaged_results(tmp_path).items():
+        out = subprocess.run([sys.executable, "-m", "da3_blender", "export", str(path), "--export-format", "glb",
+                              "--export-dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 2, (what, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("da3: error: ") and path.name in lines[0], (what, out.stderr)
+        assert not (tmp_path / "out").exists()
+    good = _good_npz(tmp_path / "fine.npz")  # and the command itself works
+    out = subprocess.run([sys.executable, "-m", "da3_blender", "export", str(good), "--export-format", "glb-ply",
+                          "--export-dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "out" / "scene.glb").is_file() and (tmp_path / "out" / "points.ply").is_file()
+
+
+def _scene_state(bpy):
+    return (sorted(bpy.data.objects.keys()), sorted(bpy.data.collections.keys()), sorted(bpy.data.meshes.keys()),
+            sorted(bpy.data.cameras.keys()), bpy.context.scene.frame_start, bpy.context.scene.frame_end)
+
+
+def test_damaged_results_through_file_import_and_drag_and_drop_change_nothing(registered, tmp_path):
+    import bpy
+
+    files = damaged_results(tmp_path)
+    from da3_blender.prediction import RESULT_FORMAT
+
+    far = _good_npz(tmp_path / "far_frames.npz", frame_numbers=np.array([5, 2_000_000]),
+                    meta_json=np.asarray(json.dumps({"format": RESULT_FORMAT, "version": 1,
+                                                     "video": {"fps": 24, "path": "/x.mp4"}})))
+    files["far_frames"] = far
+    op_cls = bpy.types.DA3_OT_import_result
+    before = _scene_state(bpy)
+    for what, path in files.items():
+        # File > Import (the operator run with a path)
+        with pytest.raises(RuntimeError) as err:  # bpy.ops turns an ERROR report into RuntimeError
+            bpy.ops.da3.import_result(filepath=str(path))
+        message = str(err.value).strip().splitlines()
+        assert path.name in message[-1] and "Traceback" not in str(err.value), (what, str(err.value))
+        assert _scene_state(bpy) == before, what
+        # a drop on the viewport (the FileHandler invokes with the path; background Blender skips invoke)
+        op = types.SimpleNamespace(filepath=str(path), directory="", files=[], reports=[])
+        op.report = lambda kind, text, op=op: op.reports.append((kind, text))
+        op.paths = lambda op=op: op_cls.paths(op)
+        op.execute = lambda context, op=op: op_cls.execute(op, context)
+        assert op_cls.invoke(op, registered, None) == {"CANCELLED"}, (what, op.reports)
+        assert len(op.reports) == 1 and op.reports[0][0] == {"ERROR"} and "\n" not in op.reports[0][1], op.reports
+        assert _scene_state(bpy) == before, what
+
+
+# -- R2: cancel inside model loading, saving and a long export: no kill, no temp file --------------------
+class _Stream:
+    """The worker's protocol stream, in process: records events and cancels the job on a chosen one."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        self.worker: Worker | None = None
+        self.cancel_on = None
+        self.ended = threading.Event()
+
+    def write(self, line: str):
+        event = json.loads(line)
+        self.events.append(event)
+        if self.cancel_on is not None and event.get("job") and self.cancel_on(event):
+            self.cancel_on = None  # the job is running: this cancel sends nothing back (no re-entry)
+            self.worker.handle(encode(request("cancel", "c-" + event["job"], job=event["job"])))
+        if event.get("event") in ("result", "error") and event.get("job"):
+            self.ended.set()
+
+    def flush(self):
+        pass
+
+
+def _run(worker: Worker, stream: _Stream, job: dict, job_id: str, timeout: float = 120) -> dict:
+    stream.ended.clear()
+    worker.handle(encode(request("run", job_id, job=job)))
+    assert stream.ended.wait(timeout), f"job {job_id} did not end"
+    return next(e for e in stream.events if e.get("job") == job_id and e["event"] in ("result", "error"))
+
+
+def _temp_files(*folders) -> list[str]:
+    return [os.path.join(d, n) for f in folders if os.path.isdir(f) for d, _, ns in os.walk(f) for n in ns
+            if n.startswith(".tmp-") or n.startswith(".up-")]
+
+
+@pytest.mark.slow
+def test_cancel_during_model_load_and_save_ends_the_job_without_a_kill(tmp_path, fixture_dir, soh_images):
+    stream = _Stream()
+    worker = stream.worker = Worker(stream)
+    job = {"inputs": [str(p) for p in soh_images], "output": str(tmp_path / "res" / "r.npz"), "model": str(fixture_dir),
+           "device": "cpu", "options": {"process_res": 70}}
+    # during the model load: cancelled between two tensors, the model never counted as loaded
+    stream.cancel_on = lambda e: e.get("stage") == "load" and e.get("message", "").startswith("loading")
+    t0 = time.monotonic()
+    end = _run(worker, stream, job, "j-load")
+    assert end["event"] == "error" and end["kind"] == "cancelled", end
+    assert worker.loads == 0 and not any(e["event"] == "loaded" for e in stream.events)
+    # during the save: no result, no temporary file; the same worker then runs the job to the end
+    stream.cancel_on = lambda e: e.get("stage") == "save" and e.get("fraction") == 0.0
+    end = _run(worker, stream, job, "j-save")
+    assert end["event"] == "error" and end["kind"] == "cancelled", end
+    assert not (tmp_path / "res" / "r.npz").exists() and _temp_files(tmp_path) == []
+    end = _run(worker, stream, job, "j-ok")
+    assert end["event"] == "result" and worker.loads == 1 and (tmp_path / "res" / "r.npz").is_file()
+    assert time.monotonic() - t0 < 120
+
+
+@pytest.mark.slow
+def test_cancel_in_a_500_file_export_stops_within_a_file_and_leaves_no_temp_file(tmp_path, fixture_dir):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(500):
+        Image.fromarray(rng.integers(0, 255, (28, 42, 3), dtype=np.uint8)).save(frames / f"f{i:04d}.png")
+    export = tmp_path / "exports"
+    stream = _Stream()
+    worker = stream.worker = Worker(stream)
+    job = {"inputs": [str(frames)], "output": str(tmp_path / "r.npz"), "model": str(fixture_dir), "device": "cpu",
+           "options": {"process_res": 28}, "export_dir": str(export), "export_format": "depth_vis"}
+    stop = threading.Event()
+
+    def cancel_mid_export():  # as a user pressing Esc while the pictures are being written
+        while not stop.is_set():
+            if len(list((export / "depth_vis").glob("*.png"))) >= 50 if (export / "depth_vis").is_dir() else False:
+                worker.handle(encode(request("cancel", "c-export", job="j-export")))
+                return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=cancel_mid_export, daemon=True)
+    watcher.start()
+    end = _run(worker, stream, job, "j-export", timeout=300)
+    stop.set()
+    watcher.join(5)
+    written = len(list((export / "depth_vis").glob("*.png")))
+    assert end["event"] == "error" and end["kind"] == "cancelled", end
+    assert 50 <= written < 500, written  # stopped part-way, at a file boundary
+    assert _temp_files(tmp_path) == [] and not (tmp_path / "r.npz").exists()
+    assert worker._job is None  # the worker is free for the next job: nothing was killed
