@@ -55,7 +55,8 @@ class LoopbackSSHD:
             f"AuthorizedKeysFile {d / 'authorized_keys'}\nAllowUsers {self.user}\n"
             "PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nAllowTcpForwarding no\n"
-            "X11Forwarding no\nPermitTTY no\nLogLevel ERROR\n")
+            "X11Forwarding no\nPermitTTY no\nLogLevel ERROR\n"
+            "Subsystem sftp internal-sftp\n")  # scp (the fetch command a kept remote result names) uses SFTP
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation folder
         self._log = open(d / "sshd.log", "wb")

@@ -191,8 +191,21 @@ def test_cancel_during_model_load_and_save_ends_the_job_without_a_kill(tmp_path,
     assert time.monotonic() - t0 < 120
 
 
-@pytest.mark.slow
-def test_cancel_in_a_500_file_export_stops_within_a_file_and_leaves_no_temp_file(tmp_path, fixture_dir):
+class _DepthStandIn:
+    """A stand-in network (run_inference's contract: forward, model_name, capabilities, device): depth only."""
+
+    model_name = "da3mono-large"
+    capabilities = {"pose": False, "conf": False, "sky": False, "metric": False, "pose_conditioning": False}
+    device = "cpu"
+
+    def forward(self, image, extrinsics=None, intrinsics=None, use_ray_pose=False, ref_view_strategy=None,
+                progress=None):
+        return {"depth": 1.0 + image[:, :, 0].abs()}
+
+
+def test_cancel_in_a_500_file_export_stops_within_a_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    from da3_blender.inference import run_inference
+
     frames = tmp_path / "frames"
     frames.mkdir()
     rng = np.random.default_rng(0)
@@ -201,13 +214,15 @@ def test_cancel_in_a_500_file_export_stops_within_a_file_and_leaves_no_temp_file
     export = tmp_path / "exports"
     stream = _Stream()
     worker = stream.worker = Worker(stream)
-    job = {"inputs": [str(frames)], "output": str(tmp_path / "r.npz"), "model": str(fixture_dir), "device": "cpu",
+    stand_in = types.SimpleNamespace(inference=lambda inputs, **kw: run_inference(_DepthStandIn(), inputs, **kw))
+    monkeypatch.setattr(worker, "_get_model", lambda *a, **k: stand_in)
+    job = {"inputs": [str(frames)], "output": str(tmp_path / "r.npz"), "model": "stand-in", "device": "cpu",
            "options": {"process_res": 28}, "export_dir": str(export), "export_format": "depth_vis"}
     stop = threading.Event()
 
     def cancel_mid_export():  # as a user pressing Esc while the pictures are being written
         while not stop.is_set():
-            if len(list((export / "depth_vis").glob("*.png"))) >= 50 if (export / "depth_vis").is_dir() else False:
+            if (export / "depth_vis").is_dir() and len(os.listdir(export / "depth_vis")) >= 50:
                 worker.handle(encode(request("cancel", "c-export", job="j-export")))
                 return
             time.sleep(0.002)
@@ -222,3 +237,111 @@ def test_cancel_in_a_500_file_export_stops_within_a_file_and_leaves_no_temp_file
     assert 50 <= written < 500, written  # stopped part-way, at a file boundary
     assert _temp_files(tmp_path) == [] and not (tmp_path / "r.npz").exists()
     assert worker._job is None  # the worker is free for the next job: nothing was killed
+
+
+# -- R3: partial uploads left by a dropped link --------------------------------------------------------
+def test_partial_uploads_in_kept_model_folders_are_purged(tmp_path):
+    from da3_blender.runtime.transfer import STALE_UPLOAD_SECONDS, JobFiles
+
+    root = tmp_path / "jobs"
+    model = root / "model-abc"
+    model.mkdir(parents=True, mode=0o700)
+    os.chmod(root, 0o700)
+    (model / "model.safetensors").write_bytes(b"kept")
+    old, fresh = model / ".up-old123", model / ".up-fresh456"
+    nested = root / "job-1" / "in" / "0" / ".up-nested"
+    nested.parent.mkdir(parents=True)
+    for f in (old, fresh, nested):
+        f.write_bytes(b"partial")
+    long_ago = time.time() - STALE_UPLOAD_SECONDS - 60
+    for f in (old, nested):
+        os.utime(f, (long_ago, long_ago))
+    os.utime(model, None)  # the folder itself is fresh: a "stat" of the kept model refreshed it
+    JobFiles(root)  # what a new connection's worker does first
+    assert not old.exists() and not nested.exists()
+    assert fresh.exists() and (model / "model.safetensors").read_bytes() == b"kept"
+
+
+# -- R4: exporting again into a folder that holds a longer, older sequence --------------------------------
+def test_a_re_export_leaves_no_frames_of_the_older_longer_sequence(tmp_path):
+    from da3_blender import exports
+    from da3_blender.prediction import Prediction
+
+    def pred(n):
+        rng = np.random.default_rng(n)
+        return Prediction(depth=rng.uniform(1, 2, (n, 14, 21)).astype(np.float32),
+                          processed_images=rng.integers(0, 255, (n, 14, 21, 3), dtype=np.uint8))
+
+    folder = tmp_path / "shot"
+    first = exports.export(pred(6), "depth_vis", folder)
+    assert len(first) == 6
+    (folder / "depth_vis" / "notes.txt").write_text("mine")  # not part of the sequence: stays
+    (folder / "depth_vis" / "0003-graded.png").write_bytes(b"also mine")
+    second = exports.export(pred(3), "depth_vis", folder)
+    names = sorted(os.listdir(folder / "depth_vis"))
+    assert names == sorted([os.path.basename(p) for p in second] + ["notes.txt", "0003-graded.png"]), names
+    assert len(second) == 3
+
+
+# -- R5: a full local disk while a finished remote result comes back -------------------------------------
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from loopback_sshd import LoopbackSSHD, find_sshd
+
+    if find_sshd() is None:
+        pytest.skip("OpenSSH server and client are needed (Debian: apt-get install openssh-server; .ci/run does)")
+    with LoopbackSSHD(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_download_keeps_the_remote_result_and_says_how_to_fetch_it(
+        sshd, tmp_path, fixture_dir, soh_images, monkeypatch):
+    import contextlib
+    import errno
+
+    from da3_blender import files
+    from da3_blender.runtime import protocol
+    from da3_blender.runtime.client import WorkerClient
+
+    cache = tmp_path / "remote-cache"
+    out = tmp_path / "local" / "shot.npz"
+    job = {"inputs": [str(p) for p in soh_images], "output": str(out), "model": str(fixture_dir), "device": "cpu",
+           "options": {"process_res": 70}, "export_dir": str(tmp_path / "local" / "ex"), "export_format": "depth_vis"}
+    real = files.open_atomic
+
+    @contextlib.contextmanager
+    def full_disk(path, mode="wb"):
+        with real(path, mode) as fh:
+            def write(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            fh.write = write
+            yield fh
+
+    client = WorkerClient(remote=sshd.spec(cache_dir=str(cache), python=sys.executable))
+    try:
+        monkeypatch.setattr(files, "open_atomic", full_disk)
+        monkeypatch.setattr(protocol, "CHUNK_SIZE", 4096)  # several requests in flight when the write fails
+        job_id = client.submit(job)
+        end = client.wait_job(job_id, 300)
+        monkeypatch.undo()
+        assert end is not None and end["event"] == "error", end
+        message = end["message"]
+        assert "disk space" in message and "kept on" in message and "scp" in message and "\n" not in message, message
+        assert client._routes == {}, "answers no one waits for are not routed"
+        kept = [p for p in (cache / "jobs").iterdir() if p.name.startswith("job-")]
+        assert len(kept) == 1 and (kept[0] / "out" / "shot.npz").is_file()
+        assert not out.exists() and _temp_files(tmp_path / "local") == []
+        # the command in the message fetches it (as the user would paste it into a terminal)
+        command = message.split("fetch it with: ", 1)[1]
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr)
+        assert load_result(out).num_views == 2
+        assert len(list((tmp_path / "local" / "ex" / "depth_vis").glob("*.png"))) == 2
+        # the next connection does not discard the kept folder
+        client.shutdown()
+        client.hello(timeout=60)
+        assert kept[0].is_dir()
+    finally:
+        client.shutdown()

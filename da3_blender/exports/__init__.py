@@ -104,7 +104,32 @@ def export(
         written += _WRITERS[fmt](prediction, export_dir, settings)
         if progress is not None:
             progress((done + 1) / len(formats))
+    remove_stale_sequence_files(written)
     return written
+
+
+def remove_stale_sequence_files(written: list[str]) -> list[str]:
+    """After an export: remove, beside each numbered file just written (``exr/depth.0007.exr``,
+    ``depth_vis/0007.png``), the files of the same numbered pattern that this export did not write (an
+    earlier, longer run's frames), so a folder never holds a mixed sequence. Other files stay. Returns
+    the files removed."""
+    import re
+
+    keep = {os.path.abspath(p) for p in written}
+    patterns: dict[str, set] = {}
+    for path in keep:
+        m = re.match(r"^(.*?)(\d+)(\D*)$", os.path.basename(path))
+        if m:
+            patterns.setdefault(os.path.dirname(path), set()).add(
+                re.compile(re.escape(m.group(1)) + r"\d+" + re.escape(m.group(3)) + "$"))
+    removed = []
+    for folder, pats in patterns.items():
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if path not in keep and any(p.match(name) for p in pats) and os.path.isfile(path):
+                os.unlink(path)
+                removed.append(path)
+    return removed
 
 
 # one writer per name in options.EXPORT_FORMATS (tested): (prediction, folder, settings) -> paths written

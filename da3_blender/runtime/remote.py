@@ -7,6 +7,7 @@ of the file requests is :class:`.transfer.JobFiles`. Standard library only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import binascii
 import hashlib
 import io
@@ -79,6 +80,7 @@ class RemoteJob(threading.Thread):
         self.cancelled = threading.Event()
         self._last_progress = 0.0
         self._pairs: list[list[str]] = []
+        self.kept = False  # the remote job folder stays (a finished result that could not be written here)
 
     def cancel(self) -> None:
         """Stop at the next chunk (or while connecting: the ssh is killed within 0.1 s)."""
@@ -113,10 +115,7 @@ class RemoteJob(threading.Thread):
             if end.get("event") == "error":
                 final = dict(end, message=self.localize(str(end.get("message", ""))))
             else:
-                if plan.output is not None:
-                    self.download(plan.output[0], plan.output[1], "result")
-                if plan.exports is not None:
-                    self.download_folder(*plan.exports)
+                self.fetch(plan, root)
                 final = dict(end, path=plan.output[1] if plan.output else self.job["output"])
                 if isinstance(end.get("summary"), dict):  # the user's model name, not the remote copy's
                     final["summary"] = dict(end["summary"], model=self.job.get("model", end["summary"].get("model")))
@@ -126,7 +125,8 @@ class RemoteJob(threading.Thread):
             if self.cancelled.is_set():  # e.g. the connection ended by a cancel
                 final = error_event(self.job_id, self.job_id, "cancelled", "cancelled by the user")
             else:
-                final = error_event(self.job_id, self.job_id, exc.kind, self.localize(str(exc)))
+                text = str(exc) if self.kept else self.localize(str(exc))  # a kept job's message names remote paths
+                final = error_event(self.job_id, self.job_id, exc.kind, text)
         except OSError as exc:  # a local file could not be read or written
             name = getattr(exc, "filename", None) or ""
             final = error_event(self.job_id, self.job_id, "bad_input",
@@ -134,10 +134,32 @@ class RemoteJob(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - a bug: still one terminal event
             final = error_event(self.job_id, self.job_id, "internal", f"{type(exc).__name__}: {exc}")
         finally:
-            if connected:  # the job folder goes; if the link is down, after the next connect
+            if connected and not self.kept:  # the job folder goes; if the link is down, after the next connect
                 c._orphans.add(self.token)
                 c._discard_orphans()
             c._job_done(self.job_id, final)
+
+    def fetch(self, plan: _Plan, root: str) -> None:
+        """Download the result and exports. A local write failure (full disk, no permission) keeps the
+        finished job on the remote and says how to fetch it: a long GPU run is not lost."""
+        try:
+            if plan.output is not None:
+                self.download(plan.output[0], plan.output[1], "result")
+            if plan.exports is not None:
+                self.download_folder(*plan.exports)
+        except (BadInputError, OSError) as exc:
+            if isinstance(exc, BadInputError) and "cannot write" not in str(exc):
+                raise
+            self.kept = True
+            folder = _join(root, self.token)
+            commands = []
+            if plan.output is not None:
+                commands.append(self.spec.fetch_command(_join(folder, plan.output[0]), plan.output[1]))
+            if plan.exports is not None:
+                commands.append(self.spec.fetch_command(_join(folder, plan.exports[0]), plan.exports[1], folder=True))
+            reason = str(exc) if isinstance(exc, BadInputError) else f"{exc.strerror or exc}"
+            raise DA3Error(f"{reason.rstrip('.')}. The finished result is kept on {self.spec.label} in {folder} for "
+                           f"3 days: free some space, then fetch it with: {' && '.join(commands)}", kind="bad_input")
 
     def localize(self, text: str) -> str:
         """Remote paths in a message replaced by the user's."""
@@ -227,6 +249,16 @@ class RemoteJob(threading.Thread):
         return _Plan(remote_job, pairs, uploads, output, exports)
 
     # -- transfers -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _forget(self, pending):
+        """Requests still in flight when a transfer stops (cancel, error): their answers are not waited
+        for, so their routes go (no entry left in the client's table)."""
+        try:
+            yield
+        finally:
+            for rid, _route in pending:
+                self.client._routes.pop(rid, None)
+
     def upload(self, uploads) -> None:
         todo, kept = [], []
         for local, token, rel, reuse in uploads:
@@ -262,7 +294,7 @@ class RemoteJob(threading.Thread):
         pending: deque = deque()
         name = os.path.basename(local) or rel
         offset = 0
-        with (open(local, "rb") if local else io.BytesIO(b"")) as fh:
+        with (open(local, "rb") if local else io.BytesIO(b"")) as fh, self._forget(pending):
             chunk = fh.read(CHUNK_SIZE)
             while True:
                 self.check()
@@ -297,7 +329,7 @@ class RemoteJob(threading.Thread):
         pending: deque = deque()
         asked = received = 0
         name = os.path.basename(local)
-        with open_atomic(local, "wb") as fh:
+        with open_atomic(local, "wb") as fh, self._forget(pending):
             while True:
                 while asked < size and len(pending) < WINDOW:
                     pending.append(c._call_async("get", folder=self.token, path=rel, offset=asked, length=CHUNK_SIZE))

@@ -225,6 +225,22 @@ class RemoteSpec:
                 f"t=$(mktemp -d {parent}/.up.XXXXXX) && tar -xzf - -C \"$t\" && "
                 f"if [ -d {final} ]; then rm -rf \"$t\"; {self._trusted(final)}; else mv \"$t\" {final}; fi")
 
+    def fetch_command(self, remote_path: str, local_path: str, folder: bool = False) -> str:
+        """An ``scp`` command line (for a terminal: quoted) that copies ``remote_path`` here, with this
+        spec's port, key, config and options."""
+        argv = ["scp", "-p"] + (["-r"] if folder else [])
+        if self.ssh_config:
+            argv += ["-F", self.ssh_config]
+        if self.port is not None:
+            argv += ["-P", str(self.port)]
+        if self.identity:
+            argv += ["-i", self.identity]
+        for opt in self.ssh_options:
+            argv += ["-o", opt]
+        source = f"{self.host}:{remote_path.rstrip('/')}/*" if folder else f"{self.host}:{remote_path}"
+        command = " ".join(shlex.quote(a) for a in argv + ["--", source, local_path])
+        return f"mkdir -p {shlex.quote(local_path)} && {command}" if folder else command
+
     # -- paths -------------------------------------------------------------------------------------
     def map_path(self, local: str) -> str | None:
         """The remote name of a local path under a path-map prefix, else None."""

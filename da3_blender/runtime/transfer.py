@@ -34,6 +34,8 @@ from .protocol import CHUNK_SIZE, event
 
 FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STALE_SECONDS = 3 * 24 * 3600  # job folders left by dropped connections are removed after this
+STALE_UPLOAD_SECONDS = 3600  # a partial upload untouched this long was left by a dropped link
+UPLOAD_PREFIX = ".up-"
 MAX_PATH = 4096
 
 
@@ -180,7 +182,9 @@ class JobFiles:
                                     "with the job, or add its folder to the path map")
 
     def purge_stale(self) -> None:
-        """Remove job folders untouched for :data:`STALE_SECONDS` (left by dropped connections)."""
+        """Remove job folders untouched for :data:`STALE_SECONDS` (left by dropped connections), and partial
+        uploads (``.up-*``, written to at least every few seconds while alive) untouched for
+        :data:`STALE_UPLOAD_SECONDS` in the folders that stay (kept models are refreshed by ``stat``)."""
         now = time.time()
         try:
             entries = list(os.scandir(self.root))
@@ -192,6 +196,14 @@ class JobFiles:
                     shutil.rmtree(entry.path, ignore_errors=True)
             except OSError:
                 pass
+        for folder, _dirs, names in os.walk(self.root):
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    if name.startswith(UPLOAD_PREFIX) and now - os.lstat(path).st_mtime > STALE_UPLOAD_SECONDS:
+                        os.unlink(path)
+                except OSError:
+                    pass
 
     # -- requests -------------------------------------------------------------------------------
     def handle(self, kind: str, rid: str, message: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +239,7 @@ class JobFiles:
             target = self.resolve(token, path, create_parents=True)
             if os.path.isdir(target):
                 raise BadInputError(f"put: {path} is a folder in job folder {token}")
-            fd, tmp = tempfile.mkstemp(prefix=".up-", dir=os.path.dirname(target))
+            fd, tmp = tempfile.mkstemp(prefix=UPLOAD_PREFIX, dir=os.path.dirname(target))
             upload = self._uploads[key] = _Upload(target, tmp, os.fdopen(fd, "wb"))
         else:
             upload = self._uploads.get(key)
