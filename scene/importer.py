@@ -241,13 +241,18 @@ def _child(parent, role: str, track):
     return col
 
 
-def _build(pred, opts, geo, label, key, scene, track):
-    up, scale, k_proc, w2c_rel = geo["up"], geo["scale"], geo["k_proc"], geo["w2c_rel"]
+def _typical_depth(pred) -> float:
+    """The median valid depth (of ~1M sampled pixels at most: plenty for a size)."""
     depth = np.asarray(pred.depth)
-    step = max(1, int(np.sqrt(depth.size / 1e6)))  # (the median of ~1M pixels is plenty for a size)
+    step = max(1, int(np.sqrt(depth.size / 1e6)))
     sample = depth[:, ::step, ::step]
     valid = sample[np.isfinite(sample) & (sample > 0)]
-    typical = float(np.median(valid if valid.size else depth[np.isfinite(depth) & (depth > 0)])) * scale
+    return float(np.median(valid if valid.size else depth[np.isfinite(depth) & (depth > 0)]))
+
+
+def _build(pred, opts, geo, label, key, scene, track):
+    up, scale, k_proc, w2c_rel = geo["up"], geo["scale"], geo["k_proc"], geo["w2c_rel"]
+    typical = _typical_depth(pred) * scale
     root = track(bpy.data.collections.new(f"DA3 {label}"))
     root["da3_role"] = "root"
     root["da3_key"] = key

@@ -24,7 +24,7 @@ CHECKED = ("da3_blender", "operators", "panels", "scene", "scripts", "__init__.p
 EXEMPT_PREFIXES = ("tests", "scripts/bench_")
 
 # layer of each runtime module: a module may import runtime modules of a lower or equal layer only
-RUNTIME_LAYERS = {"protocol": 1, "requirements": 1, "transfer": 1, "worker": 2, "client": 3, "ssh": 3,
+RUNTIME_LAYERS = {"protocol": 1, "requirements": 1, "transfer": 1, "worker": 2, "client": 3, "client_remote": 3, "ssh": 3,
                   "remote": 3, "envs": 4}
 
 

@@ -299,7 +299,7 @@ def install_package(spec: RemoteSpec, timeout: float = INSTALL_TIMEOUT) -> str:
         found = death_message(spec, proc.returncode, proc.stderr.decode("utf-8", "replace").splitlines())
         if found is not None and found[0] == "bad_input":  # not private: say so, not "not writable"
             raise DA3Error(found[1], kind=found[0])
-        last = _last_line(proc.stderr.decode("utf-8", "replace"))
+        last = last_line(proc.stderr.decode("utf-8", "replace"))
         raise DA3Error(f"could not install DA3 in {spec.cache_dir} on {spec.label} (exit status {proc.returncode}: "
                        f"{last}): check the remote cache folder is writable", kind="connection")
     return digest
@@ -313,14 +313,17 @@ def no_window() -> dict[str, Any]:
     return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)} if os.name == "nt" else {}
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+def last_line(output) -> str:
+    """The last non-blank line of a process's output (text, or a sequence of lines: a stderr tail), for
+    one-line errors; "no output" if there is none. The one place that picks it."""
+    lines = output.splitlines() if isinstance(output, str) else list(output)
+    lines = [line.strip() for line in lines if line.strip()]
     return lines[-1] if lines else "no output"
 
 
 def death_message(spec: RemoteSpec, code: int | None, lines: list[str]) -> tuple[str, str] | None:
     """(kind, one line) for a remote worker's ssh that ended with ``code``; None: not an SSH matter."""
-    last = _last_line("\n".join(lines))
+    last = last_line(lines)
     if code == UNTRUSTED_STATUS and any(UNTRUSTED_MARKER in line for line in lines):
         return "bad_input", (f"the remote cache folder {spec.cache_dir} on {spec.label} is not private (another user "
                              "owns it or can write to it): DA3 runs no code from it; remove it, or choose a remote "
