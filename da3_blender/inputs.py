@@ -191,14 +191,10 @@ def list_folder_images(folder, extensions=None) -> list[str]:
 
 
 def _check_video_options(fps, start, end, max_frames) -> None:
-    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps >= 0):
-        raise BadInputError(f"fps must be a number of frames per second >= 0 (0: every frame), got {fps!r}")
-    if start is not None and not (isinstance(start, (int, float)) and start >= 0):
-        raise BadInputError(f"start must be a time in seconds >= 0, got {start!r}")
-    if end is not None and not (isinstance(end, (int, float)) and end > (start or 0)):
-        raise BadInputError(f"end ({end!r} s) must be a time in seconds after start ({start or 0} s)")
-    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < 1):
-        raise BadInputError(f"max_frames must be a whole number >= 1, got {max_frames!r}")
+    """The one video-option check (:func:`da3_blender.job.check_video`), before any frame is read."""
+    from .job import check_video
+
+    check_video({"fps": fps, "start": start, "end": end, "max_frames": max_frames})
 
 
 def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_transpose: bool = True, progress=None) -> InputSet:

@@ -28,6 +28,7 @@ A job::
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Iterable
 
 from . import options as opt
@@ -58,11 +59,11 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy integers too
 
 
 def _one_of(value, table, what: str) -> str:
@@ -99,7 +100,7 @@ def check_video(video: dict[str, Any]) -> dict[str, Any]:
                                 + (" (0 takes every frame)" if key == "fps" else ""))
     start, end = video.get("start"), video.get("end")
     if end is not None and end <= (start or 0):
-        raise BadInputError(f"video end ({end!r} s) must be after its start ({start or 0} s)")
+        raise BadInputError(f"video end ({end!r} s) must be after start ({start or 0} s)")
     max_frames = video.get("max_frames")
     if max_frames is not None and not (_is_whole(max_frames) and max_frames >= 1):
         raise BadInputError(f"video max_frames must be a whole number >= 1, got {max_frames!r}")

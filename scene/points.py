@@ -104,20 +104,10 @@ def points_node_group(name: str, material):
     face.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     nodes, links = group.nodes, group.links
     g_in, g_out = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
-    attr = nodes.new("GeometryNodeInputNamedAttribute")
-    attr.data_type = "FLOAT"
-    attr.inputs["Name"].default_value = "conf"
-    less = nodes.new("FunctionNodeCompare")
-    less.data_type, less.operation = "FLOAT", "LESS_THAN"
-    delete = nodes.new("GeometryNodeDeleteGeometry")
-    delete.domain = "POINT"
+    attr, less, delete = delete_below(group, g_in, "conf", "Confidence Threshold")
     to_points = nodes.new("GeometryNodeMeshToPoints")
     set_mat = nodes.new("GeometryNodeSetMaterial")
     set_mat.inputs["Material"].default_value = material
-    links.new(attr.outputs["Attribute"], less.inputs[0])
-    links.new(g_in.outputs["Confidence Threshold"], less.inputs[1])
-    links.new(g_in.outputs["Geometry"], delete.inputs["Geometry"])
-    links.new(less.outputs["Result"], delete.inputs["Selection"])
     links.new(delete.outputs["Geometry"], to_points.inputs["Mesh"])
     links.new(g_in.outputs["Radius"], to_points.inputs["Radius"])
     links.new(to_points.outputs["Points"], set_mat.inputs["Geometry"])
@@ -125,6 +115,25 @@ def points_node_group(name: str, material):
     for i, node in enumerate((g_in, attr, less, delete, to_points, set_mat, g_out)):
         node.location = (220 * i - 700, 0)
     return group
+
+
+def delete_below(group, g_in, attribute: str, threshold: str):
+    """The one Geometry Nodes threshold: points whose float ``attribute`` is below the group input
+    ``threshold`` are deleted (the group's Geometry input goes in). Returns the (named attribute,
+    compare, delete) nodes; the delete node's Geometry output is the kept points."""
+    nodes, links = group.nodes, group.links
+    attr = nodes.new("GeometryNodeInputNamedAttribute")
+    attr.data_type = "FLOAT"
+    attr.inputs["Name"].default_value = attribute
+    less = nodes.new("FunctionNodeCompare")
+    less.data_type, less.operation = "FLOAT", "LESS_THAN"
+    delete = nodes.new("GeometryNodeDeleteGeometry")
+    delete.domain = "POINT"
+    links.new(attr.outputs["Attribute"], less.inputs[0])
+    links.new(g_in.outputs[threshold], less.inputs[1])
+    links.new(g_in.outputs["Geometry"], delete.inputs["Geometry"])
+    links.new(less.outputs["Result"], delete.inputs["Selection"])
+    return attr, less, delete
 
 
 def set_group_input(modifier, name: str, value) -> None:

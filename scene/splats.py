@@ -26,7 +26,7 @@ from ..da3_blender.gaussians import per_pixel_mask
 from ..da3_blender.geometry import quaternion_to_rotation, rotation_to_quaternion, to_4x4
 from .compat import ensure_node_tree, set_positions
 from .conventions import srgb_to_linear
-from .points import set_group_input
+from .points import delete_below, set_group_input
 
 GROUP_INPUTS = ("Min Opacity", "Size", "Detail")
 DEFAULT_SIZE = 2.0  # ellipsoid radius in standard deviations
@@ -133,11 +133,8 @@ def splats_node_group(name: str, material):
         node.inputs["Name"].default_value = attr_name
         return node
 
-    opacity, rotation, scale = named("opacity", "FLOAT"), named("rotation", "QUATERNION"), named("scale", "FLOAT_VECTOR")
-    less = nodes.new("FunctionNodeCompare")
-    less.data_type, less.operation = "FLOAT", "LESS_THAN"
-    delete = nodes.new("GeometryNodeDeleteGeometry")
-    delete.domain = "POINT"
+    opacity, less, delete = delete_below(group, g_in, "opacity", "Min Opacity")
+    rotation, scale = named("rotation", "QUATERNION"), named("scale", "FLOAT_VECTOR")
     sphere = nodes.new("GeometryNodeMeshIcoSphere")
     sphere.inputs["Radius"].default_value = 1.0
     links.new(g_in.outputs["Detail"], sphere.inputs["Subdivisions"])
@@ -147,10 +144,6 @@ def splats_node_group(name: str, material):
     sized = nodes.new("ShaderNodeVectorMath")
     sized.operation = "SCALE"
     instance = nodes.new("GeometryNodeInstanceOnPoints")
-    links.new(opacity.outputs["Attribute"], less.inputs[0])
-    links.new(g_in.outputs["Min Opacity"], less.inputs[1])
-    links.new(g_in.outputs["Geometry"], delete.inputs["Geometry"])
-    links.new(less.outputs["Result"], delete.inputs["Selection"])
     links.new(sphere.outputs["Mesh"], smooth.inputs["Geometry"])
     links.new(smooth.outputs["Geometry"], set_mat.inputs["Geometry"])
     links.new(scale.outputs["Attribute"], sized.inputs[0])

@@ -18,9 +18,10 @@ import os
 import numpy as np
 
 from ..errors import BadInputError
-from ..files import make_folder, open_atomic
+from ..files import make_folder
 from ..gaussians import per_pixel_mask
 from ..prediction import Prediction
+from .ply import write_ply
 
 DEFAULT_VIEWS_INTERVAL = 1
 DEFAULT_DEPTH_PERCENTILE = 0.9
@@ -59,15 +60,6 @@ def gaussian_vertices(gs, sh_dc_only: bool = True) -> np.ndarray:
     for name, values in columns.items():
         out[name] = values
     return out
-
-
-def write_ply(path: str, vertices: np.ndarray) -> None:
-    """A binary little-endian PLY with one ``vertex`` element of float properties (the plyfile layout)."""
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}",
-              *(f"property float {name}" for name in vertices.dtype.names), "end_header"]
-    with open_atomic(path) as fh:
-        fh.write(("\n".join(header) + "\n").encode("ascii"))
-        fh.write(vertices.tobytes())
 
 
 def export_gs_ply(pred: Prediction, export_dir: str, views_interval: int = DEFAULT_VIEWS_INTERVAL,

@@ -42,17 +42,26 @@ def export_ply(
     if points.conf is not None:
         vertices["confidence"] = points.conf
     vertices["view"] = points.view
-    ply_types = {"<f4": "float", "u1": "uchar", "<i4": "int"}
-    header = [
-        "ply",
-        "format binary_little_endian 1.0",
-        "comment DA3 for Blender point cloud, world frame of the prediction (OpenCV axes)",
-        f"element vertex {len(points)}",
-        *(f"property {ply_types[t]} {name}" for name, t in fields),
-        "end_header",
-    ]
     path = os.path.join(export_dir, "points.ply")
+    write_ply(path, vertices, "DA3 for Blender point cloud, world frame of the prediction (OpenCV axes)")
+    return [path]
+
+
+_PLY_TYPES = {"f4": "float", "f8": "double", "u1": "uchar", "i1": "char", "u2": "ushort", "i2": "short",
+              "u4": "uint", "i4": "int"}
+
+
+def write_ply(path: str, vertices: np.ndarray, comment: str | None = None) -> None:
+    """The one PLY writer (``points.ply``, ``gs_ply``): binary little-endian, one ``vertex`` element whose
+    properties are the fields of the structured array ``vertices``, in order; written atomically."""
+    properties = []
+    for name in vertices.dtype.names:
+        kind = vertices.dtype[name]
+        if kind.byteorder == ">" or kind.str[1:] not in _PLY_TYPES:
+            raise ValueError(f"PLY property {name}: {kind} has no little-endian PLY type")
+        properties.append(f"property {_PLY_TYPES[kind.str[1:]]} {name}")
+    header = ["ply", "format binary_little_endian 1.0", *([f"comment {comment}"] if comment else []),
+              f"element vertex {len(vertices)}", *properties, "end_header"]
     with open_atomic(path) as fh:
         fh.write(("\n".join(header) + "\n").encode("ascii"))
         fh.write(vertices.tobytes())
-    return [path]

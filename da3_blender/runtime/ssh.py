@@ -39,6 +39,7 @@ from ..options import DEFAULT_REMOTE_CACHE_DIR as DEFAULT_CACHE_DIR
 from ..options import DEFAULT_REMOTE_PYTHON as DEFAULT_PYTHON
 from .protocol import UNTRUSTED_MARKER, UNTRUSTED_STATUS
 from .requirements import DEPENDENCIES, TORCH_INDEX, requirement_name
+from .transfer import map_prefix
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # da3_blender/
 CONNECT_TIMEOUT = 15  # seconds for ssh to reach the host
@@ -244,14 +245,7 @@ class RemoteSpec:
     # -- paths -------------------------------------------------------------------------------------
     def map_path(self, local: str) -> str | None:
         """The remote name of a local path under a path-map prefix, else None."""
-        local = os.path.abspath(os.path.expanduser(local))
-        for lp, rp in self.path_map:
-            if local == lp:
-                return rp
-            if local.startswith(lp.rstrip(os.sep) + os.sep):
-                rest = local[len(lp.rstrip(os.sep)) + 1:].replace(os.sep, "/")
-                return _join(rp, rest)
-        return None
+        return map_prefix(os.path.abspath(os.path.expanduser(local)), self.path_map, os.sep, "/")
 
 
 # -- the package upload --------------------------------------------------------------------------

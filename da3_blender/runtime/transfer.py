@@ -330,13 +330,24 @@ class JobFiles:
         self._uploads.clear()
 
 
+def map_prefix(path: str, pairs, sep: str = "/", to_sep: str = "/") -> str | None:
+    """The one path map: ``path`` at or under the first prefix ``a`` of ``pairs`` [(a, b), ...] -> the same
+    place under ``b``; ``sep`` separates ``path``'s parts, ``to_sep`` the result's. None if under none.
+    (Local -> remote for a path-mapped job, remote -> local for the names in its result.)"""
+    for a, b in pairs:
+        head = a.rstrip(sep)
+        if path == a or path == head:
+            return b
+        if path.startswith(head + sep):
+            return b.rstrip(to_sep) + to_sep + path[len(head) + 1:].replace(sep, to_sep)
+    return None
+
+
 def _map_path(value: str, pairs: list[tuple[str, str, str]]) -> str:
     for remote, local, sep in pairs:
-        if value == remote:
-            return local
-        if value.startswith(remote.rstrip("/") + "/"):
-            rest = value[len(remote.rstrip("/")) + 1:]
-            return local.rstrip(sep) + sep + rest.replace("/", sep)
+        mapped = map_prefix(value, [(remote, local)], "/", sep)
+        if mapped is not None:
+            return mapped
     return value
 
 
