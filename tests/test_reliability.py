@@ -218,23 +218,21 @@ def test_cancel_in_a_500_file_export_stops_within_a_file_and_leaves_no_temp_file
     monkeypatch.setattr(worker, "_get_model", lambda *a, **k: stand_in)
     job = {"inputs": [str(frames)], "output": str(tmp_path / "r.npz"), "model": "stand-in", "device": "cpu",
            "options": {"process_res": 28}, "export_dir": str(export), "export_format": "depth_vis"}
-    stop = threading.Event()
+    from da3_blender.exports import depth_vis
 
-    def cancel_mid_export():  # as a user pressing Esc while the pictures are being written
-        while not stop.is_set():
-            if (export / "depth_vis").is_dir() and len(os.listdir(export / "depth_vis")) >= 50:
-                worker.handle(encode(request("cancel", "c-export", job="j-export")))
-                return
-            time.sleep(0.002)
+    real_image, made = depth_vis.depth_vis_image, []
 
-    watcher = threading.Thread(target=cancel_mid_export, daemon=True)
-    watcher.start()
+    def picture_then_cancel(pred, i):  # as a user pressing Esc while the 51st picture is made
+        made.append(i)
+        if len(made) == 51:
+            worker.handle(encode(request("cancel", "c-export", job="j-export")))
+        return real_image(pred, i)
+
+    monkeypatch.setattr(depth_vis, "depth_vis_image", picture_then_cancel)
     end = _run(worker, stream, job, "j-export", timeout=300)
-    stop.set()
-    watcher.join(5)
     written = len(list((export / "depth_vis").glob("*.png")))
     assert end["event"] == "error" and end["kind"] == "cancelled", end
-    assert 50 <= written < 500, written  # stopped part-way, at a file boundary
+    assert written == 50 and len(made) == 51, (written, len(made))  # stopped at the next file: nothing after it
     assert _temp_files(tmp_path) == [] and not (tmp_path / "r.npz").exists()
     assert worker._job is None  # the worker is free for the next job: nothing was killed
 
