@@ -133,3 +133,17 @@ def import_extension():
 def extension():
     """The extension package (not yet registered)."""
     return import_extension()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A throwaway OpenSSH server on 127.0.0.1 (scripts/loopback_sshd.py); ``sshd.spec(...)`` reaches it."""
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from loopback_sshd import LoopbackSSHD, find_sshd
+
+    if find_sshd() is None:
+        pytest.skip("OpenSSH server and client are needed (Debian: apt-get install openssh-server; .ci/run does)")
+    with LoopbackSSHD(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

@@ -22,8 +22,6 @@ from da3_blender.runtime.remote import RemoteJob
 from da3_blender.runtime.ssh import RemoteSpec, check_ssh_options, package_archive
 from da3_blender.runtime.transfer import JobFiles, local_path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from loopback_sshd import LoopbackSSHD, find_sshd  # noqa: E402
 
 WINDOWS_ESCAPES = ["C:/Windows/x.dll", "C:x.dll", "a:b", "a:b:$DATA", "sub/con.txt", "NUL", "lpt1.exr",
                    "COM3", "x.", "x ", "aux.tar.gz", "a<b", "a|b", "a?b", "a*b", 'a"b', "a\x01b"]
@@ -75,14 +73,6 @@ def test_ssh_options_come_from_an_allowlist():
 
 
 # -- S4: a remote cache folder others can write is never run from -----------------------------------
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    if find_sshd() is None:
-        pytest.skip("OpenSSH server and client are needed (Debian: apt-get install openssh-server; .ci/run does)")
-    with LoopbackSSHD(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
-
-
 def _plant_package(cache: Path, marker: Path) -> Path:
     """What another user of the GPU box could leave in a shared cache: pkg/<our digest> with a trojan."""
     digest = package_archive()[0]

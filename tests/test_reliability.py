@@ -282,17 +282,6 @@ def test_a_re_export_leaves_no_frames_of_the_older_longer_sequence(tmp_path):
 
 
 # -- R5: a full local disk while a finished remote result comes back -------------------------------------
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from loopback_sshd import LoopbackSSHD, find_sshd
-
-    if find_sshd() is None:
-        pytest.skip("OpenSSH server and client are needed (Debian: apt-get install openssh-server; .ci/run does)")
-    with LoopbackSSHD(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
-
-
 @pytest.mark.slow
 def test_a_full_disk_during_download_keeps_the_remote_result_and_says_how_to_fetch_it(
         sshd, tmp_path, fixture_dir, soh_images, monkeypatch):

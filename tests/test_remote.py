@@ -24,21 +24,13 @@ from da3_blender.runtime.client import WorkerClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback_sshd import LoopbackSSHD, find_sshd, free_port  # noqa: E402
+from loopback_sshd import free_port  # noqa: E402
 from test_worker import run as run_job  # noqa: E402
 SMALL = {"process_res": 140}
 TIMEOUT = 180
 
 
 # -- an sshd on loopback (scripts/loopback_sshd.py) ---------------------------------------------------
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    if find_sshd() is None:
-        pytest.skip("OpenSSH server and client are needed (Debian: apt-get install openssh-server; .ci/run does)")
-    with LoopbackSSHD(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
-
-
 def make_spec(sshd, cache_dir, **kw) -> RemoteSpec:
     kw.setdefault("python", sys.executable)
     return sshd.spec(cache_dir=str(cache_dir), **kw)

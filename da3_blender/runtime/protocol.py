@@ -23,7 +23,10 @@ Events (worker -> client) echo the request ``id`` and name the ``job`` they conc
     unloaded  model (the one released, or null)
     bye
 
-A job ends with exactly one ``result`` or ``error`` event. This module imports nothing heavy: the
+A job ends with exactly one ``result`` or ``error`` event. A line is at most :data:`MAX_LINE` bytes
+(:func:`read_line` skips a longer one and the reader answers it with an error); whatever a line holds,
+:func:`decode` gives a dict or a :class:`ProtocolError`, and the client acts only on events that
+:func:`check_event` accepts, so neither side trusts the other. This module imports nothing heavy: the
 worker must start (and answer ``hello``) in a Python without numpy or torch.
 """
 
