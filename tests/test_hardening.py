@@ -57,6 +57,20 @@ def test_a_remote_listing_with_windows_names_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_chunks_from_the_remote_are_capped_and_checked():
+    """S2: a chunk's base64 is decoded only up to the chunk size, and truncated base64 is a protocol error."""
+    import base64
+
+    from da3_blender.runtime.protocol import CHUNK_SIZE
+    from da3_blender.runtime.remote import decode_chunk
+
+    assert decode_chunk(base64.b64encode(b"abc").decode()) == b"abc"
+    for bad in ("QUJDR", "!!!!", None, 7, base64.b64encode(b"x" * (CHUNK_SIZE + 3)).decode()):
+        with pytest.raises(DA3Error) as err:
+            decode_chunk(bad)
+        assert err.value.kind == "protocol"
+
+
 # -- S3: ssh options -------------------------------------------------------------------------------
 def test_ssh_options_come_from_an_allowlist():
     assert check_ssh_options(["connecttimeout=5", "ProxyJump=me@bastion:22", "Port=2222"]) == (

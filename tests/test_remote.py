@@ -242,6 +242,7 @@ def test_cancel_mid_upload_and_mid_run(remote, remote_cache, fixture_dir, soh_im
     end = remote.wait_job(job_id, 30)
     assert end is not None and end["kind"] == "cancelled" and time.monotonic() - t0 < 5, end
     assert not (tmp_path / "never.npz").exists() and remote_jobs(remote_cache) == []
+    assert remote._routes == {}  # the chunks in flight at the cancel leave no route behind (issue 19, R5)
 
     job_id = remote.submit(job_for(fixture_dir, list(soh_images) * 2, tmp_path / "never.npz", options={"process_res": 392}))
     assert remote.wait_for(lambda e: e.get("job") == job_id and e.get("stage") == "forward", 120)
