@@ -102,7 +102,8 @@ class DA3Preferences(AddonPreferences):
         description="The Python on the remote with DA3's packages (e.g. ~/da3-env/bin/python)")
     remote_cache_dir: StringProperty(
         name="Remote cache folder", default=opt.DEFAULT_REMOTE_CACHE_DIR,
-        description="Where the remote keeps the DA3 code, job files and sent model folders")
+        description="Where the remote keeps the DA3 code, job files and sent model folders (it must be yours "
+                    "alone: no code is run from a folder other users can write)")
     remote_ssh_options: StringProperty(
         name="SSH options", description="Extra ssh -o options, Key=Value separated by spaces (e.g. Port=2222 "
                                         "IdentityFile=~/.ssh/gpu); usually better in ~/.ssh/config")
