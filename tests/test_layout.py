@@ -40,28 +40,35 @@ def test_the_check_finds_an_upward_import_and_a_cycle(tmp_path):
     assert any("big.py: module has" in v for v in sizes) and any("g: function has 91 lines" in v for v in sizes)
 
 
-def test_the_worker_process_never_loads_the_client_side():
-    """``python -m da3_blender.worker`` (with --jobs-dir, as over SSH) answers hello and a job without
-    importing the client, the SSH transport, remote jobs or the environments."""
-    code = r"""
-import io, sys, tempfile, time
-from da3_blender.runtime import worker
-from da3_blender.runtime.transfer import JobFiles
-w = worker.Worker(io.StringIO(), JobFiles(tempfile.mkdtemp()))
-w.handle(b'{"v":1,"request":"hello","id":"h"}')
-w.handle(b'{"v":1,"request":"run","id":"j","job":{"inputs":["/nonexistent.png"],"output":"/tmp/x.npz"}}')
-w.handle(b'{"v":1,"request":"list","id":"l","folder":"f","path":"x"}')
-while w._job is not None:
-    time.sleep(0.05)
-print(sorted(m for m in sys.modules if m.startswith("da3_blender.runtime.")))
-"""
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    loaded = out.stdout.strip().splitlines()[-1]
+def test_the_worker_process_never_loads_the_client_side(tmp_path):
+    """``python -m da3_blender.worker --jobs-dir`` (as over SSH), run as that command (runpy, as ``-m``
+    does), answers hello, a job and a transfer request without importing the client, the SSH
+    transport, remote jobs or the environments."""
+    code = ("import atexit, runpy, sys; "
+            "atexit.register(lambda: print('MODULES', sorted(m for m in sys.modules if m.startswith("
+            "'da3_blender.runtime.')), file=sys.stderr)); "
+            f"sys.argv = ['da3_blender.worker', '--jobs-dir', {str(tmp_path / 'jobs')!r}]; "
+            "runpy.run_module('da3_blender.worker', run_name='__main__', alter_sys=True)")
+    requests = (b'{"v":1,"request":"hello","id":"h"}\n'
+                b'{"v":1,"request":"run","id":"j","job":{"inputs":["/nonexistent.png"],"output":"/tmp/x.npz"}}\n'
+                b'{"v":1,"request":"list","id":"l","folder":"f","path":"x"}\n')
+    log = open(tmp_path / "stderr.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=log)
+    proc.stdin.write(requests)
+    proc.stdin.flush()
+    answered = []
+    for line in iter(proc.stdout.readline, b""):  # wait for the job's end before closing its input
+        answered.append(line)
+        if b'"job":"j"' in line and (b'"event":"error"' in line or b'"event":"result"' in line):
+            break
+    proc.stdin.close()  # EOF: the worker stops
+    proc.stdout.read()
+    assert proc.wait(120) == 0
+    log.close()
+    err = (tmp_path / "stderr.log").read_bytes()
+    assert any(b'"event":"hello"' in line for line in answered)
+    loaded = next(line for line in err.decode().splitlines() if line.startswith("MODULES"))
     assert "da3_blender.runtime.worker" in loaded and "da3_blender.runtime.transfer" in loaded
-    for client_side in ("client", "ssh", "remote", "envs"):
+    for client_side in ("client", "client_remote", "ssh", "remote", "envs"):
         assert f"da3_blender.runtime.{client_side}'" not in loaded, loaded
-    # and the documented command is the same worker
-    shim = subprocess.run([sys.executable, "-m", "da3_blender.worker", "--help"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
-    assert shim.returncode == 0 and "--jobs-dir" in shim.stdout
