@@ -66,14 +66,37 @@ def add_streaming_arguments(g) -> None:
                         f"(by model; default: {opt.DEFAULT_CHUNK_ALIGN})")
 
 
-def add_video_arguments(g) -> None:
-    """``--fps``, ``--start``, ``--end``, ``--max-frames`` (shared with scripts/reconstruct.py)."""
-    g.add_argument("--fps", type=float, default=opt.DEFAULT_VIDEO_FPS,
-                   help=f"frames per second to sample, 0 for every frame (default: {opt.DEFAULT_VIDEO_FPS:g})")
+def add_video_arguments(g, default_fps: float | None = None) -> None:
+    """``--fps``, ``--start``, ``--end``, ``--max-frames`` (shared with scripts/reconstruct.py). ``default_fps``
+    None: ``options.DEFAULT_VIDEO_FPS`` for a video, every frame of an image sequence."""
+    default_text = (f"{opt.DEFAULT_VIDEO_FPS:g} for a video, every frame of an image sequence" if default_fps is None
+                    else "every frame" if default_fps == opt.EVERY_FRAME_FPS else f"{default_fps:g}")
+    g.add_argument("--fps", type=float, default=default_fps,
+                   help=f"frames per second to sample, 0 for every frame (default: {default_text})")
     g.add_argument("--start", type=float, default=None, help="start time in seconds")
     g.add_argument("--end", type=float, default=None, help="end time in seconds")
     g.add_argument("--max-frames", type=int, default=None,
                    help="keep at most this many of the sampled frames (the first ones, from --start on)")
+
+
+def add_shot_arguments(g) -> None:
+    """``--frame-start``, ``--frame-rate``, ``--input-colorspace`` (shared with scripts/reconstruct.py; issue 17)."""
+    g.add_argument("--frame-start", type=int, default=None, metavar="N",
+                   help=f"the scene frame of a video's first frame; frame numbers name the cameras, planes and EXR/"
+                        f"depth_vis files (default: {opt.DEFAULT_FRAME_START}; 1001 for a VFX plate); a sequence "
+                        "keeps its own numbers")
+    g.add_argument("--frame-rate", type=float, default=None, metavar="FPS",
+                   help=f"an image sequence's rate, e.g. 23.976 (exactly 24000/1001) (default: the EXR "
+                        f"framesPerSecond, else {opt.DEFAULT_SEQUENCE_RATE:g}); a video's is its stream's")
+    g.add_argument("--input-colorspace", default=None, choices=opt.INPUT_COLORSPACE_NAMES,
+                   help="auto: EXR plates are scene-linear (clamped to 0..1, sRGB-encoded for the model), other "
+                        "images display-referred; linear or srgb force one (default: auto)")
+
+
+def shot_from_args(args, stills: bool = False) -> dict:
+    """The job's ``shot`` for parsed arguments (``stills``: never a sequence)."""
+    return {"mode": "stills" if stills else opt.DEFAULT_SHOT_MODE, "frame_start": getattr(args, "frame_start", None),
+            "frame_rate": getattr(args, "frame_rate", None), "colorspace": getattr(args, "input_colorspace", None)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,8 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors and the file list")
     g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")
 
-    video = _Parser(add_help=False)
-    add_video_arguments(video.add_argument_group("video"))
+    video, video_only = _Parser(add_help=False), _Parser(add_help=False)  # auto: 1 fps for a video, every frame of a
+    add_video_arguments(video.add_argument_group("video and sequences"))  # sequence; `da3 video`: the official 1 fps
+    add_video_arguments(video_only.add_argument_group("video"), default_fps=opt.DEFAULT_VIDEO_FPS)
+    for parent in (video, video_only):
+        add_shot_arguments(parent.add_argument_group("shots: frame numbers, rates, plates"))
 
     exts = _Parser(add_help=False)
     exts.add_argument("--image-extensions", default=None,
@@ -117,13 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="da3", description="Depth Anything 3: images or a video to depth, cameras and a 3D scene.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    p = sub.add_parser("auto", parents=[common, video, exts], help="detect an image, a folder of images or a video")
+    p = sub.add_parser("auto", parents=[common, video, exts],
+                       help="detect an image, a folder of images, an image sequence (plate.####.exr) or a video")
     p.add_argument("input", metavar="INPUT")
     p = sub.add_parser("image", parents=[common], help="one image file")
     p.add_argument("input", metavar="PATH")
     p = sub.add_parser("images", parents=[common, exts], help="every image in a folder (sorted by name)")
     p.add_argument("input", metavar="DIR")
-    p = sub.add_parser("video", parents=[common, video], help="frames sampled from a video file")
+    p = sub.add_parser("video", parents=[common, video_only], help="frames sampled from a video file")
     p.add_argument("input", metavar="PATH")
     return parser
 
@@ -151,7 +178,8 @@ def job_from_args(args) -> dict:
     if os.path.exists(args.export_dir) and not os.path.isdir(args.export_dir):
         raise BadInputError(f"--export-dir {args.export_dir} is a file: choose a folder")
     return build_job([args.input], model=args.model, device=args.device, video=video, options=options,
-                     export_dir=args.export_dir, export_format=args.export_format)
+                     export_dir=args.export_dir, export_format=args.export_format,
+                     shot=shot_from_args(args, stills=args.command in ("image", "images")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,9 +194,12 @@ def _extensions(text: str) -> tuple[str, ...]:
 
 
 def input_kind(path: str, command: str = "auto") -> str:
-    """"image", "images" or "video" for ``path``; BadInputError when it does not fit ``command``."""
+    """"image", "images", "sequence" or "video" for ``path``; BadInputError when it does not fit ``command``."""
     from . import inputs
+    from .sequences import find_sequence, is_pattern
 
+    if command == "auto" and (is_pattern(path) or os.path.exists(path)) and find_sequence(path) is not None:
+        return "sequence"  # a pattern, a folder that is one numbered sequence, or one file of it
     if not os.path.exists(path):
         raise BadInputError(f"{path} does not exist: check the path")
     if os.path.isdir(path):
@@ -194,11 +225,13 @@ def collect(args, spec: dict, progress=None):
 
     kind = input_kind(args.input, args.command)
     exif = spec["options"].get("exif_transpose", True)
+    shot = video_kwargs(spec)
+    plates = {"shot": "stills", "colorspace": shot["colorspace"]}
     if kind == "images" and getattr(args, "image_extensions", None):
         files = inputs.list_folder_images(args.input, _extensions(args.image_extensions))
-        return inputs.collect_inputs(files, exif_transpose=exif, progress=progress)
+        return inputs.collect_inputs(files, exif_transpose=exif, progress=progress, **plates)
     if kind in ("image", "images"):  # a folder is listed by inputs (all image types, natural order)
-        return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress)
+        return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress, **plates)
     return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress, **video_kwargs(spec))
 
 
@@ -294,6 +327,10 @@ def run(args) -> int:
     h, w = pred.image_size
     out = os.path.abspath(args.export_dir)
     print(f"da3: {n} view{'s' * (n != 1)} at {w}x{h} -> {out} ({len(files)} file{'s' * (len(files) != 1)}: {', '.join(formats)})")
+    from .sequences import shot_summary
+
+    if shot_summary(pred.meta.get("video")):
+        print(f"da3: {shot_summary(pred.meta.get('video'))}")
     for f in files:
         print(f"  {f}")
     return 0

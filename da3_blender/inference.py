@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from . import devices, geometry, options, preprocess, streaming
 from .errors import BadInputError, CancelledError, DA3Error
-from .prediction import Prediction
+from .prediction import FRAME_NUMBERS_KEY, SCENE_FRAMES, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -622,10 +622,16 @@ def _gaussians_in_prediction_frame(raw: dict, pred: Prediction, sim3=None):
 
 
 def _meta(model_name: str, source, **options: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {"model": model_name, "options": options}
+    meta: dict[str, Any] = {"model": model_name, "options": options, FRAME_NUMBERS_KEY: SCENE_FRAMES}
     if source is not None:
         meta["input_kind"] = getattr(source, "kind", "images")
         video = getattr(source, "video", None)
         if video:
-            meta["video"] = {k: (v if isinstance(v, (int, float, str, type(None))) else str(v)) for k, v in dict(video).items()}
+            meta["video"] = {k: (v if isinstance(v, (int, float, str, type(None))) or _is_number_list(v) else str(v))
+                             for k, v in dict(video).items()}
     return meta
+
+
+def _is_number_list(value) -> bool:
+    """A list of plain numbers (a rate [num, den], a frame range, missing frame numbers) stays a list."""
+    return isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)

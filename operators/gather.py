@@ -53,6 +53,15 @@ def streaming_options(settings) -> dict:
     }
 
 
+def shot_settings(settings) -> dict:
+    """The job's ``shot`` (issue 17): a list of images is stills, a folder as chosen (detect, shot, stills), a
+    sequence a shot; frame start (videos), frame rate (sequences, 0: from the plate) and plate colours."""
+    mode = {"IMAGES": "stills", "FOLDER": settings.folder_mode, "SEQUENCE": "sequence"}.get(settings.input_mode,
+                                                                                          opt.DEFAULT_SHOT_MODE)
+    return {"mode": mode, "frame_start": int(settings.frame_start), "frame_rate": float(settings.frame_rate) or None,
+            "colorspace": settings.input_colorspace}
+
+
 def _check_model(model: str, settings, images: list[str]) -> None:
     if not model:
         raise BadInputError("no custom model given: enter a Hugging Face repo id or a local folder in DA3 > Model")
@@ -117,7 +126,8 @@ def gather(context) -> Setup:
     output = os.path.join(worker["results_dir"], f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.npz")
     device = worker["default_device"] if settings.device == PREFERENCES_DEVICE else settings.device
     video = None
-    if settings.input_mode == "VIDEO":
+    shot = shot_settings(settings)
+    if settings.input_mode == "VIDEO" or shot["mode"] != "stills":
         video = {"fps": float(settings.video_fps),  # 0: every frame
                  "start": settings.video_start or None, "end": settings.video_end or None,
                  "max_frames": settings.max_frames or None}
@@ -129,7 +139,7 @@ def gather(context) -> Setup:
         export_format = "-".join(f for f in opt.EXPORT_FORMAT_NAMES if f in settings.export_format)
     # the checks every surface shares (da3_blender/job.py)
     job = build_job(inputs, output, model=model, device=device, dtype=opt.DEFAULT_COMPUTE_DTYPE, video=video,
-                    options=options, export_dir=export_dir, export_format=export_format)
+                    options=options, export_dir=export_dir, export_format=export_format, shot=shot)
     return Setup(job=job, python=python, env=worker["env"], import_options=build, name=name,
                  keep_results=settings.keep_results, images=images, remote=remote)
 

@@ -13,6 +13,7 @@ import bpy
 
 from ..da3_blender.errors import BadInputError, MissingDependencyError
 from ..da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_folder_images, natural_key
+from ..da3_blender.sequences import find_sequence
 
 
 def _ext(path: str) -> str:
@@ -44,7 +45,15 @@ def check_inputs(settings) -> tuple[list[str], list[str]]:
         if not os.path.isdir(folder):
             raise BadInputError(f"folder not found: {folder}: choose an existing folder of images")
         images = list_folder_images(folder)  # the worker's listing (natural order); one line if none
+        if settings.folder_mode != "stills":  # issue 17: a numbered folder is a shot (the worker detects it alike)
+            seq = find_sequence(folder, forced=settings.folder_mode == "sequence")
+            images = seq.paths if seq is not None else images
         return [folder], images
+    if mode == "SEQUENCE":
+        path = _abs(settings.sequence)
+        if not path:
+            raise BadInputError("no sequence chosen: pick one file of the image sequence in DA3 > Input")
+        return [path], find_sequence(path, forced=True).paths
     video = _abs(settings.video)
     if not video:
         raise BadInputError("no video chosen: pick a video file in DA3 > Input")

@@ -138,16 +138,32 @@ class DA3_PT_input(_Sub, Panel):
             layout.label(text=f"{len(s.images)} image(s)")
         elif s.input_mode == "FOLDER":
             layout.prop(s, "folder")
+            layout.row().prop(s, "folder_mode", expand=True)  # issue 17: a numbered folder as a shot or stills
+            if s.folder_mode != "stills":
+                draw_shot_settings(layout, s, sequence=True)
         else:
-            layout.prop(s, "video")
-            col = layout.column(align=True)
-            col.prop(s, "video_fps")
-            if s.video_fps == opt.EVERY_FRAME_FPS:
-                col.label(text="Every frame of the video", icon="INFO")
-            row = col.row(align=True)
-            row.prop(s, "video_start")
-            row.prop(s, "video_end")
-            col.prop(s, "max_frames")
+            layout.prop(s, "video" if s.input_mode == "VIDEO" else "sequence")
+            draw_shot_settings(layout, s, sequence=s.input_mode == "SEQUENCE")
+
+
+def draw_shot_settings(layout, s, sequence: bool) -> None:
+    """Sampling, frame numbers, rate and plate colours of a video or an image sequence (issue 17)."""
+    col = layout.column(align=True)
+    col.prop(s, "video_fps")
+    if s.video_fps == opt.EVERY_FRAME_FPS:
+        col.label(text="Every frame, each keyed", icon="INFO")
+    else:
+        col.label(text="Sampled: the camera is interpolated between keys", icon="INFO")
+    row = col.row(align=True)
+    row.prop(s, "video_start")
+    row.prop(s, "video_end")
+    col.prop(s, "max_frames")
+    col = layout.column(align=True)
+    if sequence:
+        col.prop(s, "frame_rate")
+        col.prop(s, "input_colorspace")
+    else:
+        col.prop(s, "frame_start")
 
 
 class DA3_PT_model(_Sub, Panel):

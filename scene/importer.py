@@ -58,7 +58,7 @@ class ImportOptions:
     planes_max_views: int = 100  # build depth planes only if at most this many would be made (0 = no limit)
     planes_every: int = 1  # a depth plane for every k-th view (video: every k-th sampled frame)
     footage_background: bool = True  # video as the camera's viewport background
-    frame_start: int = 1  # scene frame of source frame 0
+    frame_start: int = 1  # results before issue 17 only (0-based video frames): the scene frame of frame 0
     fallback_fov: float = 60.0  # horizontal degrees, for results without intrinsics (mono models)
     seed: int = 0
     splats: bool = True  # i10: 3D Gaussians as ellipsoid splats, when the result has them (max_points caps them)
@@ -148,6 +148,10 @@ def _validate(pred: Prediction, opts: ImportOptions) -> dict:
     video = footage.video_info(pred)
     if video is not None and len(np.unique(pred.frame_numbers)) != n:
         bad("frame_numbers repeat a frame")
+    try:  # a shot's scene frames (results before issue 17: the video index + frame_start)
+        frames = None if video is None else footage.scene_frames(pred, opts.frame_start)
+    except ValueError as exc:
+        raise BadInputError(f"DA3 result: {exc}") from None
     return {
         "k_proc": k_proc,
         "k_orig": np.asarray(pred.proc_to_orig, dtype=np.float64) @ k_proc,
@@ -156,6 +160,7 @@ def _validate(pred: Prediction, opts: ImportOptions) -> dict:
         "up": up_matrix(opts.up_axis),
         "scale": _resolve_scale(pred, opts.scale),
         "video": video,
+        "frames": frames,
         "assumed_fov": pred.intrinsics is None,
     }
 
@@ -212,9 +217,8 @@ def import_prediction(pred: Prediction, name: str | None = None, options: Import
         cameras.apply_camera_render_settings(cams[0], scene)
         if geo["video"] is not None:
             footage.set_render_size(scene, geo["video"])
-            frames = footage.scene_frames(pred.frame_numbers, opts.frame_start)
-            footage.set_scene_timing(scene, geo["video"], frames, opts.frame_start)
-            scene.frame_set(int(frames.min()))
+            footage.set_scene_timing(scene, geo["video"], geo["frames"], opts.frame_start)
+            scene.frame_set(int(geo["frames"].min()))
     if opts.standard_view_transform:
         scene.view_settings.view_transform = "Standard"  # AgX/Filmic would tone-map the footage's colours
         scene.view_settings.look = "None"
@@ -255,8 +259,8 @@ def _build(pred, opts, geo, label, key, scene, track):
     if geo["assumed_fov"]:
         root["da3_assumed_fov"] = float(opts.fallback_fov)
     scene.collection.children.link(root)
-    if geo["video"] is not None:  # frame_0060: the source frame, as the footage and the exports number it
-        names = [f"frame_{int(n):04d}" for n in pred.frame_numbers]
+    if geo["video"] is not None:  # frame_1060: the scene frame, as the footage and the exports number it
+        names = [f"frame_{int(n):04d}" for n in geo["frames"]]
     else:
         names = cameras.view_names(pred.source_paths, pred.num_views)
 
@@ -288,9 +292,7 @@ def _build(pred, opts, geo, label, key, scene, track):
             root["da3_planes_note"] = (f"no depth planes: {len(range(0, pred.num_views, opts.planes_every))} would "
                                        f"be more than {opts.planes_max_views}; raise the limit or build every "
                                        "k-th view's plane")
-        video_frames = None
-        if geo["video"] is not None:
-            video_frames = footage.scene_frames(pred.frame_numbers, opts.frame_start)
+        video_frames = geo["frames"]
         for i in views:
             obj = _plane(pred, i, names[i], opts, geo, col, track)
             if video_frames is not None:  # a video frame's plane shows on that frame only
@@ -304,8 +306,8 @@ def _build(pred, opts, geo, label, key, scene, track):
         mats = camera_matrices(w2c_rel, up, scale)
         video = geo["video"]
         if video is not None:
-            order = np.argsort(pred.frame_numbers)
-            frames = footage.scene_frames(np.asarray(pred.frame_numbers)[order], opts.frame_start)
+            order = np.argsort(geo["frames"])
+            frames = geo["frames"][order]
             cam = cameras.animated_camera(
                 label, mats[order], {k: v[order] for k, v in params.items()}, frames, sizes[order[0]], track,
                 fixed_intrinsics=opts.fixed_intrinsics, tolerance=opts.intrinsics_tolerance,
@@ -314,7 +316,7 @@ def _build(pred, opts, geo, label, key, scene, track):
             if opts.footage_background:
                 clip = footage.load_clip(video.get("path") or "", track)
                 if clip is not None:
-                    footage.set_background(cam, clip, opts.frame_start)
+                    footage.set_background(cam, clip, footage.clip_start(video, opts.frame_start))
         else:
             cams = cameras.still_cameras(names, mats, params, sizes, track, display_size=0.1 * typical)
         for cam in cams:

@@ -3,7 +3,9 @@
     blender -b -P scripts/reconstruct.py -- INPUT... --output scene.blend [options]
     python scripts/reconstruct.py INPUT... --output scene.blend [options]      (bpy module)
 
-INPUT is image files, folders of images, or one video. The extension (this repository) is
+INPUT is image files, folders of images, one image sequence (``plate.####.exr``, one of its files,
+or its folder: one camera keyed on the frames' own numbers; ``--stills`` keeps the images apart) or
+one video. Shots key every frame by default (``--fps`` samples them). The extension (this repository) is
 registered, ``da3.reconstruct`` runs to the end (the model runs in the worker Python) and the
 scene is saved. The worker Python is ``--python``, else this Python when it has torch, else the
 extension's managed environment. Choices and defaults are the core's (``da3_blender.options``) and
@@ -27,9 +29,11 @@ if str(REPO_ROOT) not in sys.path:  # the core's option tables and job checks (s
     sys.path.insert(0, str(REPO_ROOT))
 
 from da3_blender import options as opt  # noqa: E402
-from da3_blender.cli import DEBUG_ENV, add_streaming_arguments, add_video_arguments  # noqa: E402
+from da3_blender.cli import DEBUG_ENV, add_shot_arguments, add_streaming_arguments, add_video_arguments  # noqa: E402
 from da3_blender.errors import BadInputError  # noqa: E402
+from da3_blender.cli import shot_from_args  # noqa: E402
 from da3_blender.files import check_writable_folder  # noqa: E402
+from da3_blender.sequences import find_sequence, is_pattern  # noqa: E402
 
 PACKAGE = "da3_for_blender"  # the manifest id
 PROG = "reconstruct"
@@ -74,11 +78,17 @@ def _scale(text: str):
 def parse_args(argv: list[str]) -> argparse.Namespace:
     default_model = opt.default_model()
     p = _Parser(prog=PROG, description="Photos or a video to a 3D scene (.blend) with Depth Anything 3.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, or one video")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders of images, one image sequence (plate.####.exr, one of its files or its "
+                        "folder) or one video")
     p.add_argument("--output", "-o", required=True, help="the .blend file to write")
     p.add_argument("--model", "-m", default=default_model,
                    help=f"Hugging Face repo id or a local model folder (default: {default_model}; env {opt.MODEL_ENV})")
-    add_video_arguments(p.add_argument_group("video"))
+    add_video_arguments(p.add_argument_group("video and sequences"), default_fps=opt.DEFAULT_SHOT_FPS)
+    g = p.add_argument_group("shots: frame numbers, rates, plates")
+    add_shot_arguments(g)
+    g.add_argument("--stills", action="store_true",
+                   help="numbered images are stills (a camera each), not one shot (default: a sequence is a shot)")
     g = p.add_argument_group("model and processing")
     g.add_argument("--device", default=None, help=f"{opt.DEVICE_HELP} (default: the extension's preference, auto)")
     g.add_argument("--process-res", type=int, default=None, help=f"processing resolution (default: {opt.DEFAULT_PROCESS_RES})")
@@ -132,7 +142,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> dict:
     """Every argument checked before any work (outputs included); returns the job they describe."""
     for path in args.inputs:
-        if not os.path.exists(path):
+        if not os.path.exists(path) and not is_pattern(path):
             raise Failure(f"input not found: {path}", code=2)
     if not args.output.lower().endswith(".blend"):
         raise Failure(f"--output must be a .blend file, got {args.output}", code=2)
@@ -179,7 +189,8 @@ def job_from_args(args: argparse.Namespace) -> dict:
     export_format = (args.export_format or opt.DEFAULT_EXPORT_FORMAT) if args.export_dir else None
     return build_job([os.path.abspath(p) for p in args.inputs], os.path.splitext(os.path.abspath(args.output))[0] + ".npz",
                      model=args.model, device=args.device, video=video, options=options,
-                     export_dir=os.path.abspath(args.export_dir) if args.export_dir else None, export_format=export_format)
+                     export_dir=os.path.abspath(args.export_dir) if args.export_dir else None, export_format=export_format,
+                     shot=shot_from_args(args, stills=args.stills))
 
 
 def scene_settings(args: argparse.Namespace) -> dict:
@@ -207,6 +218,9 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        "frame_start": args.frame_start,  # issue 17
+        "frame_rate": args.frame_rate,
+        "input_colorspace": args.input_colorspace,
     }
     s.update({k: v for k, v in optional.items() if v is not None})
     if any(getattr(args, k) is not None for k in ("chunk_size", "chunk_overlap", "chunk_align")):
@@ -267,11 +281,13 @@ def _raise(ex):
     raise Failure(f"cannot register the DA3 extension: {ex}")
 
 
-def _expand(inputs: list[str]) -> tuple[str, list[str]]:
+def _expand(inputs: list[str], stills: bool = False) -> tuple[str, list[str]]:
     """(input mode, paths) for the panel's settings; folders listed as every surface lists them."""
     from da3_blender.inputs import is_video_path, list_folder_images
 
     paths = [os.path.abspath(p) for p in inputs]
+    if len(paths) == 1 and not stills and not os.path.isdir(paths[0]) and find_sequence(paths[0]) is not None:
+        return "SEQUENCE", paths  # a pattern or one file of a sequence (a folder: FOLDER, detected as a shot)
     videos = [p for p in paths if os.path.isfile(p) and is_video_path(p)]
     if videos:
         if len(paths) != 1:
@@ -292,7 +308,7 @@ def configure(context, package: str, args) -> dict:
     props = import_module(f"{package}.properties")
     s = context.scene.da3_settings
     try:
-        mode, paths = _expand(args.inputs)
+        mode, paths = _expand(args.inputs, args.stills)
     except BadInputError as ex:
         raise Failure(str(ex), code=2) from None
     s.input_mode = mode
@@ -302,8 +318,12 @@ def configure(context, package: str, args) -> dict:
             s.images.add().filepath = p
     elif mode == "FOLDER":
         s.folder = paths[0]
+        s.folder_mode = "stills" if args.stills else opt.DEFAULT_SHOT_MODE
+    elif mode == "SEQUENCE":
+        s.sequence = paths[0]
     else:
         s.video = paths[0]
+    if mode != "IMAGES":  # videos, sequences and numbered folders: sampling (every frame by default) and frames
         s.video_fps = args.fps  # 0: every frame
         s.video_start = args.start or 0.0
         s.video_end = args.end or 0.0
