@@ -615,8 +615,8 @@ def test_video_render_through_the_camera_gives_back_each_frame(tmp_path):
     scene.cycles.samples = 16
     for i, frame in enumerate((1, 5)):
         px = _render(scene, tmp_path / f"f{frame}.png", frame)
-        assert [o.name for o in planes.values() if not o.hide_render] == [f"frame_{frame - 1:04d} plane"]
-        assert [o.name for o in planes.values() if not o.hide_viewport] == [f"frame_{frame - 1:04d} plane"]
+        assert [o.name for o in planes.values() if not o.hide_render] == [f"frame_{frame:04d} plane"]
+        assert [o.name for o in planes.values() if not o.hide_viewport] == [f"frame_{frame:04d} plane"]
         inner = np.s_[1:-1, 1:-1]  # the plane spans pixel centres: the outer half pixel is background
         own = _psnr(px[inner], pred.processed_images[i][inner] / 255.0)
         other = _psnr(px[inner], pred.processed_images[1 - i][inner] / 255.0)
