@@ -32,9 +32,9 @@ def snap_rate(value) -> tuple[int, int]:
     number = float(rate) if rate is not None else float(value)
     if not (math.isfinite(number) and number > 0):
         raise ValueError(f"invalid frame rate {value!r}")
-    for standard in STANDARD_RATES:
-        if abs(number - float(standard)) <= SNAP_TOLERANCE * float(standard):
-            return standard.numerator, standard.denominator
+    nearest = min(STANDARD_RATES, key=lambda standard: abs(number - float(standard)))
+    if abs(number - float(nearest)) <= SNAP_TOLERANCE * float(nearest):
+        return nearest.numerator, nearest.denominator
     exact = rate if rate is not None else Fraction(number).limit_denominator(1001)
     return exact.numerator, exact.denominator
 

@@ -126,7 +126,7 @@ def from_pattern(pattern: str) -> Sequence:
                             "(e.g. plate.####.exr or plate.%04d.exr)")
     mark = marks[0]
     prefix, suffix = name.split(mark, 1)
-    if not re.fullmatch(r"\.[A-Za-z0-9]+", suffix) or os.path.splitext(suffix)[1].lower() not in _image_extensions():
+    if not re.fullmatch(r"\.[A-Za-z0-9]+", suffix) or suffix.lower() not in _image_extensions():
         raise BadInputError(f"{pattern}: the frame number must sit just before an image extension "
                             f"({', '.join(_image_extensions())}), e.g. plate.####.exr")
     if not os.path.isdir(folder):

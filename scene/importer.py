@@ -30,7 +30,7 @@ from .conventions import (
     UP_AXES, camera_matrices, fallback_intrinsics, intrinsics_to_blender, relative_extrinsics, up_matrix,
 )
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr", ".tga")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr", ".tga", ".dpx", ".cin", ".hdr")
 
 
 @dataclass
@@ -170,7 +170,11 @@ def source_of(pred: Prediction, name: str | None = None, fallback: str | None = 
     video = footage.video_info(pred)
     paths = [p for p in (pred.source_paths or []) if p]
     key = label = None
-    if video is not None and (video.get("path") or paths):
+    if video is not None and video.get("pattern"):  # an image sequence: plate.####.exr -> "plate"
+        pattern = os.path.abspath(video["pattern"])
+        stem = os.path.basename(pattern).split("#")[0].split("%")[0].rstrip("._- ")
+        key, label = f"video:{pattern}", stem or os.path.basename(os.path.dirname(pattern))
+    elif video is not None and (video.get("path") or paths):
         path = os.path.abspath(video.get("path") or paths[0])
         key, label = f"video:{path}", os.path.splitext(os.path.basename(path))[0]
     elif paths:
@@ -255,7 +259,7 @@ def _build(pred, opts, geo, label, key, scene, track):
     root["da3_key"] = key
     root["da3_up_axis"] = opts.up_axis
     root["da3_scale"] = scale
-    root["da3_kind"] = "video" if geo["video"] is not None else "images"
+    root["da3_kind"] = (geo["video"].get("kind") or "video") if geo["video"] is not None else "images"
     if geo["assumed_fov"]:
         root["da3_assumed_fov"] = float(opts.fallback_fov)
     scene.collection.children.link(root)
