@@ -228,3 +228,59 @@ def test_results_carry_scene_frames_and_old_results_still_read(tmp_path):
     assert [os.path.basename(f) for f in files] == ["1001.png", "1002.png", "1005.png"]
     files = export(old, "depth_vis", tmp_path / "old")
     assert [os.path.basename(f) for f in files] == ["0001.png", "0002.png", "0005.png"]  # as the scene numbers them
+
+
+# ----------------------------------------------------------------------------------------- surfaces
+
+
+def test_cli_auto_takes_a_sequence_as_a_shot_and_images_keeps_stills(tmp_path, fixture_dir, capsys):
+    """``da3 auto`` on a pattern: one shot keyed on its own numbers (EXR and depth_vis named by them, gaps
+    left out, every frame by default); ``da3 images`` on its folder: stills."""
+    pytest.importorskip("OpenEXR")
+    from da3_blender.cli import main
+
+    folder = _write_pngs(tmp_path / "plate", [1001, 1002, 1004])
+    out = tmp_path / "out"
+    common = ["--model", str(fixture_dir), "--device", "cpu", "--process-res", "56", "-q"]
+    code = main(["auto", str(folder / "plate.####.png"), *common, "--frame-rate", "23.976", "--export-dir", str(out),
+                 "--export-format", "exr-depth_vis"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert sorted(os.listdir(out / "exr")) == ["depth.1001.exr", "depth.1002.exr", "depth.1004.exr"]
+    assert sorted(os.listdir(out / "depth_vis")) == ["1001.png", "1002.png", "1004.png"]
+    assert "frames 1001-1004 at 23.976 (24000/1001) fps" in printed and "missing 1003" in printed
+    code = main(["images", str(folder), *common, "--export-dir", str(tmp_path / "stills"), "--export-format", "depth_vis"])
+    assert code == 0 and "frames 1001" not in capsys.readouterr().out  # stills: no shot line
+
+
+def test_cli_frame_start_numbers_a_videos_exports(tmp_path, fixture_dir, ntsc_video):
+    from da3_blender.cli import main
+
+    out = tmp_path / "out"
+    code = main(["video", str(ntsc_video), "--fps", "0", "--max-frames", "3", "--frame-start", "1001", "--model",
+                 str(fixture_dir), "--device", "cpu", "--process-res", "56", "-q", "--export-dir", str(out),
+                 "--export-format", "depth_vis"])
+    assert code == 0 and sorted(os.listdir(out / "depth_vis")) == ["1001.png", "1002.png", "1003.png"]
+
+
+def test_headless_defaults_to_every_frame_and_takes_shot_options(tmp_path):
+    import importlib.util
+
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "reconstruct.py")
+    spec = importlib.util.spec_from_file_location("reconstruct_script_shots", script)
+    headless = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(headless)
+    folder = _write_pngs(tmp_path / "plate", [1, 2, 3])
+    pattern = str(folder / "plate.####.png")
+    args = headless.parse_args([pattern, "--output", str(tmp_path / "x.blend"), "--frame-rate", "25",
+                                "--input-colorspace", "linear"])
+    job = headless.job_from_args(args)
+    assert job["video"]["fps"] == 0 and job["shot"] == {"mode": "auto", "frame_start": 1, "frame_rate": 25.0,
+                                                        "colorspace": "linear"}
+    assert headless._expand([pattern]) == ("SEQUENCE", [os.path.abspath(pattern)])
+    assert headless._expand([str(folder)]) == ("FOLDER", [str(folder)])
+    stills = headless.job_from_args(headless.parse_args([str(folder), "--output", str(tmp_path / "x.blend"), "--stills"]))
+    assert stills["shot"]["mode"] == "stills"
+    settings = headless.scene_settings(headless.parse_args([pattern, "--output", str(tmp_path / "x.blend"),
+                                                            "--frame-start", "1001"]))
+    assert settings["frame_start"] == 1001

@@ -16,6 +16,21 @@ import numpy as np
 import pytest
 import torch
 
+
+def _load_e2e():
+    """tests/test_reconstruct_e2e.py, for its panel fixtures (pytest runs with --import-mode=importlib)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("shots_e2e_helpers", Path(__file__).with_name("test_reconstruct_e2e.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_e2e = _load_e2e()
+bpy_ext, scene, _root, _child = _e2e.bpy_ext, _e2e.scene, _e2e._root, _e2e._child  # the panel's fixtures
+
 pytestmark = pytest.mark.slow
 
 FRAMES = [f for f in range(1001, 1013) if f != 1006]  # 1006: a gap in the plate
@@ -250,3 +265,21 @@ def test_robot_video_scene_rate_is_blenders_clip_rate(robot_video, extension):
     video = collect_inputs([robot_video], fps=0, max_frames=1).video
     fps, base = _mod("da3_blender.rates").to_blender(video["rate"])
     assert fps / base == blender_fps == 50
+
+
+def test_panel_sequence_keys_every_frame_of_the_plate(plate, scene, bpy_ext):
+    """The panel's Sequence input (one file of the plate), defaults untouched: every frame keyed on its own
+    number, the sequence's rate exactly, the gap named in the summary (worker, fixture model)."""
+    bpy = bpy_ext
+    s = scene.da3_settings
+    assert s.video_fps == 0 and s.frame_start == 1  # shots: every frame by default
+    s.input_mode, s.sequence, s.frame_rate = "SEQUENCE", plate["png"].replace("####", "1001"), 23.976
+    s.build_planes = False
+    assert bpy.ops.da3.reconstruct() == {"FINISHED"}
+    summary = bpy.context.window_manager.da3_runtime.summary
+    assert summary.startswith(f"{len(FRAMES)} view(s)") and "missing 1006" in summary and "every frame" in summary
+    cam = next(o for o in _child(_root(bpy, scene), "cameras").objects)
+    for curve in _mod("scene.compat").action_fcurves(cam.animation_data.action, cam):
+        assert [int(k.co[0]) for k in curve.keyframe_points] == FRAMES
+    assert (scene.frame_start, scene.frame_end, scene.render.fps) == (1001, 1012, 24)
+    assert np.float32(scene.render.fps_base) == np.float32(1.001)
