@@ -771,7 +771,7 @@ def test_the_job_is_gathered_once_in_the_protocol_format(registered, tmp_path, r
     from da3_for_blender.preferences import get_preferences
 
     s = registered.scene.da3_settings
-    assert s.model == opt.default_model() and s.video_fps == opt.DEFAULT_VIDEO_FPS
+    assert s.model == opt.default_model() and s.video_fps == opt.DEFAULT_SHOT_FPS == 0  # shots: every frame
     s.input_mode, s.video = "VIDEO", str(robot_video)
     s.model, s.custom_model = "CUSTOM", str(tmp_path)
     s.video_fps, s.max_frames = 0.0, 5
@@ -780,7 +780,8 @@ def test_the_job_is_gathered_once_in_the_protocol_format(registered, tmp_path, r
     job = gather.gather_job(registered)
     assert protocol.normalize_job(job)  # the worker takes it as it is
     assert set(job) == {"inputs", "output", "model", "device", "dtype", "options", "video", "export_dir",
-                        "export_format"}
+                        "export_format", "shot"}
+    assert job["shot"] == {"mode": "auto", "frame_start": 1, "frame_rate": None, "colorspace": "auto"}
     assert job["inputs"] == [str(robot_video)] and job["model"] == str(tmp_path) and job["device"] == "cpu"
     assert os.path.dirname(job["output"]) == str(tmp_path / "results")
     assert job["video"]["max_frames"] == 5 and job["export_format"] == "glb-ply"
