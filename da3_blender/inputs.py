@@ -387,9 +387,9 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
     want = DEFAULT_VIDEO_FPS if fps is None else float(fps)
 
     with _VideoReader(path) as reader:
-        try:
-            timing = rates.video_rate(*rates.probe_stream_rates(reader.ffmpeg_exe, path)) if reader.fps > 0 \
-                else rates.video_rate(None, None)
+        nominal, average = rates.probe_stream_rates(reader.ffmpeg_exe, path)
+        try:  # the nominal rate (tbr); the average (imageio's fps) only when ffmpeg names none
+            timing = rates.video_rate(nominal, average or reader.fps)
         except ValueError:
             raise BadInputError(f"{path}: the video reports no frame rate; re-encode it as MP4 (H.264)") from None
         video_fps = timing["fps"]

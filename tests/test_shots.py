@@ -228,6 +228,11 @@ def test_results_carry_scene_frames_and_old_results_still_read(tmp_path):
     assert [os.path.basename(f) for f in files] == ["1001.png", "1002.png", "1005.png"]
     files = export(old, "depth_vis", tmp_path / "old")
     assert [os.path.basename(f) for f in files] == ["0001.png", "0002.png", "0005.png"]  # as the scene numbers them
+    from da3_blender.exports.colmap import image_names
+
+    new.source_paths = old.source_paths = ["/footage/shot.mp4"] * 3  # video frames share one file
+    assert image_names(new) == ["shot_001001.png", "shot_001002.png", "shot_001005.png"]
+    assert image_names(old) == ["shot_000001.png", "shot_000002.png", "shot_000005.png"]
 
 
 # ----------------------------------------------------------------------------------------- surfaces
