@@ -182,7 +182,8 @@ DEFAULT_FRAME_START = 1  # the scene frame of a video's first frame (1001 for a 
 DEFAULT_SEQUENCE_RATE = 24.0  # an image sequence's frame rate when it names none (EXR framesPerSecond)
 SEQUENCE_MIN_DENSITY = 0.5  # a folder is a shot when its numbered images fill at least this share of their range
 INPUT_COLORSPACES = (
-    ("auto", "Automatic", "Float plates (EXR) are scene-linear, integer images (PNG, TIFF, DPX, JPEG) display-referred"),
+    ("auto", "Automatic", "Float plates (EXR) and files declared linear are scene-linear, other images "
+                          "(PNG, TIFF, DPX, JPEG) display-referred"),
     ("srgb", "sRGB", "The plate already holds display-referred sRGB values: used as they are (clamped to 0..1)"),
     ("linear", "Linear", "The plate is scene-linear: clamped to 0..1, then encoded with the sRGB transfer"),
 )

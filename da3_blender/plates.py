@@ -6,10 +6,11 @@ that needs it fails before any work with one line naming the package (:func:`che
 
 The model takes display-referred 8-bit RGB. A plate becomes that as follows (``colorspace``):
 
-* ``linear`` (``auto`` for float data: EXR, HDR, float TIFF): scene-linear values are clamped to
+* ``linear`` (``auto`` for float data: EXR, HDR, float TIFF, and files that declare a linear colour
+  space, e.g. Blender's DPX with ``dpx:Transfer`` Linear): scene-linear values are clamped to
   0..1 and encoded with the sRGB transfer function (the piecewise IEC 61966-2-1 curve), i.e. what
   Blender's "Standard" view shows; highlights above 1 clip;
-* ``srgb`` (``auto`` for integer data: DPX, Cineon, 16-bit TIFF/PNG): the values are taken as
+* ``srgb`` (``auto`` for other integer data: DPX, Cineon, 16-bit TIFF/PNG): the values are taken as
   display-referred, scaled from their bit depth to 0..255 (no log-to-linear conversion: a log DPX
   looks flat, as it does in a viewer without a LUT).
 
@@ -92,15 +93,36 @@ def read_plate(path, colorspace: str = "auto") -> np.ndarray:
     try:
         spec = inp.spec()
         pixels = inp.read_image(0, 0, 0, spec.nchannels, "float")
-        is_float = str(spec.format) in _FLOAT_TYPES
+        linear = is_linear(spec, colorspace)
     finally:
         inp.close()
     if pixels is None or getattr(pixels, "size", 0) == 0:
         raise BadInputError(f"{path} is truncated or corrupt (no pixels could be read); export or copy it again")
     pixels = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.nchannels)
-    rgb = np.repeat(pixels[:, :, :1], 3, axis=2) if spec.nchannels < 3 else pixels[:, :, :3]
-    linear = colorspace == "linear" or (colorspace == "auto" and is_float)
+    picked = colour_channels(list(spec.channelnames))
+    rgb = pixels[:, :, picked] if len(picked) == 3 else np.repeat(pixels[:, :, picked[:1]], 3, axis=2)
     return to_display_uint8(rgb, linear)
+
+
+def is_linear(spec, colorspace: str = "auto") -> bool:
+    """Whether a plate (its OpenImageIO spec) holds scene-linear values: ``colorspace`` linear/srgb say so;
+    auto: float data (EXR, HDR), or a file that declares a linear colour space (``oiio:ColorSpace``
+    such as ``lin_rec709``, ``dpx:Transfer`` Linear: Blender's DPX); log and video DPX stay as they are."""
+    if colorspace != "auto":
+        return colorspace == "linear"
+    declared = f"{spec.getattribute('oiio:ColorSpace') or ''} {spec.getattribute('dpx:Transfer') or ''}".lower()
+    return str(spec.format) in _FLOAT_TYPES or "lin" in declared.replace("linear", "lin")
+
+
+def colour_channels(names: list[str]) -> list[int]:
+    """The indices of the R, G, B channels (``R``/``G``/``B``, or a layer's ``*.R``/``*.G``/``*.B``, the
+    first layer that has all three, e.g. a multilayer EXR's ``ViewLayer.Combined.R``), else the first
+    three channels, else ``[0]`` (grey)."""
+    for layer in [""] + sorted({n.rsplit(".", 1)[0] + "." for n in names if "." in n}):
+        found = [names.index(layer + c) for c in "RGB" if layer + c in names]
+        if len(found) == 3:
+            return found
+    return [0, 1, 2] if len(names) >= 3 else [0]
 
 
 def plate_rate(path) -> float | None:
@@ -121,13 +143,17 @@ def plate_rate(path) -> float | None:
 
 def plate_transfer(path, colorspace: str = "auto") -> str:
     """How :func:`read_plate` turns this plate into the model's input, for the summary and the result."""
-    if not needs_oiio(path) and colorspace == "auto":
-        return "display-referred (as read)"
-    if colorspace == "srgb":
-        return "taken as display-referred sRGB (clamped to 0..1)"
-    if colorspace == "linear" or os.path.splitext(os.fspath(path))[1].lower() in (".exr", ".hdr"):
+    if not needs_oiio(path):
+        return "scene-linear, clamped to 0..1 and sRGB-encoded" if colorspace == "linear" else \
+            "display-referred (as read)"
+    inp = _open(path)
+    try:
+        linear = is_linear(inp.spec(), colorspace)
+    finally:
+        inp.close()
+    if linear:
         return "scene-linear, clamped to 0..1 and sRGB-encoded"
-    return "integer data taken as display-referred (no log conversion)"
+    return "taken as display-referred (clamped to 0..1; no log conversion)"
 
 
 # ---------------------------------------------------------------------------------------------------

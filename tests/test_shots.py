@@ -181,6 +181,15 @@ def test_exr_plate_is_clamped_and_srgb_encoded_and_names_its_rate(tmp_path):
     assert np.array_equal(raw, np.rint(255 * c).astype(np.uint8))  # srgb: taken as display-referred
 
 
+def test_plate_colour_channels_are_found_by_name():
+    assert plates.colour_channels(["R", "G", "B", "A"]) == [0, 1, 2]
+    assert plates.colour_channels(["A", "B", "G", "R"]) == [3, 2, 1]  # EXR stores channels sorted by name
+    multilayer = ["ViewLayer.Combined.A", "ViewLayer.Combined.B", "ViewLayer.Combined.G", "ViewLayer.Combined.R",
+                  "ViewLayer.Depth.Z"]
+    assert plates.colour_channels(multilayer) == [3, 2, 1]
+    assert plates.colour_channels(["Y"]) == [0] and plates.colour_channels(["X", "Y", "Z"]) == [0, 1, 2]
+
+
 def test_16_bit_png_and_tiff_plates_read(tmp_path):
     oiio = pytest.importorskip("OpenImageIO")
     values = (np.arange(H * W * 3).reshape(H, W, 3) * 37 % 65536).astype(np.uint16)

@@ -119,6 +119,15 @@ def plate(tmp_path_factory):
         result.save_render(str(folder / f"plate.{frame}.png"), scene=scene)
         settings.file_format, settings.color_mode, settings.color_depth = "OPEN_EXR", "RGB", "16"
         result.save_render(str(folder / f"plate.{frame}.exr"), scene=scene)
+        if frame == FRAMES[0]:  # a 10-bit DPX, and Blender's multilayer EXR (channels ViewLayer.Combined.R ...)
+            settings.file_format, settings.color_depth = "DPX", "10"
+            result.save_render(str(folder / "dpx" / f"plate.{frame}.dpx"), scene=scene)
+            if hasattr(settings, "media_type"):  # Blender 5: multilayer images are a media type
+                settings.media_type = "MULTI_LAYER_IMAGE"
+            settings.file_format = "OPEN_EXR_MULTILAYER"
+            result.save_render(str(folder / "multilayer" / f"render.{frame}.exr"), scene=scene)
+            if hasattr(settings, "media_type"):
+                settings.media_type = "IMAGE"
     bpy.data.scenes.remove(scene)
     return {"png": str(folder / "plate.####.png"), "exr": str(folder / "plate.####.exr"), "cameras": cameras,
             "folder": folder}
@@ -158,6 +167,12 @@ def test_exr_plate_becomes_what_blender_shows(plate):
         diff = np.abs(a.astype(int) - b.astype(int))
         assert diff.mean() < 0.6 and diff.max() <= 2
     assert (np.asarray(png.images[0]) == 255).any()  # the highlights clip, as in Blender's view
+    from da3_blender.plates import read_plate
+
+    layered = read_plate(str(plate["folder"] / "multilayer" / f"render.{FRAMES[0]}.exr"))
+    assert np.abs(layered.astype(int) - png.images[0].astype(int)).max() <= 2  # the Combined pass, found by name
+    dpx = read_plate(str(plate["folder"] / "dpx" / f"plate.{FRAMES[0]}.dpx"))  # 10-bit, declared linear
+    assert np.abs(dpx.astype(int) - png.images[0].astype(int)).max() <= 2
 
 
 def test_shot_end_to_end_frame_numbers_rates_and_poses(plate, tmp_path, extension):
