@@ -298,3 +298,17 @@ def test_headless_defaults_to_every_frame_and_takes_shot_options(tmp_path):
     settings = headless.scene_settings(headless.parse_args([pattern, "--output", str(tmp_path / "x.blend"),
                                                             "--frame-start", "1001"]))
     assert settings["frame_start"] == 1001
+
+
+def test_a_sequence_streams_by_default_like_a_video(tmp_path):
+    from da3_blender import options as opt
+    from da3_blender.job import build_job, inference_kwargs
+
+    folder = _write_pngs(tmp_path / "plate", range(1, 5))
+    for given in (folder / "plate.####.png", folder / "plate.0002.png", folder):
+        assert inference_kwargs(build_job([str(given)]))["chunk_size"] == opt.DEFAULT_VIDEO_CHUNK_SIZE
+    assert "chunk_size" not in inference_kwargs(build_job([str(folder)], shot={"mode": "stills"}))
+    with pytest.raises(BadInputError, match="frame start"):
+        build_job([str(folder)], shot={"frame_start": -1})
+    with pytest.raises(BadInputError, match="colour space"):
+        build_job([str(folder)], shot={"colorspace": "log"})
