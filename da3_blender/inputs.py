@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInputError, DA3Error
+from .errors import BadInputError
 from .job import check_frame_start
 from .options import DEFAULT_VIDEO_FPS, EVERY_FRAME_FPS  # fps None: the official 1 fps; 0: every frame
 
