@@ -247,6 +247,7 @@ def test_results_carry_scene_frames_and_old_results_still_read(tmp_path):
 # ----------------------------------------------------------------------------------------- surfaces
 
 
+@pytest.mark.slow  # runs the fixture model
 def test_cli_auto_takes_a_sequence_as_a_shot_and_images_keeps_stills(tmp_path, fixture_dir, capsys):
     """``da3 auto`` on a pattern: one shot keyed on its own numbers (EXR and depth_vis named by them, gaps
     left out, every frame by default); ``da3 images`` on its folder: stills."""
@@ -267,6 +268,7 @@ def test_cli_auto_takes_a_sequence_as_a_shot_and_images_keeps_stills(tmp_path, f
     assert code == 0 and "frames 1001" not in capsys.readouterr().out  # stills: no shot line
 
 
+@pytest.mark.slow  # runs the fixture model
 def test_cli_frame_start_numbers_a_videos_exports(tmp_path, fixture_dir, ntsc_video):
     from da3_blender.cli import main
 
