@@ -218,9 +218,9 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
-        "frame_start": args.frame_start,  # issue 17
-        "frame_rate": args.frame_rate,
-        "input_colorspace": args.input_colorspace,
+        "frame_start": getattr(args, "frame_start", None),  # issue 17 (shots)
+        "frame_rate": getattr(args, "frame_rate", None),
+        "input_colorspace": getattr(args, "input_colorspace", None),
     }
     s.update({k: v for k, v in optional.items() if v is not None})
     if any(getattr(args, k) is not None for k in ("chunk_size", "chunk_overlap", "chunk_align")):
