@@ -252,6 +252,13 @@ class DA3_PT_export(_Sidebar, Panel):
         col = layout.column()
         col.active = bool(s.export_format)
         col.prop(s, "export_dir")
+        if "exr" in s.export_format:  # the exr export's options (issue 17)
+            col = layout.column(heading="EXR")
+            col.prop(s, "exr_resolution")
+            col.prop(s, "exr_half")
+            sub = col.column()
+            sub.active = s.exr_resolution == "plate"
+            sub.prop(s, "exr_plate_filter")
         layout.operator("da3.export_camera", icon="OUTLINER_OB_CAMERA")
 
 

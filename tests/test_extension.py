@@ -726,6 +726,7 @@ def test_known_poses_follow_the_images_natural_order(registered, tmp_path):
     s.input_mode, s.folder = "FOLDER", str(folder)
     s.model, s.custom_model = "CUSTOM", str(tmp_path)  # a local folder: nothing to download
     s.use_selected_cameras = True
+    registered.scene.render.resolution_x, registered.scene.render.resolution_y = 32, 24  # the images' aspect
     cams = []
     try:
         for i in range(1, n + 1):
@@ -746,6 +747,93 @@ def test_known_poses_follow_the_images_natural_order(registered, tmp_path):
     finally:
         for cam in cams:
             bpy.data.objects.remove(cam)
+
+
+def _known_camera_scene(registered, tmp_path, names, size):
+    """Numbered PNGs in a folder as the input, known poses on, a local model folder."""
+    folder = tmp_path / "plates"
+    folder.mkdir()
+    for name in names:
+        _png(folder / name, *size)
+    s = registered.scene.da3_settings
+    s.input_mode, s.folder = "FOLDER", str(folder)
+    s.model, s.custom_model = "CUSTOM", str(tmp_path)
+    s.use_selected_cameras = True
+    return folder
+
+
+def _camera(registered, name, location=(0.0, 0.0, 0.0)):
+    import bpy
+
+    cam = bpy.data.objects.new(name, bpy.data.cameras.new(name))
+    cam.location = location
+    registered.scene.collection.objects.link(cam)
+    cam.select_set(True)
+    return cam
+
+
+def test_a_render_of_another_aspect_than_the_images_is_refused(registered, tmp_path):
+    """K is the render's; scaling it to an image of another aspect would make fx != fy silently (issue 17)."""
+    import bpy
+    import numpy as np
+
+    from da3_for_blender.operators.gather import gather_job
+    from da3_for_blender.scene.cameras import blender_camera_to_opencv
+
+    _known_camera_scene(registered, tmp_path, ["a.png", "b.png"], (32, 24))
+    cams = [_camera(registered, "cam_a", (1.0, -3.0, 1.0)), _camera(registered, "cam_b", (1.5, -3.0, 1.0))]
+    render = registered.scene.render
+    try:
+        render.resolution_x, render.resolution_y, render.resolution_percentage = 1920, 1080, 100
+        _refused(registered, r"camera cam_a renders at 1920x1080 but a.png is 32x24, another aspect ratio: set the "
+                             r"render resolution")
+        render.resolution_x, render.resolution_y = 64, 48  # the same aspect, twice the size: K scales uniformly
+        registered.view_layer.update()
+        intrinsics = np.asarray(gather_job(registered)["options"]["intrinsics"])
+        _w2c, k, _size = blender_camera_to_opencv(cams[0], registered.scene)
+        assert np.allclose(intrinsics[0][:2], np.asarray(k)[:2] / 2) and intrinsics[0][0, 0] == intrinsics[0][1, 1]
+    finally:
+        for cam in cams:
+            bpy.data.objects.remove(cam)
+
+
+def test_one_animated_camera_gives_a_pose_per_frame(registered, tmp_path):
+    """A tracked shot: one animated camera, each view on the scene frame of its source frame number
+    (plate.1004.png: frame 1004; 1003 is missing), lens keys included; the current frame is kept."""
+    import bpy
+    import numpy as np
+
+    from da3_for_blender.operators.gather import gather_job
+    from da3_for_blender.scene.cameras import blender_camera_to_opencv
+
+    _known_camera_scene(registered, tmp_path, ["plate.1001.png", "plate.1002.png", "plate.1004.png"], (32, 24))
+    scene = registered.scene
+    scene.render.resolution_x, scene.render.resolution_y = 320, 240
+    cam = _camera(registered, "TrackCam")
+    try:
+        for frame in range(1001, 1005):
+            cam.location = (2.0 + 0.1 * (frame - 1000) ** 2, -5.0, 1.6)
+            cam.rotation_euler = (1.3, 0.0, 0.05 * (frame - 1000))
+            cam.data.lens = 30.0 + frame - 1000
+            cam.keyframe_insert("location", frame=frame)
+            cam.keyframe_insert("rotation_euler", frame=frame)
+            cam.data.keyframe_insert("lens", frame=frame)
+        scene.frame_set(7)
+        options = gather_job(registered)["options"]
+        assert scene.frame_current == 7
+        for i, frame in enumerate((1001, 1002, 1004)):
+            scene.frame_set(frame)
+            w2c, k, _size = blender_camera_to_opencv(cam, scene)
+            assert np.allclose(options["extrinsics"][i], w2c, atol=1e-6), frame
+            assert np.allclose(np.asarray(options["intrinsics"][i])[:2], np.asarray(k)[:2] / 10, atol=1e-6), frame
+        assert len({round(e[0][3], 4) for e in options["extrinsics"]}) == 3  # three different poses
+
+        cam.animation_data_clear()  # a still camera cannot stand for three views
+        cam.data.animation_data_clear()
+        _refused(registered, r"1 camera.s. selected for 3 image.s.: select exactly one camera per image .* or one "
+                             r"animated camera keyed on the images' frame numbers")
+    finally:
+        bpy.data.objects.remove(cam)
 
 
 def test_image_sizes_are_read_without_data_blocks(registered, tmp_path):
