@@ -261,7 +261,8 @@ class DA3Settings(PropertyGroup):
     use_selected_cameras: BoolProperty(
         name="Use selected cameras as known poses", default=False,
         description="Condition the model on the selected camera objects, one per view, matched in natural "
-                    "name order (Cam2 before Cam10), e.g. from a motion-tracking solve",
+                    "name order (Cam2 before Cam10), or one animated camera on the views' frame numbers, e.g. "
+                    "from a motion-tracking solve. The result is built in those cameras' world",
     )
 
     # long shots (streaming)

@@ -219,6 +219,8 @@ def import_prediction(pred: Prediction, name: str | None = None, options: Import
         raise
     tracking.remove_tagged(key)
     tracking.retag(token, key)
+    if in_input_world(pred):
+        root["da3_world"] = "known poses"  # built in the given cameras' world (not re-based on view 0)
     if opts.set_scene_from_source and cams:
         cameras.apply_camera_render_settings(cams[0], scene)
         if geo["video"] is not None:
@@ -263,8 +265,6 @@ def _build(pred, opts, geo, label, key, scene, track):
     root["da3_up_axis"] = opts.up_axis
     root["da3_scale"] = scale
     root["da3_kind"] = "video" if geo["video"] is not None else "images"
-    if in_input_world(pred):
-        root["da3_world"] = "known poses"  # built in the given cameras' world (not re-based on view 0)
     if geo["assumed_fov"]:
         root["da3_assumed_fov"] = float(opts.fallback_fov)
     scene.collection.children.link(root)
