@@ -1028,3 +1028,23 @@ def test_long_shot_plane_settings_reach_an_importer_that_takes_them(registered, 
     monkeypatch.setattr(importer, "ImportOptions", WithLongShots)
     opts = import_options(s)
     assert (opts.planes_every, opts.planes_max_views) == (5, 300)
+
+
+def test_the_export_panel_offers_the_exr_options_when_exr_is_on(registered):
+    """Issue 17: EXR resolution, half floats and plate filter in the Export sub-panel, from options.py."""
+    import bpy
+
+    from da3_for_blender.da3_blender import options as opt
+
+    s = registered.scene.da3_settings
+    s.export_format = {"glb"}
+    shown = {e[1] for e in _draw(bpy.types.DA3_PT_export, registered) if e[0] == "prop"}
+    assert not shown & set(opt.EXR_OPTION_KEYS)
+    s.export_format = {"glb", "exr"}
+    shown = {e[1] for e in _draw(bpy.types.DA3_PT_export, registered) if e[0] == "prop"}
+    assert set(opt.EXR_OPTION_KEYS) <= shown
+    props = s.bl_rna.properties
+    assert [i.identifier for i in props["exr_resolution"].enum_items] == list(opt.choice_ids(opt.EXR_RESOLUTIONS))
+    assert [i.identifier for i in props["exr_plate_filter"].enum_items] == list(opt.choice_ids(opt.EXR_PLATE_FILTERS))
+    assert (s.exr_resolution, s.exr_half, s.exr_plate_filter) == (
+        opt.DEFAULT_EXR_RESOLUTION, opt.DEFAULT_EXR_HALF, opt.DEFAULT_EXR_PLATE_FILTER)

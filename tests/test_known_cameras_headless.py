@@ -148,3 +148,11 @@ def test_known_cameras_that_do_not_fit_fail_in_one_line(small_images, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == code and len(lines) == 1 and match in lines[0], proc.stdout + proc.stderr
         assert not (tmp_path / "x.blend").exists()
+
+
+def test_headless_exr_options_are_checked_before_any_work(soh_images, tmp_path):
+    for args, match in ((["--exr-half"], "exr_half given without the exr export"),
+                        (["--export-dir", tmp_path, "--export-format", "exr", "--exr-filter", "cubic"], "invalid choice")):
+        proc = _run(soh_images[0], "--output", tmp_path / "x.blend", *args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and match in lines[0], proc.stderr
