@@ -66,16 +66,6 @@ def add_streaming_arguments(g) -> None:
                         f"(by model; default: {opt.DEFAULT_CHUNK_ALIGN})")
 
 
-def add_video_arguments(g) -> None:
-    """``--fps``, ``--start``, ``--end``, ``--max-frames`` (shared with scripts/reconstruct.py)."""
-    g.add_argument("--fps", type=float, default=opt.DEFAULT_VIDEO_FPS,
-                   help=f"frames per second to sample, 0 for every frame (default: {opt.DEFAULT_VIDEO_FPS:g})")
-    g.add_argument("--start", type=float, default=None, help="start time in seconds")
-    g.add_argument("--end", type=float, default=None, help="end time in seconds")
-    g.add_argument("--max-frames", type=int, default=None,
-                   help="keep at most this many of the sampled frames (the first ones, from --start on)")
-
-
 def add_exr_arguments(g) -> None:
     """``--exr-resolution``, ``--exr-half``, ``--exr-filter``: the ``exr`` export's options (shared with
     scripts/reconstruct.py); unset: the defaults of :mod:`options`."""
@@ -91,6 +81,16 @@ def add_exr_arguments(g) -> None:
 def exr_options(args) -> dict:
     """The job options of :func:`add_exr_arguments` (None: not given, the default applies)."""
     return {key: getattr(args, key, None) for key in opt.EXR_OPTION_KEYS}
+
+
+def add_video_arguments(g) -> None:
+    """``--fps``, ``--start``, ``--end``, ``--max-frames`` (shared with scripts/reconstruct.py)."""
+    g.add_argument("--fps", type=float, default=opt.DEFAULT_VIDEO_FPS,
+                   help=f"frames per second to sample, 0 for every frame (default: {opt.DEFAULT_VIDEO_FPS:g})")
+    g.add_argument("--start", type=float, default=None, help="start time in seconds")
+    g.add_argument("--end", type=float, default=None, help="end time in seconds")
+    g.add_argument("--max-frames", type=int, default=None,
+                   help="keep at most this many of the sampled frames (the first ones, from --start on)")
 
 
 def build_parser() -> argparse.ArgumentParser:

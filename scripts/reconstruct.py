@@ -26,9 +26,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # the core's option tables and job checks (standard library only)
     sys.path.insert(0, str(REPO_ROOT))
 
+from da3_blender.cli import add_exr_arguments, exr_options  # noqa: E402  (issue 17: the exr export's options)
 from da3_blender import options as opt  # noqa: E402
-from da3_blender.cli import DEBUG_ENV, add_exr_arguments, add_streaming_arguments, add_video_arguments  # noqa: E402
-from da3_blender.cli import exr_options  # noqa: E402
+from da3_blender.cli import DEBUG_ENV, add_streaming_arguments, add_video_arguments  # noqa: E402
 from da3_blender.errors import BadInputError  # noqa: E402
 from da3_blender.files import check_writable_folder  # noqa: E402
 
@@ -203,6 +203,7 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "fixed_intrinsics": args.fixed_lens,
     }
     optional = {
+        **exr_options(args),  # issue 17
         "device": args.device,
         "process_res": args.process_res,
         "process_res_method": args.process_res_method,
@@ -216,7 +217,6 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
-        **exr_options(args),
     }
     s.update({k: v for k, v in optional.items() if v is not None})
     if any(getattr(args, k) is not None for k in ("chunk_size", "chunk_overlap", "chunk_align")):
