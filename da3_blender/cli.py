@@ -53,19 +53,6 @@ def chunk_size_arg(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor {opt.AUTO_CHUNK!r}") from None
 
 
-def add_streaming_arguments(g) -> None:
-    """``--chunk-size``, ``--chunk-overlap``, ``--chunk-align`` (shared with scripts/reconstruct.py)."""
-    g.add_argument("--chunk-size", type=chunk_size_arg, default=None, metavar="N|auto",
-                   help=f"views per chunk for long shots, each chunk one pass of the network, aligned on the "
-                        f"overlap; {opt.AUTO_CHUNK} picks it from the device's memory (default: "
-                        f"{opt.DEFAULT_VIDEO_CHUNK_SIZE} for videos, one pass for images)")
-    g.add_argument("--chunk-overlap", type=int, default=None, metavar="N",
-                   help="views shared by consecutive chunks (default: a quarter of the chunk, at least 2)")
-    g.add_argument("--chunk-align", default=None, choices=opt.CHUNK_ALIGN_NAMES,
-                   help="how chunks are aligned: sim3 (with scale), se3 (rigid, metric models) or auto "
-                        f"(by model; default: {opt.DEFAULT_CHUNK_ALIGN})")
-
-
 def add_exr_arguments(g) -> None:
     """``--exr-resolution``, ``--exr-half``, ``--exr-filter``: the ``exr`` export's options (shared with
     scripts/reconstruct.py); unset: the defaults of :mod:`options`."""
@@ -81,6 +68,19 @@ def add_exr_arguments(g) -> None:
 def exr_options(args) -> dict:
     """The job options of :func:`add_exr_arguments` (None: not given, the default applies)."""
     return {key: getattr(args, key, None) for key in opt.EXR_OPTION_KEYS}
+
+
+def add_streaming_arguments(g) -> None:
+    """``--chunk-size``, ``--chunk-overlap``, ``--chunk-align`` (shared with scripts/reconstruct.py)."""
+    g.add_argument("--chunk-size", type=chunk_size_arg, default=None, metavar="N|auto",
+                   help=f"views per chunk for long shots, each chunk one pass of the network, aligned on the "
+                        f"overlap; {opt.AUTO_CHUNK} picks it from the device's memory (default: "
+                        f"{opt.DEFAULT_VIDEO_CHUNK_SIZE} for videos, one pass for images)")
+    g.add_argument("--chunk-overlap", type=int, default=None, metavar="N",
+                   help="views shared by consecutive chunks (default: a quarter of the chunk, at least 2)")
+    g.add_argument("--chunk-align", default=None, choices=opt.CHUNK_ALIGN_NAMES,
+                   help="how chunks are aligned: sim3 (with scale), se3 (rigid, metric models) or auto "
+                        f"(by model; default: {opt.DEFAULT_CHUNK_ALIGN})")
 
 
 def add_video_arguments(g) -> None:
