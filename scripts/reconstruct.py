@@ -156,6 +156,8 @@ def check_args(args: argparse.Namespace) -> dict:
         raise Failure("--remote-python and --remote-dir need --remote HOST", code=2)
     if args.known_cameras and not (args.known_cameras.lower().endswith(".blend") and os.path.isfile(args.known_cameras)):
         raise Failure(f"--known-cameras {args.known_cameras}: no such .blend file; give the tracking scene's .blend", code=2)
+    if args.known_cameras and os.path.abspath(args.known_cameras) == os.path.abspath(args.output):
+        raise Failure("--output is the --known-cameras file: give another .blend (the track is kept as it is)", code=2)
     if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in (".abc", ".fbx"):
         raise Failure(f"--export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {args.export_camera}", code=2)
     spec = job_from_args(args)

@@ -148,6 +148,9 @@ def test_known_cameras_that_do_not_fit_fail_in_one_line(small_images, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == code and len(lines) == 1 and match in lines[0], proc.stdout + proc.stderr
         assert not (tmp_path / "x.blend").exists()
+    before = track.read_bytes()
+    proc = _run(*images, "--output", track, "--known-cameras", track)
+    assert proc.returncode == 2 and "--output is the --known-cameras file" in proc.stderr and track.read_bytes() == before
 
 
 def test_headless_exr_options_are_checked_before_any_work(soh_images, tmp_path):
