@@ -1048,3 +1048,21 @@ def test_the_export_panel_offers_the_exr_options_when_exr_is_on(registered):
     assert [i.identifier for i in props["exr_plate_filter"].enum_items] == list(opt.choice_ids(opt.EXR_PLATE_FILTERS))
     assert (s.exr_resolution, s.exr_half, s.exr_plate_filter) == (
         opt.DEFAULT_EXR_RESOLUTION, opt.DEFAULT_EXR_HALF, opt.DEFAULT_EXR_PLATE_FILTER)
+
+
+def test_the_options_panel_says_how_selected_cameras_match(registered):
+    import bpy
+
+    s = registered.scene.da3_settings
+    s.use_selected_cameras = True
+    cam = bpy.data.objects.new("Solve", bpy.data.cameras.new("Solve"))
+    registered.scene.collection.objects.link(cam)
+    try:
+        cam.select_set(True)
+        labels = [e[1] for e in _draw(bpy.types.DA3_PT_options, registered) if e[0] == "label"]
+        assert "1 camera(s) selected, matched by name" in labels
+        cam.keyframe_insert("location", frame=1001)
+        labels = [e[1] for e in _draw(bpy.types.DA3_PT_options, registered) if e[0] == "label"]
+        assert "1 camera(s) selected, a pose per frame number" in labels
+    finally:
+        bpy.data.objects.remove(cam)
