@@ -1066,3 +1066,17 @@ def test_the_options_panel_says_how_selected_cameras_match(registered):
         assert "1 camera(s) selected, a pose per frame number" in labels
     finally:
         bpy.data.objects.remove(cam)
+
+
+def test_one_animated_camera_needs_numbered_images(registered, tmp_path):
+    import bpy
+
+    _known_camera_scene(registered, tmp_path, ["left.png", "right.png"], (32, 24))
+    registered.scene.render.resolution_x, registered.scene.render.resolution_y = 32, 24
+    cam = _camera(registered, "Solve")
+    try:
+        cam.keyframe_insert("location", frame=1)
+        _refused(registered, r"one animated camera \(Solve\) for 2 images without distinct frame numbers in their "
+                             r"names: number the images")
+    finally:
+        bpy.data.objects.remove(cam)
