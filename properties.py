@@ -281,7 +281,8 @@ class DA3Settings(PropertyGroup):
     use_selected_cameras: BoolProperty(
         name="Use selected cameras as known poses", default=False,
         description="Condition the model on the selected camera objects, one per view, matched in natural "
-                    "name order (Cam2 before Cam10), e.g. from a motion-tracking solve",
+                    "name order (Cam2 before Cam10), or one animated camera on the views' frame numbers, e.g. "
+                    "from a motion-tracking solve. The result is built in those cameras' world",
     )
 
     # long shots (streaming)
@@ -311,6 +312,15 @@ class DA3Settings(PropertyGroup):
                                 options={"ENUM_FLAG"}, default=set(),
                                 description="Files the worker also writes into the export folder")
     export_dir: StringProperty(name="Export folder", subtype="DIR_PATH", description="Where the worker writes the exports")
+    # the exr export's options (issue 17); choices and defaults from options.py
+    exr_resolution: EnumProperty(name="EXR resolution", items=enum_items(opt.EXR_RESOLUTIONS),
+                                 default=opt.DEFAULT_EXR_RESOLUTION,
+                                 description="Size of the EXR depth passes: what the model saw, or the plate's own")
+    exr_half: BoolProperty(name="Half floats", default=opt.DEFAULT_EXR_HALF,
+                           description="Write the EXR channels as 16-bit half floats (smaller files) instead of 32-bit")
+    exr_plate_filter: EnumProperty(name="Plate filter", items=enum_items(opt.EXR_PLATE_FILTERS),
+                                   default=opt.DEFAULT_EXR_PLATE_FILTER,
+                                   description="How plate-resolution EXR passes sample the depth")
 
     @property
     def model_id(self) -> str:

@@ -53,6 +53,23 @@ def chunk_size_arg(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor {opt.AUTO_CHUNK!r}") from None
 
 
+def add_exr_arguments(g) -> None:
+    """``--exr-resolution``, ``--exr-half``, ``--exr-filter``: the ``exr`` export's options (shared with
+    scripts/reconstruct.py); unset: the defaults of :mod:`options`."""
+    g.add_argument("--exr-resolution", default=None, choices=opt.choice_ids(opt.EXR_RESOLUTIONS),
+                   help="exr depth passes at the processed resolution (exr/) or the plate's (exr_plate/) "
+                        f"(default: {opt.DEFAULT_EXR_RESOLUTION})")
+    g.add_argument("--exr-half", action="store_true", default=None,
+                   help="exr channels as half floats (default: 32-bit float)")
+    g.add_argument("--exr-filter", dest="exr_plate_filter", default=None, choices=opt.choice_ids(opt.EXR_PLATE_FILTERS),
+                   help=f"how plate-resolution exr passes sample the depth (default: {opt.DEFAULT_EXR_PLATE_FILTER})")
+
+
+def exr_options(args) -> dict:
+    """The job options of :func:`add_exr_arguments` (None: not given, the default applies)."""
+    return {key: getattr(args, key, None) for key in opt.EXR_OPTION_KEYS}
+
+
 def add_streaming_arguments(g) -> None:
     """``--chunk-size``, ``--chunk-overlap``, ``--chunk-align`` (shared with scripts/reconstruct.py)."""
     g.add_argument("--chunk-size", type=chunk_size_arg, default=None, metavar="N|auto",
@@ -128,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-max-points", type=int, default=opt.DEFAULT_NUM_MAX_POINTS,
                    help=f"point budget of glb/ply (default: {opt.DEFAULT_NUM_MAX_POINTS})")
     g.add_argument("--no-cameras", dest="show_cameras", action="store_false", help="no camera frustums in the glb")
+    add_exr_arguments(g)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors and the file list")
     g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")
 
@@ -174,6 +192,7 @@ def job_from_args(args) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        **exr_options(args),
     }
     if os.path.exists(args.export_dir) and not os.path.isdir(args.export_dir):
         raise BadInputError(f"--export-dir {args.export_dir} is a file: choose a folder")

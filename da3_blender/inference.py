@@ -60,6 +60,9 @@ def run_inference(
     chunk_size: int | str | None = None,
     chunk_overlap: int | None = None,
     chunk_align: str = "auto",
+    exr_resolution: str = options.DEFAULT_EXR_RESOLUTION,
+    exr_half: bool = options.DEFAULT_EXR_HALF,
+    exr_plate_filter: str = options.DEFAULT_EXR_PLATE_FILTER,
 ) -> Prediction:
     """Run ``model`` (a :class:`da3_blender.api.DepthAnything3`) on images and return a Prediction.
 
@@ -81,12 +84,17 @@ def run_inference(
     chunk aligned to the views before it by ``chunk_align`` ("sim3", "se3", or "auto": se3 for metric
     models, sim3 otherwise). With known poses every chunk is aligned to them instead. Per-chunk
     ``start``, ``end``, ``scale``, ``residual`` and ``fallback`` go to ``pred.meta["chunks"]``.
+    ``exr_*``: the ``exr`` export's resolution (processed or plate), half floats and plate filter.
     """
     report = _Reporter(progress)
     preprocess.check_options(process_res, process_res_method)  # fail before any work
     chunking = streaming.check_options(chunk_size, chunk_overlap, chunk_align)
     formats = parse_export_format(export_format) if export_dir is not None else []
     infer_gs = bool(infer_gs) or "gs_ply" in formats
+    if "exr" in formats:  # unknown choices or a missing OpenEXR: one line before any work
+        from .exports.exr import check_exr_options
+
+        check_exr_options(exr_resolution, exr_plate_filter)
     if infer_gs:
         _check_gaussians(model)
         if chunking.size not in (None, options.AUTO_CHUNK):
@@ -196,6 +204,9 @@ def run_inference(
             conf_thresh_percentile=conf_thresh_percentile,
             num_max_points=num_max_points,
             show_cameras=show_cameras,
+            exr_half=bool(exr_half),
+            exr_resolution=exr_resolution,
+            exr_plate_filter=exr_plate_filter,
             progress=lambda f: report("export", float(f), ""),
         )
         pred.meta["exported_files"] = [os.fspath(f) for f in (files or [])]

@@ -62,6 +62,10 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "chunk_overlap": (int,),
     "chunk_align": (str,),
     "infer_gs": (bool,),  # 3D Gaussians (GIANT / NESTED models)
+    # the exr export (issue 17): plate or processed resolution, half floats, plate filter
+    "exr_resolution": (str,),
+    "exr_half": (bool,),
+    "exr_plate_filter": (str,),
 }
 
 
@@ -158,6 +162,10 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     if points is not None and points < 1:
         raise BadInputError(f"num_max_points must be at least 1, got {points}")
     check_streaming(*(options.get(k) for k in STREAMING_KEYS))
+    if options.get("exr_resolution") is not None:
+        _one_of(options["exr_resolution"], opt.EXR_RESOLUTIONS, "exr resolution")
+    if options.get("exr_plate_filter") is not None:
+        _one_of(options["exr_plate_filter"], opt.EXR_PLATE_FILTERS, "exr filter")
     return dict(options)
 
 
@@ -220,6 +228,10 @@ def normalize_job(job: Any, need_output: bool = True) -> dict[str, Any]:
         export_format = "-".join(parse_export_format(export_format))
         if not export_dir:
             raise BadInputError("export formats given but no export folder: set export_dir")
+    exr_given = [k for k in opt.EXR_OPTION_KEYS if options.get(k) is not None]
+    if exr_given and "exr" not in (export_format or "").split("-"):
+        raise BadInputError(f"{', '.join(exr_given)} given without the exr export: add exr to the export formats "
+                            "(e.g. --export-format glb-exr) or leave the exr options out")
     return {
         "inputs": list(inputs),
         "output": output,

@@ -107,6 +107,7 @@ EXR_PLATE_FILTERS = (
 )
 DEFAULT_EXR_PLATE_FILTER = "nearest"
 DEFAULT_EXR_HALF = False  # float32 channels; half (float16) on request
+EXR_OPTION_KEYS = ("exr_resolution", "exr_half", "exr_plate_filter")  # job options -> exports.export keywords
 
 # -- camera exchange (scene/exchange.py): (id, label, description, file extension) --------------------
 CAMERA_EXPORT_FORMATS = (

@@ -21,6 +21,7 @@ from ..da3_blender.errors import BadInputError
 from ..preferences import OFFLINE_HINT, get_preferences, read_worker_settings
 from ..properties import PREFERENCES_DEVICE, import_options, model_info
 from . import validate
+from .known_poses import known_poses
 
 @dataclass
 class Setup:
@@ -118,7 +119,7 @@ def gather(context) -> Setup:
     options.update(streaming_options(settings))
     if settings.use_selected_cameras:
         scale = build.scale if isinstance(build.scale, (int, float)) else 1.0
-        options["extrinsics"], options["intrinsics"] = validate.known_poses(context, images, build.up_axis, scale)
+        options["extrinsics"], options["intrinsics"] = known_poses(context, images, build.up_axis, scale)
     if remote is None:  # a remote worker downloads into its own cache
         _check_download(model, worker)
     name = _job_name(settings.input_mode, inputs)
@@ -137,6 +138,8 @@ def gather(context) -> Setup:
         if not export_dir:
             raise BadInputError("export formats chosen but no export folder: set it in DA3 > Build > Export")
         export_format = "-".join(f for f in opt.EXPORT_FORMAT_NAMES if f in settings.export_format)
+        if "exr" in settings.export_format:  # the exr export's options (issue 17)
+            options.update({key: getattr(settings, key) for key in opt.EXR_OPTION_KEYS})
     # the checks every surface shares (da3_blender/job.py)
     job = build_job(inputs, output, model=model, device=device, dtype=opt.DEFAULT_COMPUTE_DTYPE, video=video,
                     options=options, export_dir=export_dir, export_format=export_format, shot=shot)

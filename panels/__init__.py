@@ -9,6 +9,7 @@ import bpy
 from bpy.types import Panel, UIList
 
 from ..da3_blender import options as opt
+from ..operators.known_poses import is_animated  # issue 17: one animated camera = a pose per frame number
 from ..preferences import OFFLINE_HINT, _prop, get_preferences, online_access, user_dir, wrap_lines
 from ..properties import CUSTOM_MODEL, model_info
 
@@ -207,8 +208,9 @@ class DA3_PT_options(_Sub, Panel):
         layout.prop(s, "ref_view_strategy")
         layout.prop(s, "use_selected_cameras")
         if s.use_selected_cameras:
-            n = sum(1 for ob in context.selected_objects if ob.type == "CAMERA")
-            layout.label(text=f"{n} camera(s) selected, matched by name", icon="CAMERA_DATA")
+            cams = [ob for ob in context.selected_objects if ob.type == "CAMERA"]
+            how = "a pose per frame number" if len(cams) == 1 and is_animated(cams[0]) else "matched by name"
+            layout.label(text=f"{len(cams)} camera(s) selected, {how}", icon="CAMERA_DATA")
 
 
 class DA3_PT_long_shots(_Sub, Panel):
@@ -268,6 +270,13 @@ class DA3_PT_export(_Sidebar, Panel):
         col = layout.column()
         col.active = bool(s.export_format)
         col.prop(s, "export_dir")
+        if "exr" in s.export_format:  # the exr export's options (issue 17)
+            col = layout.column(heading="EXR")
+            col.prop(s, "exr_resolution")
+            col.prop(s, "exr_half")
+            sub = col.column()
+            sub.active = s.exr_resolution == "plate"
+            sub.prop(s, "exr_plate_filter")
         layout.operator("da3.export_camera", icon="OUTLINER_OB_CAMERA")
 
 

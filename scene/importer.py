@@ -143,8 +143,11 @@ def _validate(pred: Prediction, opts: ImportOptions) -> dict:
             raise BadInputError(f"this result has {n} views but no camera poses; import without cameras or "
                                 "run a model that predicts poses")
         w2c_rel = np.tile(np.eye(4), (n, 1, 1))
+        reference = np.eye(4)
     else:
-        w2c_rel = relative_extrinsics(pred.extrinsics, to_4x4(np.asarray(pred.extrinsics)[0]))
+        # known poses (issue 17): the world of the given cameras (a tracking solve), not re-based on view 0
+        reference = np.eye(4) if in_input_world(pred) else to_4x4(np.asarray(pred.extrinsics, np.float64)[0])
+        w2c_rel = relative_extrinsics(pred.extrinsics, reference)
     video = footage.video_info(pred)
     if video is not None and len(np.unique(pred.frame_numbers)) != n:
         bad("frame_numbers repeat a frame")
@@ -157,12 +160,20 @@ def _validate(pred: Prediction, opts: ImportOptions) -> dict:
         "k_orig": np.asarray(pred.proc_to_orig, dtype=np.float64) @ k_proc,
         "sizes": sizes,
         "w2c_rel": w2c_rel,
+        "reference": reference,  # world-to-camera of the frame built in (identity: the result's own world)
         "up": up_matrix(opts.up_axis),
         "scale": _resolve_scale(pred, opts.scale),
         "video": video,
         "frames": frames,
         "assumed_fov": pred.intrinsics is None,
     }
+
+
+def in_input_world(pred: Prediction) -> bool:
+    """True for a result whose cameras are the given known poses in their own world and units (inference
+    with ``align_to_input_ext_scale``): it is built in that world, so the tracked cameras stay where they are."""
+    options = (pred.meta or {}).get("options") or {}
+    return bool(options.get("pose_conditioned")) and options.get("align_to_input_ext_scale") is True
 
 
 def source_of(pred: Prediction, name: str | None = None, fallback: str | None = None) -> tuple[str, str]:
@@ -217,6 +228,8 @@ def import_prediction(pred: Prediction, name: str | None = None, options: Import
         raise
     tracking.remove_tagged(key)
     tracking.retag(token, key)
+    if in_input_world(pred):
+        root["da3_world"] = "known poses"  # built in the given cameras' world (not re-based on view 0)
     if opts.set_scene_from_source and cams:
         cameras.apply_camera_render_settings(cams[0], scene)
         if geo["video"] is not None:
@@ -287,7 +300,7 @@ def _build(pred, opts, geo, label, key, scene, track):
 
     if opts.splats and pred.gaussians is not None:  # i10
         splats.build_splats(pred, label, up, scale, _child(root, "splats", track), track,
-                            max_count=opts.max_points, seed=opts.seed)
+                            max_count=opts.max_points, seed=opts.seed, reference=geo["reference"])
 
     if opts.planes:
         col = _child(root, "planes", track)

@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # the core's option tables and job checks (standard library only)
     sys.path.insert(0, str(REPO_ROOT))
 
+from da3_blender.cli import add_exr_arguments, exr_options  # noqa: E402  (issue 17: the exr export's options)
 from da3_blender import options as opt  # noqa: E402
 from da3_blender.cli import DEBUG_ENV, add_shot_arguments, add_streaming_arguments, add_video_arguments  # noqa: E402
 from da3_blender.errors import BadInputError  # noqa: E402
@@ -98,6 +99,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--gaussians", action="store_true",
                    help="also predict 3D Gaussians and import them as splats (DA3 Giant / Nested models)")
     add_streaming_arguments(g)
+    g.add_argument("--known-cameras", default=None, metavar="TRACK.blend",
+                   help="condition the model on the cameras of this .blend (a tracking solve): one per view in natural "
+                        "name order, or one animated camera on the views' frame numbers; the scene is built in that "
+                        "file (its cameras' world) and saved as --output")
     g.add_argument("--python", default=None, help="the worker's Python interpreter (must have torch)")
     # remote worker (issue 11): the model runs on another machine over SSH
     g.add_argument("--remote", default=None, metavar="HOST",
@@ -127,6 +132,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--export-dir", default=None, help="also export files (see --export-format) into this folder")
     g.add_argument("--export-format", default=None,
                    help=f"{', '.join(opt.EXPORT_FORMAT_NAMES)}; join with '-' (default: {opt.DEFAULT_EXPORT_FORMAT})")
+    add_exr_arguments(g)
     g.add_argument("--keep-result", action="store_true", help="keep the result .npz next to the .blend")
     g.add_argument("--export-camera", default=None, metavar="PATH.abc|PATH.fbx",
                    help="also write the cameras (scene fps and frame range) with Blender's Alembic or FBX exporter")
@@ -158,6 +164,10 @@ def check_args(args: argparse.Namespace) -> dict:
         raise Failure(f"--python: no interpreter at {args.python}", code=2)
     if (args.remote_python or args.remote_dir) and not args.remote:
         raise Failure("--remote-python and --remote-dir need --remote HOST", code=2)
+    if args.known_cameras and not (args.known_cameras.lower().endswith(".blend") and os.path.isfile(args.known_cameras)):
+        raise Failure(f"--known-cameras {args.known_cameras}: no such .blend file; give the tracking scene's .blend", code=2)
+    if args.known_cameras and os.path.abspath(args.known_cameras) == os.path.abspath(args.output):
+        raise Failure("--output is the --known-cameras file: give another .blend (the track is kept as it is)", code=2)
     if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in (".abc", ".fbx"):
         raise Failure(f"--export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {args.export_camera}", code=2)
     spec = job_from_args(args)
@@ -184,6 +194,7 @@ def job_from_args(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        **exr_options(args),
     }
     video = {"fps": args.fps, "start": args.start, "end": args.end, "max_frames": args.max_frames}
     export_format = (args.export_format or opt.DEFAULT_EXPORT_FORMAT) if args.export_dir else None
@@ -205,6 +216,7 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "fixed_intrinsics": args.fixed_lens,
     }
     optional = {
+        **exr_options(args),  # issue 17
         "device": args.device,
         "process_res": args.process_res,
         "process_res_method": args.process_res_method,
@@ -301,6 +313,21 @@ def _expand(inputs: list[str], stills: bool = False) -> tuple[str, list[str]]:
     return "IMAGES", images
 
 
+def use_known_cameras(context, path: str) -> None:
+    """The opened tracking file's cameras (not an earlier DA3 import's) become the known poses: the panel's
+    settings start from their defaults, with only these cameras selected and 'Use selected cameras' on."""
+    s = context.scene.da3_settings
+    for prop in s.bl_rna.properties:
+        if prop.identifier != "rna_type" and not prop.is_readonly and prop.type not in ("COLLECTION", "POINTER"):
+            s.property_unset(prop.identifier)
+    cams = [ob for ob in context.view_layer.objects if ob.type == "CAMERA" and "da3_import" not in ob]
+    if not cams:
+        raise Failure(f"--known-cameras {path}: its scene {context.scene.name!r} has no cameras", code=2)
+    for ob in context.view_layer.objects:
+        ob.select_set(ob in cams)
+    s.use_selected_cameras = True
+
+
 def configure(context, package: str, args) -> dict:
     """Fill the scene settings and preferences from the arguments; returns the old preference values."""
     from importlib import import_module
@@ -358,10 +385,15 @@ def run(argv: list[str]) -> int:
     import bpy
 
     try:
-        bpy.ops.wm.read_homefile(use_empty=True)
+        if args.known_cameras:  # the tracking scene is the starting point: its cameras condition the model
+            bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.known_cameras), load_ui=False)
+        else:
+            bpy.ops.wm.read_homefile(use_empty=True)
         package, enabled_here = load_extension()
         context = bpy.context
         try:
+            if args.known_cameras:
+                use_known_cameras(context, args.known_cameras)
             saved = configure(context, package, args)
         except (TypeError, ValueError) as ex:  # e.g. an export format Blender's enum does not know
             raise Failure(str(ex).splitlines()[-1], code=2) from None
