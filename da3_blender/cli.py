@@ -332,7 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from .farm_cli import split_build_options
+
     parser = build_parser()
+    argv, build_options = split_build_options(argv)  # da3 farm build DIR -- OPTIONS
     args = parser.parse_args(argv)
     if args.command is None:
         raise _UsageError("choose a command: auto, image, images, video or farm (see da3 --help)")
@@ -341,7 +344,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "farm":
         from .farm_cli import run as run_farm
 
-        return run_farm(args)
+        return run_farm(args, build_options)
     return run(args)
 
 

@@ -95,9 +95,10 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
     }
     if video:
         plan["views"]["video"]["path"] = os.path.abspath(video["path"])
+    plan["blend"] = os.path.abspath(blend) if blend else os.path.join(out_dir, f"{shot}.blend")
     plan["plan_id"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
     _write_json(os.path.join(out_dir, PLAN_FILE), plan)
-    _write_json(os.path.join(out_dir, PARAMS_FILE), openjd_params(plan, out_dir, python, blend))
+    _write_json(os.path.join(out_dir, PARAMS_FILE), openjd_params(plan, out_dir, python))
     return plan
 
 
@@ -149,7 +150,7 @@ def chunk_range(count: int) -> str:
     return "0" if count == 1 else f"0-{count - 1}"
 
 
-def openjd_params(plan: dict, plan_dir: str, python: str | None = None, blend: str | None = None) -> dict:
+def openjd_params(plan: dict, plan_dir: str, python: str | None = None) -> dict:
     """The job parameters of ``farm/openjd/da3-shot.yaml`` for a plan."""
     device = plan["job"]["device"]
     return {
@@ -159,7 +160,7 @@ def openjd_params(plan: dict, plan_dir: str, python: str | None = None, blend: s
         "Da3Root": str(REPO_ROOT),
         "Device": device,
         "WorkerGpus": 1 if device.startswith("cuda") else 0,  # auto and cpu: any worker may take a chunk
-        "BlendFile": blend or os.path.join(plan_dir, f"{plan['shot']}.blend"),
+        "BlendFile": plan["blend"],
         "Blender": AUTO_BLENDER,
     }
 
@@ -385,7 +386,7 @@ def build_command(plan_dir, output: str | None = None, blender: str | None = Non
     plan = read_plan(plan_dir)
     result = os.path.join(os.fspath(plan_dir), RESULT_FILE)
     _check_result(result, plan, plan_dir)
-    output = os.path.abspath(output or openjd_params(plan, os.fspath(plan_dir))["BlendFile"])
+    output = os.path.abspath(output or plan["blend"])
     if not output.lower().endswith(".blend"):
         raise BadInputError(f"--output must be a .blend file, got {output}")
     if not BUILD_SCRIPT.is_file():

@@ -29,6 +29,8 @@ def add_parser(sub, common, video) -> None:
     p.add_argument("--job", default=None, metavar="JOB.json", help="plan the job in this file (da3_blender.job) instead")
     p.add_argument("--python", default=None,
                    help="the Python the farm runs the steps with (default: this one), written to openjd-params.json")
+    p.add_argument("--blend", default=None, metavar="PATH.blend",
+                   help="the .blend the build step writes (default: DIR/<shot>.blend; one shot only)")
     p.set_defaults(export_dir="", export_format=None)  # a farm job exports only when asked
     p = steps.add_parser("forward", help="one chunk's forward -> DIR/chunks/K.npz")
     p.add_argument("plan_dir", metavar="DIR")
@@ -39,13 +41,13 @@ def add_parser(sub, common, video) -> None:
     p = steps.add_parser("align", help="stitch the chunks -> DIR/result.npz and the plan's exports")
     p.add_argument("plan_dir", metavar="DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the file")
-    p = steps.add_parser("build", help="DIR/result.npz into a .blend with headless Blender (the panel's builders)")
+    p = steps.add_parser("build", help="DIR/result.npz into a .blend with headless Blender (the panel's builders)",
+                         epilog="Build options follow a --, as scripts/reconstruct.py takes them: "
+                                "da3 farm build DIR -- --no-planes --plane-detail 2")
     p.add_argument("plan_dir", metavar="DIR")
     p.add_argument("--output", "-o", default=None, help="the .blend to write (default: the plan's, DIR/<shot>.blend)")
     p.add_argument("--blender", default=None,
                    help="Blender executable (default auto: blender on PATH, else this Python's bpy module)")
-    p.add_argument("build_args", nargs=argparse.REMAINDER,
-                   help="after --: build options as scripts/reconstruct.py takes them (--no-planes, --plane-detail 2, ...)")
     p = steps.add_parser("submit", help="submit a planned shot to a Flamenco manager")
     p.add_argument("plan_dir", metavar="DIR")
     p.add_argument("--flamenco", required=True, metavar="URL", help="the Flamenco manager, e.g. http://manager:8080")
@@ -54,13 +56,22 @@ def add_parser(sub, common, video) -> None:
     p.add_argument("--priority", type=int, default=50, help="job priority (default 50)")
 
 
-def run(args) -> int:
+def split_build_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``da3 farm build DIR ... -- OPTIONS``: (the arguments for the parser, the build options after ``--``)."""
+    if argv[:2] == ["farm", "build"] and "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
+
+
+def run(args, build_options=()) -> int:
     """Execute ``da3 farm ...``; raises DA3Error on failure."""
     from .cli import ProgressPrinter, _quiet
 
     step = getattr(args, "farm_command", None)
     if step is None:
         raise BadInputError("choose a farm step: plan, forward, align, build or submit (see da3 farm --help)")
+    args.build_options = list(build_options)
     printer = _quiet if getattr(args, "quiet", False) else ProgressPrinter()
     failed = True
     try:
@@ -111,6 +122,8 @@ def _plan(args, printer) -> int:
     jobs = _jobs(args)
     if args.python and not os.path.isfile(args.python):
         raise BadInputError(f"--python: no interpreter at {args.python}")
+    if args.blend and (len(jobs) > 1 or not args.blend.lower().endswith(".blend")):
+        raise BadInputError("--blend takes one .blend file, for one shot (several shots: each gets DIR/<shot>/<shot>.blend)")
     folders, used = [], set()
     for job in jobs:
         folder = args.out
@@ -123,7 +136,8 @@ def _plan(args, printer) -> int:
             folder = os.path.join(args.out, name)
         folders.append(folder)
     for job, folder in zip(jobs, folders):
-        plan = farm.plan_shot(job, folder, python=args.python and os.path.abspath(args.python), progress=printer)
+        plan = farm.plan_shot(job, folder, python=args.python and os.path.abspath(args.python), blend=args.blend,
+                              progress=printer)
         count = len(plan["chunks"])
         print(f"da3 farm: {plan['shot']}: {plan['views']['count']} views in {count} chunk{'s' * (count != 1)} of "
               f"{plan['chunk_size']} (overlap {plan['chunk_overlap']}) -> {os.path.abspath(folder)}")
@@ -153,10 +167,7 @@ def _align(args, printer) -> int:
 def _build(args, printer) -> int:
     from . import farm
 
-    extra = list(args.build_args)
-    if extra[:1] == ["--"]:
-        extra = extra[1:]
-    command = farm.build_command(args.plan_dir, args.output, args.blender, extra)
+    command = farm.build_command(args.plan_dir, args.output, args.blender, args.build_options)
     printer("build", 0.0, f"{os.path.basename(command[0])} building {os.path.join(args.plan_dir, farm.RESULT_FILE)}")
     farm.build_shot(command)
     printer("build", 1.0, "")
