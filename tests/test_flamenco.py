@@ -179,3 +179,45 @@ def test_headless_submit_flamenco_plans_and_posts(shot, tmp_path):
     assert settings["plan_dir"] == str(farm_dir) and settings["output"] == str(out) == plan["blend"]
     assert settings["chunks"] == len(plan["chunks"]) == 4 and plan["job"]["options"]["process_res"] == 42
     assert not out.exists()  # nothing is built here: the farm's build task writes it
+
+
+@pytest.fixture
+def panel(extension, tmp_path, fixture_dir, shot):
+    """The extension enabled, a scene whose DA3 settings take the shot folder with the fixture model."""
+    import addon_utils
+    import bpy
+
+    addon_utils.enable("da3_for_blender", default_set=True, handle_error=None)
+    prefs = bpy.context.preferences.addons["da3_for_blender"].preferences
+    prefs.python_mode, prefs.custom_python = "CUSTOM", sys.executable
+    scene = bpy.data.scenes.new("da3 farm")
+    old = bpy.context.window.scene
+    bpy.context.window.scene = scene
+    s = scene.da3_settings
+    s.input_mode, s.folder = "FOLDER", str(shot)
+    s.model, s.custom_model = "CUSTOM", str(fixture_dir)
+    s.process_res, s.device = 42, "cpu"
+    s.chunking, s.chunk_size, s.chunk_overlap = "ALWAYS", 4, 1
+    yield bpy, prefs
+    bpy.context.window.scene = old
+    bpy.data.scenes.remove(scene)
+    addon_utils.disable("da3_for_blender", default_set=True, handle_error=None)
+
+
+def test_panel_submit_to_flamenco(panel, tmp_path):
+    bpy, prefs = panel
+    objects = len(bpy.data.objects)
+    with pytest.raises(RuntimeError, match="no Flamenco manager: set its URL in the DA3 preferences"):
+        bpy.ops.da3.submit_flamenco()
+    with StubManager() as manager:
+        prefs.flamenco_manager_url, prefs.flamenco_farm_dir = manager.url, str(tmp_path / "farm")
+        assert bpy.ops.da3.submit_flamenco() == {"FINISHED"}
+    [request] = manager.requests
+    job = request["job"]
+    plan_dir = Path(job["settings"]["plan_dir"])
+    assert plan_dir.parent == tmp_path / "farm" and farm.read_plan(plan_dir)["views"]["count"] == 10
+    assert job["type"] == "da3-reconstruct" and job["settings"]["chunks"] == 3  # 10 views, chunks of 4 sharing 1
+    assert job["settings"]["output"].startswith(str(plan_dir)) and job["settings"]["output"].endswith(".blend")
+    runtime = bpy.context.window_manager.da3_runtime
+    assert "submitted to Flamenco as job 4f1c-job" in runtime.summary and not runtime.error
+    assert len(bpy.data.objects) == objects  # nothing built here
