@@ -115,6 +115,10 @@ class DA3Preferences(AddonPreferences):
         name="Farm folder", subtype="DIR_PATH",
         description="Where submitted shots are planned (chunk results, result.npz, the .blend): storage every "
                     "farm worker sees under the same path (or mapped by Flamenco's two-way variables)")
+    flamenco_da3_root: StringProperty(
+        name="DA3 folder on workers", subtype="DIR_PATH",
+        description="The DA3 for Blender folder the farm workers run the steps from (a checkout or the source zip, "
+                    "with scripts/; empty: this extension's folder when it has scripts/)")
 
     def draw(self, context):
         runtime = context.window_manager.da3_runtime
@@ -165,6 +169,7 @@ class DA3Preferences(AddonPreferences):
         box.label(text="Render farm (Flamenco)", icon="NETWORK_DRIVE")
         _prop(box, self, "flamenco_manager_url", placeholder="http://flamenco-manager:8080")
         _prop(box, self, "flamenco_farm_dir", placeholder="a folder every worker sees")
+        _prop(box, self, "flamenco_da3_root", placeholder="a DA3 for Blender checkout the workers see")
 
 
 def _prop(layout, data, name, placeholder=""):
@@ -215,6 +220,7 @@ class _Defaults:
     remote_ssh_options = ""
     flamenco_manager_url = ""
     flamenco_farm_dir = ""
+    flamenco_da3_root = ""
 
 
 def get_preferences(context=None):

@@ -28,9 +28,16 @@ TIMEOUT_S = 30.0
 
 
 def job_for_plan(plan: dict, plan_dir: str, *, python: str | None = None, blender: str | None = None,
-                 priority: int = 50, name: str | None = None, submitter_platform: str | None = None) -> dict:
-    """The ``SubmittedJob`` of a planned shot (``da3_blender.farm.read_plan``) in ``plan_dir``."""
-    from .farm import REPO_ROOT, openjd_params
+                 priority: int = 50, name: str | None = None, submitter_platform: str | None = None,
+                 da3_root: str | None = None) -> dict:
+    """The ``SubmittedJob`` of a planned shot (``da3_blender.farm.read_plan``) in ``plan_dir``.
+
+    ``da3_root``: the DA3 for Blender folder on the workers (a checkout: its ``scripts/da3_farm.py``
+    runs the steps); default this one, refused when it has no ``scripts/`` (an installed extension).
+    """
+    from .farm import openjd_params
+
+    root = workers_root(da3_root)
 
     params = openjd_params(plan, plan_dir)
     job = plan["job"]
@@ -50,11 +57,23 @@ def job_for_plan(plan: dict, plan_dir: str, *, python: str | None = None, blende
             "python": python or PYTHON_VARIABLE,
             "blender": blender or BLENDER_VARIABLE,
             "plan_dir": plan_dir,
-            "da3_root": str(REPO_ROOT),
+            "da3_root": root,
         },
         "metadata": {"da3.plan_id": plan["plan_id"], "da3.views": str(plan["views"]["count"]),
                      "da3.shot": plan["shot"]},
     }
+
+
+def workers_root(da3_root: str | None = None) -> str:
+    """The DA3 folder the workers run the steps from: ``da3_root``, else this one if it has ``scripts/``."""
+    from .farm import REPO_ROOT
+
+    if da3_root:
+        return da3_root
+    if not (REPO_ROOT / "scripts" / "da3_farm.py").is_file():
+        raise BadInputError("the workers need a DA3 for Blender folder with scripts/ (a checkout or the source zip), "
+                            "not the installed extension: set it in the DA3 preferences (Render farm)")
+    return str(REPO_ROOT)
 
 
 def jobs_url(manager_url: str) -> str:
@@ -101,9 +120,10 @@ def _message(text: str) -> str:
 
 def plan_and_submit(job: dict, manager_url: str, plan_dir: str, python: str, *, env: dict | None = None,
                     blend: str | None = None, priority: int = 50, name: str | None = None,
-                    timeout: float = 3600.0) -> tuple[dict, dict]:
+                    da3_root: str | None = None, timeout: float = 3600.0) -> tuple[dict, dict]:
     """Plan ``job`` (a :mod:`da3_blender.job` dict) into ``plan_dir`` with ``python`` (a Python with the DA3
-    requirements: ``scripts/da3_farm.py plan``) and submit it; returns ``(manager's answer, plan)``.
+    requirements: ``python -m da3_blender farm plan``, this package on its path) and submit it; returns
+    ``(manager's answer, plan)``. ``da3_root``: see :func:`job_for_plan`.
 
     What the panel's *Submit to Flamenco* and ``reconstruct.py --submit-flamenco`` run; Blender's own
     Python needs neither torch nor numpy for it. ``plan_dir`` must be on storage the workers see.
@@ -114,22 +134,25 @@ def plan_and_submit(job: dict, manager_url: str, plan_dir: str, python: str, *, 
     from .farm import REPO_ROOT, read_plan
     from .files import make_folder, open_atomic
 
-    jobs_url(manager_url)  # a bad URL fails before any work
+    jobs_url(manager_url)  # a bad URL or no DA3 folder for the workers fails before any work
+    workers_root(da3_root)
     make_folder(plan_dir)
     job_file = os.path.join(plan_dir, "job.json")
     with open_atomic(job_file, "w") as fh:
         json.dump(job, fh, indent=1)
-    command = [python, str(REPO_ROOT / "scripts" / "da3_farm.py"), "plan", "--job", job_file, "--out", plan_dir, "-q"]
+    command = [python, "-m", "da3_blender", "farm", "plan", "--job", job_file, "--out", plan_dir, "-q"]
     if blend:
         command += ["--blend", os.path.abspath(blend)]
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {})})
+        run_env = {**os.environ, **(env or {})}
+        run_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), run_env.get("PYTHONPATH")) if p)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=run_env)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DA3Error(f"planning the shot with {python} failed ({exc}): check the worker Python") from None
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         raise BadInputError((lines[-1].removeprefix("da3: error: ") if lines else f"planning failed (exit {proc.returncode})"))
     plan = read_plan(plan_dir)
-    answer = submit(manager_url, job_for_plan(plan, os.path.abspath(plan_dir), priority=priority, name=name))
+    answer = submit(manager_url, job_for_plan(plan, os.path.abspath(plan_dir), priority=priority, name=name,
+                                              da3_root=da3_root))
     return answer, plan

@@ -39,8 +39,9 @@ class DA3_OT_submit_flamenco(Operator):
             plan_dir = os.path.join(farm_root, f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}")
             blend = os.path.join(plan_dir, f"{safe}.blend")
             self.report({"INFO"}, f"planning {setup.name} in {plan_dir}")
+            root = (getattr(prefs, "flamenco_da3_root", "") or "").strip()
             answer, plan = flamenco.plan_and_submit(setup.job, url, plan_dir, setup.python, env=setup.env, blend=blend,
-                                                    name=f"DA3 {setup.name}")
+                                                    name=f"DA3 {setup.name}", da3_root=bpy.path.abspath(root) if root else None)
         except DA3Error as ex:
             context.window_manager.da3_runtime.error = f"Submit to Flamenco: {ex}"
             self.report({"ERROR"}, str(ex))
