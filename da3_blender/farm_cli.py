@@ -21,6 +21,9 @@ from .errors import BadInputError
 
 def add_parser(sub, common, video) -> None:
     """The ``farm`` command and its sub-commands, under the ``da3`` parser's sub-parsers ``sub``."""
+    import copy
+
+    common = copy.deepcopy(common)  # its own actions: the export defaults below must not reach the other commands
     farm = sub.add_parser("farm", help="a long shot as render-farm tasks: plan, forward, align, build, submit")
     steps = farm.add_subparsers(dest="farm_command", metavar="STEP", parser_class=type(farm))
     p = steps.add_parser("plan", parents=[common, video], help="plan shots: DIR/plan.json and DIR/openjd-params.json")
