@@ -204,17 +204,24 @@ def _chunk(plan: dict, index) -> dict:
     return plan["chunks"][index]
 
 
-def _chunk_done(path: str, plan: dict, index: int) -> bool:
-    """True when ``path`` is this plan's result of chunk ``index`` (readable, same plan id)."""
-    from .errors import ResultFormatError
-    from .prediction import load_result
+def _farm_meta(path: str) -> dict:
+    """The ``farm`` entry of a result file's metadata, read without loading its arrays ({} if unreadable)."""
+    import zipfile
 
-    if not os.path.isfile(path):
-        return False
+    import numpy as np
+
     try:
-        farm = load_result(path).meta.get("farm") or {}
-    except ResultFormatError:
-        return False
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta_json"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return {}
+    farm = meta.get("farm") if isinstance(meta, dict) else None
+    return farm if isinstance(farm, dict) else {}
+
+
+def _chunk_done(path: str, plan: dict, index: int) -> bool:
+    """True when ``path`` is this plan's result of chunk ``index`` (same plan id)."""
+    farm = _farm_meta(path) if os.path.isfile(path) else {}
     return farm.get("plan_id") == plan["plan_id"] and farm.get("chunk") == index
 
 
@@ -405,12 +412,9 @@ def build_command(plan_dir, output: str | None = None, blender: str | None = Non
 
 
 def _check_result(result: str, plan: dict, plan_dir) -> None:
-    from .prediction import load_result
-
     if not os.path.isfile(result):
         raise BadInputError(f"no {RESULT_FILE} in {plan_dir}: run `da3 farm align {plan_dir}` first")
-    farm = load_result(result).meta.get("farm") or {}
-    if farm.get("plan_id") != plan["plan_id"]:
+    if _farm_meta(result).get("plan_id") != plan["plan_id"]:
         raise BadInputError(f"{result} is not the result of this plan (planned again?): run `da3 farm align {plan_dir}`")
 
 
