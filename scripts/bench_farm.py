@@ -3,7 +3,7 @@
 with one worker against two local workers in parallel.
 
 DA3-SMALL architecture (the random-weight fixture of ../shared, or ``--model``), PNG frames written here,
-CPU. Example::
+the CPU unless ``--device``. Example::
 
     python scripts/bench_farm.py --threads 1                  # 24 frames at 504x280, chunk 8 overlap 2, openjd check
     python scripts/bench_farm.py --quick                      # a smoke run at 112x70, no openjd
@@ -42,6 +42,7 @@ def parse_args():
     p.add_argument("--chunk", type=int, default=8)
     p.add_argument("--overlap", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps: where the chunks run")
     p.add_argument("--model", default=str(FIXTURE), help="a DA3 model folder (default: the random DA3-SMALL fixture)")
     p.add_argument("--shot-frames", type=int, default=1000, help="the shot the wall times are predicted for")
     p.add_argument("--quick", action="store_true", help="12 frames at 112x70, chunk 4 overlap 1, no openjd")
@@ -73,13 +74,13 @@ def measure(args, work: Path) -> dict:
     frames.mkdir()
     write_frames(frames, args.frames, args.width, args.height)
     plan_dir = work / "plan"
-    job = build_job([str(frames)], model=args.model, device="cpu",
+    job = build_job([str(frames)], model=args.model, device=args.device,
                     options={"process_res": max(args.width, args.height), "chunk_size": args.chunk,
                              "chunk_overlap": args.overlap})
     plan = farm.plan_shot(job, plan_dir)
     count = len(plan["chunks"])
     started = time.perf_counter()
-    model = DepthAnything3.from_pretrained(args.model, device="cpu")
+    model = DepthAnything3.from_pretrained(args.model, device=args.device)
     load_s = time.perf_counter() - started
     forward = []
     for k in range(count):
@@ -94,7 +95,7 @@ def measure(args, work: Path) -> dict:
     align_s = time.perf_counter() - started
     started = time.perf_counter()  # a farm task: a new process, torch import, model load, the chunk, the write
     subprocess.run([sys.executable, str(ROOT / "scripts" / "da3_farm.py"), "forward", str(plan_dir), "--chunk", "0",
-                    "--force", "--device", "cpu", "-q"], check=True, env=_env(args.threads), capture_output=True)
+                    "--force", "--device", args.device, "-q"], check=True, env=_env(args.threads), capture_output=True)
     task_s = time.perf_counter() - started
     median = sorted(forward)[len(forward) // 2]
     return {"plan_dir": plan_dir, "chunks": count, "views": plan["views"]["count"], "load_s": load_s,
