@@ -26,7 +26,7 @@ RECONSTRUCT = ROOT / "scripts" / "reconstruct.py"
 def compile_job(job: dict) -> dict:
     """The job compiled by the job type in Node (the harness checks names, dependencies, command types)."""
     if shutil.which("node") is None:
-        pytest.skip("no node executable on PATH")
+        pytest.skip("no node executable on PATH (Node.js runs the Flamenco job type)")
     proc = subprocess.run(["node", str(HARNESS), str(JOB_TYPE_JS), json.dumps(job)], capture_output=True, text=True,
                           timeout=60)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
