@@ -57,6 +57,8 @@ def add_parser(sub, common, video) -> None:
     p.add_argument("--python", default=None, help="the worker Python in the job (default: the manager variable {da3_python})")
     p.add_argument("--blender", default=None, help="Blender on the workers (default: the manager variable {blender})")
     p.add_argument("--priority", type=int, default=50, help="job priority (default 50)")
+    p.add_argument("--da3-root", default=None, metavar="DIR",
+                   help="the DA3 for Blender folder on the workers, with scripts/ (default: this one)")
 
 
 def split_build_options(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -182,7 +184,7 @@ def _submit(args, printer) -> int:
 
     plan = farm.read_plan(args.plan_dir)
     job = flamenco.job_for_plan(plan, os.path.abspath(args.plan_dir), python=args.python, blender=args.blender,
-                                priority=args.priority)
+                                priority=args.priority, da3_root=args.da3_root)
     answer = flamenco.submit(args.flamenco, job)
     print(f"da3 farm: {plan['shot']} submitted to {args.flamenco} as job {answer.get('id', '?')} "
           f"({len(plan['chunks'])} forward tasks, align, build)")
