@@ -249,3 +249,15 @@ def test_build_writes_a_blend_with_the_panels_builders(openjd_shot, tmp_path, ca
     assert not list(tmp_path.glob(".tmp-*"))  # written atomically
     code, _stdout, err = _cli(["farm", "build", str(plan_dir), "--output", str(tmp_path / "x.txt")], capsys)
     assert code == 2 and err.strip() == f"da3: error: --output must be a .blend file, got {tmp_path / 'x.txt'}"
+
+
+@pytest.mark.slow
+def test_openjd_build_step_writes_the_blend(openjd_shot, tmp_path):
+    pytest.importorskip("bpy")
+    work, plan_dir, _log = openjd_shot
+    blend = tmp_path / "from_openjd.blend"
+    proc = subprocess.run([sys.executable, "-m", "openjd", "run", str(TEMPLATE), "-p", f"file://{plan_dir / 'openjd-params.json'}",
+                           "-p", f"BlendFile={blend}", "--step", "Build", "--no-run-dependencies"],
+                          capture_output=True, text=True, timeout=600, cwd=work, env=_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert blend.is_file() and f"farm-build: saved {blend}" in proc.stdout
