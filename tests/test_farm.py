@@ -120,7 +120,15 @@ def test_plan_refuses_what_chunks_cannot_do(frames, tmp_path):
     with pytest.raises(BadInputError, match="known camera poses"):
         _plan(frames, tmp_path / "b", extrinsics=np.tile(np.eye(4), (N, 1, 1)).tolist(),
               intrinsics=np.tile(room.K, (N, 1, 1)).tolist())
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before writing anything
+    from PIL import Image
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.new("RGB", (84, 56)).save(mixed / "a.png")
+    Image.new("RGB", (56, 84)).save(mixed / "b.png")  # portrait: in-process streaming would crop both to 56x56
+    with pytest.raises(BadInputError, match="2 different sizes .*farm chunks need one size"):
+        farm.plan_shot(build_job([str(mixed)], device="cpu", options={"process_res": 84}), tmp_path / "c")
+    assert not any((tmp_path / d).exists() for d in "abc")  # refused before writing anything
 
 
 def _cli(args, capsys):
