@@ -15,9 +15,9 @@ One shot is a *plan folder* (``DIR``) that every worker sees (shared storage):
   panel's builders).
 
 Every output is written atomically (a temp file renamed into place), so a killed task leaves the
-previous file or none. Re-runs are safe: a plan with the same content keeps its id (``plan_id``, a
-hash), ``forward`` skips a chunk already computed for this plan id (``force`` recomputes), ``align``
-refuses chunks of another plan. Known camera poses and 3D Gaussians are not farm jobs (one line).
+previous file or none. Re-runs are safe: a plan of the same inputs, options and chunks keeps its id
+(``plan_id``, a hash; the exports and the .blend do not count), ``forward`` skips a chunk already
+computed for this plan id (``force`` recomputes), ``align`` refuses chunks of another plan. Known camera poses and 3D Gaussians are not farm jobs (one line).
 """
 
 from __future__ import annotations
@@ -95,11 +95,22 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
     }
     if video:
         plan["views"]["video"]["path"] = os.path.abspath(video["path"])
+    plan["plan_id"] = _plan_id(plan)
     plan["blend"] = os.path.abspath(blend) if blend else os.path.join(out_dir, f"{shot}.blend")
-    plan["plan_id"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
     _write_json(os.path.join(out_dir, PLAN_FILE), plan)
     _write_json(os.path.join(out_dir, PARAMS_FILE), openjd_params(plan, out_dir, python))
     return plan
+
+
+EXPORT_ONLY = ("output", "export_dir", "export_format")  # job fields that change no chunk's forward
+EXPORT_ONLY_OPTIONS = ("conf_thresh_percentile", "num_max_points", "show_cameras")
+
+
+def _plan_id(plan: dict) -> str:
+    """A hash of what the chunk results depend on: planning again with other exports keeps them valid."""
+    job = {k: v for k, v in plan["job"].items() if k not in EXPORT_ONLY}
+    job["options"] = {k: v for k, v in job["options"].items() if k not in EXPORT_ONLY_OPTIONS}
+    return hashlib.sha256(json.dumps({**plan, "job": job}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _check_farm_job(job: dict) -> None:

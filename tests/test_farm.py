@@ -101,7 +101,11 @@ def test_reruns_are_safe_and_a_new_plan_refuses_old_chunks(frames, tmp_path):
     _run_chunks(plan_dir, 3, model)
     assert all(skipped for _, skipped in _run_chunks(plan_dir, 3, model)) and len(model.calls) == 3  # done: skipped
     assert _plan(frames, plan_dir)["plan_id"] == plan["plan_id"]  # the same plan again keeps its chunks
-    farm.align_shot(plan_dir)
+    exports = tmp_path / "exports"
+    job = build_job([str(frames)], model="depth-anything/DA3-SMALL", device="cpu", options=ROOM_OPTIONS,
+                    export_dir=str(exports), export_format="mini_npz")
+    assert farm.plan_shot(job, plan_dir)["plan_id"] == plan["plan_id"]  # other exports: the chunks stay valid
+    assert (exports / "exports" / "mini_npz" / "results.npz").as_posix() in farm.align_shot(plan_dir)[1].meta["exported_files"]
 
     replanned = _plan(frames, plan_dir, chunk_overlap=1)  # other chunks: the old results must not be used
     count = len(replanned["chunks"])
