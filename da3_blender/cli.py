@@ -4,6 +4,7 @@
     da3 image PATH
     da3 images DIR [--image-extensions png,jpg]
     da3 video PATH [--fps 2 --start 1.5 --end 8 --max-frames 30]
+    da3 farm plan|forward|align|build|submit ...   # a long shot as render-farm tasks (da3_blender.farm)
 
 Common options: ``--model`` (repo id or local folder; default ``depth-anything/DA3-SMALL`` or
 ``$DA3_MODEL``), ``--device``, ``--process-res``, ``--export-dir``, ``--export-format`` ("-"-joined
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="DIR")
     p = sub.add_parser("video", parents=[common, video_only], help="frames sampled from a video file")
     p.add_argument("input", metavar="PATH")
+    from .farm_cli import add_parser as add_farm_parser  # render farms (issue 20)
+
+    add_farm_parser(sub, common, video)
     return parser
 
 
@@ -384,12 +388,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from .farm_cli import split_build_options
+
     parser = build_parser()
+    argv, build_options = split_build_options(argv)  # da3 farm build DIR -- OPTIONS
     args = parser.parse_args(argv)
     if args.command is None:
-        raise _UsageError("choose a command: auto, image, images or video (see da3 --help)")
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
+        raise _UsageError("choose a command: auto, image, images, video or farm (see da3 --help)")
+    logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="da3: warning: %(message)s", stream=sys.stderr)
+    if args.command == "farm":
+        from .farm_cli import run as run_farm
+
+        return run_farm(args, build_options)
     return run(args)
 
 

@@ -134,15 +134,11 @@ def run_inference(
     report("preprocess", 1.0, f"{pre.images.shape[2]}x{pre.images.shape[1]} px")
 
     device = _model_device(model)
-    size = chunking.size
-    if size == options.AUTO_CHUNK:
-        size = streaming.auto_chunk_size(device, n, pre.images.shape[1:3], model_name)
-        if chunking.overlap is not None:
-            size = max(size, 2 * chunking.overlap)  # never a chunk that the overlap fills
+    plan = streaming.chunk_plan(n, chunking.size, chunking.overlap, device, pre.images.shape[1:3], model_name)
     run = _ViewRunner(model, device, pre.images, extr, proc_k, use_ray_pose, ref_view_strategy, ray_pose_seed,
                       metric_units, model_name, align_to_input_ext_scale, infer_gs)
 
-    if size is None or size >= n:
+    if plan is None:
         # -- forward: one pass ------------------------------------------------------------------
         report("forward", 0.0, "running the network")
         tensor = preprocess.normalize(pre.images)
@@ -159,8 +155,8 @@ def run_inference(
         del raw
         chunks_meta = None
     else:
-        overlap = streaming.resolve_overlap(size, chunking.overlap)
-        pred, alignment, chunks_meta = _run_chunks(run, n, streaming.plan_chunks(n, size, overlap), align, report)
+        size, overlap, chunks = plan
+        pred, alignment, chunks_meta = _run_chunks(run, n, chunks, align, report)
         report("postprocess", 0.0, "building the prediction")
         chunks_meta = {"chunk_size": int(size), "chunk_overlap": int(overlap), "chunk_align": align,
                        "chunks": chunks_meta}
@@ -295,13 +291,11 @@ def _run_chunks(run: _ViewRunner, n: int, chunks: list[tuple[int, int]], align: 
             alignment = run.postprocess(part, start, end, run.keep_input_scale or k > 0)
             if k == 0:
                 first_alignment = alignment
-                stitcher.is_metric, stitcher.scale_factor = part.is_metric, part.scale_factor
             elif alignment is not None and not run.keep_input_scale:
                 _user_frame_to_prediction_frame(part, first_alignment)
-            entry = stitcher.add(start, end, _chunk_arrays(part), aligned=run.extr is not None, label=label)
+            entry = stitcher.add_part(start, end, part, aligned=run.extr is not None, label=label)
             if alignment is not None:
                 entry["scale"] = float(alignment.scale)
-            stitcher.is_metric = stitcher.is_metric and part.is_metric
         except (CancelledError, KeyboardInterrupt):
             raise
         except DA3Error as exc:
@@ -313,17 +307,7 @@ def _run_chunks(run: _ViewRunner, n: int, chunks: list[tuple[int, int]], align: 
             images[converted:next_start] = preprocess.denormalize_to_uint8(preprocess.normalize(images[converted:next_start]))
             converted = next_start
     report("forward", 1.0, f"{count} chunks")
-    arrays = stitcher.arrays
-    pred = Prediction(
-        depth=arrays["depth"],
-        processed_images=images,
-        conf=arrays.get("conf"),
-        extrinsics=arrays.get("extrinsics"),
-        intrinsics=arrays.get("intrinsics"),
-        sky=arrays.get("sky"),
-        is_metric=stitcher.is_metric,
-        scale_factor=stitcher.scale_factor,
-    )
+    pred = stitcher.prediction(images)
     log.info("streaming: %s", streaming.chunk_residual_summary(stitcher.chunks))
     return pred, first_alignment, stitcher.chunks
 
@@ -332,11 +316,6 @@ def _user_frame_to_prediction_frame(part: Prediction, fit) -> None:
     """Cameras and depth in the user's frame and units -> the prediction frame of ``fit`` (user -> model)."""
     part.extrinsics = geometry.apply_sim3_to_extrinsics(part.extrinsics, fit).astype(np.float32)
     part.depth = (part.depth * np.float32(fit.scale)).astype(np.float32)
-
-
-def _chunk_arrays(part: Prediction) -> dict:
-    return {"depth": part.depth, "conf": part.conf, "extrinsics": part.extrinsics, "intrinsics": part.intrinsics,
-            "sky": part.sky}
 
 
 def _error_in_chunk(exc: DA3Error, label: str) -> DA3Error:

@@ -118,6 +118,7 @@ class DA3_PT_main(_Sidebar, Panel):
         row = layout.row(align=True)
         row.operator("da3.import_result", text="Import Result", icon="IMPORT")
         row.operator("da3.unload_model", text="Unload Model", icon="X")
+        layout.operator("da3.submit_flamenco", icon="NETWORK_DRIVE")  # render farm (issue 20)
 
 
 class DA3_PT_input(_Sub, Panel):

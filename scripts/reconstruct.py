@@ -76,6 +76,29 @@ def _scale(text: str):
     return value
 
 
+def add_build_arguments(p) -> None:
+    """The panel's Build options (shared with scripts/farm_build.py, the render farm's Build step)."""
+    g = p.add_argument_group("build (as the panel's Build section)")
+    g.add_argument("--no-points", action="store_true", help="no point cloud")
+    g.add_argument("--no-planes", action="store_true", help="no depth planes")
+    g.add_argument("--no-cameras", action="store_true", help="no cameras")
+    g.add_argument("--conf-thresh-percentile", type=float, default=None,
+                   help=f"drop the least confident points, this percentage of them (default: {opt.DEFAULT_CONF_THRESH_PERCENTILE:g})")
+    g.add_argument("--num-max-points", type=int, default=None,
+                   help=f"keep at most this many points (default: {opt.DEFAULT_NUM_MAX_POINTS})")
+    g.add_argument("--plane-detail", type=int, default=None, metavar="PIXELS",
+                   help=f"one plane vertex every this many pixels; 1 is the finest (default: {opt.DEFAULT_PLANE_STRIDE})")
+    g.add_argument("--plane-texture", type=_lower_choice(opt.choice_ids(opt.PLANE_TEXTURES)), default=None,
+                   help=f"processed or original images on the planes (default: {opt.DEFAULT_PLANE_TEXTURE})")
+    g.add_argument("--up-axis", type=_lower_choice(opt.choice_ids(opt.UP_AXES)), default=None,
+                   help="z_up (Blender Z up) or keep (the first camera's OpenCV frame) (default: z_up)")
+    g.add_argument("--scale", type=_scale, default=None,
+                   help="predicted, metric (metric models) or a factor for depth and camera positions (default: predicted)")
+    g.add_argument("--fixed-lens", action="store_true", help="video: one lens for the whole shot, no lens keys")
+    g.add_argument("--keys", type=_lower_choice(opt.choice_ids(opt.KEY_INTERPOLATIONS)), default=None,
+                   help="camera key interpolation: linear or constant (default: linear)")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     default_model = opt.default_model()
     p = _Parser(prog=PROG, description="Photos or a video to a 3D scene (.blend) with Depth Anything 3.")
@@ -109,25 +132,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run the model on HOST over SSH (an ~/.ssh/config alias or user@host)")
     g.add_argument("--remote-python", default=None, help=f"with --remote: the Python there (default: {opt.DEFAULT_REMOTE_PYTHON})")
     g.add_argument("--remote-dir", default=None, help=f"with --remote: its cache folder (default: {opt.DEFAULT_REMOTE_CACHE_DIR})")
-    g = p.add_argument_group("build (as the panel's Build section)")
-    g.add_argument("--no-points", action="store_true", help="no point cloud")
-    g.add_argument("--no-planes", action="store_true", help="no depth planes")
-    g.add_argument("--no-cameras", action="store_true", help="no cameras")
-    g.add_argument("--conf-thresh-percentile", type=float, default=None,
-                   help=f"drop the least confident points, this percentage of them (default: {opt.DEFAULT_CONF_THRESH_PERCENTILE:g})")
-    g.add_argument("--num-max-points", type=int, default=None,
-                   help=f"keep at most this many points (default: {opt.DEFAULT_NUM_MAX_POINTS})")
-    g.add_argument("--plane-detail", type=int, default=None, metavar="PIXELS",
-                   help=f"one plane vertex every this many pixels; 1 is the finest (default: {opt.DEFAULT_PLANE_STRIDE})")
-    g.add_argument("--plane-texture", type=_lower_choice(opt.choice_ids(opt.PLANE_TEXTURES)), default=None,
-                   help=f"processed or original images on the planes (default: {opt.DEFAULT_PLANE_TEXTURE})")
-    g.add_argument("--up-axis", type=_lower_choice(opt.choice_ids(opt.UP_AXES)), default=None,
-                   help="z_up (Blender Z up) or keep (the first camera's OpenCV frame) (default: z_up)")
-    g.add_argument("--scale", type=_scale, default=None,
-                   help="predicted, metric (metric models) or a factor for depth and camera positions (default: predicted)")
-    g.add_argument("--fixed-lens", action="store_true", help="video: one lens for the whole shot, no lens keys")
-    g.add_argument("--keys", type=_lower_choice(opt.choice_ids(opt.KEY_INTERPOLATIONS)), default=None,
-                   help="camera key interpolation: linear or constant (default: linear)")
+    add_build_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--export-dir", default=None, help="also export files (see --export-format) into this folder")
     g.add_argument("--export-format", default=None,
@@ -137,6 +142,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--export-camera", default=None, metavar="PATH.abc|PATH.fbx",
                    help="also write the cameras (scene fps and frame range) with Blender's Alembic or FBX exporter")
     g.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also env {DEBUG_ENV}=1)")
+    # render farm (issue 20): plan here, run on a Flamenco farm
+    g.add_argument("--submit-flamenco", default=None, metavar="URL",
+                   help="plan the shot into --farm-dir and submit it to this Flamenco manager instead of running it here")
+    g.add_argument("--farm-dir", default=None, metavar="DIR",
+                   help="with --submit-flamenco: the plan folder, on storage the workers see (default: <output>_farm)")
     args = p.parse_args(argv)
     try:
         check_args(args)
@@ -168,6 +178,10 @@ def check_args(args: argparse.Namespace) -> dict:
         raise Failure(f"--known-cameras {args.known_cameras}: no such .blend file; give the tracking scene's .blend", code=2)
     if args.known_cameras and os.path.abspath(args.known_cameras) == os.path.abspath(args.output):
         raise Failure("--output is the --known-cameras file: give another .blend (the track is kept as it is)", code=2)
+    if args.farm_dir and not args.submit_flamenco:
+        raise Failure("--farm-dir needs --submit-flamenco URL", code=2)
+    if args.submit_flamenco and (args.remote or args.export_camera or args.gaussians):
+        raise Failure("--submit-flamenco runs the shot on the farm: leave out --remote, --export-camera and --gaussians", code=2)
     if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in (".abc", ".fbx"):
         raise Failure(f"--export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {args.export_camera}", code=2)
     spec = job_from_args(args)
@@ -380,8 +394,31 @@ def configure(context, package: str, args) -> dict:
     return saved
 
 
+def submit_flamenco(args) -> int:
+    """``--submit-flamenco URL``: plan the shot with the worker Python and submit it (nothing is built here)."""
+    from da3_blender.errors import DA3Error
+    from da3_blender.flamenco import plan_and_submit
+
+    python = args.python or (sys.executable if importlib.util.find_spec("torch") else None)
+    if python is None:
+        print(f"{PROG}: error: --submit-flamenco plans the shot with a Python that has torch: give --python", file=sys.stderr)
+        return 2
+    out = os.path.abspath(args.output)
+    farm_dir = os.path.abspath(args.farm_dir or os.path.splitext(out)[0] + "_farm")
+    try:
+        answer, plan = plan_and_submit(job_from_args(args), args.submit_flamenco, farm_dir, python, blend=out)
+    except DA3Error as ex:
+        print(f"{PROG}: error: {ex}", file=sys.stderr)
+        return 1 if ex.kind == "internal" else 2
+    print(f"{PROG}: {plan['shot']}: {plan['views']['count']} views in {len(plan['chunks'])} chunks planned in {farm_dir}")
+    print(f"{PROG}: submitted to {args.submit_flamenco} as job {answer.get('id', '?')}; the farm writes {out}")
+    return 0
+
+
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.submit_flamenco:
+        return submit_flamenco(args)
     import bpy
 
     try:
