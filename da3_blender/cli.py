@@ -25,6 +25,7 @@ from . import options as opt
 from .errors import BadInputError, CancelledError, DA3Error
 
 DEFAULT_EXPORT_DIR = "da3_output"
+DEFAULT_BACKEND_URL = "http://127.0.0.1:8008"  # `da3 backend`'s default address
 DEBUG_ENV = "DA3_DEBUG"  # DA3_DEBUG=1: print the traceback of an error (as --debug)
 
 log = logging.getLogger("da3_blender")
@@ -105,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-max-points", type=int, default=opt.DEFAULT_NUM_MAX_POINTS,
                    help=f"point budget of glb/ply (default: {opt.DEFAULT_NUM_MAX_POINTS})")
     g.add_argument("--no-cameras", dest="show_cameras", action="store_false", help="no camera frustums in the glb")
+    g = common.add_argument_group("backend (issue 21)")
+    g.add_argument("--use-backend", action="store_true",
+                   help="send the work to a running `da3 backend` (its model stays loaded) instead of running here")
+    g.add_argument("--backend-url", default=DEFAULT_BACKEND_URL,
+                   help=f"the backend's address (default: {DEFAULT_BACKEND_URL}; token: env DA3_BACKEND_TOKEN)")
+    g = common.add_argument_group("output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors and the file list")
     g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")
 
@@ -125,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="DIR")
     p = sub.add_parser("video", parents=[common, video], help="frames sampled from a video file")
     p.add_argument("input", metavar="PATH")
+    from .web.commands import add_commands  # backend, gallery, gradio, colmap (issue 21)
+
+    add_commands(sub, common)
     return parser
 
 
@@ -257,46 +267,64 @@ def _quiet(*_args, **_kwargs):
 
 def run(args) -> int:
     """Execute a parsed command line; raises DA3Error on failure."""
-    from . import devices
-    from .api import DepthAnything3
-    from .files import make_folder
-    from .inference import run_inference
+    spec = job_from_args(args)
+    input_kind(args.input, args.command)
+    return run_job(args, spec, lambda progress: collect(args, spec, progress=progress), lambda: backend_paths(args))
+
+
+def backend_paths(args) -> list[str]:
+    """The input files a backend request names: a folder is listed here, in natural order."""
+    from . import inputs
+
+    if os.path.isdir(args.input):
+        exts = _extensions(args.image_extensions) if getattr(args, "image_extensions", None) else None
+        return inputs.list_folder_images(args.input, exts)
+    return [args.input]
+
+
+def run_job(args, spec: dict, source, paths) -> int:
+    """Run a checked job here (``source(progress)`` gives its InputSet) or, with ``--use-backend``, on
+    the backend (``paths()`` gives its input files); prints the summary and the files written."""
     from .job import inference_kwargs
 
-    spec = job_from_args(args)
     formats = spec["export_format"].split("-")
-    input_kind(args.input, args.command)
-    kwargs = inference_kwargs(spec)
-    device = devices.resolve_device(spec["device"])
     printer = _quiet if args.quiet else ProgressPrinter()
     failed = True
     try:
-        source = collect(args, spec, progress=printer)
-        printer("model", 0.0, f"loading {spec['model']} on {device}")
-        model = DepthAnything3.from_pretrained(spec["model"], device=device)
-        printer("model", 1.0, f"{getattr(model, 'model_name', spec['model'])} on {device}")
-        make_folder(args.export_dir)
-        pred = run_inference(
-            model,
-            source,
-            export_dir=spec["export_dir"],
-            export_format=spec["export_format"],
-            progress=printer,
-            exif_transpose=spec["options"].get("exif_transpose", True),
-            **kwargs,
-        )
+        if getattr(args, "use_backend", False):
+            from .web.client import run_on_backend
+
+            task = run_on_backend(args.backend_url, spec, paths(), progress=printer)
+            summary = task.get("summary") or {}
+            n, (h, w), files = summary.get("views", 0), summary.get("size") or (0, 0), task.get("files", [])
+        else:
+            pred = _run_here(spec, source, printer, inference_kwargs(spec))
+            n, (h, w), files = pred.num_views, pred.image_size, pred.meta.get("exported_files", [])
         failed = False
     finally:
         if isinstance(printer, ProgressPrinter):
             printer.close(failed)
-    files = pred.meta.get("exported_files", [])
-    n = pred.num_views
-    h, w = pred.image_size
-    out = os.path.abspath(args.export_dir)
+    out = os.path.abspath(spec["export_dir"])
     print(f"da3: {n} view{'s' * (n != 1)} at {w}x{h} -> {out} ({len(files)} file{'s' * (len(files) != 1)}: {', '.join(formats)})")
     for f in files:
         print(f"  {f}")
     return 0
+
+
+def _run_here(spec: dict, source, printer, kwargs: dict):
+    from . import devices
+    from .api import DepthAnything3
+    from .files import make_folder
+    from .inference import run_inference
+
+    device = devices.resolve_device(spec["device"])
+    inputs = source(printer)
+    printer("model", 0.0, f"loading {spec['model']} on {device}")
+    model = DepthAnything3.from_pretrained(spec["model"], device=device)
+    printer("model", 1.0, f"{getattr(model, 'model_name', spec['model'])} on {device}")
+    make_folder(spec["export_dir"])
+    return run_inference(model, inputs, export_dir=spec["export_dir"], export_format=spec["export_format"],
+                         progress=printer, exif_transpose=spec["options"].get("exif_transpose", True), **kwargs)
 
 
 def _one_line(text: str) -> str:
@@ -331,9 +359,14 @@ def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        raise _UsageError("choose a command: auto, image, images or video (see da3 --help)")
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
+        raise _UsageError("choose a command: auto, image, images, video, colmap, backend, gallery or gradio "
+                          "(see da3 --help)")
+    logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="da3: warning: %(message)s", stream=sys.stderr)
+    from .web.commands import COMMANDS, run_command
+
+    if args.command in COMMANDS:
+        return run_command(args)
     return run(args)
 
 
