@@ -73,7 +73,7 @@ def _read_text_without_points(folder: str):
 
 
 def _unpack(fh, fmt: str):
-    size = struct.calcsize(fmt)
+    size = struct.calcsize("<" + fmt)
     data = fh.read(size)
     if len(data) != size:
         raise struct.error("file ends early")
