@@ -54,6 +54,8 @@ def add_commands(sub, common) -> None:
     p = sub.add_parser("gradio", help="the web app (needs the app extra: pip install 'da3-blender[app]')")
     p.add_argument("--model-dir", "--model", dest="model", default=model, help=f"default model (default: {model})")
     p.add_argument("--device", default=opt.DEFAULT_DEVICE, help=f"{opt.DEVICE_HELP} (default: {opt.DEFAULT_DEVICE})")
+    p.add_argument("--process-res", type=int, default=opt.DEFAULT_PROCESS_RES,
+                   help=f"the page's default processing resolution (default: {opt.DEFAULT_PROCESS_RES})")
     _serving(p, GRADIO_PORT, remote=False)
     p.add_argument("--workspace-dir", default=DEFAULT_WORKSPACE_DIR, help=f"uploads and runs (default: {DEFAULT_WORKSPACE_DIR})")
     p.add_argument("--gallery-dir", default=DEFAULT_GALLERY_DIR, help=f"each run's results are also listed here (default: {DEFAULT_GALLERY_DIR})")
@@ -82,7 +84,7 @@ def run_command(args) -> int:
         from .gradio_app import launch
 
         return launch(model=args.model, device=args.device, host=args.host, port=args.port,
-                      workspace_dir=args.workspace_dir, gallery_dir=args.gallery_dir)
+                      workspace_dir=args.workspace_dir, gallery_dir=args.gallery_dir, process_res=args.process_res)
     return run_colmap(args)
 
 
