@@ -21,6 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..options import DEFAULT_PROCESS_RES_METHOD
 from ..runtime.client import WorkerClient
 
 log = logging.getLogger("da3_blender.web")
@@ -56,7 +57,8 @@ class Task:
         data.pop("cancel_asked")
         first = job["inputs"][0] if job["inputs"] else None
         data.update(export_dir=job["export_dir"], export_format=job["export_format"], num_images=len(job["inputs"]),
-                    process_res_method=job["options"].get("process_res_method"), video_path=first)
+                    process_res_method=job["options"].get("process_res_method") or DEFAULT_PROCESS_RES_METHOD,
+                    video_path=first)
         return data
 
 
