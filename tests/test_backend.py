@@ -266,3 +266,33 @@ def test_backend_command_refuses_a_remote_bind_without_the_flag(capsys, fixture_
     code = main(["backend", "--model", str(fixture_dir), "--host", "0.0.0.0", "--port", "0"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "--allow-remote" in err, err
+
+
+def test_video_and_colmap_commands_through_the_backend(server, root, robot_video, capsys):
+    """``video --use-backend`` sends the video with its sampling; ``colmap --use-backend`` sends the COLMAP
+    cameras as extrinsics/intrinsics and gets them back in the exported model."""
+    from da3_blender.exports import read_colmap_text
+
+    url = "http://%s:%d" % server.server_address[:2]
+    shutil.copy(robot_video, root / "shot.mp4")
+    assert main(["video", str(root / "shot.mp4"), "--fps", "2", "--max-frames", "2", "--use-backend", "--backend-url",
+                 url, "--process-res", str(RES), "--export-dir", str(root / "video"), "--export-format", "mini_npz",
+                 "--quiet"]) == 0
+    assert "2 views" in capsys.readouterr().out
+    assert depth_of(root / "video").shape[0] == 2
+    status, answer = call(server, "POST", "/inference", {"image_paths": images(root), "export_dir": str(root / "model"),
+                                                         "export_format": "colmap", "process_res": RES})
+    assert wait_task(server, answer["task_id"])["status"] == "completed"
+    model = root / "model" / "colmap" / "sparse" / "0"
+    assert main(["colmap", str(model), "--image-dir", str(root / "imgs"), "--use-backend", "--backend-url", url,
+                 "--process-res", str(RES), "--export-dir", str(root / "again"), "--export-format", "colmap",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    cams_a, imgs_a, _ = read_colmap_text(model)
+    cams_b, imgs_b, _ = read_colmap_text(root / "again" / "colmap" / "sparse" / "0")
+    assert [im.name for im in imgs_a.values()] == [im.name for im in imgs_b.values()]
+    for key in cams_a:
+        np.testing.assert_allclose(cams_b[key].params, cams_a[key].params, rtol=1e-4)
+    for key in imgs_a:
+        np.testing.assert_allclose(np.abs(imgs_b[key].qvec @ imgs_a[key].qvec), 1.0, atol=1e-5)
+        np.testing.assert_allclose(imgs_b[key].tvec, imgs_a[key].tvec, atol=1e-4)
