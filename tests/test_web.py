@@ -108,6 +108,11 @@ def test_gallery_lists_result_folders_and_serves_only_their_files(gallery_url, g
         assert status == 404 and json.loads(body)["success"] is False, bad
     status, page = get(gallery_url)
     assert status == 200 and b"importmap" in page and b"https://" not in page  # no CDN
+    # the official gallery's manifests and file URLs
+    assert json.loads(get(gallery_url + "manifest.json")[1]) == {"groups": [{"id": "group", "title": "group"}]}
+    official = json.loads(get(gallery_url + "manifest/group.json")[1])
+    assert [i["id"] for i in official["items"]] == ["soh"] and official["items"][0]["model"] == "/gallery/group/soh/scene.glb"
+    assert get(gallery_url.replace("/gallery/", "") + official["items"][0]["model"])[1] == glb
 
 
 def test_gallery_command_needs_an_existing_folder(tmp_path, capsys):

@@ -12,6 +12,7 @@ names)::
     GET /gallery/index.json   {"items": [{id, title, model, thumbnail, depth_images, files}]}
     GET /gallery/files/PATH   a file of a result folder
     GET /gallery/static/NAME  the page's script; /gallery/vendor/PATH three.js
+    GET /gallery/manifest.json, /gallery/manifest/GROUP.json, /gallery/GROUP/SCENE/FILE   as the official gallery
 """
 
 from __future__ import annotations
@@ -70,6 +71,23 @@ def find_results(root: str) -> list[dict]:
     return sorted(items, key=lambda item: item["id"])
 
 
+def official_groups(root: str) -> dict:
+    """The official ``/gallery/manifest.json``: the top folders holding ``GROUP/SCENE`` results."""
+    groups = sorted({item["id"].split("/")[0] for item in find_results(root) if item["id"].count("/") == 1})
+    return {"groups": [{"id": g, "title": g} for g in groups]}
+
+
+def official_group(root: str, group: str) -> dict:
+    """The official ``/gallery/manifest/GROUP.json``: that group's scenes, with absolute URLs."""
+    def absolute(url):
+        return "/gallery/" + url[len("files/"):] if url else url
+
+    items = [{"id": item["id"].split("/")[1], "title": item["id"].split("/")[1], "model": absolute(item["model"]),
+              "thumbnail": absolute(item["thumbnail"]), "depth_images": [absolute(u) for u in item["depth_images"]]}
+             for item in find_results(root) if item["id"].count("/") == 1 and item["id"].split("/")[0] == group]
+    return {"group": group, "items": items}
+
+
 def confined(base: str, rel: str) -> str:
     """``base/rel`` when it stays inside ``base`` (no ``..``, no hidden names, no link out), else 404."""
     parts = [p for p in rel.split("/") if p]
@@ -100,6 +118,10 @@ class GalleryRoutes:
             route("GET", r"/gallery/files/(.+)", lambda rel: self.send_file(confined(self._gallery(), _unquote(rel)))),
             route("GET", r"/gallery/static/([A-Za-z0-9_.-]+)", lambda n: self.send_file(confined(STATIC_DIR, n))),
             route("GET", r"/gallery/vendor/(.+)", lambda rel: self.send_file(confined(VENDOR_DIR, _unquote(rel)))),
+            # the official gallery's manifests and file URLs (/gallery/GROUP/SCENE/scene.glb)
+            route("GET", r"/gallery/manifest\.json", lambda: self.send_json(official_groups(self._gallery()))),
+            route("GET", r"/gallery/manifest/([^/]+)\.json", lambda g: self.send_json(official_group(self._gallery(), _unquote(g)))),
+            route("GET", r"/gallery/(.+)", lambda rel: self.send_file(confined(self._gallery(), _unquote(rel)))),
         ]
 
     def _gallery(self) -> str:
