@@ -296,3 +296,11 @@ def test_video_and_colmap_commands_through_the_backend(server, root, robot_video
     for key in imgs_a:
         np.testing.assert_allclose(np.abs(imgs_b[key].qvec @ imgs_a[key].qvec), 1.0, atol=1e-5)
         np.testing.assert_allclose(imgs_b[key].tvec, imgs_a[key].tvec, atol=1e-4)
+
+
+def test_a_full_queue_is_refused(server, root, monkeypatch):
+    from da3_blender.web import tasks
+
+    monkeypatch.setattr(tasks, "MAX_PENDING", 0)
+    assert_one_line_error(*call(server, "POST", "/inference", {"image_paths": images(root)}), 429, "waiting")
+    assert call(server, "GET", "/status")[0] == 200

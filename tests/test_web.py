@@ -185,3 +185,10 @@ def test_gradio_page_in_a_browser_shows_the_3d_result(gradio_url, soh_images):
     with Image.open(OUT / "gradio.png") as im:
         width = im.size[0]
     assert varied(OUT / "gradio.png", (width // 3, 200, width - 40, 600)) > 5
+
+
+def test_gradio_refuses_a_remote_bind_without_the_flag(capsys, fixture_dir, tmp_path):
+    code = main(["gradio", "--model", str(fixture_dir), "--host", "0.0.0.0", "--workspace-dir", str(tmp_path / "w"),
+                 "--gallery-dir", str(tmp_path / "g")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "--allow-remote" in err, err

@@ -27,7 +27,7 @@ from .gallery import STATIC_DIR, GalleryRoutes, vendor_ready
 from .http import DEFAULT_MAX_BODY, Handler, HttpError, Server, route, serve
 from .payload import DEFAULT_MAX_IMAGES, job_from_request
 from .security import Roots, check_bind, make_token
-from .tasks import TaskQueue
+from .tasks import QueueFull, TaskQueue
 
 DEFAULT_PORT = 8008
 DEFAULT_GALLERY_DIR = os.path.join("workspace", "gallery")  # the official default
@@ -57,7 +57,10 @@ class BackendHandler(GalleryRoutes, Handler):
         task_id = uuid.uuid4().hex
         default_dir = os.path.join(self.gallery_dir or tempfile.gettempdir(), "backend", task_id)  # no export_dir
         job = job_from_request(body, self.roots, self.queue.model, self.queue.device, default_dir, self.max_images)
-        task = self.queue.submit(job, body, task_id)
+        try:
+            task = self.queue.submit(job, body, task_id)
+        except QueueFull as exc:
+            raise HttpError(429, str(exc)) from None
         self.send_json({"success": True, "message": f"Task submitted successfully ({task.message})",
                         "task_id": task.task_id, "export_dir": job["export_dir"],
                         "export_format": job["export_format"], "processing_time": None})

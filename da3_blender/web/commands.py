@@ -20,12 +20,11 @@ GALLERY_PORT = 8007
 GRADIO_PORT = 7860
 
 
-def _serving(p, port: int, remote: bool = True) -> None:
+def _serving(p, port: int) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this computer only)")
     p.add_argument("--port", type=int, default=port, help=f"port (default: {port})")
-    if remote:
-        p.add_argument("--allow-remote", action="store_true",
-                       help="allow a --host other than loopback; every request then needs the printed token")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host other than loopback; every request then needs the printed token")
 
 
 def add_commands(sub, common) -> None:
@@ -56,7 +55,7 @@ def add_commands(sub, common) -> None:
     p.add_argument("--device", default=opt.DEFAULT_DEVICE, help=f"{opt.DEVICE_HELP} (default: {opt.DEFAULT_DEVICE})")
     p.add_argument("--process-res", type=int, default=opt.DEFAULT_PROCESS_RES,
                    help=f"the page's default processing resolution (default: {opt.DEFAULT_PROCESS_RES})")
-    _serving(p, GRADIO_PORT, remote=False)
+    _serving(p, GRADIO_PORT)
     p.add_argument("--workspace-dir", default=DEFAULT_WORKSPACE_DIR, help=f"uploads and runs (default: {DEFAULT_WORKSPACE_DIR})")
     p.add_argument("--gallery-dir", default=DEFAULT_GALLERY_DIR, help=f"each run's results are also listed here (default: {DEFAULT_GALLERY_DIR})")
 
@@ -84,7 +83,8 @@ def run_command(args) -> int:
         from .gradio_app import launch
 
         return launch(model=args.model, device=args.device, host=args.host, port=args.port,
-                      workspace_dir=args.workspace_dir, gallery_dir=args.gallery_dir, process_res=args.process_res)
+                      workspace_dir=args.workspace_dir, gallery_dir=args.gallery_dir, process_res=args.process_res,
+                      allow_remote=args.allow_remote)
     return run_colmap(args)
 
 

@@ -4,8 +4,9 @@ Upload images or a video, pick a model and a processing resolution, run with a p
 the 3D result (``gr.Model3D`` on the glb) and look at the depth pictures, download the exports. The
 model runs in our worker (:class:`~da3_blender.runtime.client.WorkerClient`), kept loaded between
 runs, one run at a time. Each run's exports go to ``GALLERY_DIR/gradio/<run>`` (so ``da3 gallery``
-lists them); its result file and logs to ``WORKSPACE_DIR/<run>``. Binds 127.0.0.1 by default; there
-is no ``--share`` tunnel. Nothing else in the package imports this module.
+lists them); its result file and logs to ``WORKSPACE_DIR/<run>``. Binds 127.0.0.1 by default (another
+host needs ``--allow-remote`` and then a login: user ``da3``, the printed token); there is no
+``--share`` tunnel. Nothing else in the package imports this module.
 """
 
 from __future__ import annotations
@@ -119,21 +120,25 @@ def build_app(model: str, device: str, workspace_dir: str, gallery_dir: str, cli
 
 
 def launch(model: str, device: str, host: str, port: int, workspace_dir: str, gallery_dir: str,
-           process_res: int = opt.DEFAULT_PROCESS_RES) -> int:
-    """``da3 gradio``: serve the app until interrupted."""
+           process_res: int = opt.DEFAULT_PROCESS_RES, allow_remote: bool = False) -> int:
+    """``da3 gradio``: serve the app until interrupted. Another host than loopback needs
+    ``allow_remote``, and then a login (user ``da3``, the printed token as password)."""
     from ..job import check_device
-    from .security import check_bind
+    from .security import check_bind, make_token
 
     check_device(device)
-    check_bind(host, allow_remote=True)  # gradio's own server; a non-loopback host is the user's explicit choice
+    check_bind(host, allow_remote)
+    token = make_token(allow_remote)
     for folder in (workspace_dir, gallery_dir):
         os.makedirs(folder, exist_ok=True)
     demo = build_app(model, device, workspace_dir, gallery_dir, process_res=process_res)
     print(f"da3 gradio: {model} on {device}; workspace {os.path.abspath(workspace_dir)}, "
           f"gallery {os.path.abspath(gallery_dir)}", file=sys.stdout, flush=True)
+    if token:
+        print(f"da3 gradio: log in as user da3 with password {token}", file=sys.stdout, flush=True)
     try:
         demo.queue(default_concurrency_limit=1).launch(
-            server_name=host, server_port=port, share=False, show_error=True,
+            server_name=host, server_port=port, share=False, show_error=True, auth=("da3", token) if token else None,
             allowed_paths=[os.path.abspath(workspace_dir), os.path.abspath(gallery_dir)])
     except KeyboardInterrupt:
         pass

@@ -69,6 +69,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "da3"
     sys_version = ""
+    timeout = 60  # seconds a connection may sit idle (or trickle a request) before it is dropped
 
     def routes(self) -> list[Route]:
         return []

@@ -21,17 +21,23 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import DA3Error
 from ..options import DEFAULT_PROCESS_RES_METHOD
 from ..runtime.client import WorkerClient
 
 log = logging.getLogger("da3_blender.web")
 
 MAX_HISTORY = 100  # finished tasks kept (the oldest are forgotten first)
+MAX_PENDING = 100  # tasks waiting at once; more are refused (HTTP 429)
 TASK_TIMEOUT = 24 * 3600.0
 # share of the whole task each worker stage covers (progress 0..1 across stages)
 STAGES = {"load": (0.0, 0.1), "preprocess": (0.1, 0.2), "forward": (0.2, 0.8), "postprocess": (0.8, 0.9),
           "export": (0.9, 0.97), "save": (0.97, 1.0)}
 FINISHED = ("completed", "failed", "cancelled")
+
+
+class QueueFull(DA3Error):
+    """Too many tasks waiting (HTTP 429)."""
 
 
 @dataclass
@@ -96,6 +102,8 @@ class TaskQueue:
     def submit(self, job: dict[str, Any], request: dict[str, Any], task_id: str | None = None) -> Task:
         task = Task(task_id or uuid.uuid4().hex, job, request)
         with self.cond:
+            if len(self.pending) >= MAX_PENDING:
+                raise QueueFull(f"{len(self.pending)} tasks are already waiting: try again later or cancel some")
             waiting = self.running or (self.pending[-1] if self.pending else None)
             task.message = f"queued behind task {waiting}" if waiting else "submitted"
             self.tasks[task.task_id] = task
