@@ -304,3 +304,13 @@ def test_a_full_queue_is_refused(server, root, monkeypatch):
     monkeypatch.setattr(tasks, "MAX_PENDING", 0)
     assert_one_line_error(*call(server, "POST", "/inference", {"image_paths": images(root)}), 429, "waiting")
     assert call(server, "GET", "/status")[0] == 200
+
+
+def test_malformed_http_gets_a_json_line_too(server):
+    for head in ("GET / two spaces HTTP/1.1\r\n\r\n", "BREW /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                 "GET /status HTTP/1.1\r\n" + "X: " + "y" * 70000 + "\r\n\r\n"):
+        sock = raw_request(server, head)
+        status, answer = read_answer(sock)
+        sock.close()
+        assert status in (400, 431, 501) and answer["success"] is False and "\n" not in answer["detail"], answer
+    assert call(server, "GET", "/status")[0] == 200

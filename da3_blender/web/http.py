@@ -212,6 +212,16 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line or header, an unknown method): JSON too."""
+        from http import HTTPStatus
+
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self.send_error_json(code, message or phrase, "bad_input", close=True)
+
     def _drain(self) -> None:
         """Read and drop what the client still sends for a moment, so it can read our answer before
         the connection closes (closing with unread data resets it and loses the answer)."""
