@@ -4,6 +4,8 @@
     da3 image PATH
     da3 images DIR [--image-extensions png,jpg]
     da3 video PATH [--fps 2 --start 1.5 --end 8 --max-frames 30]
+    da3 colmap MODEL_DIR --image-dir DIR   # a COLMAP model's cameras as known poses
+    da3 backend | gallery | gradio      # the web side: see da3_blender/web/ (any command: --use-backend)
 
 Common options: ``--model`` (repo id or local folder; default ``depth-anything/DA3-SMALL`` or
 ``$DA3_MODEL``), ``--device``, ``--process-res``, ``--export-dir``, ``--export-format`` ("-"-joined

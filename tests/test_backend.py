@@ -33,9 +33,12 @@ def call(server, method: str, path: str, body=None, headers=None, raw: bytes | N
     hdrs.update(headers or {})
     conn.request(method, path, body=data, headers=hdrs)
     resp = conn.getresponse()
-    text = resp.read().decode()
+    data = resp.read()
     conn.close()
-    return resp.status, (json.loads(text) if resp.getheader("Content-Type", "").startswith("application/json") else text)
+    ctype = resp.getheader("Content-Type", "")
+    if ctype.startswith("application/json"):
+        return resp.status, json.loads(data)
+    return resp.status, (data.decode() if ctype.startswith("text/") else data)
 
 
 def assert_one_line_error(status, answer, code, *words):
@@ -314,3 +317,15 @@ def test_malformed_http_gets_a_json_line_too(server):
         sock.close()
         assert status in (400, 431, 501) and answer["success"] is False and "\n" not in answer["detail"], answer
     assert call(server, "GET", "/status")[0] == 200
+
+
+def test_a_task_without_export_dir_lands_in_the_gallery(server, root):
+    status, answer = call(server, "POST", "/inference", {"image_paths": images(root)[:1], "process_res": RES,
+                                                         "export_format": "glb-depth_vis"})
+    assert status == 200 and answer["export_dir"] == str((root / "gallery" / "backend" / answer["task_id"]).resolve())
+    assert wait_task(server, answer["task_id"])["status"] == "completed"
+    status, index = call(server, "GET", "/gallery/index.json")
+    item = next(i for i in index["items"] if i["id"] == f"backend/{answer['task_id']}")
+    assert item["model"].endswith("scene.glb") and len(item["depth_images"]) == 1
+    status, glb = call(server, "GET", "/gallery/" + item["model"])
+    assert status == 200 and glb[:4] == b"glTF"

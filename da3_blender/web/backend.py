@@ -92,7 +92,7 @@ def make_server(model: str, device: str = "auto", host: str = "127.0.0.1", port:
     gallery = os.path.realpath(gallery_dir) if gallery_dir else None
     if gallery:
         os.makedirs(gallery, exist_ok=True)
-    roots = Roots(allow_roots if allow_roots else [os.getcwd(), *([gallery] if gallery else [])])
+    roots = Roots([*(allow_roots or [os.getcwd()]), *([gallery] if gallery else [])])  # the gallery always
     work_dir = work_dir or tempfile.mkdtemp(prefix="da3-backend-")
     client = WorkerClient(python=python, log_dir=work_dir)
     queue = TaskQueue(client, os.path.join(work_dir, "results"), model, device)

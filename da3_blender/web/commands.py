@@ -40,7 +40,7 @@ def add_commands(sub, common) -> None:
     p.add_argument("--gallery-dir", default=DEFAULT_GALLERY_DIR,
                    help=f"results folder served at /gallery, and where tasks without export_dir write (default: {DEFAULT_GALLERY_DIR})")
     p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
-                   help="requests may read and write only under these folders (repeat; default: the current folder and the gallery)")
+                   help="requests may read and write only under these folders and the gallery (repeat; default: the current folder)")
     p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, help=f"largest request body in bytes (default: {DEFAULT_MAX_BODY})")
     p.add_argument("--max-images", type=int, default=DEFAULT_MAX_IMAGES,
                    help=f"most images (or video frames) per request (default: {DEFAULT_MAX_IMAGES})")
