@@ -192,3 +192,13 @@ def test_gradio_refuses_a_remote_bind_without_the_flag(capsys, fixture_dir, tmp_
                  "--gallery-dir", str(tmp_path / "g")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "--allow-remote" in err, err
+
+
+def test_gradio_client_sends_a_video(gradio_url, fixture_dir, robot_video):
+    from gradio_client import Client, handle_file
+
+    url, _ = gradio_url
+    glb, depth, downloads, text = Client(url, verbose=False).predict(
+        None, handle_file(str(robot_video)), 1, str(fixture_dir), 140, "upper_bound_resize", 40, api_name="/reconstruct")
+    assert Path(glb).read_bytes()[:4] == b"glTF"
+    assert len(depth) == 4 and "4 views" in text  # 3.5 s sampled at 1 fps: 0, 1, 2, 3 s
