@@ -329,3 +329,11 @@ def test_a_task_without_export_dir_lands_in_the_gallery(server, root):
     assert item["model"].endswith("scene.glb") and len(item["depth_images"]) == 1
     status, glb = call(server, "GET", "/gallery/" + item["model"])
     assert status == 200 and glb[:4] == b"glTF"
+
+
+def test_use_backend_says_which_model_runs(server, root, caplog):
+    url = "http://%s:%d" % server.server_address[:2]
+    assert main(["image", images(root)[0], "--model", "depth-anything/DA3-GIANT-1.1", "--use-backend", "--backend-url",
+                 url, "--process-res", str(RES), "--export-dir", str(root / "which"), "--export-format", "mini_npz"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("runs " + server.queue.model in w and "--model" in w for w in warnings), warnings

@@ -9,6 +9,7 @@ comes from ``$DA3_BACKEND_TOKEN``. Standard library only (``urllib``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import urllib.error
@@ -116,6 +117,9 @@ def run_on_backend(url: str, spec: dict[str, Any], paths: list[str], progress: C
                    ) -> dict[str, Any]:
     """Run a job on the backend at ``url``; returns the finished task (``files``, ``summary``)."""
     client = BackendClient(url)
-    client.status()  # a clear "no backend" line before anything else
+    status = client.status()  # a clear "no backend" line before anything else
+    if status.get("model_dir") and status["model_dir"] != spec["model"]:
+        logging.getLogger("da3_blender").warning("the backend at %s runs %s on %s (its own model and device; --model "
+                                                 "and --device are not sent)", url, status["model_dir"], status.get("device"))
     task_id = client.submit(request_body(spec, paths))
     return client.wait(task_id, progress)
