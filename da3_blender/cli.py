@@ -5,6 +5,8 @@
     da3 images DIR [--image-extensions png,jpg]
     da3 video PATH [--fps 2 --start 1.5 --end 8 --max-frames 30]
     da3 farm plan|forward|align|build|submit ...   # a long shot as render-farm tasks (da3_blender.farm)
+    da3 colmap MODEL_DIR --image-dir DIR   # a COLMAP model's cameras as known poses
+    da3 backend | gallery | gradio      # the web side: see da3_blender/web/ (any command: --use-backend)
 
 Common options: ``--model`` (repo id or local folder; default ``depth-anything/DA3-SMALL`` or
 ``$DA3_MODEL``), ``--device``, ``--process-res``, ``--export-dir``, ``--export-format`` ("-"-joined
@@ -26,6 +28,7 @@ from . import options as opt
 from .errors import BadInputError, CancelledError, DA3Error
 
 DEFAULT_EXPORT_DIR = "da3_output"
+DEFAULT_BACKEND_URL = "http://127.0.0.1:8008"  # `da3 backend`'s default address
 DEBUG_ENV = "DA3_DEBUG"  # DA3_DEBUG=1: print the traceback of an error (as --debug)
 
 log = logging.getLogger("da3_blender")
@@ -147,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"point budget of glb/ply (default: {opt.DEFAULT_NUM_MAX_POINTS})")
     g.add_argument("--no-cameras", dest="show_cameras", action="store_false", help="no camera frustums in the glb")
     add_exr_arguments(g)
+    g = common.add_argument_group("backend (issue 21)")
+    g.add_argument("--use-backend", action="store_true",
+                   help="send the work to a running `da3 backend` (its model stays loaded) instead of running here")
+    g.add_argument("--backend-url", default=DEFAULT_BACKEND_URL,
+                   help=f"the backend's address (default: {DEFAULT_BACKEND_URL}; token: env DA3_BACKEND_TOKEN)")
+    g = common.add_argument_group("output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors and the file list")
     g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")
 
@@ -174,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .farm_cli import add_parser as add_farm_parser  # render farms (issue 20)
 
     add_farm_parser(sub, common, video)
+    from .web.commands import add_commands  # backend, gallery, gradio, colmap (issue 21)
+
+    add_commands(sub, common)
     return parser
 
 
@@ -313,50 +325,70 @@ def _quiet(*_args, **_kwargs):
 
 def run(args) -> int:
     """Execute a parsed command line; raises DA3Error on failure."""
-    from . import devices
-    from .api import DepthAnything3
-    from .files import make_folder
-    from .inference import run_inference
+    spec = job_from_args(args)
+    input_kind(args.input, args.command)
+    return run_job(args, spec, lambda progress: collect(args, spec, progress=progress), lambda: backend_paths(args))
+
+
+def backend_paths(args) -> list[str]:
+    """The input files a backend request names: a folder is listed here, in natural order."""
+    from . import inputs
+
+    if os.path.isdir(args.input):
+        exts = _extensions(args.image_extensions) if getattr(args, "image_extensions", None) else None
+        return inputs.list_folder_images(args.input, exts)
+    return [args.input]
+
+
+def run_job(args, spec: dict, source, paths) -> int:
+    """Run a checked job here (``source(progress)`` gives its InputSet) or, with ``--use-backend``, on
+    the backend (``paths()`` gives its input files); prints the summary and the files written."""
     from .job import inference_kwargs
 
-    spec = job_from_args(args)
     formats = spec["export_format"].split("-")
-    input_kind(args.input, args.command)
-    kwargs = inference_kwargs(spec)
-    device = devices.resolve_device(spec["device"])
     printer = _quiet if args.quiet else ProgressPrinter()
     failed = True
     try:
-        source = collect(args, spec, progress=printer)
-        printer("model", 0.0, f"loading {spec['model']} on {device}")
-        model = DepthAnything3.from_pretrained(spec["model"], device=device)
-        printer("model", 1.0, f"{getattr(model, 'model_name', spec['model'])} on {device}")
-        make_folder(args.export_dir)
-        pred = run_inference(
-            model,
-            source,
-            export_dir=spec["export_dir"],
-            export_format=spec["export_format"],
-            progress=printer,
-            exif_transpose=spec["options"].get("exif_transpose", True),
-            **kwargs,
-        )
+        if getattr(args, "use_backend", False):
+            from .web.client import run_on_backend
+
+            task = run_on_backend(args.backend_url, spec, paths(), progress=printer)
+            summary = task.get("summary") or {}
+            n, (h, w), files = summary.get("views", 0), summary.get("size") or (0, 0), task.get("files", [])
+            video = summary.get("video")
+        else:
+            pred = _run_here(spec, source, printer, inference_kwargs(spec))
+            n, (h, w), files = pred.num_views, pred.image_size, pred.meta.get("exported_files", [])
+            video = pred.meta.get("video")
         failed = False
     finally:
         if isinstance(printer, ProgressPrinter):
             printer.close(failed)
-    files = pred.meta.get("exported_files", [])
-    n = pred.num_views
-    h, w = pred.image_size
-    out = os.path.abspath(args.export_dir)
+    out = os.path.abspath(spec["export_dir"])
     print(f"da3: {n} view{'s' * (n != 1)} at {w}x{h} -> {out} ({len(files)} file{'s' * (len(files) != 1)}: {', '.join(formats)})")
     from .sequences import shot_summary
 
-    if shot_summary(pred.meta.get("video")):
-        print(f"da3: {shot_summary(pred.meta.get('video'))}")
+    if shot_summary(video):
+        print(f"da3: {shot_summary(video)}")
     for f in files:
         print(f"  {f}")
     return 0
+
+
+def _run_here(spec: dict, source, printer, kwargs: dict):
+    from . import devices
+    from .api import DepthAnything3
+    from .files import make_folder
+    from .inference import run_inference
+
+    device = devices.resolve_device(spec["device"])
+    inputs = source(printer)
+    printer("model", 0.0, f"loading {spec['model']} on {device}")
+    model = DepthAnything3.from_pretrained(spec["model"], device=device)
+    printer("model", 1.0, f"{getattr(model, 'model_name', spec['model'])} on {device}")
+    make_folder(spec["export_dir"])
+    return run_inference(model, inputs, export_dir=spec["export_dir"], export_format=spec["export_format"],
+                         progress=printer, exif_transpose=spec["options"].get("exif_transpose", True), **kwargs)
 
 
 def _one_line(text: str) -> str:
@@ -394,13 +426,18 @@ def _main(argv: list[str]) -> int:
     argv, build_options = split_build_options(argv)  # da3 farm build DIR -- OPTIONS
     args = parser.parse_args(argv)
     if args.command is None:
-        raise _UsageError("choose a command: auto, image, images, video or farm (see da3 --help)")
+        raise _UsageError("choose a command: auto, image, images, video, colmap, farm, backend, gallery or gradio "
+                          "(see da3 --help)")
     logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="da3: warning: %(message)s", stream=sys.stderr)
     if args.command == "farm":
         from .farm_cli import run as run_farm
 
         return run_farm(args, build_options)
+    from .web.commands import COMMANDS, run_command
+
+    if args.command in COMMANDS:
+        return run_command(args)
     return run(args)
 
 
