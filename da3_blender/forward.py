@@ -122,17 +122,7 @@ def run_chunks(run: ViewRunner, n: int, chunks: list[tuple[int, int]], align: st
             images[converted:next_start] = preprocess.denormalize_to_uint8(preprocess.normalize(images[converted:next_start]))
             converted = next_start
     report("forward", 1.0, f"{count} chunks")
-    arrays = stitcher.arrays
-    pred = Prediction(
-        depth=arrays["depth"],
-        processed_images=images,
-        conf=arrays.get("conf"),
-        extrinsics=arrays.get("extrinsics"),
-        intrinsics=arrays.get("intrinsics"),
-        sky=arrays.get("sky"),
-        is_metric=stitcher.is_metric,
-        scale_factor=stitcher.scale_factor,
-    )
+    pred = stitcher.prediction(images)
     log.info("streaming: %s", streaming.chunk_residual_summary(stitcher.chunks))
     return pred, first_alignment, stitcher.chunks
 
@@ -147,20 +137,12 @@ def _one_chunk(run: ViewRunner, stitcher, k: int, start: int, end: int, first_al
     # known poses: chunk 0 as a single pass would be; later chunks in the user's frame, then (with
     # align_to_input_ext_scale False) taken into chunk 0's prediction frame by chunk 0's fit
     alignment = run.postprocess(part, start, end, run.keep_input_scale or k > 0)
-    if k == 0:
-        stitcher.is_metric, stitcher.scale_factor = part.is_metric, part.scale_factor
-    elif alignment is not None and not run.keep_input_scale:
+    if k > 0 and alignment is not None and not run.keep_input_scale:
         postprocess.user_frame_to_prediction_frame(part, first_alignment)
-    entry = stitcher.add(start, end, _chunk_arrays(part), aligned=run.extr is not None, label=label)
+    entry = stitcher.add_part(start, end, part, aligned=run.extr is not None, label=label)
     if alignment is not None:
         entry["scale"] = float(alignment.scale)
-    stitcher.is_metric = stitcher.is_metric and part.is_metric
     return alignment
-
-
-def _chunk_arrays(part: Prediction) -> dict:
-    return {"depth": part.depth, "conf": part.conf, "extrinsics": part.extrinsics, "intrinsics": part.intrinsics,
-            "sky": part.sky}
 
 
 def _error_in_chunk(exc: DA3Error, label: str) -> DA3Error:

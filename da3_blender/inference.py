@@ -25,7 +25,7 @@ import numpy as np
 from . import forward, options, postprocess, preprocess, streaming, view_inputs
 from .errors import BadInputError
 from .postprocess import METRIC_FOCAL_BASE  # noqa: F401  (kept importable from here)
-from .prediction import Prediction
+from .prediction import FRAME_NUMBERS_KEY, SCENE_FRAMES, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ def run_inference(
     chunk_size: int | str | None = None,
     chunk_overlap: int | None = None,
     chunk_align: str = "auto",
+    exr_resolution: str = options.DEFAULT_EXR_RESOLUTION,
+    exr_half: bool = options.DEFAULT_EXR_HALF,
+    exr_plate_filter: str = options.DEFAULT_EXR_PLATE_FILTER,
 ) -> Prediction:
     """Run ``model`` (a :class:`da3_blender.api.DepthAnything3`) on images and return a Prediction.
 
@@ -76,10 +79,11 @@ def run_inference(
     chunk aligned to the views before it by ``chunk_align`` ("sim3", "se3", or "auto": se3 for metric
     models, sim3 otherwise). With known poses every chunk is aligned to them instead. Per-chunk
     ``start``, ``end``, ``scale``, ``residual`` and ``fallback`` go to ``pred.meta["chunks"]``.
+    ``exr_*``: the ``exr`` export's resolution (processed or plate), half floats and plate filter.
     """
     report = _Reporter(progress)
     plan = _check_options(model, export_dir, export_format, process_res, process_res_method, infer_gs,
-                          chunk_size, chunk_overlap, chunk_align)
+                          chunk_size, chunk_overlap, chunk_align, exr_resolution, exr_plate_filter)
     report("load", 0.0, "reading images")
     items, n, source = view_inputs.image_source(image, exif_transpose)
     extr, intr, model_name, align = _check_cameras(model, extrinsics, intrinsics, n, plan.chunking)
@@ -91,26 +95,16 @@ def run_inference(
     pred, alignment, streaming_meta = _forward(run, n, plan.chunking, align, report)
     del run
     _add_provenance(pred, pre, source, n)
-    pred.meta = _meta(
-        model_name,
-        source,
-        process_res=process_res,
-        process_res_method=process_res_method,
-        ref_view_strategy=ref_view_strategy,
-        use_ray_pose=use_ray_pose,
-        pose_conditioned=extr is not None,
-        user_intrinsics=intr is not None,
-        align_to_input_ext_scale=align_to_input_ext_scale if extr is not None else None,
-    )
-    if alignment is not None:
-        pred.meta["alignment_scale"] = float(alignment.scale)
-    if streaming_meta is not None:
-        pred.meta["streaming"] = {k: v for k, v in streaming_meta.items() if k != "chunks"}
-        pred.meta["chunks"] = streaming_meta["chunks"]
+    pred.meta = _meta(model_name, source, process_res=process_res, process_res_method=process_res_method,
+                      ref_view_strategy=ref_view_strategy, use_ray_pose=use_ray_pose, pose_conditioned=extr is not None,
+                      user_intrinsics=intr is not None,
+                      align_to_input_ext_scale=align_to_input_ext_scale if extr is not None else None)
+    _add_run_meta(pred, alignment, streaming_meta)
     report("postprocess", 1.0, "")
     if export_dir is not None:
         _export(pred, export_dir, plan.formats, report, conf_thresh_percentile=conf_thresh_percentile,
-                num_max_points=num_max_points, show_cameras=show_cameras)
+                num_max_points=num_max_points, show_cameras=show_cameras, exr_half=bool(exr_half),
+                exr_resolution=exr_resolution, exr_plate_filter=exr_plate_filter)
     return pred
 
 
@@ -128,11 +122,15 @@ class _Plan:
 
 
 def _check_options(model, export_dir, export_format, process_res, process_res_method, infer_gs,
-                   chunk_size, chunk_overlap, chunk_align) -> _Plan:
+                   chunk_size, chunk_overlap, chunk_align, exr_resolution, exr_plate_filter) -> _Plan:
     preprocess.check_options(process_res, process_res_method)  # fail before any work
     chunking = streaming.check_options(chunk_size, chunk_overlap, chunk_align)
     formats = parse_export_format(export_format) if export_dir is not None else []
     infer_gs = bool(infer_gs) or "gs_ply" in formats
+    if "exr" in formats:  # unknown choices or a missing OpenEXR: one line before any work
+        from .exports.exr import check_exr_options
+
+        check_exr_options(exr_resolution, exr_plate_filter)
     if infer_gs:
         postprocess.check_gaussians(model)
         if chunking.size not in (None, options.AUTO_CHUNK):
@@ -178,16 +176,12 @@ def _preprocess(items, n: int, intr, process_res: int, process_res_method: str, 
 
 def _forward(run: forward.ViewRunner, n: int, chunking, align: str, report):
     """One pass, or chunks for a long shot -> (pred, alignment or None, streaming meta or None)."""
-    size = chunking.size
-    if size == options.AUTO_CHUNK:
-        size = streaming.auto_chunk_size(run.device, n, run.images.shape[1:3], run.model_name)
-        if chunking.overlap is not None:
-            size = max(size, 2 * chunking.overlap)  # never a chunk that the overlap fills
-    if size is None or size >= n:
+    plan = streaming.chunk_plan(n, chunking.size, chunking.overlap, run.device, run.images.shape[1:3], run.model_name)
+    if plan is None:
         pred, alignment = forward.single_pass(run, n, report)
         return pred, alignment, None
-    overlap = streaming.resolve_overlap(size, chunking.overlap)
-    pred, alignment, chunks = forward.run_chunks(run, n, streaming.plan_chunks(n, size, overlap), align, report)
+    size, overlap, ranges = plan
+    pred, alignment, chunks = forward.run_chunks(run, n, ranges, align, report)
     report("postprocess", 0.0, "building the prediction")
     return pred, alignment, {"chunk_size": int(size), "chunk_overlap": int(overlap), "chunk_align": align,
                              "chunks": chunks}
@@ -201,6 +195,15 @@ def _add_provenance(pred: Prediction, pre, source, n: int) -> None:
         pred.source_paths = [str(p) for p in source.source_paths]
         pred.frame_numbers = np.asarray(source.frame_numbers, dtype=np.int64)
         pred.timestamps = np.asarray(source.timestamps, dtype=np.float64)
+
+
+def _add_run_meta(pred: Prediction, alignment, streaming_meta) -> None:
+    """The fit onto known poses and the chunks of a long shot, in ``pred.meta``."""
+    if alignment is not None:
+        pred.meta["alignment_scale"] = float(alignment.scale)
+    if streaming_meta is not None:
+        pred.meta["streaming"] = {k: v for k, v in streaming_meta.items() if k != "chunks"}
+        pred.meta["chunks"] = streaming_meta["chunks"]
 
 
 def _export(pred: Prediction, export_dir, formats: list[str], report, **kwargs) -> None:
@@ -236,10 +239,16 @@ class _Reporter:
 
 
 def _meta(model_name: str, source, **options: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {"model": model_name, "options": options}
+    meta: dict[str, Any] = {"model": model_name, "options": options, FRAME_NUMBERS_KEY: SCENE_FRAMES}
     if source is not None:
         meta["input_kind"] = getattr(source, "kind", "images")
         video = getattr(source, "video", None)
         if video:
-            meta["video"] = {k: (v if isinstance(v, (int, float, str, type(None))) else str(v)) for k, v in dict(video).items()}
+            meta["video"] = {k: (v if isinstance(v, (int, float, str, type(None))) or _is_number_list(v) else str(v))
+                             for k, v in dict(video).items()}
     return meta
+
+
+def _is_number_list(value) -> bool:
+    """A list of plain numbers (a rate [num, den], a frame range, missing frame numbers) stays a list."""
+    return isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)

@@ -25,6 +25,7 @@ from ..errors import BadInputError, CancelledError, DA3Error
 from ..cancel import cancellable
 from ..files import check_writable_folder, remove_stale_temp_files
 from ..job import inference_kwargs, video_kwargs
+from ..sequences import shot_summary
 from .protocol import (LOG_DIR_ENV, LOG_FILE, PROTOCOL_VERSION, TRANSFER_REQUESTS, UNTRUSTED_MARKER, UNTRUSTED_STATUS,
                        ProtocolError, check_request, decode, encode, error_event, event, normalize_job, read_line,
                        request_id)
@@ -317,7 +318,7 @@ class Worker:
         n = pred.num_views
         seconds = time.perf_counter() - started
         meta = {  # added to the model, options and video info the inference recorded
-            "job": {k: spec[k] for k in ("inputs", "video", "model", "device", "dtype", "options")},
+            "job": {k: spec[k] for k in ("inputs", "video", "model", "device", "dtype", "options", "shot")},
             "device": device,
             "package_version": package_version(),
             "protocol_version": PROTOCOL_VERSION,
@@ -343,6 +344,7 @@ class Worker:
                 "device": device,
                 "seconds": round(time.perf_counter() - started, 3),
                 "model_loads": self.loads,
+                "shot": shot_summary(pred.meta.get("video")),  # issue 17: frames, rate, gaps, sampling
             },
         }
 
