@@ -4,6 +4,7 @@
     da3 image PATH
     da3 images DIR [--image-extensions png,jpg]
     da3 video PATH [--fps 2 --start 1.5 --end 8 --max-frames 30]
+    da3 export RESULT.npz --export-format glb-exr   # a kept result in other formats, no model run
     da3 farm plan|forward|align|build|submit ...   # a long shot as render-farm tasks (da3_blender.farm)
     da3 colmap MODEL_DIR --image-dir DIR   # a COLMAP model's cameras as known poses
     da3 backend | gallery | gradio      # the web side: see da3_blender/web/ (any command: --use-backend)
