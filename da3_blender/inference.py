@@ -60,6 +60,7 @@ def run_inference(
     chunk_size: int | str | None = None,
     chunk_overlap: int | None = None,
     chunk_align: str = "auto",
+    refine: bool | str = False,
 ) -> Prediction:
     """Run ``model`` (a :class:`da3_blender.api.DepthAnything3`) on images and return a Prediction.
 
@@ -81,9 +82,13 @@ def run_inference(
     chunk aligned to the views before it by ``chunk_align`` ("sim3", "se3", or "auto": se3 for metric
     models, sim3 otherwise). With known poses every chunk is aligned to them instead. Per-chunk
     ``start``, ``end``, ``scale``, ``residual`` and ``fallback`` go to ``pred.meta["chunks"]``.
+    ``refine`` (False, True or a lens: "fixed", "zoom", "radial"; needs pycolmap) bundle-adjusts the
+    cameras on the source frames after the network (the whole stitched shot when streaming), stage
+    "solve"; the figures go to ``pred.meta["solve"]`` (:mod:`da3_blender.solve`).
     """
     report = _Reporter(progress)
     preprocess.check_options(process_res, process_res_method)  # fail before any work
+    refine_lens = _refine_lens(refine)
     chunking = streaming.check_options(chunk_size, chunk_overlap, chunk_align)
     formats = parse_export_format(export_format) if export_dir is not None else []
     infer_gs = bool(infer_gs) or "gs_ply" in formats
@@ -181,6 +186,11 @@ def run_inference(
         pred.meta["streaming"] = {k: v for k, v in chunks_meta.items() if k != "chunks"}
         pred.meta["chunks"] = chunks_meta["chunks"]
     report("postprocess", 1.0, "")
+    if refine_lens is not None:
+        from .solve import refine as refine_cameras
+
+        pred = refine_cameras(pred, [image] if isinstance(image, (str, os.PathLike)) else image, lens=refine_lens,
+                              progress=report)
 
     # -- export -----------------------------------------------------------------------------
     if export_dir is not None:
@@ -359,6 +369,17 @@ class _Reporter:
     def __call__(self, stage: str, fraction: float, message: str = "") -> None:
         if self.progress is not None:
             self.progress(stage, min(max(float(fraction), 0.0), 1.0), message)
+
+
+def _refine_lens(refine) -> str | None:
+    """The camera-solve lens for ``refine`` (checked, pycolmap present), or None; before any work."""
+    if refine is None or refine is False:
+        return None
+    from .solve.pipeline import lens_for_refine, require_pycolmap
+
+    lens = lens_for_refine(refine)
+    require_pycolmap()
+    return lens
 
 
 def _is_input_set(obj) -> bool:

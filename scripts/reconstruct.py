@@ -27,7 +27,7 @@ if str(REPO_ROOT) not in sys.path:  # the core's option tables and job checks (s
     sys.path.insert(0, str(REPO_ROOT))
 
 from da3_blender import options as opt  # noqa: E402
-from da3_blender.cli import DEBUG_ENV, add_streaming_arguments, add_video_arguments  # noqa: E402
+from da3_blender.cli import DEBUG_ENV, add_refine_argument, add_streaming_arguments, add_video_arguments  # noqa: E402
 from da3_blender.errors import BadInputError  # noqa: E402
 from da3_blender.files import check_writable_folder  # noqa: E402
 
@@ -88,6 +88,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--gaussians", action="store_true",
                    help="also predict 3D Gaussians and import them as splats (DA3 Giant / Nested models)")
     add_streaming_arguments(g)
+    add_refine_argument(g)
     g.add_argument("--python", default=None, help="the worker's Python interpreter (must have torch)")
     # remote worker (issue 11): the model runs on another machine over SSH
     g.add_argument("--remote", default=None, metavar="HOST",
@@ -174,6 +175,7 @@ def job_from_args(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        "refine": args.refine,
     }
     video = {"fps": args.fps, "start": args.start, "end": args.end, "max_frames": args.max_frames}
     export_format = (args.export_format or opt.DEFAULT_EXPORT_FORMAT) if args.export_dir else None
@@ -192,6 +194,7 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "use_ray_pose": args.use_ray_pose,
         "infer_gs": args.gaussians,
         "fixed_intrinsics": args.fixed_lens,
+        "refine_cameras": args.refine is not None,
     }
     optional = {
         "device": args.device,
@@ -207,6 +210,7 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        "refine_lens": args.refine,
     }
     s.update({k: v for k, v in optional.items() if v is not None})
     if any(getattr(args, k) is not None for k in ("chunk_size", "chunk_overlap", "chunk_align")):

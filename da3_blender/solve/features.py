@@ -28,6 +28,7 @@ F_MAX_ERROR_PX = 3.0
 class Features:
     xy: list  # per view (M,2) float64 source pixels
     desc: list  # per view (M,128) float32, L2-normalised
+    rgb: list | None = None  # per view (M,3) uint8 colour under each keypoint
 
 
 @dataclass
@@ -52,6 +53,15 @@ class TrackSet:
         _, t = np.unique(t, return_inverse=True)
         order = np.lexsort((v, t))
         return TrackSet(t[order].astype(np.int64), v[order], xy[order], f[order])
+
+
+def colours_at(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    col = np.clip(xy[:, 0].astype(int), 0, img.shape[1] - 1)
+    row = np.clip(xy[:, 1].astype(int), 0, img.shape[0] - 1)
+    return np.asarray(img[row, col, :3], dtype=np.uint8).reshape(-1, 3)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import BadInputError, MissingDependencyError
 from ..options import DEFAULT_REFINE_LENS, REFINE_LENSES, choice_ids
 from ..prediction import Prediction
+from ..tracks import Tracks
 from . import features as feat
 from .bundle import Rig, adjust, residuals, triangulate, triangulation_angles
 
@@ -43,9 +44,24 @@ class Solve:
     tracks: feat.TrackSet
     constant_views: list
     sizes: np.ndarray  # (N,2) source sizes
+    colours: np.ndarray  # (T,3) uint8
+
+    def as_tracks(self) -> Tracks:
+        return Tracks(self.points, self.tracks.obs_track, self.tracks.obs_view, self.tracks.obs_xy, self.colours)
 
 
-def _pycolmap():
+def lens_for_refine(refine) -> str | None:
+    """``refine`` option -> lens id: False/None -> None, True -> the default lens, or a lens id."""
+    if refine is None or refine is False:
+        return None
+    if refine is True:
+        return DEFAULT_REFINE_LENS
+    if refine not in LENS_MODELS:
+        raise BadInputError(f"unknown refine lens {refine!r}; use True, False or one of: {', '.join(LENS_MODELS)}")
+    return refine
+
+
+def require_pycolmap():
     try:
         import pycolmap  # noqa: PLC0415 (optional extra)
     except ImportError:
@@ -98,7 +114,10 @@ def _load(frames, i: int, size) -> np.ndarray:
     from ..inputs import load_image
 
     item = frames[i]
-    img = load_image(item) if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__") else np.asarray(item)
+    if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
+        img = load_image(item)
+    else:
+        img = np.asarray(item.convert("RGB") if hasattr(item, "convert") else item)
     if img.ndim not in (2, 3) or (img.shape[1], img.shape[0]) != (int(size[0]), int(size[1])):
         raise BadInputError(
             f"image {i} is {img.shape[1]}x{img.shape[0]} but view {i} of the prediction came from a "
@@ -108,15 +127,16 @@ def _load(frames, i: int, size) -> np.ndarray:
 
 def _features(pycolmap, frames, pred: Prediction, progress) -> feat.Features:
     extractor = feat.make_extractor(pycolmap)
-    xy, desc = [], []
+    xy, desc, rgb = [], [], []
     n = pred.num_views
     for i in range(n):
         img = _load(frames, i, pred.orig_size[i])
         a, b = feat.extract(pycolmap, extractor, img)
         xy.append(a)
         desc.append(b)
+        rgb.append(feat.colours_at(img, a))
         _report(progress, 0.4 * (i + 1) / n, f"features {i + 1}/{n}")
-    return feat.Features(xy, desc)
+    return feat.Features(xy, desc, rgb)
 
 
 def _tracks(pycolmap, features: feat.Features, rig: Rig, progress) -> feat.TrackSet:
@@ -255,7 +275,7 @@ def _measure_input(pycolmap, rig_in: Rig, tracks, sizes, solved_points) -> np.nd
 def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=None) -> tuple[dict, Solve]:
     """The figures (``meta["solve"]``) and the solve itself; raises one-line errors for bad input."""
     started = time.monotonic()
-    pycolmap = _pycolmap()
+    pycolmap = require_pycolmap()
     frames = _check(pred, images, lens)
     n = pred.num_views
     sizes = np.asarray(pred.orig_size, dtype=np.int64)
@@ -265,6 +285,9 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
     rig, points, tracks, weak = _bundle(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
     rig, points = _restore_gauge(rig, points, rig_in)
+    first = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_track))[:-1]])
+    colours = np.array([features.rgb[v][f] for v, f in zip(tracks.obs_view[first], tracks.obs_feature[first])]
+                       if features is not None and features.rgb else np.full((len(points), 3), 128), np.uint8).reshape(-1, 3)
     err_after, _ = residuals(rig, points, tracks)
     err_before = _measure_input(pycolmap, rig_in, tracks, sizes, points)
     figures = {
@@ -288,7 +311,7 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
         rig = rig_in
     figures["seconds"] = time.monotonic() - started
     _report(progress, 1.0, f"solve error {figures['rms_px_before']:.2f} -> {figures['rms_px']:.2f} px")
-    return figures, Solve(rig, rig_in, points, tracks, weak, sizes)
+    return figures, Solve(rig, rig_in, points, tracks, weak, sizes, colours)
 
 
 def _apply(pred: Prediction, rig: Rig, figures: dict) -> Prediction:
@@ -318,7 +341,8 @@ def refine(pred: Prediction, images=None, *, lens: str = DEFAULT_REFINE_LENS, pr
     """
     figures, result = solve(pred, images, lens, progress)
     out = _apply(pred, result.rig, figures)
-    out.solve = result
+    if figures["reason"] is None:
+        out.tracks = result.as_tracks()
     return out
 
 

@@ -1,0 +1,151 @@
+"""Camera solve (da3_blender.solve) against ground truth: our own textured render with a known camera path.
+
+The shot (48 frames, 960x540, rendered once per session with bpy/Cycles by scripts/render_solve_shot.py)
+gets feed-forward-like cameras: every view rotated by 1 degree, moved by 3 % of the path length and its
+focal length off by 5 %. After ``refine`` the cameras are compared with the ground truth after aligning
+the gauge (orientation from all cameras, scale and offset from their centres).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pycolmap")
+
+from da3_blender import solve  # noqa: E402
+from da3_blender.errors import BadInputError, CancelledError, MissingDependencyError  # noqa: E402
+
+import solve_helpers as H  # noqa: E402
+
+FRAMES = 48
+
+
+@pytest.fixture(scope="session")
+def shot(tmp_path_factory):
+    folder = os.environ.get("DA3_SOLVE_SHOT")  # a shot rendered before (scripts/render_solve_shot.py), to rerun faster
+    if not folder:
+        pytest.importorskip("bpy")
+        folder = tmp_path_factory.mktemp("solve_shot")
+        H.render_solve_shot.render_shot(str(folder), frames=FRAMES, width=960, height=540)
+    info = H.load_shot(folder)
+    info["folder"] = str(folder)
+    info["paths"] = H.render_solve_shot.frame_paths(folder, FRAMES)
+    return info
+
+
+def _perturbed(shot, seed=1, frames=None):
+    sl = slice(0, frames)
+    e, k = H.perturb(shot["extrinsics"][sl], shot["intrinsics"][sl], seed=seed)
+    return H.prediction(e, k, shot["size"], paths=shot["paths"][sl]), e
+
+
+def _check_solution(out, shot, e_in):
+    s = out.meta["solve"]
+    gt = shot["extrinsics"]
+    rot, pos = H.gauge_errors(out.extrinsics, gt)
+    rot_in, pos_in = H.gauge_errors(e_in, gt)
+    focal = np.asarray(s["focal_px"]) / shot["intrinsics"][:, 0, 0] - 1
+    assert s["reason"] is None
+    assert s["rms_px"] <= 0.5, s["rms_px"]
+    assert s["rms_px_before"] >= 3.0, s["rms_px_before"]  # the perturbed cameras are several px off
+    assert rot.max() <= 0.1 and pos.max() <= 0.002, (rot.max(), pos.max())
+    assert rot_in.max() > 0.5 and pos_in.max() > 0.02  # the input really was off
+    assert np.abs(focal).max() <= 0.003, focal
+    # processed-pixel intrinsics agree with the source-pixel focal lengths
+    k_orig = np.asarray(out.proc_to_orig) @ out.intrinsics.astype(np.float64)
+    np.testing.assert_allclose(k_orig[:, 0, 0], s["focal_px"], rtol=1e-5)
+    assert len(s["per_view_rms_px"]) == FRAMES and s["tracks"] > 500 and s["observations"] > 3 * s["tracks"]
+    return s
+
+
+@pytest.mark.slow
+def test_refine_fixed_lens_reaches_subpixel_ground_truth(shot):
+    pred, e_in = _perturbed(shot)
+    fractions = []
+    out = solve.refine(pred, shot["paths"], lens="fixed", progress=lambda stage, f, msg: fractions.append(f))
+    s = _check_solution(out, shot, e_in)
+    assert s["distortion"] is None and len(set(s["focal_px"])) == 1  # one focal length for the shot
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    np.testing.assert_array_equal(out.depth, pred.depth)  # depth untouched: same frame and scale
+    np.testing.assert_allclose(out.extrinsics[0], pred.extrinsics[0], atol=1e-5)  # view 0 keeps its pose
+    np.testing.assert_array_equal(pred.extrinsics, e_in.astype(np.float32))  # the input is not modified
+
+
+@pytest.mark.slow
+def test_refine_radial_recovers_barrel_distortion(shot):
+    pred, e_in = _perturbed(shot, seed=2)
+    frames = H.radial_frames(shot["folder"], shot, k1=-0.05)
+    out = solve.refine(pred, frames, lens="radial")
+    s = _check_solution(out, shot, e_in)
+    assert s["distortion"]["model"] == "radial"
+    assert abs(s["distortion"]["k1"] - -0.05) <= 0.01, s["distortion"]
+
+
+@pytest.mark.slow
+def test_solve_ignores_depth_and_measure_matches_refine(shot):
+    """Depth from a model that knows nothing of the scene (random) gives the same cameras; measure()
+    reports the input cameras' error as refine does, and changes nothing."""
+    n = 14
+    pred, _ = _perturbed(shot, seed=3, frames=n)
+    out = solve.refine(pred, shot["paths"][:n])
+    rng = np.random.default_rng(0)
+    pred.depth = rng.uniform(0.1, 50.0, pred.depth.shape).astype(np.float32)
+    out_random = solve.refine(pred, shot["paths"][:n])
+    np.testing.assert_allclose(out_random.extrinsics, out.extrinsics, atol=1e-6)
+    assert out.meta["solve"]["rms_px"] < 0.6 < 3.0 < out.meta["solve"]["rms_px_before"]
+    before = pred.extrinsics.copy()
+    m = solve.measure(pred, shot["paths"][:n])
+    np.testing.assert_array_equal(pred.extrinsics, before)
+    assert m["rms_px"] > 3.0 and m["refinable_to_px"] < 0.6 and m["tracks"] > 100
+
+
+def test_refine_keeps_cameras_that_are_already_right(shot):
+    """Never worse: ground-truth cameras either improve within noise or come back unchanged."""
+    n = 8
+    pred = H.prediction(shot["extrinsics"][:n], shot["intrinsics"][:n], shot["size"], paths=shot["paths"][:n])
+    out = solve.refine(pred, shot["paths"][:n], lens="zoom")
+    s = out.meta["solve"]
+    assert s["rms_px"] <= s["rms_px_before"] < 1.0
+    rot, pos = H.gauge_errors(out.extrinsics, shot["extrinsics"][:n])
+    assert rot.max() < 0.1 and pos.max() < 0.005
+
+
+def test_bad_input_one_line_errors(shot, tmp_path):
+    pred, _ = _perturbed(shot, frames=4)
+    with pytest.raises(BadInputError, match="at least 2 views"):
+        one = H.prediction(shot["extrinsics"][:1], shot["intrinsics"][:1], shot["size"])
+        solve.refine(one, shot["paths"][:1])
+    with pytest.raises(BadInputError, match="3 images for a prediction of 4 views"):
+        solve.refine(pred, shot["paths"][:3])
+    small = [np.zeros((270, 480, 3), np.uint8)] * 4
+    with pytest.raises(BadInputError, match="480x270 but view 0"):
+        solve.refine(pred, small)
+    flat = [np.full((540, 960, 3), 128, np.uint8)] * 4  # textureless: no tracks
+    with pytest.raises(BadInputError, match="textureless"):
+        solve.refine(pred, flat)
+    with pytest.raises(BadInputError, match="unknown lens model"):
+        solve.refine(pred, shot["paths"][:4], lens="fisheye")
+    with pytest.raises(CancelledError):
+        solve.refine(pred, shot["paths"][:4], progress=lambda *a: (_ for _ in ()).throw(CancelledError()))
+    for err in (BadInputError, CancelledError):
+        assert "\n" not in str(err())
+
+
+def test_missing_pycolmap_is_one_line_before_any_work(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pycolmap(name, *args, **kwargs):
+        if name == "pycolmap":
+            raise ImportError("No module named 'pycolmap'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pycolmap)
+    pred = H.prediction(np.tile(np.eye(4)[:3], (2, 1, 1)), np.tile(np.diag([500.0, 500.0, 1.0]), (2, 1, 1)), (64, 48))
+    with pytest.raises(MissingDependencyError, match=r"pip install pycolmap==4\.2\.1") as err:
+        solve.refine(pred, ["/nonexistent/a.png", "/nonexistent/b.png"])  # fails before reading the images
+    assert "\n" not in str(err.value)
