@@ -120,6 +120,8 @@ class Run:
         size = s.get("size") or ["?", "?"]
         where = getattr(collection, "name", self.name)
         note = collection.get("da3_planes_note") if hasattr(collection, "get") else None
+        solved = collection.get("da3_solve_summary") if hasattr(collection, "get") else None  # i18
+        note = "; ".join(n for n in (solved, note) if n) or None
         return True, (f"{s.get('views', '?')} view(s) at {size[1]}x{size[0]} with {os.path.basename(str(s.get('model')))} "
                       f"on {s.get('device', '?')} in {float(s.get('seconds') or 0):.1f} s -> '{where}'"
                       + (f" ({note})" if note else ""))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -15,6 +16,7 @@ import render_solve_shot  # noqa: E402
 
 from da3_blender.prediction import Prediction  # noqa: E402
 
+FRAMES = 48
 PROC = (54, 96)  # processed (H, W): the depth the tests carry; the solve works on the source frames
 
 
@@ -90,3 +92,18 @@ def radial_frames(folder, shot, k1, k2=0.0) -> list[np.ndarray]:
         over = np.asarray(Image.open(os.path.join(folder, "overscan", f"frame_{i:04d}.png")).convert("RGB"))
         frames.append(render_solve_shot.warp_radial(over, k, k1, k2, size))
     return frames
+
+
+@pytest.fixture(scope="session")
+def shot(tmp_path_factory):
+    folder = os.environ.get("DA3_SOLVE_SHOT")  # a shot rendered before (scripts/render_solve_shot.py), to rerun faster
+    if not folder:
+        pytest.importorskip("bpy")
+        folder = tmp_path_factory.mktemp("solve_shot")
+        render_solve_shot.render_shot(str(folder), frames=FRAMES, width=960, height=540)
+    info = load_shot(folder)
+    info["folder"] = str(folder)
+    info["paths"] = render_solve_shot.frame_paths(folder, FRAMES)
+    return info
+
+

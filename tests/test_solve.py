@@ -8,7 +8,8 @@ the gauge (orientation from all cameras, scale and offset from their centres).
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,22 +19,10 @@ pytest.importorskip("pycolmap")
 from da3_blender import solve  # noqa: E402
 from da3_blender.errors import BadInputError, CancelledError, MissingDependencyError  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import solve_helpers as H  # noqa: E402
+from solve_helpers import FRAMES, shot  # noqa: E402,F401 (the session fixture)
 
-FRAMES = 48
-
-
-@pytest.fixture(scope="session")
-def shot(tmp_path_factory):
-    folder = os.environ.get("DA3_SOLVE_SHOT")  # a shot rendered before (scripts/render_solve_shot.py), to rerun faster
-    if not folder:
-        pytest.importorskip("bpy")
-        folder = tmp_path_factory.mktemp("solve_shot")
-        H.render_solve_shot.render_shot(str(folder), frames=FRAMES, width=960, height=540)
-    info = H.load_shot(folder)
-    info["folder"] = str(folder)
-    info["paths"] = H.render_solve_shot.frame_paths(folder, FRAMES)
-    return info
 
 
 def _perturbed(shot, seed=1, frames=None):
@@ -124,14 +113,17 @@ def test_bad_input_one_line_errors(shot, tmp_path):
     with pytest.raises(BadInputError, match="480x270 but view 0"):
         solve.refine(pred, small)
     flat = [np.full((540, 960, 3), 128, np.uint8)] * 4  # textureless: no tracks
-    with pytest.raises(BadInputError, match="textureless"):
+    with pytest.raises(BadInputError, match="textureless") as err:
         solve.refine(pred, flat)
+    assert "\n" not in str(err.value)
+    rng = np.random.default_rng(0)
+    unrelated = [rng.integers(0, 255, (540, 960, 3), dtype=np.uint8) for _ in range(4)]  # not this shot's frames
+    with pytest.raises(BadInputError, match="not this prediction's frames"):
+        solve.refine(pred, unrelated)
     with pytest.raises(BadInputError, match="unknown lens model"):
         solve.refine(pred, shot["paths"][:4], lens="fisheye")
     with pytest.raises(CancelledError):
         solve.refine(pred, shot["paths"][:4], progress=lambda *a: (_ for _ in ()).throw(CancelledError()))
-    for err in (BadInputError, CancelledError):
-        assert "\n" not in str(err())
 
 
 def test_missing_pycolmap_is_one_line_before_any_work(monkeypatch):
