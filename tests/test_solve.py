@@ -141,3 +141,84 @@ def test_missing_pycolmap_is_one_line_before_any_work(monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"pip install pycolmap==4\.2\.1") as err:
         solve.refine(pred, ["/nonexistent/a.png", "/nonexistent/b.png"])  # fails before reading the images
     assert "\n" not in str(err.value)
+
+
+class ShotModel:
+    """Stand-in for DepthAnything3 on the rendered shot: feed-forward-like cameras (perturbed ground
+    truth) for the views it is given, each chunk in its own gauge and scale; flat depth."""
+
+    def __init__(self, shot, n, seed=4):
+        self.extr, self.k_orig = H.perturb(shot["extrinsics"][:n], shot["intrinsics"][:n], seed=seed)
+        self.size = shot["size"]
+        self.model_name, self.device = "da3-small", __import__("torch").device("cpu")
+        self.capabilities = {"pose": True, "conf": True, "sky": False, "metric": False, "pose_conditioning": True}
+        self.means = None
+        self.calls = 0
+
+    def forward(self, image, extrinsics=None, intrinsics=None, progress=None, **kwargs):
+        import torch
+
+        views = image[0].float().mean(dim=(1, 2, 3)).numpy()
+        frames = [int(np.argmin(np.abs(self.means - v))) for v in views]  # which frames this chunk holds
+        self.calls += 1
+        h, w = image.shape[-2:]
+        gauge = np.linalg.inv(np.vstack([self.extr[frames[0]], [0, 0, 0, 1]]))
+        scale = 0.5 + self.calls
+        w2c = []
+        for f in frames:
+            m = np.vstack([self.extr[f], [0, 0, 0, 1]]) @ np.linalg.inv(gauge)
+            m[:3, 3] *= scale
+            w2c.append(m[:3])
+        k = np.diag([w / self.size[0], h / self.size[1], 1.0]) @ self.k_orig[frames]
+        t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))[None]  # noqa: E731
+        n = len(frames)
+        return {"depth": t(np.full((n, h, w), 3.0 * scale)), "depth_conf": t(np.ones((n, h, w))),
+                "extrinsics": t(w2c), "intrinsics": t(k)}
+
+
+@pytest.mark.slow
+def test_inference_refines_the_stitched_shot_and_exports_its_tracks(shot, tmp_path):
+    from da3_blender.inference import run_inference
+    from da3_blender.inputs import load_image
+    from da3_blender.preprocess import normalize, prepare_images
+
+    n = 16
+    model = ShotModel(shot, n)
+    pre = prepare_images([load_image(p) for p in shot["paths"][:n]], process_res=112, method="upper_bound_resize")
+    model.means = normalize(pre.images).float().mean(dim=(1, 2, 3)).numpy()  # what forward() sees, per view
+    stages = []
+    pred = run_inference(model, shot["paths"][:n], process_res=112, chunk_size=8, chunk_overlap=4, refine=True,
+                         export_dir=str(tmp_path), export_format="colmap", progress=lambda s, f, m: stages.append(s))
+    s = pred.meta["solve"]
+    assert model.calls > 1 and "solve" in stages and stages.index("solve") < stages.index("export")
+    assert s["reason"] is None and s["rms_px"] < 0.6 and s["rms_px_before"] > 3.0
+    rot, pos = H.gauge_errors(pred.extrinsics, shot["extrinsics"][:n])
+    assert rot.max() < 0.1 and pos.max() < 0.005
+    points = (tmp_path / "colmap" / "sparse" / "0" / "points3D.txt").read_text().splitlines()
+    assert sum(1 for line in points if not line.startswith("#")) == s["tracks"]
+
+
+def test_refine_option_on_every_surface():
+    from da3_blender.cli import build_parser, job_from_args
+    from da3_blender.job import build_job
+    from da3_blender.inference import run_inference
+
+    assert build_job(["a.png"], options={"refine": "radial"})["options"]["refine"] == "radial"
+    assert build_job(["a.png"], options={"refine": True})["options"]["refine"] is True
+    with pytest.raises(BadInputError, match="unknown refine lens 'fish'"):
+        build_job(["a.png"], options={"refine": "fish"})
+    parser = build_parser()
+    for argv, want in (([], None), (["--refine"], "fixed"), (["--refine", "zoom"], "zoom")):
+        args = parser.parse_args(["auto", "x.png", *argv])
+        assert args.refine == want
+        assert job_from_args(args)["options"].get("refine") == want
+
+    class NeverRun:
+        model_name, capabilities = "da3-small", {}
+
+        def forward(self, *a, **k):
+            raise AssertionError("the network ran before the option was checked")
+
+    with pytest.raises(BadInputError, match="unknown refine lens"):
+        run_inference(NeverRun(), [np.zeros((28, 28, 3), np.uint8)] * 2, refine="fisheye")
+
