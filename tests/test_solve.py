@@ -77,7 +77,7 @@ def test_refine_radial_recovers_barrel_distortion(shot):
 def test_solve_ignores_depth_and_measure_matches_refine(shot):
     """Depth from a model that knows nothing of the scene (random) gives the same cameras; measure()
     reports the input cameras' error as refine does, and changes nothing."""
-    n = 14
+    n = 8
     pred, _ = _perturbed(shot, seed=3, frames=n)
     out = solve.refine(pred, shot["paths"][:n])
     rng = np.random.default_rng(0)
@@ -100,6 +100,20 @@ def test_refine_keeps_cameras_that_are_already_right(shot):
     assert s["rms_px"] <= s["rms_px_before"] < 1.0
     rot, pos = H.gauge_errors(out.extrinsics, shot["extrinsics"][:n])
     assert rot.max() < 0.1 and pos.max() < 0.005
+
+
+@pytest.mark.slow
+def test_a_view_without_tracks_keeps_its_input_pose(shot):
+    n, blank = 9, 4
+    pred, e_in = _perturbed(shot, seed=6, frames=n)
+    frames = list(shot["paths"][:n])
+    frames[blank] = np.full((540, 960, 3), 90, np.uint8)  # a lens cap: nothing to track
+    out = solve.refine(pred, frames)
+    s = out.meta["solve"]
+    assert s["reason"] is None and s["kept_input_pose"] == [blank] and s["per_view_rms_px"][blank] is None
+    np.testing.assert_allclose(out.extrinsics[blank], pred.extrinsics[blank], atol=1e-6)
+    rot, _ = H.gauge_errors(np.delete(out.extrinsics, blank, 0), np.delete(shot["extrinsics"][:n], blank, 0))
+    assert rot.max() < 0.1
 
 
 def test_bad_input_one_line_errors(shot, tmp_path):
@@ -182,12 +196,12 @@ def test_inference_refines_the_stitched_shot_and_exports_its_tracks(shot, tmp_pa
     from da3_blender.inputs import load_image
     from da3_blender.preprocess import normalize, prepare_images
 
-    n = 16
+    n = 12
     model = ShotModel(shot, n)
     pre = prepare_images([load_image(p) for p in shot["paths"][:n]], process_res=112, method="upper_bound_resize")
     model.means = normalize(pre.images).float().mean(dim=(1, 2, 3)).numpy()  # what forward() sees, per view
     stages = []
-    pred = run_inference(model, shot["paths"][:n], process_res=112, chunk_size=8, chunk_overlap=4, refine=True,
+    pred = run_inference(model, shot["paths"][:n], process_res=112, chunk_size=6, chunk_overlap=3, refine=True,
                          export_dir=str(tmp_path), export_format="colmap", progress=lambda s, f, m: stages.append(s))
     s = pred.meta["solve"]
     assert model.calls > 1 and "solve" in stages and stages.index("solve") < stages.index("export")

@@ -30,8 +30,10 @@ PYCOLMAP_PIN = "pycolmap==4.2.1"
 MIN_TRACKS = 30  # fewer verified tracks than this: nothing to solve with
 MIN_VIEW_OBSERVATIONS = 15  # a view seeing fewer tracks keeps its input pose
 MIN_ANGLE_DEG = 0.2  # tracks whose rays meet at a narrower angle do not fix depth
-# bundle adjustment rounds: (Cauchy loss scale px or None for least squares, outlier threshold px after it)
-ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.5), (None, None))
+# bundle adjustment rounds: (Cauchy loss scale px or None for least squares, outlier threshold px after it);
+# the last threshold is at least FINAL_MEDIANS times the median error (noisier footage keeps its tracks)
+ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.0), (None, None))
+FINAL_MEDIANS = 3.0
 
 
 @dataclass
@@ -214,6 +216,8 @@ def _bundle(pycolmap, rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, siz
         _report(progress, 0.7 + 0.25 * (r + 1) / len(ROUNDS), f"bundle adjustment {r + 1}/{len(ROUNDS)}")
         if threshold is not None:
             err, front = residuals(rig, points, tracks)
+            if r == len(ROUNDS) - 2:
+                threshold = max(threshold, FINAL_MEDIANS * float(np.median(err)))
             keep = (err < threshold) & front
             if (~keep).any():
                 counts = np.bincount(tracks.obs_track[keep], minlength=len(points))
@@ -285,6 +289,8 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
     rig, points, tracks, weak = _bundle(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
     rig, points = _restore_gauge(rig, points, rig_in)
+    for v in weak:  # exactly their input pose (the gauge fit moved them by its rounding)
+        rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
     first = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_track))[:-1]])
     colours = np.array([features.rgb[v][f] for v, f in zip(tracks.obs_view[first], tracks.obs_feature[first])]
                        if features is not None and features.rgb else np.full((len(points), 3), 128), np.uint8).reshape(-1, 3)
