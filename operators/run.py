@@ -17,8 +17,9 @@ from . import session
 from .gather import gather
 
 # share of the progress bar per worker stage (in order)
-STAGES = (("upload", 0.05), ("load", 0.15), ("preprocess", 0.05), ("forward", 0.55), ("postprocess", 0.1),
-          ("export", 0.05), ("save", 0.03), ("download", 0.02))  # upload/download: remote workers only
+STAGES = (("upload", 0.05), ("load", 0.15), ("preprocess", 0.05), ("forward", 0.45), ("postprocess", 0.1),
+          ("solve", 0.1), ("export", 0.05), ("save", 0.03), ("download", 0.02))  # upload/download: remote only
+# solve: the camera solve (Refine cameras, i18)
 
 
 def overall_fraction(stage: str, fraction: float) -> float:

@@ -227,6 +227,17 @@ def test_refine_option_on_every_surface():
         assert args.refine == want
         assert job_from_args(args)["options"].get("refine") == want
 
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reconstruct_script", H.ROOT / "scripts" / "reconstruct.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for argv, want in (([], None), (["--refine"], "fixed"), (["--refine", "radial"], "radial")):
+        args = script.parse_args(["x.png", "-o", "out.blend", *argv])
+        assert script.job_from_args(args)["options"].get("refine") == want
+        settings = script.scene_settings(args)
+        assert settings["refine_cameras"] == (want is not None) and settings.get("refine_lens") == want
+
     class NeverRun:
         model_name, capabilities = "da3-small", {}
 

@@ -102,9 +102,7 @@ def _check(pred: Prediction, images, lens: str) -> list:
         raise BadInputError("refining cameras needs at least 2 views (got 1): tracks are features seen from "
                             "several cameras; give more frames of the shot")
     if images is None:
-        images = [p for p in pred.source_paths]
-        if not all(images):
-            raise BadInputError("refine needs the source frames: pass the images (paths or collect_inputs) in view order")
+        images = _source_frames(pred)
     frames = images.images if hasattr(images, "images") and hasattr(images, "source_paths") else images
     if len(frames) != n:
         raise BadInputError(f"got {len(frames)} images for a prediction of {n} views: the images must be the "
@@ -112,10 +110,22 @@ def _check(pred: Prediction, images, lens: str) -> list:
     return frames
 
 
-def _load(frames, i: int, size) -> np.ndarray:
+def _source_frames(pred: Prediction):
+    """The prediction's own source frames (image files, or the video's frames), read in order."""
+    from ..inputs import VideoFrames, is_video_path
+
+    paths = [str(p) for p in pred.source_paths]
+    if not all(paths):
+        raise BadInputError("refine needs the source frames: pass the images (paths or collect_inputs) in view order")
+    if len(set(paths)) == 1 and is_video_path(paths[0]) and np.all(np.asarray(pred.frame_numbers) >= 0):
+        width, height = (int(v) for v in pred.orig_size[0])
+        return VideoFrames(paths[0], [int(f) for f in pred.frame_numbers], width, height)
+    return paths
+
+
+def _load(item, i: int, size) -> np.ndarray:
     from ..inputs import load_image
 
-    item = frames[i]
     if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
         img = load_image(item)
     else:
@@ -131,8 +141,8 @@ def _features(pycolmap, frames, pred: Prediction, progress) -> feat.Features:
     extractor = feat.make_extractor(pycolmap)
     xy, desc, rgb = [], [], []
     n = pred.num_views
-    for i in range(n):
-        img = _load(frames, i, pred.orig_size[i])
+    for i, item in enumerate(frames):  # in order: a video decodes once, frame by frame
+        img = _load(item, i, pred.orig_size[i])
         a, b = feat.extract(pycolmap, extractor, img)
         xy.append(a)
         desc.append(b)
@@ -272,8 +282,17 @@ def _measure_input(pycolmap, rig_in: Rig, tracks, sizes, solved_points) -> np.nd
             best, best_cost = err, cost
         else:
             better = cost < best_cost
-            best = np.where(better[tracks.obs_track], err, best)
+            best, best_cost = np.where(better[tracks.obs_track], err, best), np.minimum(cost, best_cost)
     return best
+
+
+def _track_colours(features, tracks: feat.TrackSet) -> np.ndarray:
+    """(T,3) uint8: the colour under each track's first observation (grey when unknown)."""
+    if features is None or not features.rgb:
+        return np.full((tracks.num_tracks, 3), 128, np.uint8)
+    first = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_track))[:-1]])
+    return np.array([features.rgb[v][f] for v, f in zip(tracks.obs_view[first], tracks.obs_feature[first])],
+                    np.uint8).reshape(-1, 3)
 
 
 def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=None) -> tuple[dict, Solve]:
@@ -291,9 +310,7 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     rig, points = _restore_gauge(rig, points, rig_in)
     for v in weak:  # exactly their input pose (the gauge fit moved them by its rounding)
         rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
-    first = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_track))[:-1]])
-    colours = np.array([features.rgb[v][f] for v, f in zip(tracks.obs_view[first], tracks.obs_feature[first])]
-                       if features is not None and features.rgb else np.full((len(points), 3), 128), np.uint8).reshape(-1, 3)
+    colours = _track_colours(features, tracks)
     err_after, _ = residuals(rig, points, tracks)
     err_before = _measure_input(pycolmap, rig_in, tracks, sizes, points)
     figures = {
