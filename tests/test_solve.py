@@ -212,7 +212,7 @@ def test_inference_refines_the_stitched_shot_and_exports_its_tracks(shot, tmp_pa
     assert sum(1 for line in points if not line.startswith("#")) == s["tracks"]
 
 
-def test_refine_option_on_every_surface():
+def test_refine_option_on_every_surface(tmp_path):
     from da3_blender.cli import build_parser, job_from_args
     from da3_blender.job import build_job
     from da3_blender.inference import run_inference
@@ -233,7 +233,9 @@ def test_refine_option_on_every_surface():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     for argv, want in (([], None), (["--refine"], "fixed"), (["--refine", "radial"], "radial")):
-        args = script.parse_args(["x.png", "-o", "out.blend", *argv])
+        image = tmp_path / "x.png"
+        image.write_bytes(b"")
+        args = script.parse_args([str(image), "-o", str(tmp_path / "out.blend"), *argv])
         assert script.job_from_args(args)["options"].get("refine") == want
         settings = script.scene_settings(args)
         assert settings["refine_cameras"] == (want is not None) and settings.get("refine_lens") == want
