@@ -54,6 +54,8 @@ def build(pred, root, cams, names, frames, track) -> None:
     if clip is None:
         return
     root["da3_solve_clip"] = clip.name
+    if frames is not None:  # a video: clip frame 1 (source frame 0) on the scene frame the camera keys use
+        clip.frame_start = int(np.asarray(frames)[0] - np.asarray(pred.frame_numbers)[0])
     if pred.tracks is not None:
         add_markers(clip, pred, names)
     if s.get("distortion"):
