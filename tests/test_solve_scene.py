@@ -99,3 +99,27 @@ def test_blender_scene_shows_the_solve(solved, extension):
     assert {g.name.rsplit(" ", 1)[1] for g in groups} == {"Undistort", "Distort"}
     node = next(n for n in groups[0].nodes if n.bl_idname == "CompositorNodeMovieDistortion")
     assert node.clip == clip
+
+
+def test_video_camera_keys_its_solve_error_per_frame(solved, extension):
+    """A shot from a video: one animated camera whose da3_solve_error is keyed on each solved frame."""
+    import copy
+
+    bpy = pytest.importorskip("bpy")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
+    video = copy.copy(solved)
+    video.meta = dict(solved.meta, video={"path": "/nonexistent/shot.mp4", "fps": 24.0, "frame_count": VIEWS,
+                                          "width": 960, "height": 540})
+    video.frame_numbers = np.arange(VIEWS)
+    importer.import_prediction(video, "video")
+    cams = [ob for ob in bpy.data.objects if ob.type == "CAMERA"]
+    assert len(cams) == 1
+    curves = [fc for fc in cams[0].animation_data.action.fcurves if fc.data_path == '["da3_solve_error"]'] \
+        if hasattr(cams[0].animation_data.action, "fcurves") else None
+    values = []
+    for i in range(VIEWS):
+        bpy.context.scene.frame_set(bpy.context.scene.frame_start + i)
+        values.append(float(cams[0]["da3_solve_error"]))
+    np.testing.assert_allclose(values, solved.meta["solve"]["per_view_rms_px"], rtol=1e-5)
+    assert curves is None or len(curves[0].keyframe_points) == VIEWS
