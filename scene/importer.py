@@ -341,10 +341,11 @@ def _build(pred, opts, geo, label, key, scene, track):
             cam["da3_up_axis"], cam["da3_scale"] = opts.up_axis, scale
             col.objects.link(cam)
     if (pred.meta or {}).get("solve"):  # i18: camera solve figures, tracks, lens distortion
-        view_frames = None
-        if opts.cameras and geo["video"] is not None:
-            view_frames = footage.scene_frames(pred.frame_numbers, opts.frame_start)
-        solve_scene.build(pred, root, cams, names, view_frames, track)
+        view_frames, first = None, None
+        if geo["video"] is not None:
+            view_frames = footage.scene_frames(pred, opts.frame_start)
+            first = footage.clip_start(geo["video"], opts.frame_start)
+        solve_scene.build(pred, root, cams if opts.cameras else [], names, view_frames, track, first)
     return root, cams
 
 

@@ -31,10 +31,11 @@ def summary_line(pred) -> str | None:
     return text + (f"; {s['reason']}" if s.get("reason") else "")
 
 
-def build(pred, root, cams, names, frames, track) -> None:
+def build(pred, root, cams, names, frames, track, clip_first=None) -> None:
     """Solve properties on ``root`` and ``cams``, the clip with markers and the distortion set-up.
 
-    ``frames``: the scene frame of each view for an animated camera (None: one still camera per view).
+    ``frames``: the scene frame of each view of a video (None: one still camera per view);
+    ``clip_first``: the scene frame of the video's first frame (its clip starts there).
     """
     s = (pred.meta or {}).get("solve")
     if not s:
@@ -54,10 +55,13 @@ def build(pred, root, cams, names, frames, track) -> None:
     if clip is None:
         return
     root["da3_solve_clip"] = clip.name
-    if frames is not None:  # a video: clip frame 1 (source frame 0) on the scene frame the camera keys use
-        clip.frame_start = int(np.asarray(frames)[0] - np.asarray(pred.frame_numbers)[0])
+    if frames is not None and clip_first is not None:  # a video: on the scene frames the camera keys use
+        clip.frame_start = int(clip_first)
+        clip_of_view = np.asarray(frames, dtype=np.int64) - int(clip_first) + 1
+    else:
+        clip_of_view = clip_frames(pred)
     if pred.tracks is not None:
-        add_markers(clip, pred, names)
+        add_markers(clip, pred, clip_of_view)
     if s.get("distortion"):
         set_lens(clip, pred, s["distortion"])
         distortion_groups(clip, track)
@@ -77,20 +81,19 @@ def _clip(pred, track):
 
 
 def clip_frames(pred) -> np.ndarray:
-    """The clip frame (1-based) of each view: source frame numbers, counted from the first."""
+    """The clip frame (1-based) of each view of an image sequence: its frame number counted from the
+    first view's (the clip starts at the first view's file); views in order without numbers."""
     numbers = np.asarray(pred.frame_numbers, dtype=np.int64)
     if np.any(numbers < 0):
         return np.arange(1, pred.num_views + 1)
-    video = (pred.meta or {}).get("video")
-    first = 0 if isinstance(video, dict) else int(numbers.min())
-    return numbers - first + 1
+    return numbers - int(numbers[0]) + 1
 
 
-def add_markers(clip, pred, names) -> int:
-    """The longest tracks as clip tracks: a marker on each observed frame, disabled after the last."""
+def add_markers(clip, pred, frames) -> int:
+    """The longest tracks as clip tracks: a marker on each observed frame (``frames``: each view's
+    clip frame), disabled after the last."""
     tr = pred.tracks
     width, height = (int(v) for v in clip.size) if clip.size[0] else pred.orig_size[0]
-    frames = clip_frames(pred)
     lengths = np.bincount(tr.obs_track, minlength=len(tr))
     chosen = np.argsort(-lengths, kind="stable")[:MAX_TRACKS]
     starts = np.concatenate([[0], np.cumsum(lengths)])
