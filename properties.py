@@ -275,6 +275,13 @@ class DA3Settings(PropertyGroup):
         description="Also predict 3D Gaussian splats and import them as a Splats collection (DA3 Giant and "
                     "Nested models only; Giant needs ~6.5 GB of memory on a CPU at 504 px, Gaussians add ~0.1 GB)"
     )
+    refine_cameras: BoolProperty(
+        name="Refine cameras", default=False,
+        description="Track features through the frames and bundle-adjust every camera to sub-pixel (needs "
+                    "pycolmap in the worker's Python); the solve error before -> after is shown when done",
+    )
+    refine_lens: EnumProperty(name="Lens", items=enum_items(opt.REFINE_LENSES), default=opt.DEFAULT_REFINE_LENS,
+                              description="What the camera solve may change about the lens")
     ref_view_strategy: EnumProperty(name="Reference view", items=enum_items(opt.REF_VIEW_STRATEGIES),
                                     default=opt.DEFAULT_REF_VIEW_STRATEGY,
                                     description="Which view the model takes as its reference")

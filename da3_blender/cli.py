@@ -88,6 +88,15 @@ def add_streaming_arguments(g) -> None:
                         f"(by model; default: {opt.DEFAULT_CHUNK_ALIGN})")
 
 
+def add_refine_argument(g) -> None:
+    """``--refine [fixed|zoom|radial]``: the camera solve (shared with scripts/reconstruct.py)."""
+    g.add_argument("--refine", nargs="?", const=opt.DEFAULT_REFINE_LENS, default=None,
+                   choices=opt.choice_ids(opt.REFINE_LENSES),
+                   help="refine the cameras by tracking features and bundle adjustment (needs pycolmap); the "
+                        f"lens: fixed (one focal length), zoom (per frame), radial (with distortion k1, k2); "
+                        f"--refine alone: {opt.DEFAULT_REFINE_LENS}")
+
+
 def add_video_arguments(g, default_fps: float | None = None) -> None:
     """``--fps``, ``--start``, ``--end``, ``--max-frames`` (shared with scripts/reconstruct.py). ``default_fps``
     None: ``options.DEFAULT_VIDEO_FPS`` for a video, every frame of an image sequence."""
@@ -138,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ref-view-strategy", default=opt.DEFAULT_REF_VIEW_STRATEGY,
                    choices=opt.choice_ids(opt.REF_VIEW_STRATEGIES))
     g.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (use stored pixel order)")
+    add_refine_argument(g)
     add_streaming_arguments(g)
     g = common.add_argument_group("export")
     g.add_argument("--export-dir", default=DEFAULT_EXPORT_DIR,
@@ -211,6 +221,7 @@ def job_from_args(args) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        "refine": args.refine,
         **exr_options(args),
     }
     if os.path.exists(args.export_dir) and not os.path.isdir(args.export_dir):

@@ -55,6 +55,7 @@ def run_inference(
     chunk_size: int | str | None = None,
     chunk_overlap: int | None = None,
     chunk_align: str = "auto",
+    refine: bool | str = False,
     exr_resolution: str = options.DEFAULT_EXR_RESOLUTION,
     exr_half: bool = options.DEFAULT_EXR_HALF,
     exr_plate_filter: str = options.DEFAULT_EXR_PLATE_FILTER,
@@ -79,11 +80,14 @@ def run_inference(
     chunk aligned to the views before it by ``chunk_align`` ("sim3", "se3", or "auto": se3 for metric
     models, sim3 otherwise). With known poses every chunk is aligned to them instead. Per-chunk
     ``start``, ``end``, ``scale``, ``residual`` and ``fallback`` go to ``pred.meta["chunks"]``.
+    ``refine`` (False, True or a lens: "fixed", "zoom", "radial"; needs pycolmap) bundle-adjusts the
+    cameras on the source frames after the network (the whole stitched shot when streaming), stage
+    "solve"; the figures go to ``pred.meta["solve"]`` (:mod:`da3_blender.solve`).
     ``exr_*``: the ``exr`` export's resolution (processed or plate), half floats and plate filter.
     """
     report = _Reporter(progress)
     plan = _check_options(model, export_dir, export_format, process_res, process_res_method, infer_gs,
-                          chunk_size, chunk_overlap, chunk_align, exr_resolution, exr_plate_filter)
+                          chunk_size, chunk_overlap, chunk_align, exr_resolution, exr_plate_filter, refine)
     report("load", 0.0, "reading images")
     items, n, source = view_inputs.image_source(image, exif_transpose)
     extr, intr, model_name, align = _check_cameras(model, extrinsics, intrinsics, n, plan.chunking)
@@ -101,6 +105,11 @@ def run_inference(
                       align_to_input_ext_scale=align_to_input_ext_scale if extr is not None else None)
     _add_run_meta(pred, alignment, streaming_meta)
     report("postprocess", 1.0, "")
+    if plan.refine_lens is not None:  # the whole (stitched) shot, from its source frames
+        from .solve import refine as refine_cameras
+
+        pred = refine_cameras(pred, [image] if isinstance(image, (str, os.PathLike)) else image, lens=plan.refine_lens,
+                              progress=report)
     if export_dir is not None:
         _export(pred, export_dir, plan.formats, report, conf_thresh_percentile=conf_thresh_percentile,
                 num_max_points=num_max_points, show_cameras=show_cameras, exr_half=bool(exr_half),
@@ -119,11 +128,13 @@ class _Plan:
     formats: list[str]
     infer_gs: bool
     chunking: streaming.ChunkOptions
+    refine_lens: str | None  # the camera solve's lens model, None: no solve
 
 
 def _check_options(model, export_dir, export_format, process_res, process_res_method, infer_gs,
-                   chunk_size, chunk_overlap, chunk_align, exr_resolution, exr_plate_filter) -> _Plan:
+                   chunk_size, chunk_overlap, chunk_align, exr_resolution, exr_plate_filter, refine) -> _Plan:
     preprocess.check_options(process_res, process_res_method)  # fail before any work
+    refine_lens = _refine_lens(refine)
     chunking = streaming.check_options(chunk_size, chunk_overlap, chunk_align)
     formats = parse_export_format(export_format) if export_dir is not None else []
     infer_gs = bool(infer_gs) or "gs_ply" in formats
@@ -137,7 +148,18 @@ def _check_options(model, export_dir, export_format, process_res, process_res_me
             raise BadInputError("3D Gaussians (infer_gs, gs_ply) are predicted in one pass, not in chunks: leave "
                                 "chunk_size unset, or turn the Gaussians off for a long shot")
         chunking = dataclasses.replace(chunking, size=None)
-    return _Plan(formats, infer_gs, chunking)
+    return _Plan(formats, infer_gs, chunking, refine_lens)
+
+
+def _refine_lens(refine) -> str | None:
+    """The camera-solve lens for ``refine`` (checked, pycolmap present), or None; before any work."""
+    if refine is None or refine is False:
+        return None
+    from .solve.pipeline import lens_for_refine, require_pycolmap
+
+    lens = lens_for_refine(refine)
+    require_pycolmap()
+    return lens
 
 
 def _check_cameras(model, extrinsics, intrinsics, n: int, chunking):

@@ -160,6 +160,15 @@ SCALE_MODES = ("predicted", "metric")  # or a positive factor
 DEFAULT_PLANE_STRIDE = 4  # pixels per plane vertex (1: every pixel)
 
 
+# -- camera solve (issue 18, da3_blender/solve): refine=False | True (= the default lens) | a lens id -------
+REFINE_LENSES = (
+    ("fixed", "Fixed lens", "One focal length for the whole shot (prime lens)"),
+    ("zoom", "Zoom", "A focal length per frame (zoom lens)"),
+    ("radial", "Fixed + distortion", "One focal length with radial lens distortion k1, k2 (wide or cheap lenses)"),
+)
+DEFAULT_REFINE_LENS = "fixed"
+
+
 # -- remote worker (issue 11): where the model runs ----------------------------------------------------
 WORKER_LOCATIONS = (
     ("LOCAL", "Local", "The worker runs on this computer with the Python chosen below"),

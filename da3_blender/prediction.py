@@ -33,6 +33,8 @@ key                    shape / dtype                meaning
 ``gs_means`` ...       see ``gaussians.py``         3D Gaussians (``infer_gs``; optional):
                                                     ``gs_means``, ``gs_scales``, ``gs_rotations``,
                                                     ``gs_harmonics``, ``gs_opacities``
+``tracks_xyz`` ...     see ``tracks.py``            camera-solve feature tracks (``refine``; optional):
+                                                    ``tracks_xyz``, ``tracks_rgb``, ``tracks_obs``
 =====================  ===========================  ====================================
 
 Frame numbers: each view's number is its frame in the Blender scene, on every surface and in every
@@ -58,6 +60,7 @@ import numpy as np
 from .errors import ResultFormatError
 from .files import open_atomic
 from .gaussians import Gaussians
+from .tracks import Tracks
 
 RESULT_FORMAT = "da3-blender-result"
 RESULT_VERSION = 1
@@ -83,6 +86,7 @@ class Prediction:
     source_paths: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     gaussians: Gaussians | None = None  # N*H*W 3D Gaussians (infer_gs), prediction world frame
+    tracks: Tracks | None = None  # camera-solve feature tracks (solve.refine), prediction world frame
 
     def __post_init__(self):
         n, h, w = self.depth.shape
@@ -150,6 +154,8 @@ def save_result(path: str | os.PathLike, pred: Prediction, meta: dict[str, Any] 
         arrays["sky"] = np.asarray(pred.sky, dtype=bool)
     if pred.gaussians is not None:
         arrays.update(pred.gaussians.to_arrays())
+    if pred.tracks is not None:
+        arrays.update(pred.tracks.to_arrays())
     with open_atomic(path) as fh:
         np.savez_compressed(fh, **arrays)
     return path
@@ -254,6 +260,10 @@ def _prediction_from_arrays(data: dict[str, np.ndarray], meta: dict[str, Any], n
     problem = None if gaussians is None else gaussians.check(n * h * w)
     if problem:
         raise ResultFormatError(f"{name}: {problem} (one per pixel of {n} views of {w}x{h}); run DA3 again to recreate it")
+    tracks = Tracks.from_arrays(data)
+    problem = None if tracks is None else tracks.check(n)
+    if problem:
+        raise ResultFormatError(f"{name}: {problem}; run DA3 again to recreate it")
     return Prediction(
         depth=depth,
         processed_images=get("image", (n, h, w, 3), np.uint8),
@@ -270,4 +280,5 @@ def _prediction_from_arrays(data: dict[str, np.ndarray], meta: dict[str, Any], n
         source_paths=None if paths is None else [str(p) for p in get("source_paths", (n,), np.str_)],
         meta=meta,
         gaussians=gaussians,
+        tracks=tracks,
     )

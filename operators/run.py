@@ -17,8 +17,9 @@ from . import session
 from .gather import gather
 
 # share of the progress bar per worker stage (in order)
-STAGES = (("upload", 0.05), ("load", 0.15), ("preprocess", 0.05), ("forward", 0.55), ("postprocess", 0.1),
-          ("export", 0.05), ("save", 0.03), ("download", 0.02))  # upload/download: remote workers only
+STAGES = (("upload", 0.05), ("load", 0.15), ("preprocess", 0.05), ("forward", 0.45), ("postprocess", 0.1),
+          ("solve", 0.1), ("export", 0.05), ("save", 0.03), ("download", 0.02))  # upload/download: remote only
+# solve: the camera solve (Refine cameras, i18)
 
 
 def overall_fraction(stage: str, fraction: float) -> float:
@@ -120,6 +121,8 @@ class Run:
         size = s.get("size") or ["?", "?"]
         where = getattr(collection, "name", self.name)
         note = collection.get("da3_planes_note") if hasattr(collection, "get") else None
+        solved = collection.get("da3_solve_summary") if hasattr(collection, "get") else None  # i18
+        note = "; ".join(n for n in (solved, note) if n) or None
         return True, (f"{s.get('views', '?')} view(s) at {size[1]}x{size[0]} with {os.path.basename(str(s.get('model')))} "
                       f"on {s.get('device', '?')} in {float(s.get('seconds') or 0):.1f} s -> '{where}'"
                       + (f" ({note})" if note else "") + (f"; {s['shot']}" if s.get("shot") else ""))

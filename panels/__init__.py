@@ -206,6 +206,11 @@ class DA3_PT_options(_Sub, Panel):
         layout = self.layout
         layout.prop(s, "use_ray_pose")
         layout.prop(s, "infer_gs")
+        row = layout.row(align=True)
+        row.prop(s, "refine_cameras")
+        sub = row.row(align=True)
+        sub.active = s.refine_cameras
+        sub.prop(s, "refine_lens", text="")
         layout.prop(s, "ref_view_strategy")
         layout.prop(s, "use_selected_cameras")
         if s.use_selected_cameras:

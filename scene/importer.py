@@ -26,6 +26,7 @@ from ..da3_blender import options as opt
 from ..da3_blender.options import DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_NUM_MAX_POINTS
 from ..da3_blender.prediction import Prediction, load_result
 from . import cameras, footage, materials, planes, points, splats, tracking
+from . import solve as solve_scene
 from .conventions import (
     UP_AXES, camera_matrices, fallback_intrinsics, intrinsics_to_blender, relative_extrinsics, up_matrix,
 )
@@ -344,6 +345,12 @@ def _build(pred, opts, geo, label, key, scene, track):
         for cam in cams:
             cam["da3_up_axis"], cam["da3_scale"] = opts.up_axis, scale
             col.objects.link(cam)
+    if (pred.meta or {}).get("solve"):  # i18: camera solve figures, tracks, lens distortion
+        view_frames, first = None, None
+        if geo["video"] is not None:
+            view_frames = footage.scene_frames(pred, opts.frame_start)
+            first = footage.clip_start(geo["video"], opts.frame_start)
+        solve_scene.build(pred, root, cams if opts.cameras else [], names, view_frames, track, first)
     return root, cams
 
 

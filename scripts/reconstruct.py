@@ -29,8 +29,8 @@ if str(REPO_ROOT) not in sys.path:  # the core's option tables and job checks (s
     sys.path.insert(0, str(REPO_ROOT))
 
 from da3_blender import options as opt  # noqa: E402
-from da3_blender.cli import (DEBUG_ENV, add_exr_arguments, add_shot_arguments, add_streaming_arguments,  # noqa: E402
-                             add_video_arguments, debug_wanted, exr_options, shot_from_args)
+from da3_blender.cli import (DEBUG_ENV, add_exr_arguments, add_refine_argument, add_shot_arguments,  # noqa: E402
+                             add_streaming_arguments, add_video_arguments, debug_wanted, exr_options, shot_from_args)
 from da3_blender.errors import BadInputError  # noqa: E402
 from da3_blender.files import check_writable_folder  # noqa: E402
 from da3_blender.sequences import find_sequence, is_pattern  # noqa: E402
@@ -121,6 +121,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--gaussians", action="store_true",
                    help="also predict 3D Gaussians and import them as splats (DA3 Giant / Nested models)")
     add_streaming_arguments(g)
+    add_refine_argument(g)
     g.add_argument("--known-cameras", default=None, metavar="TRACK.blend",
                    help="condition the model on the cameras of this .blend (a tracking solve): one per view in natural "
                         "name order, or one animated camera on the views' frame numbers; the scene is built in that "
@@ -207,6 +208,7 @@ def job_from_args(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        "refine": args.refine,
         **exr_options(args),
     }
     video = {"fps": args.fps, "start": args.start, "end": args.end, "max_frames": args.max_frames}
@@ -227,6 +229,7 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "use_ray_pose": args.use_ray_pose,
         "infer_gs": args.gaussians,
         "fixed_intrinsics": args.fixed_lens,
+        "refine_cameras": args.refine is not None,
     }
     optional = {
         **exr_options(args),  # issue 17
@@ -243,6 +246,7 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        "refine_lens": args.refine,
         "frame_start": getattr(args, "frame_start", None),  # issue 17 (shots)
         "frame_rate": getattr(args, "frame_rate", None),
         "input_colorspace": getattr(args, "input_colorspace", None),

@@ -4,7 +4,8 @@ One PINHOLE camera per image, in ORIGINAL image pixels: ``K_orig = proc_to_orig 
 ``orig_size``. COLMAP puts the image's top-left corner at (0, 0) and the first pixel's centre at
 (0.5, 0.5), the same pixel-edge convention as our K, so no half-pixel shift is needed. Image poses
 are the world-to-camera rotation (as qvec w, x, y, z) and translation. Every point has a track of
-one observation: the centre of the pixel it was lifted from, mapped to original pixels (the
+one observation (a prediction refined by the camera solve writes its tracks instead, with all their
+observations: ``colmap_tracks.py``): the centre of the pixel it was lifted from, mapped to original pixels (the
 official export uses the pixel corner, half a pixel off). Points: confidence >= ``P_pct(conf)``
 (official, no clamp), finite depth > 0, sky dropped, no subsampling. Image names are the
 basenames of ``source_paths`` (``{i:06d}.png`` for in-memory images; ``{stem}_{frame:06d}.png``
@@ -84,6 +85,11 @@ def _pinhole(k_orig: np.ndarray, view: int) -> tuple[float, float, float, float]
 
 
 def export_colmap(pred: Prediction, export_dir: str, conf_thresh_percentile: float = DEFAULT_CONF_THRESH_PERCENTILE) -> list[str]:
+    if pred.tracks is not None and pred.extrinsics is not None and pred.intrinsics is not None:
+        from .colmap_tracks import export_colmap_tracks  # a camera solve: its tracks, every observation
+
+        folder = os.path.join(export_dir, "colmap", "sparse", "0")
+        return export_colmap_tracks(pred, folder, image_names(pred), _pinhole, rotmat_to_qvec)
     k, w2c = cameras_for_points(pred, "colmap")
     points = build_points(pred, plain_conf_threshold(pred.conf, conf_thresh_percentile), k, w2c)
     to_orig = np.asarray(pred.proc_to_orig, dtype=np.float64)

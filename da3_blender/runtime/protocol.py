@@ -15,7 +15,7 @@ Events (worker -> client) echo the request ``id`` and name the ``job`` they conc
 ``run`` request, or null)::
 
     hello     protocol, python, executable, torch, cuda, devices, model, dependencies
-    progress  stage ("load", "preprocess", "forward", "postprocess", "export", "save"), fraction, message
+    progress  stage ("load", "preprocess", "forward", "postprocess", "solve", "export", "save"), fraction, message
               (never empty: a step without its own message repeats its stage's last one)
     loaded    model, device, dtype, loads, seconds
     result    path, summary {views, size, model, device, seconds, model_loads}

@@ -1,0 +1,171 @@
+"""Features, matches and tracks for the camera solve (pycolmap SIFT, numpy matching).
+
+SIFT runs on each source frame at its own resolution (pycolmap, CPU). Descriptors are matched
+between nearby frames (a sequential window) and some wider pairs whose input cameras look the same
+way, by mutual nearest neighbour with Lowe's ratio test (a matrix product in numpy: far faster than
+pycolmap's brute-force matcher on a CPU), then verified by a fundamental matrix (pycolmap's
+LO-RANSAC). Verified matches are chained into tracks (one keypoint per view; a track that reaches a
+view twice is dropped). Keypoints are in COLMAP's convention (top-left corner (0, 0), the first
+pixel's centre (0.5, 0.5)), the pixel-edge convention of our intrinsics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW = 5  # each frame is matched with the next WINDOW frames
+WIDE_STEPS = (8, 13, 21, 34)  # and with frames this far ahead when their input cameras look alike
+WIDE_MAX_ANGLE_DEG = 40.0
+MAX_FEATURES = 4096
+RATIO = 0.8
+MIN_PAIR_INLIERS = 15
+F_MAX_ERROR_PX = 3.0
+
+
+@dataclass
+class Features:
+    xy: list  # per view (M,2) float64 source pixels
+    desc: list  # per view (M,128) float32, L2-normalised
+    rgb: list | None = None  # per view (M,3) uint8 colour under each keypoint
+
+
+@dataclass
+class TrackSet:
+    """``obs_track[k]`` is the track of observation k, seen in view ``obs_view[k]`` at ``obs_xy[k]``."""
+
+    obs_track: np.ndarray  # (O,) int64
+    obs_view: np.ndarray  # (O,) int64
+    obs_xy: np.ndarray  # (O,2) float64
+    obs_feature: np.ndarray  # (O,) int64 keypoint index within its view
+
+    @property
+    def num_tracks(self) -> int:
+        return int(self.obs_track.max()) + 1 if len(self.obs_track) else 0
+
+    def subset(self, keep: np.ndarray) -> "TrackSet":
+        """The observations in ``keep`` (bool mask), tracks with fewer than 2 dropped and renumbered."""
+        t, v, xy, f = self.obs_track[keep], self.obs_view[keep], self.obs_xy[keep], self.obs_feature[keep]
+        counts = np.bincount(t, minlength=self.num_tracks)
+        ok = counts[t] >= 2
+        t, v, xy, f = t[ok], v[ok], xy[ok], f[ok]
+        _, t = np.unique(t, return_inverse=True)
+        order = np.lexsort((v, t))
+        return TrackSet(t[order].astype(np.int64), v[order], xy[order], f[order])
+
+
+def colours_at(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    col = np.clip(xy[:, 0].astype(int), 0, img.shape[1] - 1)
+    row = np.clip(xy[:, 1].astype(int), 0, img.shape[0] - 1)
+    return np.asarray(img[row, col, :3], dtype=np.uint8).reshape(-1, 3)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 3:
+        img = img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.ascontiguousarray(np.clip(np.rint(img), 0, 255).astype(np.uint8))
+
+
+def make_extractor(pycolmap, threads: int = -1):
+    opt = pycolmap.FeatureExtractionOptions()
+    opt.num_threads = threads
+    opt.sift.max_num_features = MAX_FEATURES
+    opt.sift.first_octave = 0  # no upsampled octave: 3-4x faster, plenty of features at frame size
+    return pycolmap.FeatureExtractor.create(opt, device=pycolmap.Device.cpu)
+
+
+def extract(pycolmap, extractor, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(xy (M,2) float64, descriptors (M,128) float32 unit length) of one frame."""
+    keypoints, descriptors = extractor.extract_from_uint8_array(to_gray(image))
+    if len(keypoints) == 0:
+        return np.zeros((0, 2)), np.zeros((0, 128), dtype=np.float32)
+    xy = pycolmap.keypoints_to_matrix(keypoints)[:, :2].astype(np.float64)
+    desc = np.asarray(descriptors.data, dtype=np.float32)
+    desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    return xy, desc
+
+
+def select_pairs(extrinsics: np.ndarray) -> list[tuple[int, int]]:
+    """Sequential neighbours plus wider pairs whose viewing directions differ by < WIDE_MAX_ANGLE_DEG."""
+    n = len(extrinsics)
+    axes = extrinsics[:, 2, :3]  # camera z axis in world (rows of w2c rotation)
+    axes = axes / np.linalg.norm(axes, axis=1, keepdims=True)
+    cos_max = np.cos(np.radians(WIDE_MAX_ANGLE_DEG))
+    pairs = []
+    for i in range(n):
+        pairs += [(i, j) for j in range(i + 1, min(i + WINDOW + 1, n))]
+        pairs += [(i, i + s) for s in WIDE_STEPS if i + s < n and axes[i] @ axes[i + s] > cos_max]
+    return pairs
+
+
+def match_pair(desc1: np.ndarray, desc2: np.ndarray) -> np.ndarray:
+    """Mutual nearest neighbours passing the ratio test, (K,2) feature indices."""
+    if len(desc1) < 2 or len(desc2) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    sim = desc1 @ desc2.T
+    idx = np.arange(len(desc1))
+    best12 = np.argmax(sim, axis=1)
+    best21 = np.argmax(sim, axis=0)
+    first = sim[idx, best12]
+    sim[idx, best12] = -np.inf  # the second best is the best of the rest (faster than a partition)
+    second = sim.max(axis=1)
+    d1, d2 = np.sqrt(np.maximum(2 - 2 * first, 0)), np.sqrt(np.maximum(2 - 2 * second, 0))
+    ok = (best21[best12] == idx) & (d1 < RATIO * d2)
+    return np.stack([idx[ok], best12[ok]], axis=1)
+
+
+def verify_pair(pycolmap, xy1: np.ndarray, xy2: np.ndarray, matches: np.ndarray) -> np.ndarray:
+    """The matches consistent with one fundamental matrix (LO-RANSAC), or none if too few."""
+    if len(matches) < MIN_PAIR_INLIERS:
+        return matches[:0]
+    ransac = pycolmap.RANSACOptions()
+    ransac.max_error = F_MAX_ERROR_PX
+    ransac.random_seed = 0
+    ransac.min_num_trials = 200
+    result = pycolmap.estimate_fundamental_matrix(xy1[matches[:, 0]], xy2[matches[:, 1]], ransac)
+    if not result:
+        return matches[:0]
+    inliers = matches[np.asarray(result["inlier_mask"], dtype=bool)]
+    return inliers if len(inliers) >= MIN_PAIR_INLIERS else matches[:0]
+
+
+def build_tracks(features: Features, pair_matches: dict) -> TrackSet:
+    """Chain pairwise matches into tracks (union-find on keypoints); conflicting tracks dropped."""
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in features.xy])]).astype(np.int64)
+    parent = np.arange(offsets[-1])
+
+    def find(a):
+        root = a
+        while parent[root] != root:
+            root = parent[root]
+        while parent[a] != root:
+            parent[a], a = root, parent[a]
+        return root
+
+    for (i, j), m in pair_matches.items():
+        for a, b in zip((m[:, 0] + offsets[i]).tolist(), (m[:, 1] + offsets[j]).tolist()):
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    nodes = np.unique(np.concatenate([np.concatenate([m[:, 0] + offsets[i], m[:, 1] + offsets[j]])
+                                      for (i, j), m in pair_matches.items()] or [np.zeros(0, np.int64)]))
+    if len(nodes) == 0:
+        return TrackSet(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0, np.int64))
+    roots = np.array([find(int(a)) for a in nodes])
+    views = np.searchsorted(offsets, nodes, side="right") - 1
+    _, track = np.unique(roots, return_inverse=True)
+    # a track seen twice in one view is ambiguous: drop it
+    key = track * (len(offsets) + 1) + views
+    dup = np.zeros(track.max() + 1, dtype=bool)
+    uniq, counts = np.unique(key, return_counts=True)
+    dup[uniq[counts > 1] // (len(offsets) + 1)] = True
+    keep = ~dup[track]
+    feat = nodes - offsets[views]
+    xy = np.concatenate(features.xy)[nodes] if len(nodes) else np.zeros((0, 2))
+    full = TrackSet(track.astype(np.int64), views.astype(np.int64), xy, feat.astype(np.int64))
+    return full.subset(keep)

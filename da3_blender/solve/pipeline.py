@@ -1,0 +1,379 @@
+"""The camera solve pipeline: features -> tracks -> bundle adjustment -> a refined Prediction.
+
+The input cameras are priors: tracks are triangulated from them (never from the predicted depth,
+so a wrong depth cannot mislead the solve), view 0 keeps its pose and the shot keeps its scale
+(the refined cameras are put back in the prediction's frame and units by the similarity that
+restores view 0 and the spread of the camera centres), a view with too few tracks keeps its input
+pose, and when the error does not go down the input cameras come back unchanged with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BadInputError, MissingDependencyError
+from ..options import DEFAULT_REFINE_LENS, REFINE_LENSES, choice_ids
+from ..prediction import Prediction
+from ..tracks import Tracks
+from . import features as feat
+from .bundle import Rig, adjust, residuals, triangulate, triangulation_angles
+
+log = logging.getLogger(__name__)
+
+LENS_MODELS = choice_ids(REFINE_LENSES)
+PYCOLMAP_PIN = "pycolmap==4.2.1"
+MIN_TRACKS = 30  # fewer verified tracks than this: nothing to solve with
+MIN_VIEW_OBSERVATIONS = 15  # a view seeing fewer tracks keeps its input pose
+MIN_ANGLE_DEG = 0.2  # tracks whose rays meet at a narrower angle do not fix depth
+# bundle adjustment rounds: (Cauchy loss scale px or None for least squares, outlier threshold px after it);
+# the last threshold is at least FINAL_MEDIANS times the median error (noisier footage keeps its tracks)
+ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.0), (None, None))
+FINAL_MEDIANS = 3.0
+
+
+@dataclass
+class Solve:
+    """Everything a solve found (also what the scene builders and the COLMAP export read)."""
+
+    rig: Rig  # refined cameras (source pixels)
+    rig_before: Rig  # the input cameras
+    points: np.ndarray  # (T,3) track positions, prediction frame
+    tracks: feat.TrackSet
+    constant_views: list
+    sizes: np.ndarray  # (N,2) source sizes
+    colours: np.ndarray  # (T,3) uint8
+
+    def as_tracks(self) -> Tracks:
+        return Tracks(self.points, self.tracks.obs_track, self.tracks.obs_view, self.tracks.obs_xy, self.colours)
+
+
+def lens_for_refine(refine) -> str | None:
+    """``refine`` option -> lens id: False/None -> None, True -> the default lens, or a lens id."""
+    if refine is None or refine is False:
+        return None
+    if refine is True:
+        return DEFAULT_REFINE_LENS
+    if refine not in LENS_MODELS:
+        raise BadInputError(f"unknown refine lens {refine!r}; use True, False or one of: {', '.join(LENS_MODELS)}")
+    return refine
+
+
+def require_pycolmap():
+    try:
+        import pycolmap  # noqa: PLC0415 (optional extra)
+    except ImportError:
+        raise MissingDependencyError(
+            f"refining cameras needs pycolmap: pip install {PYCOLMAP_PIN} (or the extension's 'solve' extra: "
+            "pip install 'da3-blender[solve]')") from None
+    return pycolmap
+
+
+def _report(progress, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress("solve", min(max(float(fraction), 0.0), 1.0), message)
+
+
+def input_rig(pred: Prediction) -> Rig:
+    """The prediction's cameras in source pixels (rigid rotations, pinhole, no distortion)."""
+    k = pred.original_intrinsics()
+    w2c = np.asarray(pred.extrinsics, dtype=np.float64)
+    rot, trans = w2c[:, :, :3].copy(), w2c[:, :, 3].copy()
+    scale = np.cbrt(np.linalg.det(rot))  # a similarity w2c projects like the rigid [R/s | t/s]
+    rot, trans = rot / scale[:, None, None], trans / scale[:, None]
+    u, _, vt = np.linalg.svd(rot)
+    rot = u @ vt
+    n = len(rot)
+    return Rig(R=rot, t=trans, f=np.stack([k[:, 0, 0], k[:, 1, 1]], 1), c=k[:, :2, 2].copy(), k=np.zeros((n, 2)))
+
+
+def _check(pred: Prediction, images, lens: str) -> list:
+    if lens not in LENS_MODELS:
+        raise BadInputError(f"unknown lens model {lens!r} for refine; use one of: {', '.join(LENS_MODELS)}")
+    if pred.extrinsics is None or pred.intrinsics is None:
+        raise BadInputError("this prediction has no cameras to refine (a model without camera poses, e.g. "
+                            "DA3MONO/DA3METRIC); run a model that predicts cameras")
+    n = pred.num_views
+    if n < 2:
+        raise BadInputError("refining cameras needs at least 2 views (got 1): tracks are features seen from "
+                            "several cameras; give more frames of the shot")
+    if images is None:
+        images = _source_frames(pred)
+    frames = images.images if hasattr(images, "images") and hasattr(images, "source_paths") else images
+    if len(frames) != n:
+        raise BadInputError(f"got {len(frames)} images for a prediction of {n} views: the images must be the "
+                            "prediction's source frames, in view order")
+    return frames
+
+
+def _source_frames(pred: Prediction):
+    """The prediction's own source frames (image files, or the video's frames), read in order."""
+    from ..inputs import VideoFrames, is_video_path
+
+    paths = [str(p) for p in pred.source_paths]
+    if not all(paths):
+        raise BadInputError("refine needs the source frames: pass the images (paths or collect_inputs) in view order")
+    if len(set(paths)) == 1 and is_video_path(paths[0]) and np.all(np.asarray(pred.frame_numbers) >= 0):
+        width, height = (int(v) for v in pred.orig_size[0])
+        return VideoFrames(paths[0], [int(f) for f in pred.frame_numbers], width, height)
+    return paths
+
+
+def _load(item, i: int, size) -> np.ndarray:
+    from ..inputs import load_image
+
+    if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
+        img = load_image(item)
+    else:
+        img = np.asarray(item.convert("RGB") if hasattr(item, "convert") else item)
+    if img.ndim not in (2, 3) or (img.shape[1], img.shape[0]) != (int(size[0]), int(size[1])):
+        raise BadInputError(
+            f"image {i} is {img.shape[1]}x{img.shape[0]} but view {i} of the prediction came from a "
+            f"{int(size[0])}x{int(size[1])} source: the images must be the prediction's source frames, in view order")
+    return img
+
+
+def _features(pycolmap, frames, pred: Prediction, progress) -> feat.Features:
+    extractor = feat.make_extractor(pycolmap)
+    xy, desc, rgb = [], [], []
+    n = pred.num_views
+    for i, item in enumerate(frames):  # in order: a video decodes once, frame by frame
+        img = _load(item, i, pred.orig_size[i])
+        a, b = feat.extract(pycolmap, extractor, img)
+        xy.append(a)
+        desc.append(b)
+        rgb.append(feat.colours_at(img, a))
+        _report(progress, 0.4 * (i + 1) / n, f"features {i + 1}/{n}")
+    return feat.Features(xy, desc, rgb)
+
+
+def _tracks(pycolmap, features: feat.Features, rig: Rig, progress) -> feat.TrackSet:
+    extr = np.concatenate([rig.R, rig.t[:, :, None]], axis=2)
+    pairs = feat.select_pairs(extr)
+    verified = {}
+    for k, (i, j) in enumerate(pairs):
+        m = feat.match_pair(features.desc[i], features.desc[j])
+        m = feat.verify_pair(pycolmap, features.xy[i], features.xy[j], m)
+        if len(m):
+            verified[(i, j)] = m
+        if k % 8 == 0:
+            _report(progress, 0.4 + 0.3 * (k + 1) / len(pairs), f"matching {k + 1}/{len(pairs)} pairs")
+    tracks = feat.build_tracks(features, verified)
+    if tracks.num_tracks < MIN_TRACKS:
+        raise BadInputError(
+            f"the camera solve found {tracks.num_tracks} feature tracks (needs {MIN_TRACKS}): the frames are too "
+            "textureless, too blurred or do not overlap (or are not this prediction's frames); keep the DA3 cameras")
+    return tracks
+
+
+def _lens_setup(rig: Rig, sizes: np.ndarray, lens: str) -> tuple[Rig, np.ndarray, str]:
+    """The starting lens: one camera per source size (``fixed``/``radial``) or per view (``zoom``)."""
+    out = rig.copy()
+    n = len(rig.R)
+    if lens == "zoom":
+        camera_of_view = np.arange(n)
+    else:
+        _, camera_of_view = np.unique(sizes, axis=0, return_inverse=True)
+        camera_of_view = camera_of_view.reshape(-1)
+    focal = np.sqrt(rig.f[:, 0] * rig.f[:, 1])
+    for cam in np.unique(camera_of_view):
+        views = camera_of_view == cam
+        out.f[views] = np.median(focal[views])
+        out.c[views] = np.median(rig.c[views], axis=0)
+    return out, camera_of_view, "RADIAL" if lens == "radial" else "SIMPLE_PINHOLE"
+
+
+def _initial_points(rig: Rig, tracks: feat.TrackSet) -> tuple[np.ndarray, feat.TrackSet]:
+    points = triangulate(rig, tracks)
+    good = np.all(np.isfinite(points), axis=1)
+    angles = triangulation_angles(rig, np.nan_to_num(points), tracks)
+    good &= angles > MIN_ANGLE_DEG
+    err, front = residuals(rig, np.nan_to_num(points), tracks)
+    keep = good[tracks.obs_track] & front
+    if keep.any():
+        keep &= err < max(10.0, 8 * float(np.median(err[keep])))
+    return _retriangulate(rig, tracks.subset(keep))
+
+
+def _retriangulate(rig: Rig, tracks: feat.TrackSet) -> tuple[np.ndarray, feat.TrackSet]:
+    points = triangulate(rig, tracks)
+    ok = np.all(np.isfinite(points), axis=1)
+    if not ok.all():
+        tracks = tracks.subset(ok[tracks.obs_track])
+        points = triangulate(rig, tracks)
+    return points, tracks
+
+
+def _weak_views(tracks: feat.TrackSet, n: int) -> set:
+    return set(np.nonzero(np.bincount(tracks.obs_view, minlength=n) < MIN_VIEW_OBSERVATIONS)[0].tolist())
+
+
+def _bundle(pycolmap, rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, sizes, progress):
+    points, tracks = _initial_points(rig0, tracks)
+    rig = rig0.copy()
+    weak: set = set()
+    for r, (loss, threshold) in enumerate(ROUNDS):
+        new_weak = _weak_views(tracks, len(rig.R)) - weak
+        for v in new_weak:  # too few tracks: back to the input pose, held there
+            rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
+        weak |= new_weak
+        rig, points = adjust(pycolmap, rig, points, tracks, camera_of_view=camera_of_view, model=model,
+                             sizes=sizes, constant_views=sorted(weak), loss_scale=loss)
+        _report(progress, 0.7 + 0.25 * (r + 1) / len(ROUNDS), f"bundle adjustment {r + 1}/{len(ROUNDS)}")
+        if threshold is not None:
+            err, front = residuals(rig, points, tracks)
+            if r == len(ROUNDS) - 2:
+                threshold = max(threshold, FINAL_MEDIANS * float(np.median(err)))
+            keep = (err < threshold) & front
+            if (~keep).any():
+                counts = np.bincount(tracks.obs_track[keep], minlength=len(points))
+                tracks, points = tracks.subset(keep), points[counts >= 2]
+        if tracks.num_tracks < MIN_TRACKS:
+            raise BadInputError(f"the camera solve kept {tracks.num_tracks} consistent tracks (needs {MIN_TRACKS}): "
+                                "the frames do not fit these cameras (moving objects, or not this prediction's frames)")
+    return rig, points, tracks, sorted(weak)
+
+
+def _restore_gauge(rig: Rig, points: np.ndarray, rig_in: Rig) -> tuple[Rig, np.ndarray]:
+    """The similarity that puts view 0 back at its input pose and restores the spread of the centres."""
+    c_ref, c_in = rig.centres, rig_in.centres
+    spread_ref = np.sum(np.linalg.norm(c_ref - c_ref[0], axis=1))
+    spread_in = np.sum(np.linalg.norm(c_in - c_in[0], axis=1))
+    s = spread_in / spread_ref if spread_ref > 1e-12 and spread_in > 1e-12 else 1.0
+    r_m = rig_in.R[0].T @ rig.R[0]
+    t_m = c_in[0] - s * r_m @ c_ref[0]
+    out = rig.copy()
+    out.R = rig.R @ r_m.T
+    centres = s * c_ref @ r_m.T + t_m
+    out.t = -np.einsum("nij,nj->ni", out.R, centres)
+    return out, s * points @ r_m.T + t_m
+
+
+def _rms(err: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(err * err))) if len(err) else float("nan")
+
+
+def _per_view(err: np.ndarray, views: np.ndarray, n: int) -> list:
+    sums = np.bincount(views, weights=err * err, minlength=n)
+    counts = np.bincount(views, minlength=n)
+    return [float(np.sqrt(s / c)) if c else None for s, c in zip(sums, counts)]
+
+
+def _measure_input(pycolmap, rig_in: Rig, tracks, sizes, solved_points) -> np.ndarray:
+    """Each observation's error through the input cameras, each point placed best for them (least
+    squares from the linear triangulation or from the solved point, whichever fits its track better)."""
+    linear, _ = _retriangulate(rig_in, tracks)
+    n = len(rig_in.R)
+    candidates = [linear]
+    for start in (linear, solved_points):
+        candidates.append(adjust(pycolmap, rig_in, start, tracks, camera_of_view=np.arange(n), model="PINHOLE",
+                                 sizes=sizes, refine_cameras=False)[1])
+    best = None
+    worst = float(np.hypot(*np.max(sizes, axis=0)))  # no observation is further off than the frame's diagonal
+    for points in candidates:
+        err, front = residuals(rig_in, points, tracks)
+        err = np.where(front, np.minimum(err, worst), worst)
+        cost = np.bincount(tracks.obs_track, weights=err ** 2, minlength=len(points))
+        if best is None:
+            best, best_cost = err, cost
+        else:
+            better = cost < best_cost
+            best, best_cost = np.where(better[tracks.obs_track], err, best), np.minimum(cost, best_cost)
+    return best
+
+
+def _track_colours(features, tracks: feat.TrackSet) -> np.ndarray:
+    """(T,3) uint8: the colour under each track's first observation (grey when unknown)."""
+    if features is None or not features.rgb:
+        return np.full((tracks.num_tracks, 3), 128, np.uint8)
+    first = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_track))[:-1]])
+    return np.array([features.rgb[v][f] for v, f in zip(tracks.obs_view[first], tracks.obs_feature[first])],
+                    np.uint8).reshape(-1, 3)
+
+
+def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=None) -> tuple[dict, Solve]:
+    """The figures (``meta["solve"]``) and the solve itself; raises one-line errors for bad input."""
+    started = time.monotonic()
+    pycolmap = require_pycolmap()
+    frames = _check(pred, images, lens)
+    n = pred.num_views
+    sizes = np.asarray(pred.orig_size, dtype=np.int64)
+    rig_in = input_rig(pred)
+    features = _features(pycolmap, frames, pred, progress)
+    tracks = _tracks(pycolmap, features, rig_in, progress)
+    rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
+    rig, points, tracks, weak = _bundle(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
+    rig, points = _restore_gauge(rig, points, rig_in)
+    for v in weak:  # exactly their input pose (the gauge fit moved them by its rounding)
+        rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
+    colours = _track_colours(features, tracks)
+    err_after, _ = residuals(rig, points, tracks)
+    err_before = _measure_input(pycolmap, rig_in, tracks, sizes, points)
+    figures = {
+        "lens": lens,
+        "rms_px": _rms(err_after),
+        "rms_px_before": _rms(err_before),
+        "per_view_rms_px": _per_view(err_after, tracks.obs_view, n),
+        "per_view_rms_px_before": _per_view(err_before, tracks.obs_view, n),
+        "tracks": tracks.num_tracks,
+        "observations": int(len(tracks.obs_view)),
+        "distortion": {"model": "radial", "k1": float(rig.k[0, 0]), "k2": float(rig.k[0, 1])} if lens == "radial" else None,
+        "focal_px": [float(f) for f in rig.f[:, 0]],
+        "kept_input_pose": [int(v) for v in weak],
+        "reason": None,
+    }
+    if not figures["rms_px"] < figures["rms_px_before"]:
+        figures.update(rms_px=figures["rms_px_before"], per_view_rms_px=figures["per_view_rms_px_before"],
+                       distortion=None, focal_px=[float(f) for f in rig_in.f[:, 0]],
+                       reason=f"the solve did not lower the error ({_rms(err_after):.3f} px vs "
+                              f"{figures['rms_px_before']:.3f} px): the input cameras are kept")
+        rig = rig_in
+    figures["seconds"] = time.monotonic() - started
+    _report(progress, 1.0, f"solve error {figures['rms_px_before']:.2f} -> {figures['rms_px']:.2f} px")
+    return figures, Solve(rig, rig_in, points, tracks, weak, sizes, colours)
+
+
+def _apply(pred: Prediction, rig: Rig, figures: dict) -> Prediction:
+    out = copy.copy(pred)
+    out.meta = dict(pred.meta or {})
+    out.meta["solve"] = figures
+    if figures["reason"] is not None:
+        return out
+    extr = np.concatenate([rig.R, rig.t[:, :, None]], axis=2)
+    k_orig = np.zeros((len(extr), 3, 3))
+    k_orig[:, 0, 0], k_orig[:, 1, 1] = rig.f[:, 0], rig.f[:, 1]
+    k_orig[:, :2, 2], k_orig[:, 2, 2] = rig.c, 1.0
+    k_proc = np.linalg.inv(np.asarray(pred.proc_to_orig, dtype=np.float64)) @ k_orig
+    out.extrinsics = extr.astype(np.float32)
+    out.intrinsics = k_proc.astype(np.float32)
+    return out
+
+
+def refine(pred: Prediction, images=None, *, lens: str = DEFAULT_REFINE_LENS, progress=None) -> Prediction:
+    """A new Prediction with bundle-adjusted cameras and ``meta["solve"]`` (see the module docstring).
+
+    ``images``: the source frames in view order (paths, arrays, or an ``inputs.collect_inputs`` set;
+    None: ``pred.source_paths``). ``lens``: ``fixed`` (one focal length), ``zoom`` (one per view) or
+    ``radial`` (one focal length with k1, k2). ``progress(stage, fraction, message)`` is called with
+    stage ``"solve"``; raising :class:`CancelledError` from it cancels. Depth is left as it is (the
+    shot keeps its frame and scale).
+    """
+    figures, result = solve(pred, images, lens, progress)
+    out = _apply(pred, result.rig, figures)
+    if figures["reason"] is None:
+        out.tracks = result.as_tracks()
+    return out
+
+
+def measure(pred: Prediction, images=None) -> dict:
+    """The solve error of the cameras as they are: ``rms_px``, ``per_view_rms_px``, ``tracks``,
+    ``observations`` (tracks found and cleaned as :func:`refine` does, then measured through the
+    prediction's own cameras). The prediction is not changed."""
+    figures, _ = solve(pred, images, "zoom")
+    return {"rms_px": figures["rms_px_before"], "per_view_rms_px": figures["per_view_rms_px_before"],
+            "tracks": figures["tracks"], "observations": figures["observations"], "seconds": figures["seconds"],
+            "refinable_to_px": figures["rms_px"] if figures["reason"] is None else figures["rms_px_before"]}

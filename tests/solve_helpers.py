@@ -1,0 +1,109 @@
+"""Ground-truth shots for the camera-solve tests: render (bpy), perturb, compare after a gauge fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import render_solve_shot  # noqa: E402
+
+from da3_blender.prediction import Prediction  # noqa: E402
+
+FRAMES = 48
+PROC = (54, 96)  # processed (H, W): the depth the tests carry; the solve works on the source frames
+
+
+def load_shot(folder) -> dict:
+    with open(os.path.join(folder, "cameras.json")) as fh:
+        info = json.load(fh)
+    return {k: np.asarray(v, dtype=np.float64) if k in ("extrinsics", "intrinsics") else v for k, v in info.items()}
+
+
+def path_length(extrinsics: np.ndarray) -> float:
+    centres = -np.einsum("nji,nj->ni", extrinsics[:, :, :3], extrinsics[:, :, 3])
+    return float(np.sum(np.linalg.norm(np.diff(centres, axis=0), axis=1)))
+
+
+def _axis_angle(axis, angle):
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def perturb(extrinsics, intrinsics, seed=0, rot_deg=1.0, pos_frac=0.03, focal_frac=0.05):
+    """Feed-forward-like cameras: every view rotated by rot_deg, moved by pos_frac of the path, focal off by focal_frac."""
+    rng = np.random.default_rng(seed)
+    length = path_length(extrinsics)
+    out_e, out_k = extrinsics.copy(), intrinsics.copy()
+    for i in range(len(extrinsics)):
+        rot, t = extrinsics[i, :, :3], extrinsics[i, :, 3]
+        centre = -rot.T @ t
+        rot = _axis_angle(rng.normal(size=3), np.radians(rot_deg)) @ rot
+        step = rng.normal(size=3)
+        centre = centre + pos_frac * length * step / np.linalg.norm(step)
+        out_e[i, :, :3], out_e[i, :, 3] = rot, -rot @ centre
+        out_k[i, :2, :2] *= 1 + focal_frac * rng.choice([-1.0, 1.0])
+    return out_e, out_k
+
+
+def prediction(extrinsics, intrinsics_orig, size, depth=None, paths=None) -> Prediction:
+    """A Prediction with these cameras (intrinsics given in source pixels) at a small processed size."""
+    n = len(extrinsics)
+    w, h = size
+    to_orig = np.diag([w / PROC[1], h / PROC[0], 1.0])
+    k_proc = np.linalg.inv(to_orig) @ intrinsics_orig
+    if depth is None:
+        depth = np.full((n, *PROC), 3.0, dtype=np.float32)
+    return Prediction(depth=depth, extrinsics=extrinsics.astype(np.float32), intrinsics=k_proc.astype(np.float32),
+                      orig_size=np.tile([w, h], (n, 1)), proc_to_orig=np.tile(to_orig, (n, 1, 1)),
+                      source_paths=list(paths) if paths else None)
+
+
+def gauge_errors(est_extr, gt_extr) -> tuple[np.ndarray, np.ndarray]:
+    """Per-view rotation error (degrees) and position error (fraction of the path length) after aligning
+    the gauge: orientation from all cameras, then scale and offset from their centres."""
+    est_extr, gt_extr = np.asarray(est_extr, np.float64), np.asarray(gt_extr, np.float64)
+    m = np.sum(np.einsum("nji,njk->nik", gt_extr[:, :, :3], est_extr[:, :, :3]), axis=0)
+    u, _, vt = np.linalg.svd(m)
+    q = u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt  # est world -> gt world rotation
+    rel = np.einsum("nij,nkj->nik", est_extr[:, :, :3] @ q.T, gt_extr[:, :, :3])
+    rot_err = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    c_est = -np.einsum("nji,nj->ni", est_extr[:, :, :3], est_extr[:, :, 3]) @ q.T
+    c_gt = -np.einsum("nji,nj->ni", gt_extr[:, :, :3], gt_extr[:, :, 3])
+    ye, yg = c_est - c_est.mean(0), c_gt - c_gt.mean(0)
+    s = np.sum(ye * yg) / np.sum(ye * ye)
+    pos_err = np.linalg.norm(s * ye - yg, axis=1) / path_length(gt_extr)
+    return rot_err, pos_err
+
+
+def radial_frames(folder, shot, k1, k2=0.0) -> list[np.ndarray]:
+    from PIL import Image
+
+    frames = []
+    size = tuple(shot["size"])
+    for i, k in enumerate(shot["intrinsics"]):
+        over = np.asarray(Image.open(os.path.join(folder, "overscan", f"frame_{i:04d}.png")).convert("RGB"))
+        frames.append(render_solve_shot.warp_radial(over, k, k1, k2, size))
+    return frames
+
+
+@pytest.fixture(scope="session")
+def shot(tmp_path_factory):
+    folder = os.environ.get("DA3_SOLVE_SHOT")  # a shot rendered before (scripts/render_solve_shot.py), to rerun faster
+    if not folder:
+        pytest.importorskip("bpy")
+        folder = tmp_path_factory.mktemp("solve_shot")
+        render_solve_shot.render_shot(str(folder), frames=FRAMES, width=960, height=540)
+    info = load_shot(folder)
+    info["folder"] = str(folder)
+    info["paths"] = render_solve_shot.frame_paths(folder, FRAMES)
+    return info
+
+
