@@ -110,6 +110,8 @@ FOLDER=$SHARED/da3/examples/SOH
 say "1. install the extension zip ($(basename "$ZIP"))"
 run blender --command extension install-file -r user_default -e "$ZIP" >"$OUT/install.log" 2>&1 \
   || { tail -n 20 "$OUT/install.log"; exit 1; }
+run blender -b --python-expr "import bpy; bpy.context.preferences.view.show_splash = False; bpy.ops.wm.save_userpref()" \
+  >>"$OUT/install.log" 2>&1  # no splash screen over the window's screenshots
 
 check_blend() {  # check_blend FILE MIN_CAMERAS
   run blender -b "$1" --python-expr "import bpy, json; print('DA3-CHECK', json.dumps({t: sum(o.type == t for o in bpy.data.objects) for t in ('CAMERA', 'MESH', 'POINTCLOUD')}))" \
@@ -123,6 +125,7 @@ PY
 }
 
 COMMON=(--model "$FIXTURE" --python "$PY" --device cpu --process-res 56)
+if [ "${DA3_REAL_BLENDER_WINDOW_ONLY:-0}" != 1 ]; then  # 1: only the window part (while working on it)
 say "2. headless: a video (12 frames in chunks) and an image folder"
 run blender -b -P "$REPO/scripts/reconstruct.py" -- "$VIDEO" --output "$OUT/video.blend" "${COMMON[@]}" \
   --fps 0 --max-frames 12 --chunk-size 6 --chunk-overlap 2 >"$OUT/headless-video.log" 2>&1 \
@@ -148,9 +151,11 @@ else
   [ "$code" = 0 ] || { cat "$OUT/headless-abc.err"; exit 1; }
 fi
 
+fi
+
 say "3. a window under Xvfb: the DA3 tab, Reconstruct with progress, Cancel"
 run sh -c "Xvfb :77 -screen 0 1280x800x24 -nolisten tcp >/tmp/xvfb.log 2>&1 & echo \$! > /tmp/xvfb.pid; sleep 2; \
-  DISPLAY=:77 blender --python '$REPO/scripts/real_blender_window.py' -- --video '$VIDEO' --model '$FIXTURE' \
+  DISPLAY=:77 blender --enable-event-simulate --python '$REPO/scripts/real_blender_window.py' -- --video '$VIDEO' --model '$FIXTURE' \
   --python '$PY' --out '$OUT'; code=\$?; kill \$(cat /tmp/xvfb.pid); exit \$code" >"$OUT/window.log" 2>&1 \
   || { tail -n 30 "$OUT/window.log"; exit 1; }
 INNER

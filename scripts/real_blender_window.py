@@ -1,6 +1,6 @@
 """Drive the DA3 panel in a real Blender window (started by scripts/check_real_blender.sh under Xvfb).
 
-    blender --python scripts/real_blender_window.py -- --video V --model M --python PY --out DIR
+    blender --enable-event-simulate --python scripts/real_blender_window.py -- --video V --model M --python PY --out DIR
 
 Opens the 3D viewport's sidebar on the DA3 tab, fills the panel (a video, the model, the worker Python),
 presses Reconstruct as a user would (the modal operator, invoked in the window), takes screenshots of the
@@ -87,12 +87,6 @@ def finish(ok, error=None):
 def setup():
     window, area, region = view3d()
     area.spaces.active.show_region_ui = True
-    ui = next(r for r in area.regions if r.type == "UI")
-    try:
-        ui.active_panel_category = "DA3"
-    except (AttributeError, TypeError) as ex:
-        STATE["checks"]["tab"] = f"could not select the DA3 tab: {ex}"
-    STATE["checks"]["tab_category"] = getattr(ui, "active_panel_category", None)
     prefs = bpy.context.preferences.addons[package()].preferences
     prefs.python_mode, prefs.custom_python = "CUSTOM", ARGS.python
     s = bpy.context.scene.da3_settings
@@ -118,8 +112,25 @@ def tick():
         return None
     if step == "setup":
         setup()
-        STATE["step"] = "before"
+        STATE["step"], STATE["tab_tries"] = "tab", 0
         return 1.0
+    if step == "tab":  # click down the sidebar's tab strip as a user would, until the DA3 tab is open
+        window, area, _ = view3d()
+        ui = next(r for r in area.regions if r.type == "UI")
+        STATE["checks"]["tab"] = ui.active_panel_category
+        if ui.active_panel_category == "DA3":
+            STATE["step"] = "before"
+            return 0.5
+        y = ui.y + ui.height - 20 - 12 * STATE["tab_tries"]
+        if y < ui.y + 10:
+            finish(False, f"could not open the DA3 tab of the sidebar (it shows {ui.active_panel_category!r})")
+            return None
+        x = ui.x + ui.width - 10  # the tab strip on the sidebar's right edge
+        window.event_simulate(type="MOUSEMOVE", value="NOTHING", x=x, y=y)
+        window.event_simulate(type="LEFTMOUSE", value="PRESS", x=x, y=y)
+        window.event_simulate(type="LEFTMOUSE", value="RELEASE", x=x, y=y)
+        STATE["tab_tries"] += 1
+        return 0.3
     if step == "before":
         shot("1-before")
         STATE["checks"]["started"] = sorted(press("reconstruct"))
@@ -133,6 +144,9 @@ def tick():
             STATE["checks"]["during"] = {"stage": rt.stage, "fraction": rt.fraction, "message": rt.message}
         if rt.running:
             return 0.2
+        STATE["step"] = "after"
+        return 1.5  # let the panel settle into its new layout before the screenshot
+    if step == "after":
         shot("3-after")
         after = counts()
         STATE["checks"]["after"] = {"summary": rt.summary, "error": rt.error, "counts": after,
@@ -157,6 +171,9 @@ def tick():
     if step == "cancelled":
         if rt.running:
             return 0.2
+        STATE["step"] = "cancelled-settled"
+        return 1.5
+    if step == "cancelled-settled":
         shot("5-cancelled")
         STATE["checks"]["cancelled"] = {"error": rt.error, "counts": counts()}
         ok = counts() == STATE["mid"] and rt.error.startswith("Cancelled")
