@@ -100,8 +100,8 @@ for dir in "$REPO" "$SHARED" "$BASE"; do
 done
 HOME_DIR=/tmp/home
 mkdir -p "$ROOT$HOME_DIR"
-run() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=$HOME_DIR LANG=C.UTF-8 HF_HUB_OFFLINE=1 \
-        PYTHONUNBUFFERED=1 "$@"; }
+run() { timeout 900 chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=$HOME_DIR LANG=C.UTF-8 HF_HUB_OFFLINE=1 \
+        PYTHONUNBUFFERED=1 "$@"; }  # every Blender run ends within 15 minutes
 say() { echo "real-blender: $*"; }
 FIXTURE=$SHARED/da3/fixtures/da3-small-random
 VIDEO=$SHARED/da3/examples/robot_unitree.mp4
