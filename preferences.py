@@ -107,6 +107,19 @@ class DA3Preferences(AddonPreferences):
         name="SSH options", description="Extra ssh -o options, Key=Value separated by spaces (e.g. Port=2222 "
                                         "IdentityFile=~/.ssh/gpu); usually better in ~/.ssh/config")
 
+    # render farm (issue 20): Submit to Flamenco
+    flamenco_manager_url: StringProperty(
+        name="Flamenco manager", description="The Flamenco v3 manager the panel's 'Submit to Flamenco' sends shots "
+                                             "to, e.g. http://flamenco-manager:8080 (empty: no farm)")
+    flamenco_farm_dir: StringProperty(
+        name="Farm folder", subtype="DIR_PATH",
+        description="Where submitted shots are planned (chunk results, result.npz, the .blend): storage every "
+                    "farm worker sees under the same path (or mapped by Flamenco's two-way variables)")
+    flamenco_da3_root: StringProperty(
+        name="DA3 folder on workers", subtype="DIR_PATH",
+        description="The DA3 for Blender folder the farm workers run the steps from (a checkout or the source zip, "
+                    "with scripts/; empty: this extension's folder when it has scripts/)")
+
     def draw(self, context):
         runtime = context.window_manager.da3_runtime
         layout = self.layout
@@ -152,6 +165,11 @@ class DA3Preferences(AddonPreferences):
         box.prop(self, "offline")
         layout.prop(self, "default_device")
         _prop(layout, self, "results_dir", placeholder=user_dir("results"))
+        box = layout.box()  # render farm (issue 20)
+        box.label(text="Render farm (Flamenco)", icon="NETWORK_DRIVE")
+        _prop(box, self, "flamenco_manager_url", placeholder="http://flamenco-manager:8080")
+        _prop(box, self, "flamenco_farm_dir", placeholder="a folder every worker sees")
+        _prop(box, self, "flamenco_da3_root", placeholder="a DA3 for Blender checkout the workers see")
 
 
 def _prop(layout, data, name, placeholder=""):
@@ -200,6 +218,9 @@ class _Defaults:
     remote_python = opt.DEFAULT_REMOTE_PYTHON
     remote_cache_dir = opt.DEFAULT_REMOTE_CACHE_DIR
     remote_ssh_options = ""
+    flamenco_manager_url = ""
+    flamenco_farm_dir = ""
+    flamenco_da3_root = ""
 
 
 def get_preferences(context=None):

@@ -66,11 +66,13 @@ INPUT_MODES = (
     ("IMAGES", "Images", "Reconstruct the image files in the list below", 0),
     ("FOLDER", "Folder", "Reconstruct every image in a folder, in natural name order (frame2 before frame10)", 1),
     ("VIDEO", "Video", "Reconstruct frames sampled from a video file", 2),
+    ("SEQUENCE", "Sequence", "An image sequence (plate.####.exr, or one of its files): one camera keyed on "
+                             "the frames' own numbers", 3),  # issue 17
 )
 DEVICE_ITEMS = [(PREFERENCES_DEVICE, "Preferences default",
                  "The device chosen in Edit > Preferences > Add-ons > DA3 for Blender", 0)] + enum_items(opt.DEVICES, 1)
 CHUNKING = (
-    ("VIDEO", "Videos", "Videos are processed in chunks, image sets in one pass (default)", 0),
+    ("VIDEO", "Shots", "Videos and image sequences are processed in chunks, stills in one pass (default)", 0),
     ("ALWAYS", "Always", "Videos, folders and image lists are processed in chunks", 1),
     ("OFF", "Never", "Every view in one pass: time and memory grow quickly with the number of views", 2),
 )
@@ -212,8 +214,9 @@ class DA3Settings(PropertyGroup):
     folder: StringProperty(name="Folder", subtype="DIR_PATH", description="A folder of images")
     video: StringProperty(name="Video", subtype="FILE_PATH", description="A video file")
     video_fps: FloatProperty(
-        name="Frames per second", default=opt.DEFAULT_VIDEO_FPS, min=opt.EVERY_FRAME_FPS, soft_max=30.0,
-        description="How many frames to take per second of video (0: every frame)",
+        name="Frames per second", default=opt.DEFAULT_SHOT_FPS, min=opt.EVERY_FRAME_FPS, soft_max=30.0,
+        description="How many frames to take per second of a video or sequence (0: every frame, keyed on each; "
+                    "fewer: the camera is interpolated between keys)",
     )
     video_start: FloatProperty(name="Start", default=0.0, min=0.0, unit="TIME_ABSOLUTE", description="Start time in seconds")
     video_end: FloatProperty(
@@ -223,6 +226,23 @@ class DA3Settings(PropertyGroup):
         name="Max frames", default=0, min=0, soft_max=500,
         description="Stop after this many frames (0: no limit). Fewer frames need less memory",
     )
+    # shots (issue 17): image sequences, frame numbers, rates, plate colours
+    sequence: StringProperty(name="Sequence", subtype="FILE_PATH",
+                             description="One file of a numbered image sequence (plate.1001.exr), or its pattern "
+                                         "(plate.####.exr)")
+    folder_mode: EnumProperty(name="Folder as", items=enum_items(opt.SHOT_MODES), default=opt.DEFAULT_SHOT_MODE,
+                              description="A folder holding one numbered sequence is a shot (one animated camera); "
+                                          "choose Stills to give every image its own camera")
+    frame_start: IntProperty(name="Frame start", default=opt.DEFAULT_FRAME_START, min=0, max=opt.MAX_SCENE_FRAME,
+                             description="The scene frame of the video's first frame (1001 for a VFX plate); a "
+                                         "sequence keeps its own frame numbers")
+    frame_rate: FloatProperty(name="Frame rate", default=0.0, min=0.0, soft_max=120.0, precision=3,
+                              description="The sequence's frames per second (23.976 is exactly 24000/1001); 0: the "
+                                          f"EXR framesPerSecond, else {opt.DEFAULT_SEQUENCE_RATE:g}")
+    input_colorspace: EnumProperty(name="Plate colours", items=enum_items(opt.INPUT_COLORSPACES),
+                                   default=opt.DEFAULT_INPUT_COLORSPACE,
+                                   description="How plates become the model's input: EXR is scene-linear (clamped "
+                                               "and sRGB-encoded), other images display-referred")
 
     # model
     model: EnumProperty(name="Model", items=_model_items(), default=DEFAULT_MODEL_ITEM,
@@ -261,7 +281,8 @@ class DA3Settings(PropertyGroup):
     use_selected_cameras: BoolProperty(
         name="Use selected cameras as known poses", default=False,
         description="Condition the model on the selected camera objects, one per view, matched in natural "
-                    "name order (Cam2 before Cam10), e.g. from a motion-tracking solve",
+                    "name order (Cam2 before Cam10), or one animated camera on the views' frame numbers, e.g. "
+                    "from a motion-tracking solve. The result is built in those cameras' world",
     )
 
     # long shots (streaming)
@@ -291,6 +312,15 @@ class DA3Settings(PropertyGroup):
                                 options={"ENUM_FLAG"}, default=set(),
                                 description="Files the worker also writes into the export folder")
     export_dir: StringProperty(name="Export folder", subtype="DIR_PATH", description="Where the worker writes the exports")
+    # the exr export's options (issue 17); choices and defaults from options.py
+    exr_resolution: EnumProperty(name="EXR resolution", items=enum_items(opt.EXR_RESOLUTIONS),
+                                 default=opt.DEFAULT_EXR_RESOLUTION,
+                                 description="Size of the EXR depth passes: what the model saw, or the plate's own")
+    exr_half: BoolProperty(name="Half floats", default=opt.DEFAULT_EXR_HALF,
+                           description="Write the EXR channels as 16-bit half floats (smaller files) instead of 32-bit")
+    exr_plate_filter: EnumProperty(name="Plate filter", items=enum_items(opt.EXR_PLATE_FILTERS),
+                                   default=opt.DEFAULT_EXR_PLATE_FILTER,
+                                   description="How plate-resolution EXR passes sample the depth")
 
 
 def model_id(settings: DA3Settings) -> str:

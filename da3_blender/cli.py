@@ -4,6 +4,9 @@
     da3 image PATH
     da3 images DIR [--image-extensions png,jpg]
     da3 video PATH [--fps 2 --start 1.5 --end 8 --max-frames 30]
+    da3 farm plan|forward|align|build|submit ...   # a long shot as render-farm tasks (da3_blender.farm)
+    da3 colmap MODEL_DIR --image-dir DIR   # a COLMAP model's cameras as known poses
+    da3 backend | gallery | gradio      # the web side: see da3_blender/web/ (any command: --use-backend)
 
 Common options: ``--model`` (repo id or local folder; default ``depth-anything/DA3-SMALL`` or
 ``$DA3_MODEL``), ``--device``, ``--process-res``, ``--export-dir``, ``--export-format`` ("-"-joined
@@ -25,6 +28,7 @@ from . import options as opt
 from .errors import BadInputError, CancelledError, DA3Error
 
 DEFAULT_EXPORT_DIR = "da3_output"
+DEFAULT_BACKEND_URL = "http://127.0.0.1:8008"  # `da3 backend`'s default address
 DEBUG_ENV = "DA3_DEBUG"  # DA3_DEBUG=1: print the traceback of an error (as --debug)
 
 log = logging.getLogger("da3_blender")
@@ -53,6 +57,23 @@ def chunk_size_arg(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor {opt.AUTO_CHUNK!r}") from None
 
 
+def add_exr_arguments(g) -> None:
+    """``--exr-resolution``, ``--exr-half``, ``--exr-filter``: the ``exr`` export's options (shared with
+    scripts/reconstruct.py); unset: the defaults of :mod:`options`."""
+    g.add_argument("--exr-resolution", default=None, choices=opt.choice_ids(opt.EXR_RESOLUTIONS),
+                   help="exr depth passes at the processed resolution (exr/) or the plate's (exr_plate/) "
+                        f"(default: {opt.DEFAULT_EXR_RESOLUTION})")
+    g.add_argument("--exr-half", action="store_true", default=None,
+                   help="exr channels as half floats (default: 32-bit float)")
+    g.add_argument("--exr-filter", dest="exr_plate_filter", default=None, choices=opt.choice_ids(opt.EXR_PLATE_FILTERS),
+                   help=f"how plate-resolution exr passes sample the depth (default: {opt.DEFAULT_EXR_PLATE_FILTER})")
+
+
+def exr_options(args) -> dict:
+    """The job options of :func:`add_exr_arguments` (None: not given, the default applies)."""
+    return {key: getattr(args, key, None) for key in opt.EXR_OPTION_KEYS}
+
+
 def add_streaming_arguments(g) -> None:
     """``--chunk-size``, ``--chunk-overlap``, ``--chunk-align`` (shared with scripts/reconstruct.py)."""
     g.add_argument("--chunk-size", type=chunk_size_arg, default=None, metavar="N|auto",
@@ -66,14 +87,37 @@ def add_streaming_arguments(g) -> None:
                         f"(by model; default: {opt.DEFAULT_CHUNK_ALIGN})")
 
 
-def add_video_arguments(g) -> None:
-    """``--fps``, ``--start``, ``--end``, ``--max-frames`` (shared with scripts/reconstruct.py)."""
-    g.add_argument("--fps", type=float, default=opt.DEFAULT_VIDEO_FPS,
-                   help=f"frames per second to sample, 0 for every frame (default: {opt.DEFAULT_VIDEO_FPS:g})")
+def add_video_arguments(g, default_fps: float | None = None) -> None:
+    """``--fps``, ``--start``, ``--end``, ``--max-frames`` (shared with scripts/reconstruct.py). ``default_fps``
+    None: ``options.DEFAULT_VIDEO_FPS`` for a video, every frame of an image sequence."""
+    default_text = (f"{opt.DEFAULT_VIDEO_FPS:g} for a video, every frame of an image sequence" if default_fps is None
+                    else "every frame" if default_fps == opt.EVERY_FRAME_FPS else f"{default_fps:g}")
+    g.add_argument("--fps", type=float, default=default_fps,
+                   help=f"frames per second to sample, 0 for every frame (default: {default_text})")
     g.add_argument("--start", type=float, default=None, help="start time in seconds")
     g.add_argument("--end", type=float, default=None, help="end time in seconds")
     g.add_argument("--max-frames", type=int, default=None,
                    help="keep at most this many of the sampled frames (the first ones, from --start on)")
+
+
+def add_shot_arguments(g) -> None:
+    """``--frame-start``, ``--frame-rate``, ``--input-colorspace`` (shared with scripts/reconstruct.py; issue 17)."""
+    g.add_argument("--frame-start", type=int, default=None, metavar="N",
+                   help=f"the scene frame of a video's first frame; frame numbers name the cameras, planes and EXR/"
+                        f"depth_vis files (default: {opt.DEFAULT_FRAME_START}; 1001 for a VFX plate); a sequence "
+                        "keeps its own numbers")
+    g.add_argument("--frame-rate", type=float, default=None, metavar="FPS",
+                   help=f"an image sequence's rate, e.g. 23.976 (exactly 24000/1001) (default: the EXR "
+                        f"framesPerSecond, else {opt.DEFAULT_SEQUENCE_RATE:g}); a video's is its stream's")
+    g.add_argument("--input-colorspace", default=None, choices=opt.INPUT_COLORSPACE_NAMES,
+                   help="auto: EXR plates are scene-linear (clamped to 0..1, sRGB-encoded for the model), other "
+                        "images display-referred; linear or srgb force one (default: auto)")
+
+
+def shot_from_args(args, stills: bool = False) -> dict:
+    """The job's ``shot`` for parsed arguments (``stills``: never a sequence)."""
+    return {"mode": "stills" if stills else opt.DEFAULT_SHOT_MODE, "frame_start": getattr(args, "frame_start", None),
+            "frame_rate": getattr(args, "frame_rate", None), "colorspace": getattr(args, "input_colorspace", None)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,11 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-max-points", type=int, default=opt.DEFAULT_NUM_MAX_POINTS,
                    help=f"point budget of glb/ply (default: {opt.DEFAULT_NUM_MAX_POINTS})")
     g.add_argument("--no-cameras", dest="show_cameras", action="store_false", help="no camera frustums in the glb")
+    add_exr_arguments(g)
+    g = common.add_argument_group("backend (issue 21)")
+    g.add_argument("--use-backend", action="store_true",
+                   help="send the work to a running `da3 backend` (its model stays loaded) instead of running here")
+    g.add_argument("--backend-url", default=DEFAULT_BACKEND_URL,
+                   help=f"the backend's address (default: {DEFAULT_BACKEND_URL}; token: env DA3_BACKEND_TOKEN)")
+    g = common.add_argument_group("output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors and the file list")
     g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")
 
-    video = _Parser(add_help=False)
-    add_video_arguments(video.add_argument_group("video"))
+    video, video_only = _Parser(add_help=False), _Parser(add_help=False)  # auto: 1 fps for a video, every frame of a
+    add_video_arguments(video.add_argument_group("video and sequences"))  # sequence; `da3 video`: the official 1 fps
+    add_video_arguments(video_only.add_argument_group("video"), default_fps=opt.DEFAULT_VIDEO_FPS)
+    for parent in (video, video_only):
+        add_shot_arguments(parent.add_argument_group("shots: frame numbers, rates, plates"))
 
     exts = _Parser(add_help=False)
     exts.add_argument("--image-extensions", default=None,
@@ -117,14 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="da3", description="Depth Anything 3: images or a video to depth, cameras and a 3D scene.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    p = sub.add_parser("auto", parents=[common, video, exts], help="detect an image, a folder of images or a video")
+    p = sub.add_parser("auto", parents=[common, video, exts],
+                       help="detect an image, a folder of images, an image sequence (plate.####.exr) or a video")
     p.add_argument("input", metavar="INPUT")
     p = sub.add_parser("image", parents=[common], help="one image file")
     p.add_argument("input", metavar="PATH")
     p = sub.add_parser("images", parents=[common, exts], help="every image in a folder (sorted by name)")
     p.add_argument("input", metavar="DIR")
-    p = sub.add_parser("video", parents=[common, video], help="frames sampled from a video file")
+    p = sub.add_parser("video", parents=[common, video_only], help="frames sampled from a video file")
     p.add_argument("input", metavar="PATH")
+    from .farm_cli import add_parser as add_farm_parser  # render farms (issue 20)
+
+    add_farm_parser(sub, common, video)
+    from .web.commands import add_commands  # backend, gallery, gradio, colmap (issue 21)
+
+    add_commands(sub, common)
     return parser
 
 
@@ -147,11 +208,13 @@ def job_from_args(args) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        **exr_options(args),
     }
     if os.path.exists(args.export_dir) and not os.path.isdir(args.export_dir):
         raise BadInputError(f"--export-dir {args.export_dir} is a file: choose a folder")
     return build_job([args.input], model=args.model, device=args.device, video=video, options=options,
-                     export_dir=args.export_dir, export_format=args.export_format)
+                     export_dir=args.export_dir, export_format=args.export_format,
+                     shot=shot_from_args(args, stills=args.command in ("image", "images")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,9 +229,12 @@ def _extensions(text: str) -> tuple[str, ...]:
 
 
 def input_kind(path: str, command: str = "auto") -> str:
-    """"image", "images" or "video" for ``path``; BadInputError when it does not fit ``command``."""
+    """"image", "images", "sequence" or "video" for ``path``; BadInputError when it does not fit ``command``."""
     from . import inputs
+    from .sequences import find_sequence, is_pattern
 
+    if command == "auto" and (is_pattern(path) or os.path.exists(path)) and find_sequence(path) is not None:
+        return "sequence"  # a pattern, a folder that is one numbered sequence, or one file of it
     if not os.path.exists(path):
         raise BadInputError(f"{path} does not exist: check the path")
     if os.path.isdir(path):
@@ -194,11 +260,13 @@ def collect(args, spec: dict, progress=None):
 
     kind = input_kind(args.input, args.command)
     exif = spec["options"].get("exif_transpose", True)
+    shot = video_kwargs(spec)
+    plates = {"shot": "stills", "colorspace": shot["colorspace"]}
     if kind == "images" and getattr(args, "image_extensions", None):
         files = inputs.list_folder_images(args.input, _extensions(args.image_extensions))
-        return inputs.collect_inputs(files, exif_transpose=exif, progress=progress)
+        return inputs.collect_inputs(files, exif_transpose=exif, progress=progress, **plates)
     if kind in ("image", "images"):  # a folder is listed by inputs (all image types, natural order)
-        return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress)
+        return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress, **plates)
     return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress, **video_kwargs(spec))
 
 
@@ -257,46 +325,70 @@ def _quiet(*_args, **_kwargs):
 
 def run(args) -> int:
     """Execute a parsed command line; raises DA3Error on failure."""
-    from . import devices
-    from .api import DepthAnything3
-    from .files import make_folder
-    from .inference import run_inference
+    spec = job_from_args(args)
+    input_kind(args.input, args.command)
+    return run_job(args, spec, lambda progress: collect(args, spec, progress=progress), lambda: backend_paths(args))
+
+
+def backend_paths(args) -> list[str]:
+    """The input files a backend request names: a folder is listed here, in natural order."""
+    from . import inputs
+
+    if os.path.isdir(args.input):
+        exts = _extensions(args.image_extensions) if getattr(args, "image_extensions", None) else None
+        return inputs.list_folder_images(args.input, exts)
+    return [args.input]
+
+
+def run_job(args, spec: dict, source, paths) -> int:
+    """Run a checked job here (``source(progress)`` gives its InputSet) or, with ``--use-backend``, on
+    the backend (``paths()`` gives its input files); prints the summary and the files written."""
     from .job import inference_kwargs
 
-    spec = job_from_args(args)
     formats = spec["export_format"].split("-")
-    input_kind(args.input, args.command)
-    kwargs = inference_kwargs(spec)
-    device = devices.resolve_device(spec["device"])
     printer = _quiet if args.quiet else ProgressPrinter()
     failed = True
     try:
-        source = collect(args, spec, progress=printer)
-        printer("model", 0.0, f"loading {spec['model']} on {device}")
-        model = DepthAnything3.from_pretrained(spec["model"], device=device)
-        printer("model", 1.0, f"{getattr(model, 'model_name', spec['model'])} on {device}")
-        make_folder(args.export_dir)
-        pred = run_inference(
-            model,
-            source,
-            export_dir=spec["export_dir"],
-            export_format=spec["export_format"],
-            progress=printer,
-            exif_transpose=spec["options"].get("exif_transpose", True),
-            **kwargs,
-        )
+        if getattr(args, "use_backend", False):
+            from .web.client import run_on_backend
+
+            task = run_on_backend(args.backend_url, spec, paths(), progress=printer)
+            summary = task.get("summary") or {}
+            n, (h, w), files = summary.get("views", 0), summary.get("size") or (0, 0), task.get("files", [])
+            video = summary.get("video")
+        else:
+            pred = _run_here(spec, source, printer, inference_kwargs(spec))
+            n, (h, w), files = pred.num_views, pred.image_size, pred.meta.get("exported_files", [])
+            video = pred.meta.get("video")
         failed = False
     finally:
         if isinstance(printer, ProgressPrinter):
             printer.close(failed)
-    files = pred.meta.get("exported_files", [])
-    n = pred.num_views
-    h, w = pred.image_size
-    out = os.path.abspath(args.export_dir)
+    out = os.path.abspath(spec["export_dir"])
     print(f"da3: {n} view{'s' * (n != 1)} at {w}x{h} -> {out} ({len(files)} file{'s' * (len(files) != 1)}: {', '.join(formats)})")
+    from .sequences import shot_summary
+
+    if shot_summary(video):
+        print(f"da3: {shot_summary(video)}")
     for f in files:
         print(f"  {f}")
     return 0
+
+
+def _run_here(spec: dict, source, printer, kwargs: dict):
+    from . import devices
+    from .api import DepthAnything3
+    from .files import make_folder
+    from .inference import run_inference
+
+    device = devices.resolve_device(spec["device"])
+    inputs = source(printer)
+    printer("model", 0.0, f"loading {spec['model']} on {device}")
+    model = DepthAnything3.from_pretrained(spec["model"], device=device)
+    printer("model", 1.0, f"{getattr(model, 'model_name', spec['model'])} on {device}")
+    make_folder(spec["export_dir"])
+    return run_inference(model, inputs, export_dir=spec["export_dir"], export_format=spec["export_format"],
+                         progress=printer, exif_transpose=spec["options"].get("exif_transpose", True), **kwargs)
 
 
 def _one_line(text: str) -> str:
@@ -328,12 +420,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from .farm_cli import split_build_options
+
     parser = build_parser()
+    argv, build_options = split_build_options(argv)  # da3 farm build DIR -- OPTIONS
     args = parser.parse_args(argv)
     if args.command is None:
-        raise _UsageError("choose a command: auto, image, images or video (see da3 --help)")
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
+        raise _UsageError("choose a command: auto, image, images, video, colmap, farm, backend, gallery or gradio "
+                          "(see da3 --help)")
+    logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="da3: warning: %(message)s", stream=sys.stderr)
+    if args.command == "farm":
+        from .farm_cli import run as run_farm
+
+        return run_farm(args, build_options)
+    from .web.commands import COMMANDS, run_command
+
+    if args.command in COMMANDS:
+        return run_command(args)
     return run(args)
 
 

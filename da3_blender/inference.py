@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from . import devices, geometry, options, preprocess, streaming
 from .errors import BadInputError, CancelledError, DA3Error
-from .prediction import Prediction
+from .prediction import FRAME_NUMBERS_KEY, SCENE_FRAMES, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ def run_inference(
     chunk_size: int | str | None = None,
     chunk_overlap: int | None = None,
     chunk_align: str = "auto",
+    exr_resolution: str = options.DEFAULT_EXR_RESOLUTION,
+    exr_half: bool = options.DEFAULT_EXR_HALF,
+    exr_plate_filter: str = options.DEFAULT_EXR_PLATE_FILTER,
 ) -> Prediction:
     """Run ``model`` (a :class:`da3_blender.api.DepthAnything3`) on images and return a Prediction.
 
@@ -81,12 +84,17 @@ def run_inference(
     chunk aligned to the views before it by ``chunk_align`` ("sim3", "se3", or "auto": se3 for metric
     models, sim3 otherwise). With known poses every chunk is aligned to them instead. Per-chunk
     ``start``, ``end``, ``scale``, ``residual`` and ``fallback`` go to ``pred.meta["chunks"]``.
+    ``exr_*``: the ``exr`` export's resolution (processed or plate), half floats and plate filter.
     """
     report = _Reporter(progress)
     preprocess.check_options(process_res, process_res_method)  # fail before any work
     chunking = streaming.check_options(chunk_size, chunk_overlap, chunk_align)
     formats = parse_export_format(export_format) if export_dir is not None else []
     infer_gs = bool(infer_gs) or "gs_ply" in formats
+    if "exr" in formats:  # unknown choices or a missing OpenEXR: one line before any work
+        from .exports.exr import check_exr_options
+
+        check_exr_options(exr_resolution, exr_plate_filter)
     if infer_gs:
         _check_gaussians(model)
         if chunking.size not in (None, options.AUTO_CHUNK):
@@ -126,15 +134,11 @@ def run_inference(
     report("preprocess", 1.0, f"{pre.images.shape[2]}x{pre.images.shape[1]} px")
 
     device = _model_device(model)
-    size = chunking.size
-    if size == options.AUTO_CHUNK:
-        size = streaming.auto_chunk_size(device, n, pre.images.shape[1:3], model_name)
-        if chunking.overlap is not None:
-            size = max(size, 2 * chunking.overlap)  # never a chunk that the overlap fills
+    plan = streaming.chunk_plan(n, chunking.size, chunking.overlap, device, pre.images.shape[1:3], model_name)
     run = _ViewRunner(model, device, pre.images, extr, proc_k, use_ray_pose, ref_view_strategy, ray_pose_seed,
                       metric_units, model_name, align_to_input_ext_scale, infer_gs)
 
-    if size is None or size >= n:
+    if plan is None:
         # -- forward: one pass ------------------------------------------------------------------
         report("forward", 0.0, "running the network")
         tensor = preprocess.normalize(pre.images)
@@ -151,8 +155,8 @@ def run_inference(
         del raw
         chunks_meta = None
     else:
-        overlap = streaming.resolve_overlap(size, chunking.overlap)
-        pred, alignment, chunks_meta = _run_chunks(run, n, streaming.plan_chunks(n, size, overlap), align, report)
+        size, overlap, chunks = plan
+        pred, alignment, chunks_meta = _run_chunks(run, n, chunks, align, report)
         report("postprocess", 0.0, "building the prediction")
         chunks_meta = {"chunk_size": int(size), "chunk_overlap": int(overlap), "chunk_align": align,
                        "chunks": chunks_meta}
@@ -196,6 +200,9 @@ def run_inference(
             conf_thresh_percentile=conf_thresh_percentile,
             num_max_points=num_max_points,
             show_cameras=show_cameras,
+            exr_half=bool(exr_half),
+            exr_resolution=exr_resolution,
+            exr_plate_filter=exr_plate_filter,
             progress=lambda f: report("export", float(f), ""),
         )
         pred.meta["exported_files"] = [os.fspath(f) for f in (files or [])]
@@ -284,13 +291,11 @@ def _run_chunks(run: _ViewRunner, n: int, chunks: list[tuple[int, int]], align: 
             alignment = run.postprocess(part, start, end, run.keep_input_scale or k > 0)
             if k == 0:
                 first_alignment = alignment
-                stitcher.is_metric, stitcher.scale_factor = part.is_metric, part.scale_factor
             elif alignment is not None and not run.keep_input_scale:
                 _user_frame_to_prediction_frame(part, first_alignment)
-            entry = stitcher.add(start, end, _chunk_arrays(part), aligned=run.extr is not None, label=label)
+            entry = stitcher.add_part(start, end, part, aligned=run.extr is not None, label=label)
             if alignment is not None:
                 entry["scale"] = float(alignment.scale)
-            stitcher.is_metric = stitcher.is_metric and part.is_metric
         except (CancelledError, KeyboardInterrupt):
             raise
         except DA3Error as exc:
@@ -302,17 +307,7 @@ def _run_chunks(run: _ViewRunner, n: int, chunks: list[tuple[int, int]], align: 
             images[converted:next_start] = preprocess.denormalize_to_uint8(preprocess.normalize(images[converted:next_start]))
             converted = next_start
     report("forward", 1.0, f"{count} chunks")
-    arrays = stitcher.arrays
-    pred = Prediction(
-        depth=arrays["depth"],
-        processed_images=images,
-        conf=arrays.get("conf"),
-        extrinsics=arrays.get("extrinsics"),
-        intrinsics=arrays.get("intrinsics"),
-        sky=arrays.get("sky"),
-        is_metric=stitcher.is_metric,
-        scale_factor=stitcher.scale_factor,
-    )
+    pred = stitcher.prediction(images)
     log.info("streaming: %s", streaming.chunk_residual_summary(stitcher.chunks))
     return pred, first_alignment, stitcher.chunks
 
@@ -321,11 +316,6 @@ def _user_frame_to_prediction_frame(part: Prediction, fit) -> None:
     """Cameras and depth in the user's frame and units -> the prediction frame of ``fit`` (user -> model)."""
     part.extrinsics = geometry.apply_sim3_to_extrinsics(part.extrinsics, fit).astype(np.float32)
     part.depth = (part.depth * np.float32(fit.scale)).astype(np.float32)
-
-
-def _chunk_arrays(part: Prediction) -> dict:
-    return {"depth": part.depth, "conf": part.conf, "extrinsics": part.extrinsics, "intrinsics": part.intrinsics,
-            "sky": part.sky}
 
 
 def _error_in_chunk(exc: DA3Error, label: str) -> DA3Error:
@@ -622,10 +612,16 @@ def _gaussians_in_prediction_frame(raw: dict, pred: Prediction, sim3=None):
 
 
 def _meta(model_name: str, source, **options: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {"model": model_name, "options": options}
+    meta: dict[str, Any] = {"model": model_name, "options": options, FRAME_NUMBERS_KEY: SCENE_FRAMES}
     if source is not None:
         meta["input_kind"] = getattr(source, "kind", "images")
         video = getattr(source, "video", None)
         if video:
-            meta["video"] = {k: (v if isinstance(v, (int, float, str, type(None))) else str(v)) for k, v in dict(video).items()}
+            meta["video"] = {k: (v if isinstance(v, (int, float, str, type(None))) or _is_number_list(v) else str(v))
+                             for k, v in dict(video).items()}
     return meta
+
+
+def _is_number_list(value) -> bool:
+    """A list of plain numbers (a rate [num, den], a frame range, missing frame numbers) stays a list."""
+    return isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)

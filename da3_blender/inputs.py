@@ -25,16 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInputError, DA3Error
+from .errors import BadInputError
+from .job import check_frame_start
 from .options import DEFAULT_VIDEO_FPS, EVERY_FRAME_FPS  # fps None: the official 1 fps; 0: every frame
 
 log = logging.getLogger("da3_blender")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp", ".bmp",
+                    ".exr", ".dpx", ".cin", ".hdr")  # the last four through OpenImageIO (plates.py)
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".mts", ".m2ts", ".3gp", ".ogv")
 VIDEO_MEMORY_FRACTION = 0.5  # indexing VideoFrames holds every full-size frame: at most this share of the RAM
 
-_CONVERT_HINT = "convert it to PNG or JPEG"
 
 
 @dataclass
@@ -43,10 +44,11 @@ class InputSet:
 
     images: list  # HxWx3 uint8 RGB arrays, or a sequence reading them on demand (ImageFiles, VideoFrames)
     source_paths: list  # str per view (the video's path for every frame of a video)
-    frame_numbers: np.ndarray  # int64 per view: source frame (video) or trailing digits of the name, else -1
-    timestamps: np.ndarray  # float64 seconds per view (video), NaN for images
-    kind: str = "images"  # "images" or "video"
-    video: dict | None = field(default=None)  # path, fps, frame_count, duration, width, height
+    frame_numbers: np.ndarray  # int64 per view: its scene frame (video: index + frame_start; sequence: its own
+    #                            number), or the trailing digits of a still's name, else -1
+    timestamps: np.ndarray  # float64 seconds per view from the shot's first frame (video, sequence), NaN for stills
+    kind: str = "images"  # "images", "video" or "sequence"
+    video: dict | None = field(default=None)  # path, fps, rate [num, den], frame_count, frame_range, width, height...
 
     def __len__(self) -> int:
         return len(self.images)
@@ -79,63 +81,19 @@ def natural_key(name: str):
 # images
 
 
-def _to_rgb(im, path) -> np.ndarray:
-    """Any PIL mode -> HxWx3 uint8; high bit depths are scaled (65535 -> 255), never clipped."""
-    mode = im.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        a = np.asarray(im).astype(np.float64)
-        if mode == "F":
-            peak = 1.0 if a.size and np.nanmax(a) <= 1.0 else 255.0
-        else:  # 16-bit data (PIL keeps 16-bit greyscale as I;16 or I)
-            peak = 65535.0 if mode.startswith("I;16") or (a.size and a.max() > 255) else 255.0
-        grey = np.clip(np.rint(np.nan_to_num(a) * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")  # avoids PIL's palette-transparency warning; alpha is dropped below
-    if im.mode != "RGB":
-        try:
-            im = im.convert("RGB")  # alpha is dropped (not composited), as the official loader does
-        except (ValueError, OSError) as exc:
-            raise BadInputError(f"{path}: colour mode {mode} is not supported ({exc}); {_CONVERT_HINT}") from None
-    return np.array(im, dtype=np.uint8)
-
-
-def load_image(path, exif_transpose: bool = True) -> np.ndarray:
+def load_image(path, exif_transpose: bool = True, colorspace: str = "auto") -> np.ndarray:
     """Read one image file as HxWx3 uint8 RGB.
 
     ``exif_transpose`` applies the EXIF orientation (phone photos); the official DA3 applies none,
-    so pass False for exact parity with it.
+    so pass False for exact parity with it. EXR, DPX, Cineon and HDR plates, and images Pillow cannot
+    decode, are read through OpenImageIO (:mod:`.plates`, ``colorspace`` as there).
     """
-    # imported here, not at the top: the extension reads this module's constants inside Blender,
-    # whose Python has no PIL
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from . import plates
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise BadInputError(f"{path}: file not found; check the path")
-    if os.path.isdir(path):
-        raise BadInputError(f"{path} is a folder, not an image; pass the image files or give the folder as the input")
-    if os.path.getsize(path) == 0:
-        raise BadInputError(f"{path} is empty (0 bytes); copy or export the image again")
-    try:
-        with Image.open(path) as im:
-            im.load()  # full decode: truncated or corrupt data fails here
-            if exif_transpose:
-                im = ImageOps.exif_transpose(im)
-            return _to_rgb(im, path)
-    except DA3Error:
-        raise
-    except UnidentifiedImageError:
-        if _ext(path) in IMAGE_EXTENSIONS:
-            raise BadInputError(f"{path} is damaged or not really a {_ext(path)} file; export or copy it again") from None
-        hint = "HEIC is not supported, export it as JPEG" if _ext(path) in (".heic", ".heif", ".avif") else _CONVERT_HINT
-        raise BadInputError(f"{path} is not an image that can be read; {hint}") from None
-    except Image.DecompressionBombError as exc:
-        raise BadInputError(f"{path} is too large to load safely ({exc}); scale it down first") from None
-    except MemoryError:
-        raise BadInputError(f"{path} is too large to load in memory; scale it down first") from None
-    except Exception as exc:  # OSError (truncated), SyntaxError / zlib.error / ValueError (corrupt)
-        raise BadInputError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); export or copy it again") from None
+    if plates.needs_oiio(path):
+        return plates.read_plate(path, colorspace)
+    image = plates.read_with_pillow(path, exif_transpose)
+    return plates.to_display_uint8(image / 255.0, True) if colorspace == "linear" else image
 
 
 class ImageFiles:
@@ -145,21 +103,25 @@ class ImageFiles:
     holding them all is left to the consumer, and ``run_inference`` holds one at a time.
     """
 
-    def __init__(self, paths: list[str], exif_transpose: bool = True):
+    def __init__(self, paths: list[str], exif_transpose: bool = True, colorspace: str = "auto"):
         self.paths = list(paths)
         self.exif_transpose = exif_transpose
+        self.colorspace = colorspace
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _load(self, path) -> np.ndarray:
+        return load_image(path, exif_transpose=self.exif_transpose, colorspace=self.colorspace)
+
     def __getitem__(self, item):
         if isinstance(item, slice):
-            return [load_image(p, exif_transpose=self.exif_transpose) for p in self.paths[item]]
-        return load_image(self.paths[item], exif_transpose=self.exif_transpose)
+            return [self._load(p) for p in self.paths[item]]
+        return self._load(self.paths[item])
 
     def __iter__(self):
         for path in self.paths:
-            yield load_image(path, exif_transpose=self.exif_transpose)
+            yield self._load(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,13 +163,17 @@ def _check_video_options(fps, start, end, max_frames) -> None:
         raise BadInputError(f"max_frames must be a whole number >= 1, got {max_frames!r}")
 
 
-def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_transpose: bool = True, progress=None) -> InputSet:
-    """Image files, folders of images (natural order), or one video -> :class:`InputSet`.
+def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_transpose: bool = True, progress=None,
+                   shot: str = "auto", frame_start: int = 1, frame_rate=None, colorspace: str = "auto") -> InputSet:
+    """Image files, folders of images (natural order), one video or one image sequence -> :class:`InputSet`.
 
     Video sampling follows the official CLI: every ``max(1, int(video_fps / fps))``-th frame
     (``fps`` None: ``options.DEFAULT_VIDEO_FPS``; 0: every frame), counted from frame 0, within ``[start, end)`` seconds,
-    at most ``max_frames``. Frames keep their source frame numbers and times. The video options
-    are ignored for images.
+    at most ``max_frames``; frame ``i`` is scene frame ``frame_start + i``. One input that is a numbered
+    sequence (a pattern, one of its files or its folder; ``shot`` "auto" detects, "sequence" insists,
+    "stills" never) is a shot: :func:`.sequences.read_sequence` (every frame by default, its own frame
+    numbers, ``frame_rate``). The sampling options are ignored for stills. ``colorspace``: how plates
+    become the model's input (:mod:`.plates`).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -215,6 +181,17 @@ def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_
     if not paths:
         raise BadInputError("no inputs given; pass image files, a folder of images or a video")
     _check_video_options(fps, start, end, max_frames)
+    if shot != "stills" and len(paths) == 1:
+        from .sequences import find_sequence, read_sequence
+
+        seq = find_sequence(paths[0], forced=shot == "sequence")
+        if seq is not None:
+            log.info("%s: a shot of %s", paths[0], seq.describe())
+            return read_sequence(seq, fps=fps, start=start, end=end, max_frames=max_frames, frame_rate=frame_rate,
+                                 colorspace=colorspace, exif_transpose=exif_transpose, progress=progress)
+    elif shot == "sequence":
+        raise BadInputError(f"a shot is one image sequence, got {len(paths)} inputs: give its pattern "
+                            "(plate.####.exr), one of its files or its folder")
 
     files: list[str] = []
     for p in paths:
@@ -227,16 +204,20 @@ def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_
         if len(files) > 1:
             what = "two videos" if len(videos) > 1 else "a video together with images"
             raise BadInputError(f"got {what} ({videos[0]}); give either one video or only images")
-        return read_video(videos[0], fps=fps, start=start, end=end, max_frames=max_frames, progress=progress)
+        return read_video(videos[0], fps=fps, start=start, end=end, max_frames=max_frames, progress=progress,
+                          frame_start=frame_start)
 
     if any(v is not None for v in (fps, start, end, max_frames)):
         log.info("fps/start/end/max_frames apply to videos only; ignored for %d image(s)", len(files))
+    from .plates import check_readable
+
+    check_readable(files)  # OpenImageIO for EXR/DPX stills, before any decoding
     for i, f in enumerate(files):
-        load_image(f, exif_transpose=exif_transpose)  # decoded in full to check it, then let go
+        load_image(f, exif_transpose=exif_transpose, colorspace=colorspace)  # decoded in full to check it, then let go
         if progress is not None:
             progress("load", (i + 1) / len(files), f"image {i + 1}/{len(files)}")
     return InputSet(
-        images=ImageFiles(files, exif_transpose),
+        images=ImageFiles(files, exif_transpose, colorspace),
         source_paths=files,
         frame_numbers=np.array([frame_number_from_name(f) for f in files], dtype=np.int64),
         timestamps=np.full(len(files), np.nan, dtype=np.float64),
@@ -300,8 +281,9 @@ class _VideoReader:
             raise _undecodable(path, "this ffmpeg cannot pass frames through unchanged")
         size = self.meta.get("size") or (0, 0)
         self.width, self.height = (int(v) for v in size)
-        self.fps = float(self.meta.get("fps") or 0.0)
+        self.fps = float(self.meta.get("fps") or 0.0)  # ffmpeg's average rate, rounded: see rates.py
         self.duration = float(self.meta.get("duration") or 0.0)
+        self.ffmpeg_exe = ffmpeg.get_ffmpeg_exe()
 
     def frames(self):
         shape = (self.height, self.width, 3)
@@ -385,52 +367,43 @@ class VideoFrames:
         return self._frames[item]
 
 
-def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=None) -> InputSet:
+def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=None, frame_start: int = 1) -> InputSet:
     """Sample frames of one video (see :func:`collect_inputs` for the rule).
 
     The video is decoded once here, to check it and count the sampled frames, keeping none of them;
-    the returned set's ``images`` is a :class:`VideoFrames` that decodes them again on demand.
+    the returned set's ``images`` is a :class:`VideoFrames` that decodes them again on demand. The
+    rate is the stream's nominal rate, snapped to a standard rational (:mod:`.rates`); frame ``i``
+    (0-based, as decoded) is scene frame ``frame_start + i`` (the set's ``frame_numbers``).
     """
+    from . import rates
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise BadInputError(f"{path}: video not found; check the path")
     if os.path.getsize(path) == 0:
         raise BadInputError(f"{path} is empty (0 bytes); copy or export the video again")
     _check_video_options(fps, start, end, max_frames)
+    check_frame_start(frame_start)
     want = DEFAULT_VIDEO_FPS if fps is None else float(fps)
 
     with _VideoReader(path) as reader:
-        video_fps = reader.fps
-        if not video_fps > 0:
-            raise BadInputError(f"{path}: the video reports no frame rate; re-encode it as MP4 (H.264)")
-        interval = 1 if want == EVERY_FRAME_FPS else max(1, int(video_fps / want))
+        nominal, average = rates.probe_stream_rates(reader.ffmpeg_exe, path)
+        try:  # the nominal rate (tbr); the average (imageio's fps) only when ffmpeg names none
+            timing = rates.video_rate(nominal, average or reader.fps)
+        except ValueError:
+            raise BadInputError(f"{path}: the video reports no frame rate; re-encode it as MP4 (H.264)") from None
+        video_fps = timing["fps"]
+        interval = 1 if want == EVERY_FRAME_FPS else max(1, int(video_fps / want + 1e-9))
         if want > video_fps:
             log.info("%s: requested %.3g fps exceeds the video's %.3g fps; using every frame", path, want, video_fps)
         first = 0 if not start else math.ceil(start * video_fps - 1e-9)
         stop = math.inf if end is None else end * video_fps  # frame index must be < stop
-        expected = int(round(reader.duration * video_fps))  # an estimate for progress: frames are counted as decoded
+        expected = int(round(reader.duration * timing["average_fps"]))  # an estimate for progress
         last_wanted = min(expected, stop) if expected else stop
         if max_frames is not None:  # reading stops at the last frame kept
             last_wanted = min(last_wanted, first + (-first) % interval + (int(max_frames) - 1) * interval + 1)
-        width, height = reader.width, reader.height
-        duration = reader.duration
-
-        numbers = []
-        index = -1
-        at_end = True
-        for index, _frame in reader.frames():
-            if index >= stop:
-                at_end = False
-                break
-            if index >= first and index % interval == 0:
-                numbers.append(index)
-            if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
-                total = max(int(math.ceil(last_wanted)), index + 1)  # the estimate may be short
-                progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(numbers)} kept")
-            if max_frames is not None and len(numbers) >= max_frames:  # the last frame kept is reported first
-                at_end = False
-                break
-    decoded = index + 1
+        numbers, decoded, at_end = _sample_frames(reader, first, stop, interval, max_frames, last_wanted, progress)
+        width, height, duration = reader.width, reader.height, reader.duration
     if not numbers:
         if decoded == 0:
             raise _undecodable(path)
@@ -442,19 +415,44 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
     frame_count = decoded if at_end else max(_count_frames(path), decoded)
     info = {
         "path": path,
-        "fps": video_fps,
+        "kind": "video",
+        **timing,  # rate [num, den] (exact), fps, average_fps, variable_rate
         "frame_count": frame_count,  # frames as decoded (and as Blender numbers them), not a container estimate
+        "frame_start": int(frame_start),  # the scene frame of the video's frame 0
+        "frame_range": [int(frame_start), int(frame_start) + frame_count - 1],  # scene frames of the whole clip
+        "sample_interval": interval,
         "duration": duration or (frame_count / video_fps),
         "width": width,
         "height": height,
     }
-    log.info("%s: %d frame(s) sampled every %d of %.3g fps", path, len(numbers), interval, video_fps)
-    numbers_arr = np.array(numbers, dtype=np.int64)
+    log.info("%s: %d frame(s) sampled every %d of %s fps", path, len(numbers), interval, rates.rate_text(timing["rate"]))
+    indices = np.array(numbers, dtype=np.int64)
+    num, den = timing["rate"]
     return InputSet(
         images=VideoFrames(path, numbers, width, height),
         source_paths=[path] * len(numbers),
-        frame_numbers=numbers_arr,
-        timestamps=numbers_arr / video_fps,
+        frame_numbers=indices + int(frame_start),
+        timestamps=indices * den / num,
         kind="video",
         video=info,
     )
+
+
+def _sample_frames(reader, first, stop, interval, max_frames, last_wanted, progress):
+    """One decode: the indices of the sampled frames, the frames decoded, and whether it ran to the end."""
+    numbers = []
+    index = -1
+    at_end = True
+    for index, _frame in reader.frames():
+        if index >= stop:
+            at_end = False
+            break
+        if index >= first and index % interval == 0:
+            numbers.append(index)
+        if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
+            total = max(int(math.ceil(last_wanted)), index + 1)  # the estimate may be short
+            progress("load", min(1.0, (index + 1) / last_wanted), f"video frame {index + 1}/{total}, {len(numbers)} kept")
+        if max_frames is not None and len(numbers) >= max_frames:  # the last frame kept is reported first
+            at_end = False
+            break
+    return numbers, index + 1, at_end

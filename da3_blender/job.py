@@ -19,7 +19,13 @@ A job::
       "options": {...},                        # keywords of DepthAnything3.inference, see OPTION_TYPES
       "export_dir": None | "/path/exports",
       "export_format": None | "glb-ply",
+      "shot": {"mode": "auto", "frame_start": 1, "frame_rate": None, "colorspace": "auto"},   # issue 17
     }
+
+``shot``: ``mode`` auto (a numbered sequence is one shot), sequence or stills; ``frame_start`` the
+scene frame of a video's first frame; ``frame_rate`` an image sequence's rate (None: the EXR
+``framesPerSecond``, else ``options.DEFAULT_SEQUENCE_RATE``); ``colorspace`` how plates are turned
+into the model's display-referred input (auto, srgb, linear).
 
 :func:`inference_kwargs` and :func:`video_kwargs` turn a job into the keywords of
 ``DepthAnything3.inference`` / ``run_inference`` and ``inputs.collect_inputs``.
@@ -28,14 +34,16 @@ A job::
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Iterable
 
 from . import options as opt
 from .errors import BadInputError
 
-FIELDS = ("inputs", "output", "model", "device", "dtype", "video", "options", "export_dir", "export_format")
+FIELDS = ("inputs", "output", "model", "device", "dtype", "video", "options", "export_dir", "export_format", "shot")
 VIDEO_KEYS = ("fps", "start", "end", "max_frames")
 STREAMING_KEYS = ("chunk_size", "chunk_overlap", "chunk_align")
+SHOT_KEYS = ("mode", "frame_start", "frame_rate", "colorspace")
 
 # options passed to DepthAnything3.inference (exif_transpose goes to the input reader)
 OPTION_TYPES: dict[str, tuple[type, ...]] = {
@@ -54,6 +62,10 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "chunk_overlap": (int,),
     "chunk_align": (str,),
     "infer_gs": (bool,),  # 3D Gaussians (GIANT / NESTED models)
+    # the exr export (issue 17): plate or processed resolution, half floats, plate filter
+    "exr_resolution": (str,),
+    "exr_half": (bool,),
+    "exr_plate_filter": (str,),
 }
 
 
@@ -150,7 +162,35 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     if points is not None and points < 1:
         raise BadInputError(f"num_max_points must be at least 1, got {points}")
     check_streaming(*(options.get(k) for k in STREAMING_KEYS))
+    if options.get("exr_resolution") is not None:
+        _one_of(options["exr_resolution"], opt.EXR_RESOLUTIONS, "exr resolution")
+    if options.get("exr_plate_filter") is not None:
+        _one_of(options["exr_plate_filter"], opt.EXR_PLATE_FILTERS, "exr filter")
     return dict(options)
+
+
+def check_frame_start(frame_start) -> int:
+    """The scene frame of a video's first frame: a whole number in Blender's frames (0..1048574)."""
+    if isinstance(frame_start, bool) or not isinstance(frame_start, numbers.Integral) \
+            or not 0 <= frame_start <= opt.MAX_SCENE_FRAME:
+        raise BadInputError(f"frame start must be a whole number from 0 to {opt.MAX_SCENE_FRAME} (e.g. 1, or 1001 "
+                            f"for a VFX plate), got {frame_start!r}")
+    return int(frame_start)
+
+
+def check_shot(shot: Any) -> dict[str, Any]:
+    """The shot's mode, frame start (0..Blender's last frame), sequence rate (> 0) and colour space; defaults filled."""
+    if not isinstance(shot, dict) or set(shot) - set(SHOT_KEYS):
+        raise BadInputError(f"'shot' must be an object with some of {', '.join(SHOT_KEYS)}")
+    mode = _one_of(shot.get("mode") or opt.DEFAULT_SHOT_MODE, opt.SHOT_MODE_NAMES, "shot mode")
+    colorspace = _one_of(shot.get("colorspace") or opt.DEFAULT_INPUT_COLORSPACE, opt.INPUT_COLORSPACE_NAMES,
+                         "input colour space")
+    start = check_frame_start(opt.DEFAULT_FRAME_START if shot.get("frame_start") is None else shot["frame_start"])
+    rate = shot.get("frame_rate")
+    if rate is not None and not (_is_number(rate) and 0 < rate <= 1000):
+        raise BadInputError(f"frame rate must be frames per second above 0 (e.g. 24 or 23.976), got {rate!r}")
+    return {"mode": mode, "frame_start": start, "frame_rate": None if rate is None else float(rate),
+            "colorspace": colorspace}
 
 
 def normalize_job(job: Any, need_output: bool = True) -> dict[str, Any]:
@@ -188,6 +228,10 @@ def normalize_job(job: Any, need_output: bool = True) -> dict[str, Any]:
         export_format = "-".join(parse_export_format(export_format))
         if not export_dir:
             raise BadInputError("export formats given but no export folder: set export_dir")
+    exr_given = [k for k in opt.EXR_OPTION_KEYS if options.get(k) is not None]
+    if exr_given and "exr" not in (export_format or "").split("-"):
+        raise BadInputError(f"{', '.join(exr_given)} given without the exr export: add exr to the export formats "
+                            "(e.g. --export-format glb-exr) or leave the exr options out")
     return {
         "inputs": list(inputs),
         "output": output,
@@ -198,12 +242,14 @@ def normalize_job(job: Any, need_output: bool = True) -> dict[str, Any]:
         "options": options,
         "export_dir": export_dir,
         "export_format": export_format if export_dir else None,
+        "shot": check_shot(job.get("shot") or {}),
     }
 
 
 def build_job(inputs: str | Iterable[str], output: str | None = None, *, model: str | None = None, device: str | None = None,
               dtype: str | None = None, video: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
-              export_dir: str | None = None, export_format: str | None = None) -> dict[str, Any]:
+              export_dir: str | None = None, export_format: str | None = None,
+              shot: dict[str, Any] | None = None) -> dict[str, Any]:
     """The job for these settings, checked and with defaults filled (see the module docstring).
 
     ``video`` holds some of fps/start/end/max_frames (None = not set); ``options`` the inference
@@ -221,6 +267,7 @@ def build_job(inputs: str | Iterable[str], output: str | None = None, *, model: 
         "options": {k: v for k, v in (options or {}).items() if v is not None},
         "export_dir": export_dir or None,
         "export_format": export_format,
+        "shot": {k: v for k, v in (shot or {}).items() if v is not None},
     }
     return normalize_job(job, need_output=output is not None)
 
@@ -233,12 +280,28 @@ def is_video_job(job: dict[str, Any]) -> bool:
     return len(paths) == 1 and is_video_path(paths[0])
 
 
+def is_sequence_job(job: dict[str, Any]) -> bool:
+    """True when the job's single input is an image sequence taken as one shot (see :mod:`.sequences`)."""
+    from .sequences import find_sequence  # standard library only
+
+    paths, shot = job["inputs"], job.get("shot") or {}
+    if len(paths) != 1 or shot.get("mode") == "stills":
+        return False
+    try:
+        return find_sequence(paths[0], forced=shot.get("mode") == "sequence") is not None
+    except BadInputError:
+        return False
+
+
 def video_kwargs(job: dict[str, Any]) -> dict[str, Any]:
-    """Keywords of ``inputs.collect_inputs`` for the job (fps None: options.DEFAULT_VIDEO_FPS)."""
+    """Keywords of ``inputs.collect_inputs`` for the job (fps None: options.DEFAULT_VIDEO_FPS for a video,
+    every frame of a sequence), with the shot's mode, frame start, sequence rate and colour space."""
     video = job["video"]
     fps = video.get("fps")
-    return {"fps": opt.DEFAULT_VIDEO_FPS if fps is None else float(fps), "start": video.get("start"),
-            "end": video.get("end"), "max_frames": video.get("max_frames")}
+    shot = job.get("shot") or check_shot({})
+    return {"fps": None if fps is None else float(fps), "start": video.get("start"),
+            "end": video.get("end"), "max_frames": video.get("max_frames"), "shot": shot["mode"],
+            "frame_start": shot["frame_start"], "frame_rate": shot["frame_rate"], "colorspace": shot["colorspace"]}
 
 
 def inference_kwargs(job: dict[str, Any]) -> dict[str, Any]:
@@ -248,7 +311,7 @@ def inference_kwargs(job: dict[str, Any]) -> dict[str, Any]:
     one pass. Streaming keywords left unset are not passed (the inference's own defaults apply).
     """
     kwargs = {k: v for k, v in job["options"].items() if k != "exif_transpose"}
-    if kwargs.get("chunk_size") is None and is_video_job(job):
+    if kwargs.get("chunk_size") is None and (is_video_job(job) or is_sequence_job(job)):
         kwargs["chunk_size"] = opt.DEFAULT_VIDEO_CHUNK_SIZE
     for key in STREAMING_KEYS:
         if kwargs.get(key) is None:

@@ -107,6 +107,7 @@ EXR_PLATE_FILTERS = (
 )
 DEFAULT_EXR_PLATE_FILTER = "nearest"
 DEFAULT_EXR_HALF = False  # float32 channels; half (float16) on request
+EXR_OPTION_KEYS = ("exr_resolution", "exr_half", "exr_plate_filter")  # job options -> exports.export keywords
 
 # -- camera exchange (scene/exchange.py): (id, label, description, file extension) --------------------
 CAMERA_EXPORT_FORMATS = (
@@ -166,3 +167,26 @@ WORKER_LOCATIONS = (
 )
 DEFAULT_REMOTE_PYTHON = "python3"
 DEFAULT_REMOTE_CACHE_DIR = "~/.cache/da3-blender"  # DA3 code, job folders and sent models on the remote
+
+
+# -- shots: plate sequences, frame numbers and rates (issue 17) ----------------------------------------
+SHOT_MODES = (
+    ("auto", "Detect", "A numbered sequence (name.####.ext) is a shot: one animated camera; other images are stills"),
+    ("sequence", "Shot", "The numbered images are one shot: one camera keyed on their frame numbers"),
+    ("stills", "Stills", "Every image is a still photo with its own camera"),
+)
+SHOT_MODE_NAMES = tuple(m[0] for m in SHOT_MODES)
+DEFAULT_SHOT_MODE = "auto"
+DEFAULT_SHOT_FPS = EVERY_FRAME_FPS  # panel and headless: every frame of a video or a sequence is keyed
+MAX_SCENE_FRAME = 1_048_574  # Blender's last frame
+DEFAULT_FRAME_START = 1  # the scene frame of a video's first frame (1001 for a VFX plate)
+DEFAULT_SEQUENCE_RATE = 24.0  # an image sequence's frame rate when it names none (EXR framesPerSecond)
+SEQUENCE_MIN_DENSITY = 0.5  # a folder is a shot when its numbered images fill at least this share of their range
+INPUT_COLORSPACES = (
+    ("auto", "Automatic", "Float plates (EXR) and files declared linear are scene-linear, other images "
+                          "(PNG, TIFF, DPX, JPEG) display-referred"),
+    ("srgb", "sRGB", "The plate already holds display-referred sRGB values: used as they are (clamped to 0..1)"),
+    ("linear", "Linear", "The plate is scene-linear: clamped to 0..1, then encoded with the sRGB transfer"),
+)
+INPUT_COLORSPACE_NAMES = tuple(c[0] for c in INPUT_COLORSPACES)
+DEFAULT_INPUT_COLORSPACE = "auto"

@@ -26,14 +26,21 @@ key                    shape / dtype                meaning
 ``scale_factor``       () float64                   nested metric scale (NaN if none)
 ``orig_size``          (N,2) int64                  original image size (W, H)
 ``proc_to_orig``       (N,3,3) float64              K_orig = proc_to_orig @ K_proc (pixel edges)
-``frame_numbers``      (N,) int64                   source frame number (-1 if none)
-``timestamps``         (N,) float64                 seconds in the video (NaN if none)
+``frame_numbers``      (N,) int64                   scene frame (-1 if none), see below
+``timestamps``         (N,) float64                 seconds from the shot's start (NaN if none)
 ``source_paths``       (N,) unicode                 file each view came from ("" if in memory)
 ``meta_json``          () unicode                   JSON: format version, model, options, video
 ``gs_means`` ...       see ``gaussians.py``         3D Gaussians (``infer_gs``; optional):
                                                     ``gs_means``, ``gs_scales``, ``gs_rotations``,
                                                     ``gs_harmonics``, ``gs_opacities``
 =====================  ===========================  ====================================
+
+Frame numbers: each view's number is its frame in the Blender scene, on every surface and in every
+export (EXR and depth_vis names, cameras, planes, COLMAP names): a sequence frame's own number
+(``plate.1001.exr`` -> 1001), a video frame's 0-based index plus the run's ``frame_start`` (default
+1), a still's trailing digits. Results carry ``meta["frame_numbers"] == "scene"`` to say so; older
+results (no such key) stored a video's 0-based index: :func:`scene_frame_numbers` adds the frame
+start to those.
 
 Only ``depth`` is required when loading; the official ``mini_npz`` (no images) and ``npz`` files
 load too, with neutral defaults for the rest.
@@ -55,6 +62,8 @@ from .gaussians import Gaussians
 
 RESULT_FORMAT = "da3-blender-result"
 RESULT_VERSION = 1
+FRAME_NUMBERS_KEY = "frame_numbers"  # meta key: "scene" when frame_numbers are scene frames
+SCENE_FRAMES = "scene"
 
 
 @dataclass
@@ -103,6 +112,16 @@ class Prediction:
         if self.intrinsics is None:
             return None
         return self.proc_to_orig @ self.intrinsics.astype(np.float64)
+
+
+def scene_frame_numbers(pred: Prediction, frame_start: int = 1) -> np.ndarray:
+    """Each view's scene frame (int64). Results written before frame numbers became scene frames (no
+    ``meta["frame_numbers"]``) numbered a video's frames from 0: ``frame_start`` is added to those."""
+    numbers = np.asarray(pred.frame_numbers, dtype=np.int64)
+    meta = pred.meta or {}
+    if meta.get(FRAME_NUMBERS_KEY) != SCENE_FRAMES and isinstance(meta.get("video"), dict) and np.all(numbers >= 0):
+        return numbers + int(frame_start)
+    return numbers
 
 
 def save_result(path: str | os.PathLike, pred: Prediction, meta: dict[str, Any] | None = None) -> str:

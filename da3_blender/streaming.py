@@ -34,6 +34,7 @@ import numpy as np
 
 from . import geometry, options
 from .errors import BadInputError
+from .prediction import Prediction
 
 log = logging.getLogger("da3_blender")
 
@@ -144,6 +145,26 @@ def auto_chunk_size(device, n_views: int, image_hw: tuple[int, int], model_name:
 
 # ---------------------------------------------------------------------------------------------------
 # planning
+
+
+def chunk_plan(n_views: int, chunk_size: int | str | None, chunk_overlap: int | None, device,
+               image_hw: tuple[int, int], model_name: str) -> tuple[int, int, list[tuple[int, int]]] | None:
+    """The chunks a run of ``n_views`` takes: ``(size, overlap, [(start, end), ...])``, or None for one pass.
+
+    ``chunk_size`` "auto" is picked by :func:`auto_chunk_size` for ``device`` (never a chunk that the
+    overlap fills); None or a size of at least ``n_views`` is one pass. The one planning rule of
+    in-process streaming (:func:`da3_blender.inference.run_inference`) and of farm jobs
+    (:mod:`da3_blender.farm`).
+    """
+    size = chunk_size
+    if size == options.AUTO_CHUNK:
+        size = auto_chunk_size(device, n_views, image_hw, model_name)
+        if chunk_overlap is not None:
+            size = max(size, 2 * chunk_overlap)  # never a chunk that the overlap fills
+    if size is None or size >= n_views:
+        return None
+    overlap = resolve_overlap(size, chunk_overlap)
+    return int(size), int(overlap), plan_chunks(n_views, size, overlap)
 
 
 def plan_chunks(n_views: int, chunk_size: int, chunk_overlap: int) -> list[tuple[int, int]]:
@@ -330,6 +351,29 @@ class Stitcher:
         self.filled = max(self.filled, end)
         self.chunks.append(entry)
         return entry
+
+    def add_part(self, start: int, end: int, part: Prediction, aligned: bool = False, label: str = "chunk",
+                 extra: dict | None = None) -> dict:
+        """Add one chunk's :class:`Prediction` (views ``start..end``) through :meth:`add`.
+
+        The result is metric only if every chunk is, with the first chunk's nested scale factor.
+        ``extra``: more per-view arrays stitched alongside (each view kept once, never transformed),
+        e.g. a farm chunk's processed images. Returns the chunk's meta entry.
+        """
+        if not self.chunks:
+            self.is_metric, self.scale_factor = bool(part.is_metric), part.scale_factor
+        arrays = {"depth": part.depth, "conf": part.conf, "extrinsics": part.extrinsics,
+                  "intrinsics": part.intrinsics, "sky": part.sky}
+        entry = self.add(start, end, {**arrays, **(extra or {})}, aligned=aligned, label=label)
+        self.is_metric = self.is_metric and bool(part.is_metric)
+        return entry
+
+    def prediction(self, processed_images: np.ndarray | None) -> Prediction:
+        """The stitched views as a Prediction (processed-size arrays; provenance left to the caller)."""
+        arrays = self.arrays
+        return Prediction(depth=arrays["depth"], processed_images=processed_images, conf=arrays.get("conf"),
+                          extrinsics=arrays.get("extrinsics"), intrinsics=arrays.get("intrinsics"),
+                          sky=arrays.get("sky"), is_metric=self.is_metric, scale_factor=self.scale_factor)
 
 
 def chunk_residual_summary(chunks: list[dict]) -> str:

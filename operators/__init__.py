@@ -5,9 +5,9 @@ from __future__ import annotations
 import bpy
 from bpy.app.handlers import persistent
 
-from . import environment, export_camera, files, reconstruct, session
+from . import environment, export_camera, farm, files, reconstruct, session
 
-CLASSES = reconstruct.CLASSES + files.CLASSES + environment.CLASSES + export_camera.CLASSES
+CLASSES = reconstruct.CLASSES + files.CLASSES + environment.CLASSES + export_camera.CLASSES + farm.CLASSES
 
 
 @persistent

@@ -21,6 +21,7 @@ from ..da3_blender.errors import BadInputError
 from ..preferences import OFFLINE_HINT, get_preferences, read_worker_settings
 from ..properties import PREFERENCES_DEVICE, import_options, model_id, model_info
 from . import validate
+from .known_poses import known_poses
 
 @dataclass
 class Setup:
@@ -51,6 +52,15 @@ def streaming_options(settings) -> dict:
         "chunk_overlap": int(settings.chunk_overlap) if settings.chunk_overlap else None,  # None: automatic
         "chunk_align": settings.chunk_align,
     }
+
+
+def shot_settings(settings) -> dict:
+    """The job's ``shot`` (issue 17): a list of images is stills, a folder as chosen (detect, shot, stills), a
+    sequence a shot; frame start (videos), frame rate (sequences, 0: from the plate) and plate colours."""
+    mode = {"IMAGES": "stills", "FOLDER": settings.folder_mode, "SEQUENCE": "sequence"}.get(settings.input_mode,
+                                                                                          opt.DEFAULT_SHOT_MODE)
+    return {"mode": mode, "frame_start": int(settings.frame_start), "frame_rate": float(settings.frame_rate) or None,
+            "colorspace": settings.input_colorspace}
 
 
 def _check_model(model: str, settings, images: list[str]) -> None:
@@ -109,7 +119,7 @@ def gather(context) -> Setup:
     options.update(streaming_options(settings))
     if settings.use_selected_cameras:
         scale = build.scale if isinstance(build.scale, (int, float)) else 1.0
-        options["extrinsics"], options["intrinsics"] = validate.known_poses(context, images, build.up_axis, scale)
+        options["extrinsics"], options["intrinsics"] = known_poses(context, images, build.up_axis, scale)
     if remote is None:  # a remote worker downloads into its own cache
         _check_download(model, worker)
     name = _job_name(settings.input_mode, inputs)
@@ -117,7 +127,8 @@ def gather(context) -> Setup:
     output = os.path.join(worker["results_dir"], f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.npz")
     device = worker["default_device"] if settings.device == PREFERENCES_DEVICE else settings.device
     video = None
-    if settings.input_mode == "VIDEO":
+    shot = shot_settings(settings)
+    if settings.input_mode == "VIDEO" or shot["mode"] != "stills":
         video = {"fps": float(settings.video_fps),  # 0: every frame
                  "start": settings.video_start or None, "end": settings.video_end or None,
                  "max_frames": settings.max_frames or None}
@@ -127,9 +138,11 @@ def gather(context) -> Setup:
         if not export_dir:
             raise BadInputError("export formats chosen but no export folder: set it in DA3 > Build > Export")
         export_format = "-".join(f for f in opt.EXPORT_FORMAT_NAMES if f in settings.export_format)
+        if "exr" in settings.export_format:  # the exr export's options (issue 17)
+            options.update({key: getattr(settings, key) for key in opt.EXR_OPTION_KEYS})
     # the checks every surface shares (da3_blender/job.py)
     job = build_job(inputs, output, model=model, device=device, dtype=opt.DEFAULT_COMPUTE_DTYPE, video=video,
-                    options=options, export_dir=export_dir, export_format=export_format)
+                    options=options, export_dir=export_dir, export_format=export_format, shot=shot)
     return Setup(job=job, python=python, env=worker["env"], import_options=build, name=name,
                  keep_results=settings.keep_results, images=images, remote=remote)
 

@@ -122,7 +122,7 @@ class Run:
         note = collection.get("da3_planes_note") if hasattr(collection, "get") else None
         return True, (f"{s.get('views', '?')} view(s) at {size[1]}x{size[0]} with {os.path.basename(str(s.get('model')))} "
                       f"on {s.get('device', '?')} in {float(s.get('seconds') or 0):.1f} s -> '{where}'"
-                      + (f" ({note})" if note else ""))
+                      + (f" ({note})" if note else "") + (f"; {s['shot']}" if s.get("shot") else ""))
 
     def _remove_output(self, path: str | None = None) -> None:
         for p in {path or self.output, self.output}:

@@ -1,4 +1,4 @@
-"""Checks made before a run starts: inputs, worker Python, known camera poses.
+"""Checks made before a run starts: inputs, worker Python (known camera poses: ``known_poses``).
 
 Each check raises :class:`BadInputError` (or :class:`MissingDependencyError`) with one line that
 says what is wrong and what to do; nothing is started or created before they all pass.
@@ -12,7 +12,8 @@ import struct
 import bpy
 
 from ..da3_blender.errors import BadInputError, MissingDependencyError
-from ..da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_folder_images, natural_key
+from ..da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_folder_images
+from ..da3_blender.sequences import find_sequence
 
 
 def _ext(path: str) -> str:
@@ -44,7 +45,15 @@ def check_inputs(settings) -> tuple[list[str], list[str]]:
         if not os.path.isdir(folder):
             raise BadInputError(f"folder not found: {folder}: choose an existing folder of images")
         images = list_folder_images(folder)  # the worker's listing (natural order); one line if none
+        if settings.folder_mode != "stills":  # issue 17: a numbered folder is a shot (the worker detects it alike)
+            seq = find_sequence(folder, forced=settings.folder_mode == "sequence")
+            images = seq.paths if seq is not None else images
         return [folder], images
+    if mode == "SEQUENCE":
+        path = _abs(settings.sequence)
+        if not path:
+            raise BadInputError("no sequence chosen: pick one file of the image sequence in DA3 > Input")
+        return [path], find_sequence(path, forced=True).paths
     video = _abs(settings.video)
     if not video:
         raise BadInputError("no video chosen: pick a video file in DA3 > Input")
@@ -155,31 +164,3 @@ def image_size(path: str) -> tuple[int, int]:
         finally:
             buf.free()
     return int(size[0]), int(size[1])
-
-
-def known_poses(context, images: list[str], up="Z_UP", scale: float = 1.0) -> tuple[list, list]:
-    """World-to-camera (N,4,4) and K (N,3,3, original pixels) from the selected cameras.
-
-    Cameras are matched to the images in natural name order (Cam2 before Cam10), the order the images
-    themselves are read in.
-    """
-    from ..scene.cameras import blender_camera_to_opencv
-
-    cams = sorted((ob for ob in context.selected_objects if ob.type == "CAMERA"), key=lambda ob: natural_key(ob.name))
-    if not images:
-        raise BadInputError("known camera poses work with images or a folder, not a video: "
-                            "turn off 'Use selected cameras' or use extracted frames")
-    if len(cams) != len(images):
-        raise BadInputError(f"{len(cams)} camera(s) selected for {len(images)} image(s): select exactly one camera "
-                            "per image (matched in natural name order), or turn off 'Use selected cameras'")
-    extrinsics, intrinsics = [], []
-    for cam, path in zip(cams, images):
-        w2c, k, (w, h) = blender_camera_to_opencv(cam, context.scene, up=up, scale=scale)
-        iw, ih = image_size(path)
-        if (iw, ih) != (w, h):  # K is for the render size: rescale to the image
-            k = [[k[0][0] * iw / w, k[0][1] * iw / w, k[0][2] * iw / w],
-                 [k[1][0] * ih / h, k[1][1] * ih / h, k[1][2] * ih / h],
-                 [0.0, 0.0, 1.0]]
-        extrinsics.append([[float(v) for v in row] for row in w2c])
-        intrinsics.append([[float(v) for v in row] for row in k])
-    return extrinsics, intrinsics

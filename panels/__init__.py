@@ -9,6 +9,7 @@ import bpy
 from bpy.types import Panel, UIList
 
 from ..da3_blender import options as opt
+from ..operators.known_poses import is_animated  # issue 17: one animated camera = a pose per frame number
 from ..preferences import OFFLINE_HINT, _prop, get_preferences, online_access, user_dir, wrap_lines
 from ..properties import CUSTOM_MODEL, model_info
 
@@ -117,6 +118,7 @@ class DA3_PT_main(_Sidebar, Panel):
         row = layout.row(align=True)
         row.operator("da3.import_result", text="Import Result", icon="IMPORT")
         row.operator("da3.unload_model", text="Unload Model", icon="X")
+        layout.operator("da3.submit_flamenco", icon="NETWORK_DRIVE")  # render farm (issue 20)
 
 
 class DA3_PT_input(_Sub, Panel):
@@ -138,16 +140,32 @@ class DA3_PT_input(_Sub, Panel):
             layout.label(text=f"{len(s.images)} image(s)")
         elif s.input_mode == "FOLDER":
             layout.prop(s, "folder")
+            layout.row().prop(s, "folder_mode", expand=True)  # issue 17: a numbered folder as a shot or stills
+            if s.folder_mode != "stills":
+                draw_shot_settings(layout, s, sequence=True)
         else:
-            layout.prop(s, "video")
-            col = layout.column(align=True)
-            col.prop(s, "video_fps")
-            if s.video_fps == opt.EVERY_FRAME_FPS:
-                col.label(text="Every frame of the video", icon="INFO")
-            row = col.row(align=True)
-            row.prop(s, "video_start")
-            row.prop(s, "video_end")
-            col.prop(s, "max_frames")
+            layout.prop(s, "video" if s.input_mode == "VIDEO" else "sequence")
+            draw_shot_settings(layout, s, sequence=s.input_mode == "SEQUENCE")
+
+
+def draw_shot_settings(layout, s, sequence: bool) -> None:
+    """Sampling, frame numbers, rate and plate colours of a video or an image sequence (issue 17)."""
+    col = layout.column(align=True)
+    col.prop(s, "video_fps")
+    if s.video_fps == opt.EVERY_FRAME_FPS:
+        col.label(text="Every frame, each keyed", icon="INFO")
+    else:
+        col.label(text="Sampled: the camera is interpolated between keys", icon="INFO")
+    row = col.row(align=True)
+    row.prop(s, "video_start")
+    row.prop(s, "video_end")
+    col.prop(s, "max_frames")
+    col = layout.column(align=True)
+    if sequence:
+        col.prop(s, "frame_rate")
+        col.prop(s, "input_colorspace")
+    else:
+        col.prop(s, "frame_start")
 
 
 class DA3_PT_model(_Sub, Panel):
@@ -191,8 +209,9 @@ class DA3_PT_options(_Sub, Panel):
         layout.prop(s, "ref_view_strategy")
         layout.prop(s, "use_selected_cameras")
         if s.use_selected_cameras:
-            n = sum(1 for ob in context.selected_objects if ob.type == "CAMERA")
-            layout.label(text=f"{n} camera(s) selected, matched by name", icon="CAMERA_DATA")
+            cams = [ob for ob in context.selected_objects if ob.type == "CAMERA"]
+            how = "a pose per frame number" if len(cams) == 1 and is_animated(cams[0]) else "matched by name"
+            layout.label(text=f"{len(cams)} camera(s) selected, {how}", icon="CAMERA_DATA")
 
 
 class DA3_PT_long_shots(_Sub, Panel):
@@ -252,6 +271,13 @@ class DA3_PT_export(_Sidebar, Panel):
         col = layout.column()
         col.active = bool(s.export_format)
         col.prop(s, "export_dir")
+        if "exr" in s.export_format:  # the exr export's options (issue 17)
+            col = layout.column(heading="EXR")
+            col.prop(s, "exr_resolution")
+            col.prop(s, "exr_half")
+            sub = col.column()
+            sub.active = s.exr_resolution == "plate"
+            sub.prop(s, "exr_plate_filter")
         layout.operator("da3.export_camera", icon="OUTLINER_OB_CAMERA")
 
 

@@ -1,7 +1,7 @@
 """Blender cameras that line up with the footage, and the way back (Blender camera -> OpenCV).
 
 Image sets get one camera per view, named after the image; a video gets one camera animated on
-the source frame numbers (``scene frame = frame_start + source frame``), keyed in bulk: location,
+the views' scene frames (the result's frame numbers), keyed in bulk: location,
 rotation (quaternion, sign-continuous), and lens/shifts only where they vary (or their median with
 fixed intrinsics). Intrinsics follow :mod:`.conventions` with the original image's K and size; each
 camera object stores ``da3_width``, ``da3_height``, ``da3_pixel_aspect`` so

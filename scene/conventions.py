@@ -6,7 +6,8 @@ topic             convention
 DA3 input         ``extrinsics`` world-to-camera ``[R|t]``, OpenCV axes (x right, y down,
                   z forward); ``intrinsics`` K in pixel-*edge* coordinates
 pixels            pixel (row i, col j) is the point at (j + 0.5, i + 0.5) (``geometry``)
-origin            the reference camera = the first view: its camera frame is the world
+origin            the reference camera = the first view: its camera frame is the world; a result
+                  aligned to known poses keeps their world instead (``importer.in_input_world``)
 up axis           ``Z_UP``: ``C = Rx(-90)``, ``(x, y, z) -> (x, z, -y)``: Blender Z up, the first
                   camera at the origin looking along +Y; ``KEEP``: ``C = I`` (the first camera's
                   OpenCV frame as is: y down, z forward)

@@ -1,7 +1,11 @@
 """The source footage in the scene: frame rate, frame range and the video behind the camera.
 
-Video frame ``k`` (0-based source frame number) is scene frame ``frame_start + k``; the movie
-clip starts at ``frame_start`` so the background shows the frame the camera was solved from.
+A result's ``frame_numbers`` are scene frames (a video's frame ``k`` is ``frame_start + k``, chosen
+when it ran; a sequence's frames keep their own numbers); results written before that (no
+``meta["frame_numbers"]``) stored the 0-based video frame, and ``frame_start`` is added here. The
+scene runs at the footage's exact rate (``meta["video"]["rate"]``, :mod:`da3_blender.rates`) over the
+whole clip, and the clip (a movie, or an image sequence Blender reads itself) starts at the scene
+frame of its first frame, so the background shows the frame the camera was solved from.
 The background is a viewport overlay (``show_background_images``); renders do not include it.
 """
 
@@ -12,9 +16,10 @@ import os
 import bpy
 import numpy as np
 
+from ..da3_blender import rates
+from ..da3_blender.options import MAX_SCENE_FRAME as MAX_FRAME  # Blender's last frame
+from ..da3_blender.prediction import scene_frame_numbers
 from .conventions import fps_to_blender
-
-MAX_FRAME = 1_048_574  # Blender's last frame
 
 
 def video_info(pred) -> dict | None:
@@ -26,11 +31,18 @@ def video_info(pred) -> dict | None:
     return video
 
 
-def scene_frames(frame_numbers, frame_start: int) -> np.ndarray:
-    frames = frame_start + np.asarray(frame_numbers, dtype=np.int64)
-    if frames.max() > MAX_FRAME:
-        raise ValueError(f"frame {int(frames.max())} is past Blender's last frame {MAX_FRAME}")
+def scene_frames(pred, frame_start: int = 1) -> np.ndarray:
+    """The scene frame of each view (``frame_start``: for results before issue 17 only)."""
+    frames = scene_frame_numbers(pred, frame_start)
+    if frames.max() > MAX_FRAME or frames.min() < 0:
+        raise ValueError(f"frames {int(frames.min())}..{int(frames.max())} are outside Blender's frames 0..{MAX_FRAME}")
     return frames
+
+
+def clip_start(video: dict, frame_start: int = 1) -> int:
+    """The scene frame of the footage's first frame (its clip's ``frame_start``)."""
+    frame_range = video.get("frame_range")
+    return int(frame_range[0]) if frame_range else int(frame_start)
 
 
 def set_render_size(scene, video: dict) -> None:
@@ -42,14 +54,21 @@ def set_render_size(scene, video: dict) -> None:
 
 
 def set_scene_timing(scene, video: dict, frames: np.ndarray, frame_start: int) -> None:
-    """Scene fps (NTSC-aware) and frame range: ``frame_start`` to the video's last decoded frame
-    (``frame_count - 1``, as the decoder numbered them; at least the last keyed frame)."""
-    fps = video.get("fps")
-    if fps:
+    """Scene rate (exact: ``fps / fps_base`` = the footage's rational rate) and frame range: the whole
+    clip (``frame_range``; results before issue 17: ``frame_start`` to ``frame_start + frame_count - 1``),
+    at least every keyed frame."""
+    rate, fps = video.get("rate"), video.get("fps")
+    if rate:
+        scene.render.fps, scene.render.fps_base = rates.to_blender(rate)
+    elif fps:
         scene.render.fps, scene.render.fps_base = fps_to_blender(float(fps))
-    count = int(video.get("frame_count") or 0)
-    end = max(int(frames.max()), frame_start + count - 1)
-    scene.frame_start, scene.frame_end = frame_start, min(end, MAX_FRAME)
+    frame_range = video.get("frame_range")
+    if frame_range:
+        start, end = int(frame_range[0]), int(frame_range[1])
+    else:
+        start, end = frame_start, frame_start + int(video.get("frame_count") or 0) - 1
+    start, end = min(start, int(frames.min())), max(end, int(frames.max()))
+    scene.frame_start, scene.frame_end = max(0, start), min(end, MAX_FRAME)
 
 
 def load_clip(path: str, track):

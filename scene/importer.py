@@ -30,7 +30,7 @@ from .conventions import (
     UP_AXES, camera_matrices, fallback_intrinsics, intrinsics_to_blender, relative_extrinsics, up_matrix,
 )
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr", ".tga")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr", ".tga", ".dpx", ".cin", ".hdr")
 
 
 @dataclass
@@ -58,7 +58,7 @@ class ImportOptions:
     planes_max_views: int = 100  # build depth planes only if at most this many would be made (0 = no limit)
     planes_every: int = 1  # a depth plane for every k-th view (video: every k-th sampled frame)
     footage_background: bool = True  # video as the camera's viewport background
-    frame_start: int = 1  # scene frame of source frame 0
+    frame_start: int = 1  # results before issue 17 only (0-based video frames): the scene frame of frame 0
     fallback_fov: float = 60.0  # horizontal degrees, for results without intrinsics (mono models)
     seed: int = 0
     splats: bool = True  # i10: 3D Gaussians as ellipsoid splats, when the result has them (max_points caps them)
@@ -143,21 +143,37 @@ def _validate(pred: Prediction, opts: ImportOptions) -> dict:
             raise BadInputError(f"this result has {n} views but no camera poses; import without cameras or "
                                 "run a model that predicts poses")
         w2c_rel = np.tile(np.eye(4), (n, 1, 1))
+        reference = np.eye(4)
     else:
-        w2c_rel = relative_extrinsics(pred.extrinsics, to_4x4(np.asarray(pred.extrinsics)[0]))
+        # known poses (issue 17): the world of the given cameras (a tracking solve), not re-based on view 0
+        reference = np.eye(4) if in_input_world(pred) else to_4x4(np.asarray(pred.extrinsics, np.float64)[0])
+        w2c_rel = relative_extrinsics(pred.extrinsics, reference)
     video = footage.video_info(pred)
     if video is not None and len(np.unique(pred.frame_numbers)) != n:
         bad("frame_numbers repeat a frame")
+    try:  # a shot's scene frames (results before issue 17: the video index + frame_start)
+        frames = None if video is None else footage.scene_frames(pred, opts.frame_start)
+    except ValueError as exc:
+        raise BadInputError(f"DA3 result: {exc}") from None
     return {
         "k_proc": k_proc,
         "k_orig": np.asarray(pred.proc_to_orig, dtype=np.float64) @ k_proc,
         "sizes": sizes,
         "w2c_rel": w2c_rel,
+        "reference": reference,  # world-to-camera of the frame built in (identity: the result's own world)
         "up": up_matrix(opts.up_axis),
         "scale": _resolve_scale(pred, opts.scale),
         "video": video,
+        "frames": frames,
         "assumed_fov": pred.intrinsics is None,
     }
+
+
+def in_input_world(pred: Prediction) -> bool:
+    """True for a result whose cameras are the given known poses in their own world and units (inference
+    with ``align_to_input_ext_scale``): it is built in that world, so the tracked cameras stay where they are."""
+    options = (pred.meta or {}).get("options") or {}
+    return bool(options.get("pose_conditioned")) and options.get("align_to_input_ext_scale") is True
 
 
 def source_of(pred: Prediction, name: str | None = None, fallback: str | None = None) -> tuple[str, str]:
@@ -165,7 +181,11 @@ def source_of(pred: Prediction, name: str | None = None, fallback: str | None = 
     video = footage.video_info(pred)
     paths = [p for p in (pred.source_paths or []) if p]
     key = label = None
-    if video is not None and (video.get("path") or paths):
+    if video is not None and video.get("pattern"):  # an image sequence: plate.####.exr -> "plate"
+        pattern = os.path.abspath(video["pattern"])
+        stem = os.path.basename(pattern).split("#")[0].split("%")[0].rstrip("._- ")
+        key, label = f"video:{pattern}", stem or os.path.basename(os.path.dirname(pattern))
+    elif video is not None and (video.get("path") or paths):
         path = os.path.abspath(video.get("path") or paths[0])
         key, label = f"video:{path}", os.path.splitext(os.path.basename(path))[0]
     elif paths:
@@ -208,13 +228,14 @@ def import_prediction(pred: Prediction, name: str | None = None, options: Import
         raise
     tracking.remove_tagged(key)
     tracking.retag(token, key)
+    if in_input_world(pred):
+        root["da3_world"] = "known poses"  # built in the given cameras' world (not re-based on view 0)
     if opts.set_scene_from_source and cams:
         cameras.apply_camera_render_settings(cams[0], scene)
         if geo["video"] is not None:
             footage.set_render_size(scene, geo["video"])
-            frames = footage.scene_frames(pred.frame_numbers, opts.frame_start)
-            footage.set_scene_timing(scene, geo["video"], frames, opts.frame_start)
-            scene.frame_set(int(frames.min()))
+            footage.set_scene_timing(scene, geo["video"], geo["frames"], opts.frame_start)
+            scene.frame_set(int(geo["frames"].min()))
     if opts.standard_view_transform:
         scene.view_settings.view_transform = "Standard"  # AgX/Filmic would tone-map the footage's colours
         scene.view_settings.look = "None"
@@ -251,12 +272,12 @@ def _build(pred, opts, geo, label, key, scene, track):
     root["da3_key"] = key
     root["da3_up_axis"] = opts.up_axis
     root["da3_scale"] = scale
-    root["da3_kind"] = "video" if geo["video"] is not None else "images"
+    root["da3_kind"] = (geo["video"].get("kind") or "video") if geo["video"] is not None else "images"
     if geo["assumed_fov"]:
         root["da3_assumed_fov"] = float(opts.fallback_fov)
     scene.collection.children.link(root)
-    if geo["video"] is not None:  # frame_0060: the source frame, as the footage and the exports number it
-        names = [f"frame_{int(n):04d}" for n in pred.frame_numbers]
+    if geo["video"] is not None:  # frame_1060: the scene frame, as the footage and the exports number it
+        names = [f"frame_{int(n):04d}" for n in geo["frames"]]
     else:
         names = cameras.view_names(pred.source_paths, pred.num_views)
 
@@ -279,7 +300,7 @@ def _build(pred, opts, geo, label, key, scene, track):
 
     if opts.splats and pred.gaussians is not None:  # i10
         splats.build_splats(pred, label, up, scale, _child(root, "splats", track), track,
-                            max_count=opts.max_points, seed=opts.seed)
+                            max_count=opts.max_points, seed=opts.seed, reference=geo["reference"])
 
     if opts.planes:
         col = _child(root, "planes", track)
@@ -288,9 +309,7 @@ def _build(pred, opts, geo, label, key, scene, track):
             root["da3_planes_note"] = (f"no depth planes: {len(range(0, pred.num_views, opts.planes_every))} would "
                                        f"be more than {opts.planes_max_views}; raise the limit or build every "
                                        "k-th view's plane")
-        video_frames = None
-        if geo["video"] is not None:
-            video_frames = footage.scene_frames(pred.frame_numbers, opts.frame_start)
+        video_frames = geo["frames"]
         for i in views:
             obj = _plane(pred, i, names[i], opts, geo, col, track)
             if video_frames is not None:  # a video frame's plane shows on that frame only
@@ -304,8 +323,8 @@ def _build(pred, opts, geo, label, key, scene, track):
         mats = camera_matrices(w2c_rel, up, scale)
         video = geo["video"]
         if video is not None:
-            order = np.argsort(pred.frame_numbers)
-            frames = footage.scene_frames(np.asarray(pred.frame_numbers)[order], opts.frame_start)
+            order = np.argsort(geo["frames"])
+            frames = geo["frames"][order]
             cam = cameras.animated_camera(
                 label, mats[order], {k: v[order] for k, v in params.items()}, frames, sizes[order[0]], track,
                 fixed_intrinsics=opts.fixed_intrinsics, tolerance=opts.intrinsics_tolerance,
@@ -314,7 +333,7 @@ def _build(pred, opts, geo, label, key, scene, track):
             if opts.footage_background:
                 clip = footage.load_clip(video.get("path") or "", track)
                 if clip is not None:
-                    footage.set_background(cam, clip, opts.frame_start)
+                    footage.set_background(cam, clip, footage.clip_start(video, opts.frame_start))
         else:
             cams = cameras.still_cameras(names, mats, params, sizes, track, display_size=0.1 * typical)
         for cam in cams:

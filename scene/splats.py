@@ -33,7 +33,7 @@ DEFAULT_SIZE = 2.0  # ellipsoid radius in standard deviations
 DEFAULT_DETAIL = 1  # ico-sphere subdivisions: 20 triangles per Gaussian (2: 80; a million Gaussians add up)
 
 
-def splat_data(pred, up, scale, *, max_count=0, seed=0) -> dict[str, np.ndarray]:
+def splat_data(pred, up, scale, *, max_count=0, seed=0, reference=None) -> dict[str, np.ndarray]:
     """The kept Gaussians in Blender's world: ``positions`` (M,3), ``rotations`` (M,4) w x y z,
     ``scales`` (M,3), ``opacity`` (M,), ``colors`` (M,4) linear RGBA, ``index`` (M,) into
     ``pred.gaussians``; all float32 but ``index``."""
@@ -45,6 +45,8 @@ def splat_data(pred, up, scale, *, max_count=0, seed=0) -> dict[str, np.ndarray]
         index = index[keep]
     g = gs.subset(index)
     w2c0 = to_4x4(pred.extrinsics[0]) if pred.extrinsics is not None else np.eye(4)
+    if reference is not None:  # the world the importer builds in (known poses: the given cameras' world)
+        w2c0 = to_4x4(reference)
     rot = np.asarray(up, np.float64) @ w2c0[:3, :3]  # prediction world -> Blender world: s (C R0 x + C t0)
     shift = np.asarray(up, np.float64) @ w2c0[:3, 3]
     positions = scale * (g.means.astype(np.float64) @ rot.T + shift)
@@ -165,10 +167,10 @@ def splats_node_group(name: str, material):
     return group
 
 
-def build_splats(pred, label: str, up, scale, collection, track, *, max_count=0, seed=0):
+def build_splats(pred, label: str, up, scale, collection, track, *, max_count=0, seed=0, reference=None):
     """Create the splat object of ``pred.gaussians`` in ``collection``; every data-block goes through
     ``track`` (the importer removes them all if anything fails)."""
-    data = splat_data(pred, up, scale, max_count=max_count, seed=seed)
+    data = splat_data(pred, up, scale, max_count=max_count, seed=seed, reference=reference)
     name = f"{label} splats"
     mat = track(splat_material(f"DA3 {label} splats"))
     group = track(splats_node_group(f"DA3 {label} splats", mat))

@@ -3,7 +3,9 @@
     blender -b -P scripts/reconstruct.py -- INPUT... --output scene.blend [options]
     python scripts/reconstruct.py INPUT... --output scene.blend [options]      (bpy module)
 
-INPUT is image files, folders of images, or one video. The extension (this repository) is
+INPUT is image files, folders of images, one image sequence (``plate.####.exr``, one of its files,
+or its folder: one camera keyed on the frames' own numbers; ``--stills`` keeps the images apart) or
+one video. Shots key every frame by default (``--fps`` samples them). The extension (this repository) is
 registered, ``da3.reconstruct`` runs to the end (the model runs in the worker Python) and the
 scene is saved. The worker Python is ``--python``, else this Python when it has torch, else the
 extension's managed environment. Choices and defaults are the core's (``da3_blender.options``) and
@@ -26,10 +28,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # the core's option tables and job checks (standard library only)
     sys.path.insert(0, str(REPO_ROOT))
 
+from da3_blender.cli import add_exr_arguments, exr_options  # noqa: E402  (issue 17: the exr export's options)
 from da3_blender import options as opt  # noqa: E402
-from da3_blender.cli import DEBUG_ENV, add_streaming_arguments, add_video_arguments  # noqa: E402
+from da3_blender.cli import DEBUG_ENV, add_shot_arguments, add_streaming_arguments, add_video_arguments  # noqa: E402
 from da3_blender.errors import BadInputError  # noqa: E402
+from da3_blender.cli import shot_from_args  # noqa: E402
 from da3_blender.files import check_writable_folder  # noqa: E402
+from da3_blender.sequences import find_sequence, is_pattern  # noqa: E402
 
 PACKAGE = "da3_for_blender"  # the manifest id
 PROG = "reconstruct"
@@ -71,29 +76,8 @@ def _scale(text: str):
     return value
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    default_model = opt.default_model()
-    p = _Parser(prog=PROG, description="Photos or a video to a 3D scene (.blend) with Depth Anything 3.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, or one video")
-    p.add_argument("--output", "-o", required=True, help="the .blend file to write")
-    p.add_argument("--model", "-m", default=default_model,
-                   help=f"Hugging Face repo id or a local model folder (default: {default_model}; env {opt.MODEL_ENV})")
-    add_video_arguments(p.add_argument_group("video"))
-    g = p.add_argument_group("model and processing")
-    g.add_argument("--device", default=None, help=f"{opt.DEVICE_HELP} (default: the extension's preference, auto)")
-    g.add_argument("--process-res", type=int, default=None, help=f"processing resolution (default: {opt.DEFAULT_PROCESS_RES})")
-    g.add_argument("--process-res-method", default=None, choices=opt.choice_ids(opt.PROCESS_RES_METHODS))
-    g.add_argument("--ref-view-strategy", default=None, choices=opt.choice_ids(opt.REF_VIEW_STRATEGIES))
-    g.add_argument("--use-ray-pose", action="store_true", help="solve cameras from the ray map")
-    g.add_argument("--gaussians", action="store_true",
-                   help="also predict 3D Gaussians and import them as splats (DA3 Giant / Nested models)")
-    add_streaming_arguments(g)
-    g.add_argument("--python", default=None, help="the worker's Python interpreter (must have torch)")
-    # remote worker (issue 11): the model runs on another machine over SSH
-    g.add_argument("--remote", default=None, metavar="HOST",
-                   help="run the model on HOST over SSH (an ~/.ssh/config alias or user@host)")
-    g.add_argument("--remote-python", default=None, help=f"with --remote: the Python there (default: {opt.DEFAULT_REMOTE_PYTHON})")
-    g.add_argument("--remote-dir", default=None, help=f"with --remote: its cache folder (default: {opt.DEFAULT_REMOTE_CACHE_DIR})")
+def add_build_arguments(p) -> None:
+    """The panel's Build options (shared with scripts/farm_build.py, the render farm's Build step)."""
     g = p.add_argument_group("build (as the panel's Build section)")
     g.add_argument("--no-points", action="store_true", help="no point cloud")
     g.add_argument("--no-planes", action="store_true", help="no depth planes")
@@ -113,14 +97,56 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--fixed-lens", action="store_true", help="video: one lens for the whole shot, no lens keys")
     g.add_argument("--keys", type=_lower_choice(opt.choice_ids(opt.KEY_INTERPOLATIONS)), default=None,
                    help="camera key interpolation: linear or constant (default: linear)")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    default_model = opt.default_model()
+    p = _Parser(prog=PROG, description="Photos or a video to a 3D scene (.blend) with Depth Anything 3.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders of images, one image sequence (plate.####.exr, one of its files or its "
+                        "folder) or one video")
+    p.add_argument("--output", "-o", required=True, help="the .blend file to write")
+    p.add_argument("--model", "-m", default=default_model,
+                   help=f"Hugging Face repo id or a local model folder (default: {default_model}; env {opt.MODEL_ENV})")
+    add_video_arguments(p.add_argument_group("video and sequences"), default_fps=opt.DEFAULT_SHOT_FPS)
+    g = p.add_argument_group("shots: frame numbers, rates, plates")
+    add_shot_arguments(g)
+    g.add_argument("--stills", action="store_true",
+                   help="numbered images are stills (a camera each), not one shot (default: a sequence is a shot)")
+    g = p.add_argument_group("model and processing")
+    g.add_argument("--device", default=None, help=f"{opt.DEVICE_HELP} (default: the extension's preference, auto)")
+    g.add_argument("--process-res", type=int, default=None, help=f"processing resolution (default: {opt.DEFAULT_PROCESS_RES})")
+    g.add_argument("--process-res-method", default=None, choices=opt.choice_ids(opt.PROCESS_RES_METHODS))
+    g.add_argument("--ref-view-strategy", default=None, choices=opt.choice_ids(opt.REF_VIEW_STRATEGIES))
+    g.add_argument("--use-ray-pose", action="store_true", help="solve cameras from the ray map")
+    g.add_argument("--gaussians", action="store_true",
+                   help="also predict 3D Gaussians and import them as splats (DA3 Giant / Nested models)")
+    add_streaming_arguments(g)
+    g.add_argument("--known-cameras", default=None, metavar="TRACK.blend",
+                   help="condition the model on the cameras of this .blend (a tracking solve): one per view in natural "
+                        "name order, or one animated camera on the views' frame numbers; the scene is built in that "
+                        "file (its cameras' world) and saved as --output")
+    g.add_argument("--python", default=None, help="the worker's Python interpreter (must have torch)")
+    # remote worker (issue 11): the model runs on another machine over SSH
+    g.add_argument("--remote", default=None, metavar="HOST",
+                   help="run the model on HOST over SSH (an ~/.ssh/config alias or user@host)")
+    g.add_argument("--remote-python", default=None, help=f"with --remote: the Python there (default: {opt.DEFAULT_REMOTE_PYTHON})")
+    g.add_argument("--remote-dir", default=None, help=f"with --remote: its cache folder (default: {opt.DEFAULT_REMOTE_CACHE_DIR})")
+    add_build_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--export-dir", default=None, help="also export files (see --export-format) into this folder")
     g.add_argument("--export-format", default=None,
                    help=f"{', '.join(opt.EXPORT_FORMAT_NAMES)}; join with '-' (default: {opt.DEFAULT_EXPORT_FORMAT})")
+    add_exr_arguments(g)
     g.add_argument("--keep-result", action="store_true", help="keep the result .npz next to the .blend")
     g.add_argument("--export-camera", default=None, metavar="PATH.abc|PATH.fbx",
                    help="also write the cameras (scene fps and frame range) with Blender's Alembic or FBX exporter")
     g.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also env {DEBUG_ENV}=1)")
+    # render farm (issue 20): plan here, run on a Flamenco farm
+    g.add_argument("--submit-flamenco", default=None, metavar="URL",
+                   help="plan the shot into --farm-dir and submit it to this Flamenco manager instead of running it here")
+    g.add_argument("--farm-dir", default=None, metavar="DIR",
+                   help="with --submit-flamenco: the plan folder, on storage the workers see (default: <output>_farm)")
     args = p.parse_args(argv)
     try:
         check_args(args)
@@ -132,7 +158,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> dict:
     """Every argument checked before any work (outputs included); returns the job they describe."""
     for path in args.inputs:
-        if not os.path.exists(path):
+        if not os.path.exists(path) and not is_pattern(path):
             raise Failure(f"input not found: {path}", code=2)
     if not args.output.lower().endswith(".blend"):
         raise Failure(f"--output must be a .blend file, got {args.output}", code=2)
@@ -148,6 +174,14 @@ def check_args(args: argparse.Namespace) -> dict:
         raise Failure(f"--python: no interpreter at {args.python}", code=2)
     if (args.remote_python or args.remote_dir) and not args.remote:
         raise Failure("--remote-python and --remote-dir need --remote HOST", code=2)
+    if args.known_cameras and not (args.known_cameras.lower().endswith(".blend") and os.path.isfile(args.known_cameras)):
+        raise Failure(f"--known-cameras {args.known_cameras}: no such .blend file; give the tracking scene's .blend", code=2)
+    if args.known_cameras and os.path.abspath(args.known_cameras) == os.path.abspath(args.output):
+        raise Failure("--output is the --known-cameras file: give another .blend (the track is kept as it is)", code=2)
+    if args.farm_dir and not args.submit_flamenco:
+        raise Failure("--farm-dir needs --submit-flamenco URL", code=2)
+    if args.submit_flamenco and (args.remote or args.export_camera or args.gaussians):
+        raise Failure("--submit-flamenco runs the shot on the farm: leave out --remote, --export-camera and --gaussians", code=2)
     if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in (".abc", ".fbx"):
         raise Failure(f"--export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {args.export_camera}", code=2)
     spec = job_from_args(args)
@@ -174,12 +208,14 @@ def job_from_args(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        **exr_options(args),
     }
     video = {"fps": args.fps, "start": args.start, "end": args.end, "max_frames": args.max_frames}
     export_format = (args.export_format or opt.DEFAULT_EXPORT_FORMAT) if args.export_dir else None
     return build_job([os.path.abspath(p) for p in args.inputs], os.path.splitext(os.path.abspath(args.output))[0] + ".npz",
                      model=args.model, device=args.device, video=video, options=options,
-                     export_dir=os.path.abspath(args.export_dir) if args.export_dir else None, export_format=export_format)
+                     export_dir=os.path.abspath(args.export_dir) if args.export_dir else None, export_format=export_format,
+                     shot=shot_from_args(args, stills=args.stills))
 
 
 def scene_settings(args: argparse.Namespace) -> dict:
@@ -194,6 +230,7 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "fixed_intrinsics": args.fixed_lens,
     }
     optional = {
+        **exr_options(args),  # issue 17
         "device": args.device,
         "process_res": args.process_res,
         "process_res_method": args.process_res_method,
@@ -207,6 +244,9 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
+        "frame_start": getattr(args, "frame_start", None),  # issue 17 (shots)
+        "frame_rate": getattr(args, "frame_rate", None),
+        "input_colorspace": getattr(args, "input_colorspace", None),
     }
     s.update({k: v for k, v in optional.items() if v is not None})
     if any(getattr(args, k) is not None for k in ("chunk_size", "chunk_overlap", "chunk_align")):
@@ -267,11 +307,13 @@ def _raise(ex):
     raise Failure(f"cannot register the DA3 extension: {ex}")
 
 
-def _expand(inputs: list[str]) -> tuple[str, list[str]]:
+def _expand(inputs: list[str], stills: bool = False) -> tuple[str, list[str]]:
     """(input mode, paths) for the panel's settings; folders listed as every surface lists them."""
     from da3_blender.inputs import is_video_path, list_folder_images
 
     paths = [os.path.abspath(p) for p in inputs]
+    if len(paths) == 1 and not stills and not os.path.isdir(paths[0]) and find_sequence(paths[0]) is not None:
+        return "SEQUENCE", paths  # a pattern or one file of a sequence (a folder: FOLDER, detected as a shot)
     videos = [p for p in paths if os.path.isfile(p) and is_video_path(p)]
     if videos:
         if len(paths) != 1:
@@ -285,6 +327,21 @@ def _expand(inputs: list[str]) -> tuple[str, list[str]]:
     return "IMAGES", images
 
 
+def use_known_cameras(context, path: str) -> None:
+    """The opened tracking file's cameras (not an earlier DA3 import's) become the known poses: the panel's
+    settings start from their defaults, with only these cameras selected and 'Use selected cameras' on."""
+    s = context.scene.da3_settings
+    for prop in s.bl_rna.properties:
+        if prop.identifier != "rna_type" and not prop.is_readonly and prop.type not in ("COLLECTION", "POINTER"):
+            s.property_unset(prop.identifier)
+    cams = [ob for ob in context.view_layer.objects if ob.type == "CAMERA" and "da3_import" not in ob]
+    if not cams:
+        raise Failure(f"--known-cameras {path}: its scene {context.scene.name!r} has no cameras", code=2)
+    for ob in context.view_layer.objects:
+        ob.select_set(ob in cams)
+    s.use_selected_cameras = True
+
+
 def configure(context, package: str, args) -> dict:
     """Fill the scene settings and preferences from the arguments; returns the old preference values."""
     from importlib import import_module
@@ -292,7 +349,7 @@ def configure(context, package: str, args) -> dict:
     props = import_module(f"{package}.properties")
     s = context.scene.da3_settings
     try:
-        mode, paths = _expand(args.inputs)
+        mode, paths = _expand(args.inputs, args.stills)
     except BadInputError as ex:
         raise Failure(str(ex), code=2) from None
     s.input_mode = mode
@@ -302,8 +359,12 @@ def configure(context, package: str, args) -> dict:
             s.images.add().filepath = p
     elif mode == "FOLDER":
         s.folder = paths[0]
+        s.folder_mode = "stills" if args.stills else opt.DEFAULT_SHOT_MODE
+    elif mode == "SEQUENCE":
+        s.sequence = paths[0]
     else:
         s.video = paths[0]
+    if mode != "IMAGES":  # videos, sequences and numbered folders: sampling (every frame by default) and frames
         s.video_fps = args.fps  # 0: every frame
         s.video_start = args.start or 0.0
         s.video_end = args.end or 0.0
@@ -333,14 +394,40 @@ def configure(context, package: str, args) -> dict:
     return saved
 
 
+def submit_flamenco(args) -> int:
+    """``--submit-flamenco URL``: plan the shot with the worker Python and submit it (nothing is built here)."""
+    from da3_blender.errors import DA3Error
+    from da3_blender.flamenco import plan_and_submit
+
+    python = args.python or (sys.executable if importlib.util.find_spec("torch") else None)
+    if python is None:
+        print(f"{PROG}: error: --submit-flamenco plans the shot with a Python that has torch: give --python", file=sys.stderr)
+        return 2
+    out = os.path.abspath(args.output)
+    farm_dir = os.path.abspath(args.farm_dir or os.path.splitext(out)[0] + "_farm")
+    try:
+        answer, plan = plan_and_submit(job_from_args(args), args.submit_flamenco, farm_dir, python, blend=out)
+    except DA3Error as ex:
+        print(f"{PROG}: error: {ex}", file=sys.stderr)
+        return 1 if ex.kind == "internal" else 2
+    print(f"{PROG}: {plan['shot']}: {plan['views']['count']} views in {len(plan['chunks'])} chunks planned in {farm_dir}")
+    print(f"{PROG}: submitted to {args.submit_flamenco} as job {answer.get('id', '?')}; the farm writes {out}")
+    return 0
+
+
 def run(argv: list[str]) -> int:
     from importlib import import_module
 
     args = parse_args(argv)
+    if args.submit_flamenco:
+        return submit_flamenco(args)
     import bpy
 
     try:
-        bpy.ops.wm.read_homefile(use_empty=True)
+        if args.known_cameras:  # the tracking scene is the starting point: its cameras condition the model
+            bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.known_cameras), load_ui=False)
+        else:
+            bpy.ops.wm.read_homefile(use_empty=True)
         package, enabled_here = load_extension()
         context = bpy.context
         if args.export_camera:  # this Blender's Alembic/FBX exporter, checked before any work
@@ -349,6 +436,8 @@ def run(argv: list[str]) -> int:
             except ValueError as ex:  # BadInputError: one line naming what is missing and the other format
                 raise Failure(str(ex), code=2) from None
         try:
+            if args.known_cameras:
+                use_known_cameras(context, args.known_cameras)
             saved = configure(context, package, args)
         except (TypeError, ValueError) as ex:  # e.g. an export format Blender's enum does not know
             raise Failure(str(ex).splitlines()[-1], code=2) from None

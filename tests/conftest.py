@@ -27,7 +27,9 @@ def _shared_root() -> Path:
 SHARED = _shared_root()
 REQUIRE_ALL_ENV = "DA3_REQUIRE_ALL"
 # skip reasons that mean "the set-up is incomplete", not "this machine cannot do it"
-REQUIRED_SKIP_MARKERS = ("reference data not found", "bpy", "'torch'", "blender_ext.py", "OpenSSH server")
+REQUIRED_SKIP_MARKERS = ("reference data not found", "bpy", "'torch'", "blender_ext.py", "OpenSSH server",
+                         "node executable",  # issue 20: the Flamenco job type is compiled in Node
+                         "web browser tools missing", "the app extra")  # issue 21: chromium, playwright, gradio
 
 
 def _require_all() -> bool:

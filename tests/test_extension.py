@@ -726,6 +726,7 @@ def test_known_poses_follow_the_images_natural_order(registered, tmp_path):
     s.input_mode, s.folder = "FOLDER", str(folder)
     s.model, s.custom_model = "CUSTOM", str(tmp_path)  # a local folder: nothing to download
     s.use_selected_cameras = True
+    registered.scene.render.resolution_x, registered.scene.render.resolution_y = 32, 24  # the images' aspect
     cams = []
     try:
         for i in range(1, n + 1):
@@ -746,6 +747,93 @@ def test_known_poses_follow_the_images_natural_order(registered, tmp_path):
     finally:
         for cam in cams:
             bpy.data.objects.remove(cam)
+
+
+def _known_camera_scene(registered, tmp_path, names, size):
+    """Numbered PNGs in a folder as the input, known poses on, a local model folder."""
+    folder = tmp_path / "plates"
+    folder.mkdir()
+    for name in names:
+        _png(folder / name, *size)
+    s = registered.scene.da3_settings
+    s.input_mode, s.folder = "FOLDER", str(folder)
+    s.model, s.custom_model = "CUSTOM", str(tmp_path)
+    s.use_selected_cameras = True
+    return folder
+
+
+def _camera(registered, name, location=(0.0, 0.0, 0.0)):
+    import bpy
+
+    cam = bpy.data.objects.new(name, bpy.data.cameras.new(name))
+    cam.location = location
+    registered.scene.collection.objects.link(cam)
+    cam.select_set(True)
+    return cam
+
+
+def test_a_render_of_another_aspect_than_the_images_is_refused(registered, tmp_path):
+    """K is the render's; scaling it to an image of another aspect would make fx != fy silently (issue 17)."""
+    import bpy
+    import numpy as np
+
+    from da3_for_blender.operators.gather import gather_job
+    from da3_for_blender.scene.cameras import blender_camera_to_opencv
+
+    _known_camera_scene(registered, tmp_path, ["a.png", "b.png"], (32, 24))
+    cams = [_camera(registered, "cam_a", (1.0, -3.0, 1.0)), _camera(registered, "cam_b", (1.5, -3.0, 1.0))]
+    render = registered.scene.render
+    try:
+        render.resolution_x, render.resolution_y, render.resolution_percentage = 1920, 1080, 100
+        _refused(registered, r"camera cam_a renders at 1920x1080 but a.png is 32x24, another aspect ratio: set the "
+                             r"render resolution")
+        render.resolution_x, render.resolution_y = 64, 48  # the same aspect, twice the size: K scales uniformly
+        registered.view_layer.update()
+        intrinsics = np.asarray(gather_job(registered)["options"]["intrinsics"])
+        _w2c, k, _size = blender_camera_to_opencv(cams[0], registered.scene)
+        assert np.allclose(intrinsics[0][:2], np.asarray(k)[:2] / 2) and intrinsics[0][0, 0] == intrinsics[0][1, 1]
+    finally:
+        for cam in cams:
+            bpy.data.objects.remove(cam)
+
+
+def test_one_animated_camera_gives_a_pose_per_frame(registered, tmp_path):
+    """A tracked shot: one animated camera, each view on the scene frame of its source frame number
+    (plate.1004.png: frame 1004; 1003 is missing), lens keys included; the current frame is kept."""
+    import bpy
+    import numpy as np
+
+    from da3_for_blender.operators.gather import gather_job
+    from da3_for_blender.scene.cameras import blender_camera_to_opencv
+
+    _known_camera_scene(registered, tmp_path, ["plate.1001.png", "plate.1002.png", "plate.1004.png"], (32, 24))
+    scene = registered.scene
+    scene.render.resolution_x, scene.render.resolution_y = 320, 240
+    cam = _camera(registered, "TrackCam")
+    try:
+        for frame in range(1001, 1005):
+            cam.location = (2.0 + 0.1 * (frame - 1000) ** 2, -5.0, 1.6)
+            cam.rotation_euler = (1.3, 0.0, 0.05 * (frame - 1000))
+            cam.data.lens = 30.0 + frame - 1000
+            cam.keyframe_insert("location", frame=frame)
+            cam.keyframe_insert("rotation_euler", frame=frame)
+            cam.data.keyframe_insert("lens", frame=frame)
+        scene.frame_set(7)
+        options = gather_job(registered)["options"]
+        assert scene.frame_current == 7
+        for i, frame in enumerate((1001, 1002, 1004)):
+            scene.frame_set(frame)
+            w2c, k, _size = blender_camera_to_opencv(cam, scene)
+            assert np.allclose(options["extrinsics"][i], w2c, atol=1e-6), frame
+            assert np.allclose(np.asarray(options["intrinsics"][i])[:2], np.asarray(k)[:2] / 10, atol=1e-6), frame
+        assert len({round(e[0][3], 4) for e in options["extrinsics"]}) == 3  # three different poses
+
+        cam.animation_data_clear()  # a still camera cannot stand for three views
+        cam.data.animation_data_clear()
+        _refused(registered, r"1 camera.s. selected for 3 image.s.: select exactly one camera per image .* or one "
+                             r"animated camera keyed on the images' frame numbers")
+    finally:
+        bpy.data.objects.remove(cam)
 
 
 def test_image_sizes_are_read_without_data_blocks(registered, tmp_path):
@@ -771,7 +859,7 @@ def test_the_job_is_gathered_once_in_the_protocol_format(registered, tmp_path, r
     from da3_for_blender.preferences import get_preferences
 
     s = registered.scene.da3_settings
-    assert s.model == opt.default_model() and s.video_fps == opt.DEFAULT_VIDEO_FPS
+    assert s.model == opt.default_model() and s.video_fps == opt.DEFAULT_SHOT_FPS == 0  # shots: every frame
     s.input_mode, s.video = "VIDEO", str(robot_video)
     s.model, s.custom_model = "CUSTOM", str(tmp_path)
     s.video_fps, s.max_frames = 0.0, 5
@@ -780,7 +868,8 @@ def test_the_job_is_gathered_once_in_the_protocol_format(registered, tmp_path, r
     job = gather.gather_job(registered)
     assert protocol.normalize_job(job)  # the worker takes it as it is
     assert set(job) == {"inputs", "output", "model", "device", "dtype", "options", "video", "export_dir",
-                        "export_format"}
+                        "export_format", "shot"}
+    assert job["shot"] == {"mode": "auto", "frame_start": 1, "frame_rate": None, "colorspace": "auto"}
     assert job["inputs"] == [str(robot_video)] and job["model"] == str(tmp_path) and job["device"] == "cpu"
     assert os.path.dirname(job["output"]) == str(tmp_path / "results")
     assert job["video"]["max_frames"] == 5 and job["export_format"] == "glb-ply"
@@ -940,3 +1029,55 @@ def test_long_shot_plane_settings_reach_an_importer_that_takes_them(registered, 
     monkeypatch.setattr(importer, "ImportOptions", WithLongShots)
     opts = import_options(s)
     assert (opts.planes_every, opts.planes_max_views) == (5, 300)
+
+
+def test_the_export_panel_offers_the_exr_options_when_exr_is_on(registered):
+    """Issue 17: EXR resolution, half floats and plate filter in the Export sub-panel, from options.py."""
+    import bpy
+
+    from da3_for_blender.da3_blender import options as opt
+
+    s = registered.scene.da3_settings
+    s.export_format = {"glb"}
+    shown = {e[1] for e in _draw(bpy.types.DA3_PT_export, registered) if e[0] == "prop"}
+    assert not shown & set(opt.EXR_OPTION_KEYS)
+    s.export_format = {"glb", "exr"}
+    shown = {e[1] for e in _draw(bpy.types.DA3_PT_export, registered) if e[0] == "prop"}
+    assert set(opt.EXR_OPTION_KEYS) <= shown
+    props = s.bl_rna.properties
+    assert [i.identifier for i in props["exr_resolution"].enum_items] == list(opt.choice_ids(opt.EXR_RESOLUTIONS))
+    assert [i.identifier for i in props["exr_plate_filter"].enum_items] == list(opt.choice_ids(opt.EXR_PLATE_FILTERS))
+    assert (s.exr_resolution, s.exr_half, s.exr_plate_filter) == (
+        opt.DEFAULT_EXR_RESOLUTION, opt.DEFAULT_EXR_HALF, opt.DEFAULT_EXR_PLATE_FILTER)
+
+
+def test_the_options_panel_says_how_selected_cameras_match(registered):
+    import bpy
+
+    s = registered.scene.da3_settings
+    s.use_selected_cameras = True
+    cam = bpy.data.objects.new("Solve", bpy.data.cameras.new("Solve"))
+    registered.scene.collection.objects.link(cam)
+    try:
+        cam.select_set(True)
+        labels = [e[1] for e in _draw(bpy.types.DA3_PT_options, registered) if e[0] == "label"]
+        assert "1 camera(s) selected, matched by name" in labels
+        cam.keyframe_insert("location", frame=1001)
+        labels = [e[1] for e in _draw(bpy.types.DA3_PT_options, registered) if e[0] == "label"]
+        assert "1 camera(s) selected, a pose per frame number" in labels
+    finally:
+        bpy.data.objects.remove(cam)
+
+
+def test_one_animated_camera_needs_numbered_images(registered, tmp_path):
+    import bpy
+
+    _known_camera_scene(registered, tmp_path, ["left.png", "right.png"], (32, 24))
+    registered.scene.render.resolution_x, registered.scene.render.resolution_y = 32, 24
+    cam = _camera(registered, "Solve")
+    try:
+        cam.keyframe_insert("location", frame=1)
+        _refused(registered, r"one animated camera \(Solve\) for 2 images without distinct frame numbers in their "
+                             r"names: number the images")
+    finally:
+        bpy.data.objects.remove(cam)

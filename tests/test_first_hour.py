@@ -88,14 +88,14 @@ def test_the_licence_is_an_spdx_string():
 
 
 def test_video_progress_never_counts_past_its_total(robot_video):
-    """The total shown is estimated from the container (duration x fps: 173 for robot_unitree.mp4) while
-    174 frames decode: the count grows with the frames read, never past its total."""
+    """The total shown is estimated from the container (duration x average fps: 173 for robot_unitree.mp4)
+    while 174 frames decode: the count grows with the frames read, never past its total."""
     from da3_blender import inputs
 
     seen = []
     got = inputs.collect_inputs([robot_video], fps=0, progress=lambda s, f, m: seen.append((f, m)))
     decoded = got.video["frame_count"]
-    assert len(got) == decoded and decoded > round(got.video["duration"] * got.video["fps"])  # the estimate is short
+    assert len(got) == decoded and decoded > round(got.video["duration"] * got.video["average_fps"])  # the estimate is short
     counts = [tuple(map(int, re.search(r"video frame (\d+)/(\d+)", m).groups())) for _, m in seen]
     assert counts[-1] == (decoded, decoded)
     assert all(done <= total for done, total in counts), counts

@@ -254,8 +254,8 @@ def test_bad_video_options(robot_video):
 def test_fps_0_takes_every_frame(robot_video):
     """fps 0 means every frame, on every surface (it used to be refused here and by the CLI)."""
     got = collect_inputs([robot_video], fps=0, start=1.0, max_frames=5)
-    first = int(np.ceil(1.0 * got.video["fps"] - 1e-9))
-    assert got.frame_numbers.tolist() == list(range(first, first + 5))
+    first = int(np.ceil(1.0 * got.video["fps"] - 1e-9))  # the first frame index at or after 1 s
+    assert got.frame_numbers.tolist() == list(range(first + 1, first + 6))  # scene frames: index + frame start 1
 
 
 def test_video_sampling_at_2_fps(robot_video):
@@ -264,10 +264,11 @@ def test_video_sampling_at_2_fps(robot_video):
     assert got.kind == "video" and info["path"] == str(robot_video)
     assert (info["width"], info["height"]) == (1024, 576) and info["fps"] > 2
     interval = max(1, int(info["fps"] / 2))
-    assert got.frame_numbers[0] == 0 and (got.frame_numbers % interval == 0).all()
-    np.testing.assert_array_equal(np.diff(got.frame_numbers), interval)
-    np.testing.assert_allclose(got.timestamps, got.frame_numbers / info["fps"])
-    assert got.frame_numbers[-1] + interval >= info["frame_count"] - 1  # sampled to the end
+    index = got.frame_numbers - info["frame_start"]  # frame numbers are scene frames: index + frame start
+    assert index[0] == 0 and (index % interval == 0).all()
+    np.testing.assert_array_equal(np.diff(index), interval)
+    np.testing.assert_allclose(got.timestamps, index / info["fps"])
+    assert index[-1] + interval >= info["frame_count"] - 1  # sampled to the end
     assert abs(info["duration"] - info["frame_count"] / info["fps"]) < 0.2
     assert all(im.shape == (576, 1024, 3) and im.dtype == np.uint8 for im in got.images)
     assert got.source_paths == [str(robot_video)] * len(got.images)
@@ -276,7 +277,7 @@ def test_video_sampling_at_2_fps(robot_video):
 def test_video_frame_numbers_match_extracted_frames(robot_video, robot_frames):
     # pick a rate whose interval is 30 so frames 30, 90 and 150 are sampled
     fps = collect_inputs([robot_video], max_frames=1).video["fps"]
-    got = collect_inputs([robot_video], fps=fps / 30.5)
+    got = collect_inputs([robot_video], fps=fps / 30.5, frame_start=0)  # frame start 0: scene frame = index
     assert got.frame_numbers[:6].tolist() == [0, 30, 60, 90, 120, 150]
     for number, png in zip((30, 90, 150), robot_frames):
         frame = got.images[got.frame_numbers.tolist().index(number)].astype(int)
@@ -287,7 +288,7 @@ def test_video_frame_numbers_match_extracted_frames(robot_video, robot_frames):
 
 
 def test_video_range_and_max_frames(robot_video):
-    got = collect_inputs([robot_video], fps=2, start=1.0, end=3.0, max_frames=2)
+    got = collect_inputs([robot_video], fps=2, start=1.0, end=3.0, max_frames=2, frame_start=0)
     vfps = got.video["fps"]
     interval = int(vfps / 2)
     assert len(got.images) == 2
@@ -299,7 +300,7 @@ def test_video_range_and_max_frames(robot_video):
 def test_fps_above_the_videos_takes_every_frame(robot_video, caplog):
     with caplog.at_level(logging.INFO, logger="da3_blender"):
         got = collect_inputs([robot_video], fps=1000, end=0.5)
-    np.testing.assert_array_equal(got.frame_numbers, np.arange(len(got.images)))
+    np.testing.assert_array_equal(got.frame_numbers, 1 + np.arange(len(got.images)))  # scene frames from 1
     assert len(got.images) == int(np.ceil(0.5 * got.video["fps"]))
     assert any("every frame" in r.getMessage() for r in caplog.records)
 
@@ -328,12 +329,12 @@ def test_every_frame_of_the_robot_video_once(robot_video):
 
     coded = imageio_ffmpeg.count_frames_and_secs(str(robot_video))[0]
     got = collect_inputs([robot_video], fps=0)
-    assert got.frame_numbers.tolist() == list(range(coded)) and got.video["frame_count"] == coded == 174
+    assert got.frame_numbers.tolist() == list(range(1, coded + 1)) and got.video["frame_count"] == coded == 174
     digests = [hashlib.sha1(frame.tobytes()).hexdigest() for frame in got.images]
     assert len(digests) == coded and len(set(digests)) == coded  # no frame repeated
     np.testing.assert_allclose(got.timestamps, np.arange(coded) / got.video["fps"])
     stopped = collect_inputs([robot_video], fps=0, max_frames=3)  # not read to the end: counted, not estimated
-    assert stopped.frame_numbers.tolist() == [0, 1, 2] and stopped.video["frame_count"] == coded
+    assert stopped.frame_numbers.tolist() == [1, 2, 3] and stopped.video["frame_count"] == coded
 
 
 def test_video_frame_numbers_are_blenders(robot_video):
@@ -345,8 +346,8 @@ def test_video_frame_numbers_are_blenders(robot_video):
         blender_frames = clip.frame_duration
     finally:
         bpy.data.movieclips.remove(clip)
-    got = collect_inputs([robot_video], fps=0)
-    assert got.frame_numbers[-1] < blender_frames and got.video["frame_count"] <= blender_frames
+    got = collect_inputs([robot_video], fps=0)  # scene frames 1..174: the clip's frames starting at frame 1
+    assert got.frame_numbers[-1] <= blender_frames and got.video["frame_count"] <= blender_frames
     assert blender_frames - got.video["frame_count"] <= 1
 
 

@@ -94,7 +94,8 @@ def test_cli_and_headless_choices_and_defaults_come_from_options(headless, files
         opt.DEFAULT_NUM_MAX_POINTS, opt.DEFAULT_DEVICE)
     img, _ = files
     hargs = headless.parse_args([str(img), "--output", str(tmp_path / "x.blend")])
-    assert hargs.fps == opt.DEFAULT_VIDEO_FPS == 1.0  # the headless default used to be 2
+    assert hargs.fps == opt.DEFAULT_SHOT_FPS == 0  # headless keys every frame of a shot (it used to sample 2, then 1 fps)
+    assert parser.parse_args(["auto", "x.mp4"]).fps is None  # auto: 1 fps for a video, every frame of a sequence
 
 
 def test_export_formats_are_the_options_names_and_each_has_a_writer():
@@ -197,7 +198,8 @@ def test_build_job_api_fills_defaults_and_drops_unset_values():
     assert job == {"inputs": ["a.png", "b.png"], "output": "/tmp/r.npz", "model": opt.default_model(),
                    "device": "auto", "dtype": "auto", "video": {"fps": None, "start": None, "end": None,
                                                                  "max_frames": None},
-                   "options": {}, "export_dir": None, "export_format": None}
+                   "options": {}, "export_dir": None, "export_format": None,
+                   "shot": {"mode": "auto", "frame_start": 1, "frame_rate": None, "colorspace": "auto"}}
     assert list(inspect.signature(build_job).parameters)[:2] == ["inputs", "output"]
     with pytest.raises(BadInputError, match="export folder"):
         build_job(["a.png"], "r.npz", export_format="glb")

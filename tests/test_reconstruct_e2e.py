@@ -138,7 +138,7 @@ def test_video_becomes_one_camera_keyed_on_the_sampled_frames(scene, bpy_ext, ro
     bpy.data.movieclips.remove(clip)
     step = frames[1] - frames[0]
     assert abs(step - src_fps / 2) <= 1  # about 2 frames per second of footage...
-    assert frames == list(range(0, frames[-1] + 1, step)) and frames[-1] + step >= n_frames - 1  # ...all along it
+    assert frames == list(range(1, frames[-1] + 1, step)) and frames[-1] + step >= n_frames  # ...all along it, from 1
 
     root = _root(bpy, scene)
     cams = list(_child(root, "cameras").objects)
@@ -148,10 +148,11 @@ def test_video_becomes_one_camera_keyed_on_the_sampled_frames(scene, bpy_ext, ro
 
     curves = [fc for fc in action_fcurves(cam.animation_data.action, cam) if fc.data_path == "location"]
     assert len(curves) == 3
-    for fc in curves:  # keys on the sampled source frames, shifted by the scene's first frame
+    for fc in curves:  # keys on the result's frame numbers: they are the scene frames
         keyed = [k.co[0] for k in fc.keyframe_points]
-        assert keyed == [scene.frame_start + f for f in frames]
-    assert scene.frame_end >= scene.frame_start + frames[-1]
+        assert keyed == frames and scene.frame_start == frames[0] == 1
+    assert scene.frame_end >= frames[-1]
+    assert (scene.render.fps, scene.render.fps_base) == (50, 1.0) and src_fps == 50  # the clip's rate, not 49.44
     import imageio_ffmpeg  # the scene ends on the footage's last real frame, inside Blender's clip
 
     coded = imageio_ffmpeg.count_frames_and_secs(str(robot_video))[0]
@@ -263,3 +264,97 @@ def test_selected_cameras_are_used_as_known_poses(scene, bpy_ext, soh_images):
         assert max(abs(a - b) for ra, rb in zip(ob.matrix_world, matrix) for a, b in zip(ra, rb)) < 1e-4, name
         assert abs(ob.data.lens - lens) < 1e-3 * lens and abs(ob.data.shift_x - shift_x) < 1e-4, name
         assert abs(ob.data.shift_y - shift_y) < 1e-4, name
+
+
+# -- issue 17: known poses stay in the tracker's world; the panel's EXR options -----------------------
+def _tracked_cameras(bpy, scene, size, poses):
+    """Cameras as a tracking solve leaves them (away from the origin, rotated), selected alone; the render
+    at the images' size."""
+    scene.render.resolution_x, scene.render.resolution_y = size
+    scene.render.resolution_percentage = 100
+    for ob in scene.objects:
+        ob.select_set(False)
+    cams = []
+    for name, loc, rot, lens in poses:
+        cam = bpy.data.objects.new(name, bpy.data.cameras.new(name))
+        cam.location, cam.rotation_euler, cam.data.lens = loc, rot, lens
+        scene.collection.objects.link(cam)
+        cam.select_set(True)
+        cams.append(cam)
+    bpy.context.view_layer.update()
+    return cams
+
+
+@pytest.mark.parametrize("up_axis, scale", [("Z_UP", None), ("KEEP", 2.5)])
+def test_known_poses_stay_in_the_trackers_world(scene, bpy_ext, soh_images, up_axis, scale):
+    """A tracked camera at (2, -5, 1.6) comes back at (2, -5, 1.6): the result is built in the given cameras'
+    world, points included, not re-based onto view 0 (any up axis, any scale)."""
+    import numpy as np
+    from PIL import Image
+
+    bpy = bpy_ext
+    size = Image.open(soh_images[0]).size
+    cams = _tracked_cameras(bpy, scene, size, [("Track.002", (2.0, -5.0, 1.6), (1.35, 0.05, 0.4), 32.0),
+                                              ("Track.010", (2.5, -4.6, 1.7), (1.3, -0.04, 0.55), 35.0)])
+    try:
+        given = [(np.array(ob.matrix_world), ob.data.lens) for ob in cams]
+        _use_images(scene, soh_images)
+        s = scene.da3_settings
+        s.build_planes, s.use_selected_cameras, s.up_axis = False, True, up_axis
+        if scale:
+            s.scale_mode, s.scale_factor = "FACTOR", scale
+        assert bpy.ops.da3.reconstruct() == {"FINISHED"}, bpy.context.window_manager.da3_runtime.error
+        root = _root(bpy, scene)
+        new = sorted(_child(root, "cameras").objects, key=lambda ob: ob.name)  # 000, 010: Track.002, Track.010
+        for ob, (matrix, lens) in zip(new, given):
+            assert np.abs(np.array(ob.matrix_world) - matrix).max() < 1e-4, ob.name
+            assert abs(ob.data.lens - lens) < 1e-3 * lens, ob.name
+        assert root["da3_world"] == "known poses"
+        # the points share that world: each view's points lie in front of its own tracked camera
+        mesh = _child(root, "points").objects[0].data
+        pts = np.empty(len(mesh.vertices) * 3)
+        mesh.vertices.foreach_get("co", pts)
+        view = np.empty(len(mesh.vertices), np.int32)
+        mesh.attributes["view"].data.foreach_get("value", view)
+        for i, (matrix, lens) in enumerate(given):
+            local = (np.linalg.inv(matrix) @ np.c_[pts.reshape(-1, 3)[view == i], np.ones((view == i).sum())].T)[:3]
+            assert (local[2] < 0).all()  # Blender cameras look down -Z
+            half_width = 18.0 / lens  # sensor 36 mm: tan of half the horizontal field of view
+            assert (np.abs(local[0] / local[2]) <= half_width * 1.01).mean() > 0.99
+    finally:
+        for cam in cams:
+            bpy.data.objects.remove(cam)
+
+
+def test_panel_exr_options_reach_the_files(scene, bpy_ext, soh_images, tmp_path):
+    """Export sub-panel: EXR at plate resolution, half floats, bilinear: the files are those
+    exports.exr writes for the result with these options."""
+    import numpy as np
+
+    OpenEXR = pytest.importorskip("OpenEXR")
+    from da3_blender.exports.exr import export_exr
+    from da3_blender.prediction import load_result
+    from PIL import Image
+
+    bpy = bpy_ext
+    _use_images(scene, soh_images[:1])
+    s = scene.da3_settings
+    s.build_planes, s.build_points, s.keep_results = False, False, True
+    s.export_format, s.export_dir = {"exr"}, str(tmp_path / "exports")
+    s.exr_resolution, s.exr_half, s.exr_plate_filter = "plate", True, "bilinear"
+    assert bpy.ops.da3.reconstruct() == {"FINISHED"}, bpy.context.window_manager.da3_runtime.error
+    folder = bpy.context.preferences.addons[EXTENSION_PACKAGE].preferences.results_dir
+    kept = _results(bpy)
+    assert len(kept) == 1
+    try:
+        pred = load_result(os.path.join(folder, kept[0]))
+        expected = export_exr(pred, str(tmp_path / "expected"), half=True, resolution="plate", plate_filter="bilinear")
+    finally:
+        os.remove(os.path.join(folder, kept[0]))
+    written = sorted((tmp_path / "exports" / "exr_plate").iterdir())
+    assert [p.name for p in written] == [os.path.basename(p) for p in expected] and written
+    w, h = Image.open(soh_images[0]).size
+    for got, want in zip(written, expected):
+        with OpenEXR.File(str(got), separate_channels=True) as a, OpenEXR.File(str(want), separate_channels=True) as b:
+            za, zb = a.channels()["Z"].pixels, b.channels()["Z"].pixels
+            assert za.shape == (h, w) and za.dtype == np.float16 and np.array_equal(za, zb)

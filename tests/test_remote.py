@@ -459,3 +459,24 @@ def test_remote_environment_is_created_over_ssh_and_checked(sshd, tmp_path):
     with pytest.raises(MissingDependencyError, match="setting up the environment on .* failed"):
         create_remote_environment(make_spec(sshd, tmp_path / "cache", python="/nonexistent/python3"),
                                   torch_variant=None, requirements=[])
+
+
+def test_remote_sequence_pattern_sends_its_frames(remote, local, fixture_dir, tmp_path):
+    """An image sequence given as a pattern (issue 17) goes over as its frames and comes back as the
+    local worker's shot: the same frame numbers (gaps kept), rate and the user's own file names."""
+    from PIL import Image
+
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for n in (1001, 1002, 1004):
+        Image.fromarray(rng.integers(0, 256, (36, 64, 3), dtype=np.uint8)).save(folder / f"plate.{n}.png")
+    pattern = folder / "plate.####.png"
+    extra = {"shot": {"frame_rate": 23.976}}
+    end_l, _ = run(local, job_for(fixture_dir, [pattern], tmp_path / "local-seq.npz", **extra))
+    end_r, _ = run(remote, job_for(fixture_dir, [pattern], tmp_path / "remote-seq.npz", **extra))
+    assert end_l["event"] == end_r["event"] == "result", (end_l, end_r)
+    assert_same_result(tmp_path / "remote-seq.npz", tmp_path / "local-seq.npz")
+    pred = load_result(tmp_path / "remote-seq.npz")
+    assert pred.frame_numbers.tolist() == [1001, 1002, 1004] and pred.meta["video"]["rate"] == [24000, 1001]
+    assert pred.source_paths == [str(folder / f"plate.{n}.png") for n in (1001, 1002, 1004)]

@@ -337,7 +337,7 @@ def test_save_reload_keeps_everything(tmp_path):
     shot = bpy.data.objects["shot_0 plane"].data.materials[0].node_tree.nodes["Image Texture"].image
     assert shot.packed_file is None and bpy.path.abspath(shot.filepath) == paths[0]
     assert shot.size[:] == (80, 60)
-    processed = bpy.data.objects["frame_0000 plane"].data.materials[0].node_tree.nodes["Image Texture"].image
+    processed = bpy.data.objects["frame_0001 plane"].data.materials[0].node_tree.nodes["Image Texture"].image
     assert processed.packed_file is not None and processed.size[:] == (49, 28)
     cam = bpy.data.objects["clip"]
     curves = mod("scene.compat").action_fcurves(cam.animation_data.action, cam)
@@ -609,14 +609,14 @@ def test_video_render_through_the_camera_gives_back_each_frame(tmp_path):
     assert (scene.render.resolution_x, scene.render.resolution_y) == (w, h)
     assert (scene.frame_start, scene.frame_end) == (1, 6)  # the last decoded frame: frame_count 6 -> scene frame 6
     planes = {o.name: o for o in role(root, "planes").objects}
-    assert sorted(planes) == ["frame_0000 plane", "frame_0004 plane"]
+    assert sorted(planes) == ["frame_0001 plane", "frame_0005 plane"]  # named by scene frame (old result: 0-based + 1)
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = 16
     for i, frame in enumerate((1, 5)):
         px = _render(scene, tmp_path / f"f{frame}.png", frame)
-        assert [o.name for o in planes.values() if not o.hide_render] == [f"frame_{frame - 1:04d} plane"]
-        assert [o.name for o in planes.values() if not o.hide_viewport] == [f"frame_{frame - 1:04d} plane"]
+        assert [o.name for o in planes.values() if not o.hide_render] == [f"frame_{frame:04d} plane"]
+        assert [o.name for o in planes.values() if not o.hide_viewport] == [f"frame_{frame:04d} plane"]
         inner = np.s_[1:-1, 1:-1]  # the plane spans pixel centres: the outer half pixel is background
         own = _psnr(px[inner], pred.processed_images[i][inner] / 255.0)
         other = _psnr(px[inner], pred.processed_images[1 - i][inner] / 255.0)
@@ -647,6 +647,6 @@ def test_a_1000_frame_result_imports_one_camera_sampled_points_and_bounded_plane
     assert "more than 100" in root["da3_planes_note"]
     root = importer.import_prediction(pred, options=options(points=False, planes=True, planes_every=10))
     planes = role(root, "planes").objects
-    assert len(planes) == 100 and sorted(o.name for o in planes)[:2] == ["frame_0000 plane", "frame_0010 plane"]
+    assert len(planes) == 100 and sorted(o.name for o in planes)[:2] == ["frame_0001 plane", "frame_0011 plane"]
     root = importer.import_prediction(pred, options=options(points=False, planes=True, planes_max_views=0, planes_every=250))
     assert len(role(root, "planes").objects) == 4  # 0 = no limit

@@ -116,6 +116,30 @@ def test_gaussians_sit_on_the_point_cloud_of_their_pixels():
     np.testing.assert_allclose(col.reshape(-1, 4)[:, :3], mod("scene.conventions").srgb_to_linear(srgb), atol=1e-6)
 
 
+def test_a_known_pose_result_keeps_its_world_splats_points_and_cameras():
+    """Issue 17: a result aligned to given cameras is built in their world: cameras where the poses say,
+    points and Gaussians on the same pixels' points (nothing re-based onto view 0)."""
+    rng = np.random.default_rng(4)
+    pred = prediction(rng)
+    pred.meta = {"options": {"pose_conditioned": True, "align_to_input_ext_scale": True}}
+    conv = mod("scene.conventions")
+    root = mod("scene.importer").import_prediction(pred, options=options(points=True, cameras=True, scale=2.0))
+    assert root["da3_world"] == "known poses"
+    cams = sorted(role(root, "cameras").objects, key=lambda ob: ob.name)
+    want = conv.camera_matrices(np.asarray(pred.extrinsics, np.float64), conv.up_matrix("Z_UP"), 2.0)
+    assert np.abs(np.array([np.array(ob.matrix_world) for ob in cams]) - want).max() < 1e-5
+    (pts,) = role(root, "points").objects
+    (obj,) = role(root, "splats").objects
+    co = np.empty(len(pts.data.vertices) * 3, np.float32)
+    pts.data.vertices.foreach_get("co", co)
+    pos = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", pos)
+    keep = np.flatnonzero(mod("da3_blender.gaussians").per_pixel_mask(pred.depth))
+    np.testing.assert_allclose(pos.reshape(-1, 3), co.reshape(-1, 3)[keep], atol=2e-4)
+    world = mod("da3_blender.geometry").unproject_depth(pred.depth, pred.intrinsics, pred.extrinsics).reshape(-1, 3)
+    np.testing.assert_allclose(co.reshape(-1, 3), 2.0 * world @ conv.up_matrix("Z_UP").T, atol=2e-4)
+
+
 def test_min_opacity_and_max_points():
     rng = np.random.default_rng(2)
     pred = prediction(rng, n=1)

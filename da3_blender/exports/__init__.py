@@ -12,9 +12,9 @@ format         file(s)                                            needs
 ``glb``        ``scene.glb``                                      intrinsics; extrinsics if several views
 ``ply``        ``points.ply``                                     intrinsics; extrinsics if several views
 ``colmap``     ``colmap/sparse/0/{cameras,images,points3D}.txt``  intrinsics; extrinsics if several views
-``depth_vis``  ``depth_vis/{i:04d}.png``                          depth
+``depth_vis``  ``depth_vis/NNNN.png`` (NNNN as for ``exr``)       depth
 ``exr``        ``exr/depth.NNNN.exr`` (``exr_plate/`` at plate     depth; the OpenEXR package (optional)
-               resolution), NNNN = source frame number or index
+               resolution), NNNN = scene frame number or index
 ``gs_ply``     ``gs_ply/0000.ply``                                Gaussians (``infer_gs``, giant models)
 =============  =================================================  =======================================
 

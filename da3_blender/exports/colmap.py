@@ -22,7 +22,7 @@ from ..errors import BadInputError, ResultFormatError
 from ..files import open_atomic
 from ..geometry import quaternion_to_rotation, rotation_to_quaternion
 from ..options import DEFAULT_CONF_THRESH_PERCENTILE
-from ..prediction import Prediction
+from ..prediction import Prediction, scene_frame_numbers
 from .points import build_points, cameras_for_points, plain_conf_threshold
 
 
@@ -61,12 +61,13 @@ qvec_to_rotmat = quaternion_to_rotation
 def image_names(pred: Prediction) -> list[str]:
     """Unique COLMAP image names for the views (see module docstring)."""
     bases = [os.path.basename(str(p)) for p in pred.source_paths]
+    frames = scene_frame_numbers(pred)  # video frames: the scene frame, as every export numbers them
     names = []
     for i, base in enumerate(bases):
         if not base:
             names.append(f"{i:06d}.png")
         elif bases.count(base) > 1:
-            frame = int(pred.frame_numbers[i]) if pred.frame_numbers[i] >= 0 else i
+            frame = int(frames[i]) if frames[i] >= 0 else i
             names.append(f"{os.path.splitext(base)[0]}_{frame:06d}.png")
         else:
             names.append(base)

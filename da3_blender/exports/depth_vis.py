@@ -1,4 +1,8 @@
-"""``depth_vis/{i:04d}.png``: [processed image | colour-mapped depth] side by side, one per view.
+"""``depth_vis/NNNN.png``: [processed image | colour-mapped depth] side by side, one per view.
+
+``NNNN`` is the view's frame number, as the EXR passes and the scene number it (the scene frame:
+a sequence frame's own number, a video frame's index + frame start), else its index (see
+:func:`.exr.file_numbers`).
 
 The official export writes JPEG (quality 95); we write lossless PNG so the colours are exactly
 the colour map's. Without processed images (e.g. a prediction read from a mini_npz) only the
@@ -15,6 +19,7 @@ from PIL import Image
 from ..prediction import Prediction
 from .colormap import colorize_depth
 from ..files import open_atomic
+from .exr import file_numbers
 
 
 def depth_vis_image(pred: Prediction, view: int) -> np.ndarray:
@@ -27,8 +32,8 @@ def depth_vis_image(pred: Prediction, view: int) -> np.ndarray:
 
 def export_depth_vis(pred: Prediction, export_dir: str) -> list[str]:
     paths = []
-    for i in range(pred.num_views):
-        path = os.path.join(export_dir, "depth_vis", f"{i:04d}.png")
+    for i, number in enumerate(file_numbers(pred)):
+        path = os.path.join(export_dir, "depth_vis", f"{number:04d}.png")
         with open_atomic(path) as fh:
             Image.fromarray(depth_vis_image(pred, i)).save(fh, format="PNG")
         paths.append(path)

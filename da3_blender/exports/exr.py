@@ -1,9 +1,11 @@
 """``exr``: one OpenEXR depth pass per view, for compositing (Nuke, Blender's compositor, Flame).
 
 Files: ``exr/depth.NNNN.exr`` at the processed resolution, or ``exr_plate/depth.NNNN.exr`` at the
-plate (original image) resolution. ``NNNN`` is the view's source frame number (the video frame, or
-the trailing digits of an image file name), zero-padded to 4 digits, so a sequence loads as one;
-views without (unique) frame numbers use their index.
+plate (original image) resolution. ``NNNN`` is the view's frame number, its frame in the Blender
+scene (a sequence frame's own number, a video frame's index + frame start, a still's trailing
+digits), zero-padded to 4 digits, so a sequence loads as one and lines up with the plate; views
+without (unique) frame numbers use their index. Results from before issue 17 (0-based video frames)
+are numbered as the scene imports them (frame start 1).
 
 Channels (``FLOAT``, or ``HALF`` with ``half=True``; ZIP compressed, lossless):
 
@@ -43,7 +45,7 @@ from ..geometry import to_4x4
 from ..options import (
     DEFAULT_EXR_HALF, DEFAULT_EXR_PLATE_FILTER, DEFAULT_EXR_RESOLUTION, EXR_PLATE_FILTERS, EXR_RESOLUTIONS, choice_ids,
 )
-from ..prediction import Prediction
+from ..prediction import Prediction, scene_frame_numbers
 
 PLATE_FILTERS = choice_ids(EXR_PLATE_FILTERS)
 RESOLUTIONS = choice_ids(EXR_RESOLUTIONS)
@@ -71,7 +73,7 @@ def check_exr_options(resolution: str = DEFAULT_EXR_RESOLUTION, plate_filter: st
 
 def file_numbers(pred: Prediction) -> list[int]:
     """Each view's number in its file name: the source frame number, else the view index."""
-    numbers = np.asarray(pred.frame_numbers, dtype=np.int64)
+    numbers = scene_frame_numbers(pred)
     if len(numbers) == pred.num_views and np.all(numbers >= 0) and len(np.unique(numbers)) == len(numbers):
         return [int(n) for n in numbers]
     return list(range(pred.num_views))
@@ -179,7 +181,7 @@ def export_exr(pred: Prediction, export_dir: str, *, half: bool = DEFAULT_EXR_HA
     exr = _openexr()
     dtype = np.float16 if half else np.float32
     extrinsics = None if pred.extrinsics is None else np.asarray(pred.extrinsics, dtype=np.float64)
-    frames = np.asarray(pred.frame_numbers, dtype=np.int64)
+    frames = scene_frame_numbers(pred)
     sources = pred.source_paths or [""] * pred.num_views
     paths = []
     for i, number in enumerate(file_numbers(pred)):

@@ -156,7 +156,8 @@ class RemoteJob(threading.Thread):
         remote_inputs = []
         for i, local in enumerate(job["inputs"]):
             local = os.path.abspath(os.path.expanduser(local))
-            if not os.path.exists(local):
+            frames = _sequence_files(local, job)  # issue 17: a sequence's pattern or file sends its frames
+            if not os.path.exists(local) and frames is None:
                 raise BadInputError(f"{local}: file or folder not found; check the path")
             mapped = spec.map_path(local)
             if mapped is not None:
@@ -164,7 +165,13 @@ class RemoteJob(threading.Thread):
                 pairs.append([mapped, local, os.sep])
                 continue
             rel = f"in/{i}"
-            if os.path.isdir(local):
+            if frames is not None:
+                for path in frames:
+                    _check_name(os.path.basename(path), path)
+                    uploads.append((path, self.token, f"{rel}/{os.path.basename(path)}", False))
+                    pairs.append([_join(folder, rel, os.path.basename(path)), path, os.sep])
+                remote = _join(folder, rel, os.path.basename(local))
+            elif os.path.isdir(local):
                 for name in sorted(os.listdir(local)):
                     path = os.path.join(local, name)
                     if name.startswith(".") or not os.path.isfile(path) or not _is_input_file(name):
@@ -318,6 +325,16 @@ class RemoteJob(threading.Thread):
             if parts[0] != rel or len(parts) < 2:
                 raise DA3Error(f"the remote listed {path!r:.100} outside {rel}", kind="protocol")
             self.download(path, os.path.join(local, *parts[1:]), "export")
+
+
+def _sequence_files(local: str, job: dict) -> list[str] | None:
+    """The frames a pattern or one file of an image sequence stands for (sent together), else None."""
+    from ..sequences import find_sequence
+
+    if os.path.isdir(local) or (job.get("shot") or {}).get("mode") == "stills":
+        return None
+    seq = find_sequence(local, forced=(job.get("shot") or {}).get("mode") == "sequence")
+    return None if seq is None else seq.paths
 
 
 def _is_input_file(name: str) -> bool:

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, TextIO
 from ..errors import BadInputError, CancelledError, DA3Error
 from ..files import check_writable_folder
 from ..job import inference_kwargs, video_kwargs
+from ..sequences import shot_summary
 from .protocol import (LOG_DIR_ENV, LOG_FILE, PROTOCOL_VERSION, TRANSFER_REQUESTS, ProtocolError, check_request,
                         decode, encode, error_event, event, normalize_job)
 
@@ -303,7 +304,7 @@ class Worker:
         n = pred.num_views
         seconds = time.perf_counter() - started
         meta = {  # added to the model, options and video info the inference recorded
-            "job": {k: spec[k] for k in ("inputs", "video", "model", "device", "dtype", "options")},
+            "job": {k: spec[k] for k in ("inputs", "video", "model", "device", "dtype", "options", "shot")},
             "device": device,
             "package_version": package_version(),
             "protocol_version": PROTOCOL_VERSION,
@@ -329,6 +330,7 @@ class Worker:
                 "device": device,
                 "seconds": round(time.perf_counter() - started, 3),
                 "model_loads": self.loads,
+                "shot": shot_summary(pred.meta.get("video")),  # issue 17: frames, rate, gaps, sampling
             },
         }
 
