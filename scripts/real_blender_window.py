@@ -156,6 +156,8 @@ def tick():
             finish(False, f"the run did not land in the scene as expected: {STATE['checks']}")
             return None
         STATE["mid"] = after
+        s = bpy.context.scene.da3_settings  # a longer run, not the one just made (a re-run may reuse results)
+        s.max_frames, s.process_res = 48, 112
         STATE["checks"]["restarted"] = sorted(press("reconstruct"))
         STATE["step"] = "cancel"
         return 0.2
