@@ -329,10 +329,11 @@ class DA3Settings(PropertyGroup):
                                    default=opt.DEFAULT_EXR_PLATE_FILTER,
                                    description="How plate-resolution EXR passes sample the depth")
 
-    @property
-    def model_id(self) -> str:
-        """The repo id or folder the worker loads."""
-        return self.custom_model.strip() if self.model == CUSTOM_MODEL else self.model
+
+def model_id(settings: DA3Settings) -> str:
+    """The repo id or folder the worker loads. A function, not a Python property on the class: the bpy 4.2
+    module crashes at interpreter exit when a registered PropertyGroup has one (README "Supported Blender")."""
+    return settings.custom_model.strip() if settings.model == CUSTOM_MODEL else settings.model
 
 
 add_properties(DA3Settings, import_properties())

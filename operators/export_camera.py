@@ -30,6 +30,22 @@ class DA3_OT_export_camera(Operator, ExportHelper):
         self.filename_ext = EXTENSION[self.file_format]
         return super().check(context)
 
+    def invoke(self, context, event):
+        """Refuse before the file browser when this Blender has no camera exporter; start on one it has."""
+        from ..scene import exchange
+
+        usable = [f[0] for f in CAMERA_EXPORT_FORMATS if exchange.exporter_problem(f[3]) is None]
+        if not usable:
+            try:
+                exchange.check_exporter("camera" + EXTENSION[self.file_format])
+            except DA3Error as ex:
+                self.report({"ERROR"}, str(ex))
+            return {"CANCELLED"}
+        if self.file_format not in usable:
+            self.file_format = usable[0]
+            self.filename_ext = EXTENSION[usable[0]]
+        return super().invoke(context, event)
+
     def execute(self, context):
         from ..scene import exchange
 

@@ -19,7 +19,7 @@ from ..da3_blender import options as opt
 from ..da3_blender.job import build_job
 from ..da3_blender.errors import BadInputError
 from ..preferences import OFFLINE_HINT, get_preferences, read_worker_settings
-from ..properties import PREFERENCES_DEVICE, import_options, model_info
+from ..properties import PREFERENCES_DEVICE, import_options, model_id, model_info
 from . import validate
 from .known_poses import known_poses
 
@@ -102,7 +102,7 @@ def gather(context) -> Setup:
     inputs, images = validate.check_inputs(settings)
     remote = worker["remote"]
     python = validate.check_worker(worker) if remote is None else remote.python
-    model = settings.model_id
+    model = model_id(settings)
     _check_model(model, settings, images)
     build = import_options(settings)
     options = {

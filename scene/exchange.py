@@ -21,6 +21,11 @@ FBX        baked on every frame, no curve simplification  ``FocalLength`` keyed 
 =========  ==============================================  ============================================
 
 The selection, active object and frame are restored afterwards; the scene is otherwise untouched.
+
+Not every Blender has both exporters: Alembic is a build option (Debian's and some distributions'
+builds leave it out) and FBX is the bundled ``io_scene_fbx`` add-on, which can be disabled or removed.
+:func:`check_exporter` refuses such a format in one line, before any work, naming what is missing and
+the other format (the headless ``--export-camera`` checks it before the reconstruction starts).
 """
 
 from __future__ import annotations
@@ -45,6 +50,53 @@ def camera_format(path) -> str:
     return ext
 
 
+FBX_ADDON = "io_scene_fbx"
+
+
+def alembic_built() -> bool:
+    """Whether this Blender was built with Alembic (``bpy.app.build_options.alembic``)."""
+    return bool(getattr(bpy.app.build_options, "alembic", False))
+
+
+def fbx_addon_state() -> str:
+    """``"enabled"`` (Blender's FBX exporter is registered), ``"disabled"`` (the add-on is there but off)
+    or ``"missing"``."""
+    if hasattr(bpy.types, "EXPORT_SCENE_OT_fbx"):
+        return "enabled"
+    import addon_utils
+
+    return "disabled" if any(m.__name__ == FBX_ADDON for m in addon_utils.modules()) else "missing"
+
+
+def exporter_problem(ext: str) -> str | None:
+    """None when this Blender can write ``ext`` (".abc"/".fbx"); else what is missing, in a few words."""
+    if ext == ".abc":
+        return None if alembic_built() else "this Blender is built without Alembic (no Alembic exporter)"
+    state = fbx_addon_state()
+    if state == "enabled":
+        return None
+    if state == "disabled":
+        return (f"the FBX exporter add-on ({FBX_ADDON}) is not enabled: enable 'FBX format' in "
+                "Preferences > Add-ons")
+    return f"this Blender has no FBX exporter (the {FBX_ADDON} add-on is missing)"
+
+
+def check_exporter(path) -> str:
+    """The camera format of ``path`` after checking this Blender can write it; one-line
+    :class:`BadInputError` naming what is missing and the other format otherwise."""
+    ext = camera_format(path)
+    problem = exporter_problem(ext)
+    if problem is None:
+        return ext
+    (other,) = [e for e in FORMATS if e != ext]
+    other_problem = exporter_problem(other)
+    if other_problem is None:
+        advice = f"export to a {other} file ({FORMATS[other]}) instead"
+    else:
+        advice = f"the {FORMATS[other]} exporter is not available either ({other_problem}), so this Blender cannot export cameras"
+    raise BadInputError(f"camera export: cannot write {os.path.basename(os.fspath(path))}: {problem}; {advice}")
+
+
 def imported_cameras(scene) -> list:
     """The camera objects of every DA3 import linked to ``scene`` (image sets: one per view)."""
     found = []
@@ -58,7 +110,7 @@ def imported_cameras(scene) -> list:
 def export_cameras(path, cameras=None, *, scene=None) -> str:
     """Write ``cameras`` (default: :func:`imported_cameras`) to ``path`` (.abc or .fbx) over the
     scene's frame range; returns the absolute path. One-line errors before anything is written."""
-    ext = camera_format(path)
+    ext = check_exporter(path)
     scene = scene or bpy.context.scene
     cams = list(cameras) if cameras is not None else imported_cameras(scene)
     if not cams:

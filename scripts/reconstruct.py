@@ -419,6 +419,8 @@ def submit_flamenco(args) -> int:
 
 
 def run(argv: list[str]) -> int:
+    from importlib import import_module
+
     args = parse_args(argv)
     if args.submit_flamenco:
         return submit_flamenco(args)
@@ -431,6 +433,11 @@ def run(argv: list[str]) -> int:
             bpy.ops.wm.read_homefile(use_empty=True)
         package, enabled_here = load_extension()
         context = bpy.context
+        if args.export_camera:  # this Blender's Alembic/FBX exporter, checked before any work
+            try:
+                import_module(f"{package}.scene.exchange").check_exporter(args.export_camera)
+            except ValueError as ex:  # BadInputError: one line naming what is missing and the other format
+                raise Failure(str(ex), code=2) from None
         try:
             if args.known_cameras:
                 use_known_cameras(context, args.known_cameras)
@@ -450,8 +457,6 @@ def run(argv: list[str]) -> int:
             print(f"{PROG}: {context.window_manager.da3_runtime.summary}")
             print(f"{PROG}: saved {out}")
             if args.export_camera:
-                from importlib import import_module
-
                 camera_file = os.path.abspath(args.export_camera)
                 os.makedirs(os.path.dirname(camera_file), exist_ok=True)
                 try:

@@ -22,9 +22,75 @@ def test_pins_equal_pyproject():
     with open(REPO / "pyproject.toml", "rb") as fh:
         project = tomllib.load(fh)["project"]
     assert requirements.DEPENDENCIES == project["dependencies"]
-    # the managed environment also gets the optional EXR writer, at the pin the `exr` extra names
-    assert requirements.OPTIONAL_DEPENDENCIES == project["optional-dependencies"]["exr"]
-    assert requirements.MANAGED_REQUIREMENTS == requirements.DEPENDENCIES + requirements.OPTIONAL_DEPENDENCIES
+    # the managed environment also gets the optional EXR writer, plate reader and camera solve, at the pins
+    # the `exr`, `plates` and `solve` extras name
+    extras = project["optional-dependencies"]
+    assert requirements.OPTIONAL_DEPENDENCIES == extras["exr"]
+    assert requirements.PLATES_DEPENDENCIES == extras["plates"] and requirements.SOLVE_DEPENDENCIES == extras["solve"]
+    assert requirements.MANAGED_REQUIREMENTS == (requirements.DEPENDENCIES + extras["exr"] + extras["plates"]
+                                                 + extras["solve"])
+    # the test environment (Python 3.11, Linux x86_64) installs what the 3.11 rows of the table name
+    here = requirements.requirements_for("3.11", "linux-x86_64")
+    assert all(pin in here for pin in extras["test"] if requirements.requirement_name(pin) in
+               {requirements.requirement_name(r) for r in requirements.MANAGED_REQUIREMENTS})
+
+
+def test_the_table_picks_numpy_by_python_and_leaves_out_missing_wheels():
+    """numpy 1.26.4 has no cp313 wheel (the first is 2.1.0), OpenImageIO >= 3.1 needs numpy 2, pycolmap has
+    no Linux aarch64 wheel: the rows say so, and the worker only checks names (either numpy passes)."""
+    rows = {(py, pf): requirements.requirements_for(py, pf) for py in requirements.PYTHONS
+            for pf in requirements.PLATFORMS}
+    assert len(rows) == 8
+    for (py, pf), pins in rows.items():
+        names = [requirements.requirement_name(p) for p in pins]
+        assert len(names) == len(set(names)), (py, pf, pins)  # one pin per package and pair
+        assert "torch==2.13.0" in pins and all(";" not in p for p in pins)
+        numpy = next(p for p in pins if p.startswith("numpy=="))
+        assert numpy == ("numpy==1.26.4" if py == "3.11" else "numpy==2.4.6"), (py, numpy)
+        oiio = next(p for p in pins if p.startswith("OpenImageIO=="))
+        assert oiio.startswith("OpenImageIO==3.0.") == (py == "3.11")
+        assert ("pycolmap==4.2.1" in pins) == (pf != "linux-aarch64")
+    custom = requirements.requirements_for("3.13", "windows-x86_64", managed=False)
+    assert {requirements.requirement_name(p) for p in custom} == {
+        requirements.requirement_name(p) for p in requirements.DEPENDENCIES}
+    assert requirements.torch_index("macos-arm64", "cpu") is None  # PyPI's torch (MPS) on macOS
+    assert requirements.torch_index("windows-x86_64", "cu128") == "https://download.pytorch.org/whl/cu128"
+    assert envs.pip_install_args("cpu", requirements.DEPENDENCIES, platform="macos-arm64") == [
+        requirements.DEPENDENCIES]
+    with pytest.raises(ValueError, match="unsupported marker"):
+        requirements.marker_applies('x==1; os_name == "nt"', "3.11", "linux-x86_64")
+
+
+def _find_python(version: str) -> str | None:
+    """A working ``python<version>`` with pip: on PATH, or a pyenv-installed one."""
+    import glob
+
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}")))
+    for python in filter(None, candidates):
+        if subprocess.run([python, "-m", "pip", "--version"], capture_output=True, timeout=60).returncode == 0:
+            return python
+    return None
+
+
+def test_pip_picks_the_pins_for_the_interpreter_that_installs():
+    """The markers, evaluated by pip for a Python 3.11 and a 3.13 target (no install: pip's resolver
+    over the wheels it can see), give the table's rows."""
+    import json
+
+    with_pins = [r for r in requirements.DEPENDENCIES if requirements.requirement_name(r) == "numpy"]
+    for py, want in (("3.11", "1.26.4"), ("3.13", "2.4.6")):
+        python = _find_python(py)
+        if python is None:
+            pytest.skip(f"no Python {py} with pip here (pip evaluates markers for the Python that runs it)")
+        report = Path(os.environ.get("TMPDIR", "/tmp")) / f"da3-pins-{os.getpid()}-{py}.json"
+        proc = subprocess.run([python, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps",
+                               "--only-binary=:all:", "--quiet", "--report", str(report), *with_pins],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        got = json.loads(report.read_text())["install"]
+        report.unlink()
+        assert [(i["metadata"]["name"], i["metadata"]["version"]) for i in got] == [("numpy", want)]
 
 
 def test_check_current_interpreter():

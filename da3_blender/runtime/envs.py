@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from ..errors import BadInputError, MissingDependencyError
 from .client import WorkerClient, WorkerError
-from .requirements import DEPENDENCIES, MANAGED_REQUIREMENTS, PYPI_INDEX, TORCH_INDEX, requirement_name
+from .requirements import DEPENDENCIES, MANAGED_REQUIREMENTS, PLATFORMS, PYPI_INDEX, current_platform, requirement_name, torch_index
 from .ssh import remote_setup_command, sh_path
 
 MIN_PYTHON = (3, 10)
@@ -142,17 +142,23 @@ def _judge(python: str, hello: dict[str, Any]) -> InterpreterReport:
     return report
 
 
-def pip_install_args(torch_variant: str | None, requirements: list[str]) -> list[list[str]]:
-    """The ``pip install`` argument lists: torch from its index for a variant, then the rest."""
+def pip_install_args(torch_variant: str | None, requirements: list[str], platform: str | None = None) -> list[list[str]]:
+    """The ``pip install`` argument lists: torch from its index for a variant, then the rest. The pins keep
+    their environment markers: pip, run by the environment's own Python, picks the ones for that Python.
+    ``platform`` (a ``requirements.PLATFORMS`` key; default this machine's): macOS takes PyPI's torch."""
     if torch_variant is None:
         return [list(requirements)]
     if not _VARIANT_RE.match(torch_variant):
         raise BadInputError(f"unknown torch variant {torch_variant!r}: use cpu, cu118, cu121, cu124, cu126, ... or rocm6.2")
+    platform = platform or current_platform()
+    index = torch_index(platform, torch_variant) if platform in PLATFORMS else torch_index("linux-x86_64", torch_variant)
+    if index is None:  # macOS: PyPI's torch (MPS), with the rest
+        return [list(requirements)]
     torch_reqs = [r for r in requirements if requirement_name(r) == "torch"]
     rest = [r for r in requirements if requirement_name(r) != "torch"]
     steps = []
     if torch_reqs:
-        steps.append(torch_reqs + ["--index-url", TORCH_INDEX.format(variant=torch_variant), "--extra-index-url", PYPI_INDEX])
+        steps.append(torch_reqs + ["--index-url", index, "--extra-index-url", PYPI_INDEX])
     if rest:
         steps.append(rest)
     return steps
@@ -220,7 +226,7 @@ def create_remote_environment(remote, torch_variant: str | None = "cu128", direc
     say = progress or (lambda line: None)
     py = directory.rstrip("/") + "/bin/python"
     parts = [f"{sh_path(remote.python)} -m venv {sh_path(directory)}"]
-    for step in pip_install_args(torch_variant, requirements):
+    for step in pip_install_args(torch_variant, requirements, platform="linux-x86_64"):  # a Linux GPU box
         parts.append(f"{sh_path(py)} -m pip install --disable-pip-version-check --progress-bar off --no-input "
                      + " ".join(shlex.quote(a) for a in step + list(pip_args or [])))
     say(f"creating the environment in {directory} on {remote.label}")

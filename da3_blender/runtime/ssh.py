@@ -336,9 +336,10 @@ def death_message(spec: RemoteSpec, code: int | None, lines: list[str]) -> tuple
 
 # -- the setup command for the GPU box -------------------------------------------------------------
 def remote_setup_command(venv: str = "~/da3-env", torch_variant: str = "cu128") -> str:
-    """The one command that prepares a GPU box: a venv with DA3's pinned packages (torch from its index)."""
+    """The one command that prepares a GPU box: a venv with DA3's pinned packages (torch from its index;
+    the pins' markers let that box's pip pick the numpy for its Python)."""
     torch = [r for r in DEPENDENCIES if requirement_name(r) == "torch"]
-    rest = [r for r in DEPENDENCIES if requirement_name(r) != "torch"]
+    rest = [shlex.quote(r) for r in DEPENDENCIES if requirement_name(r) != "torch"]
     pip = f"{venv}/bin/pip install"
     return (f"python3 -m venv {venv} && {pip} {' '.join(torch)} --index-url {TORCH_INDEX.format(variant=torch_variant)}"
             f" && {pip} {' '.join(rest)}")
