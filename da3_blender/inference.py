@@ -74,12 +74,9 @@ def run_inference(
     ``infer_gs`` (implied by the ``gs_ply`` export) also predicts 3D Gaussians (DA3-GIANT / NESTED):
     ``pred.gaussians``, in the prediction's world frame (see ``postprocess.gaussians_in_prediction_frame``).
 
-    Long shots (:mod:`da3_blender.streaming`): ``chunk_size`` views per forward pass (None, or >= the
-    number of views: one pass; ``"auto"``: picked from the device by ``streaming.auto_chunk_size``),
-    consecutive chunks sharing ``chunk_overlap`` views (None: ``options.default_chunk_overlap``), each
-    chunk aligned to the views before it by ``chunk_align`` ("sim3", "se3", or "auto": se3 for metric
-    models, sim3 otherwise). With known poses every chunk is aligned to them instead. Per-chunk
-    ``start``, ``end``, ``scale``, ``residual`` and ``fallback`` go to ``pred.meta["chunks"]``.
+    Long shots (:mod:`da3_blender.streaming`): ``chunk_size`` views per pass (None: one pass; "auto": from the
+    device), ``chunk_overlap`` shared views, chunks aligned by ``chunk_align`` (sim3, se3, auto) or to known
+    poses; per-chunk figures in ``pred.meta["chunks"]``.
     ``refine`` (False, True or a lens: "fixed", "zoom", "radial"; needs pycolmap) bundle-adjusts the
     cameras on the source frames after the network (the whole stitched shot when streaming), stage
     "solve"; the figures go to ``pred.meta["solve"]`` (:mod:`da3_blender.solve`).

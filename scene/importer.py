@@ -274,10 +274,7 @@ def _build(pred, opts, geo, label, key, scene, track):
     up, scale, k_proc, w2c_rel = geo["up"], geo["scale"], geo["k_proc"], geo["w2c_rel"]
     typical = _typical_depth(pred) * scale
     root = track(bpy.data.collections.new(f"DA3 {label}"))
-    root["da3_role"] = "root"
-    root["da3_key"] = key
-    root["da3_up_axis"] = opts.up_axis
-    root["da3_scale"] = scale
+    root["da3_role"], root["da3_key"], root["da3_up_axis"], root["da3_scale"] = "root", key, opts.up_axis, scale
     root["da3_kind"] = (geo["video"].get("kind") or "video") if geo["video"] is not None else "images"
     if geo["assumed_fov"]:
         root["da3_assumed_fov"] = float(opts.fallback_fov)

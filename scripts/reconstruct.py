@@ -3,16 +3,11 @@
     blender -b -P scripts/reconstruct.py -- INPUT... --output scene.blend [options]
     python scripts/reconstruct.py INPUT... --output scene.blend [options]      (bpy module)
 
-INPUT is image files, folders of images, one image sequence (``plate.####.exr``, one of its files,
-or its folder: one camera keyed on the frames' own numbers; ``--stills`` keeps the images apart) or
-one video. Shots key every frame by default (``--fps`` samples them). The extension (this repository) is
-registered, ``da3.reconstruct`` runs to the end (the model runs in the worker Python) and the
-scene is saved. The worker Python is ``--python``, else this Python when it has torch, else the
-extension's managed environment. Choices and defaults are the core's (``da3_blender.options``) and
-the arguments are checked as the worker checks a job (``da3_blender.job``), outputs included,
-before any work. Exit status 0 on success; otherwise one line ``reconstruct: error: ...`` on
-stderr and status 2 for bad arguments, 1 for a failed run (``--debug`` or ``DA3_DEBUG=1`` also
-prints the traceback).
+INPUT is images, folders, one image sequence (``plate.####.exr``: one camera keyed on the frames' own
+numbers; ``--stills`` keeps the images apart) or one video; the extension is registered, ``da3.reconstruct``
+runs (the model in the worker Python: ``--python``, this Python with torch, or the managed environment)
+and the scene is saved. Arguments are checked as the worker checks a job (``da3_blender.job``) before any
+work. Exit 0; else one line ``reconstruct: error: ...``, 2 for bad arguments, 1 for a failed run.
 """
 
 from __future__ import annotations
@@ -196,7 +191,6 @@ def check_args(args: argparse.Namespace) -> dict:
 def job_from_args(args: argparse.Namespace) -> dict:
     """The worker job these arguments describe (:func:`da3_blender.job.build_job`: the checks every surface shares)."""
     from da3_blender.job import build_job
-
     options = {
         "process_res": args.process_res,
         "process_res_method": args.process_res_method,
@@ -293,7 +287,6 @@ def script_argv() -> list[str]:
 def load_extension():
     """The extension package: an enabled installed copy, else this repository registered as one."""
     import addon_utils
-
     for mod in addon_utils.modules():
         name = mod.__name__
         if (name == PACKAGE or name.endswith("." + PACKAGE)) and addon_utils.check(name)[1]:
@@ -313,7 +306,6 @@ def _raise(ex):
 def _expand(inputs: list[str], stills: bool = False) -> tuple[str, list[str]]:
     """(input mode, paths) for the panel's settings; folders listed as every surface lists them."""
     from da3_blender.inputs import is_video_path, list_folder_images
-
     paths = [os.path.abspath(p) for p in inputs]
     if len(paths) == 1 and not stills and not os.path.isdir(paths[0]) and find_sequence(paths[0]) is not None:
         return "SEQUENCE", paths  # a pattern or one file of a sequence (a folder: FOLDER, detected as a shot)
