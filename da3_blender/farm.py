@@ -248,7 +248,8 @@ def chunk_inputs(plan: dict, start: int, end: int):
     numbers = views["frame_numbers"][start:end]
     video = views["video"]
     if views["kind"] == "video":
-        images = inputs.VideoFrames(video["path"], numbers, video["width"], video["height"])
+        first = int(video.get("frame_start", 0))  # frame_numbers are scene frames: decoded index + frame start
+        images = inputs.VideoFrames(video["path"], [f - first for f in numbers], video["width"], video["height"])
     else:
         images = inputs.ImageFiles(paths, exif)
     times = [math.nan if t is None else t for t in views["timestamps"][start:end]]

@@ -127,7 +127,10 @@ def test_use_backend_gives_the_same_result_as_a_direct_run(server, root, fixture
                  "--export-dir", str(root / "direct"), *common]) == 0
     capsys.readouterr()
     np.testing.assert_allclose(depth_of(root / "via-backend"), depth_of(root / "direct"), rtol=1e-4, atol=1e-5)
-    assert sorted(p.name for p in (root / "via-backend" / "depth_vis").iterdir()) == ["0000.png", "0001.png"]
+    # depth_vis files are named by the views' frame numbers (issue 17), as the direct run names them
+    assert sorted(p.name for p in (root / "via-backend" / "depth_vis").iterdir()) == \
+        sorted(p.name for p in (root / "direct" / "depth_vis").iterdir())
+    assert len(list((root / "via-backend" / "depth_vis").iterdir())) == 2
     _, status = call(server, "GET", "/status")
     assert status["model_loads"] == 1  # still the first load
 

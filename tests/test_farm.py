@@ -240,7 +240,7 @@ def test_openjd_run_matches_da3_video_streaming(openjd_shot, clip, fixture_dir, 
         result = load_result(plan_dir / "result.npz")  # the worker's result format, as File > Import reads it
         np.testing.assert_allclose(result.depth, ref["depth"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(result.extrinsics, ref["extrinsics"], rtol=1e-5, atol=1e-5)
-    assert list(result.frame_numbers) == list(range(result.num_views))
+    assert list(result.frame_numbers) == list(range(1, result.num_views + 1))  # scene frames: from frame 1 (issue 17)
 
 
 @pytest.mark.slow
