@@ -5,7 +5,6 @@ in chunks."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -16,18 +15,7 @@ bpy = pytest.importorskip("bpy", reason="the bpy module (pip install bpy==5.0.1)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_streaming import K, ROOM_HI, ROOM_LO, RoomModel, run  # noqa: E402
 
-_PACKAGE = []
-
-
-def mod(name):
-    return importlib.import_module(f"{_PACKAGE[0]}.{name}")
-
-
-@pytest.fixture(autouse=True)
-def empty_file(extension):
-    _PACKAGE[:] = [extension.__name__]
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    yield
+from test_scene import empty_file, mod  # noqa: E402,F401  (the scene tests' empty file and module lookup)
 
 
 @pytest.mark.parametrize("chunk_size, up_axis, scale", [(None, "Z_UP", 1.0), (5, "KEEP", 3.0)])
