@@ -282,6 +282,8 @@ class DA3Settings(PropertyGroup):
     )
     refine_lens: EnumProperty(name="Lens", items=enum_items(opt.REFINE_LENSES), default=opt.DEFAULT_REFINE_LENS,
                               description="What the camera solve may change about the lens")
+    refine_motion: EnumProperty(name="Motion", items=enum_items(opt.REFINE_MOTIONS), default=opt.DEFAULT_REFINE_MOTION,
+                                description="How the camera moves: solved free, or as a pan about one point (tripod)")
     ref_view_strategy: EnumProperty(name="Reference view", items=enum_items(opt.REF_VIEW_STRATEGIES),
                                     default=opt.DEFAULT_REF_VIEW_STRATEGY,
                                     description="Which view the model takes as its reference")

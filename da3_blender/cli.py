@@ -95,6 +95,9 @@ def add_refine_argument(g) -> None:
                    help="refine the cameras by tracking features and bundle adjustment (needs pycolmap); the "
                         f"lens: fixed (one focal length), zoom (per frame), radial (with distortion k1, k2); "
                         f"--refine alone: {opt.DEFAULT_REFINE_LENS}")
+    g.add_argument("--refine-motion", default=None, choices=opt.choice_ids(opt.REFINE_MOTIONS),
+                   help="the camera's motion for --refine: free (it travels), nodal (a pan from a tripod: one "
+                        f"position) or auto (nodal when a pan explains the tracks as well; default: {opt.DEFAULT_REFINE_MOTION})")
 
 
 def add_video_arguments(g, default_fps: float | None = None) -> None:
@@ -222,6 +225,7 @@ def job_from_args(args) -> dict:
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
         "refine": args.refine,
+        "refine_motion": args.refine_motion,
         **exr_options(args),
     }
     if os.path.exists(args.export_dir) and not os.path.isdir(args.export_dir):

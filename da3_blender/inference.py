@@ -56,6 +56,7 @@ def run_inference(
     chunk_overlap: int | None = None,
     chunk_align: str = "auto",
     refine: bool | str = False,
+    refine_motion: str = options.DEFAULT_REFINE_MOTION,
     exr_resolution: str = options.DEFAULT_EXR_RESOLUTION,
     exr_half: bool = options.DEFAULT_EXR_HALF,
     exr_plate_filter: str = options.DEFAULT_EXR_PLATE_FILTER,
@@ -77,14 +78,14 @@ def run_inference(
     Long shots (:mod:`da3_blender.streaming`): ``chunk_size`` views per pass (None: one pass; "auto": from the
     device), ``chunk_overlap`` shared views, chunks aligned by ``chunk_align`` (sim3, se3, auto) or to known
     poses; per-chunk figures in ``pred.meta["chunks"]``.
-    ``refine`` (False, True or a lens: "fixed", "zoom", "radial"; needs pycolmap) bundle-adjusts the
-    cameras on the source frames after the network (the whole stitched shot when streaming), stage
-    "solve"; the figures go to ``pred.meta["solve"]`` (:mod:`da3_blender.solve`).
+    ``refine`` (False, True or a lens: "fixed", "zoom", "radial"; needs pycolmap; ``refine_motion`` auto, free,
+    nodal) bundle-adjusts the cameras on the source frames after the network (the whole stitched shot when
+    streaming), stage "solve"; the figures go to ``pred.meta["solve"]`` (:mod:`da3_blender.solve`).
     ``exr_*``: the ``exr`` export's resolution (processed or plate), half floats and plate filter.
     """
     report = _Reporter(progress)
-    plan = _check_options(model, export_dir, export_format, process_res, process_res_method, infer_gs,
-                          chunk_size, chunk_overlap, chunk_align, exr_resolution, exr_plate_filter, refine)
+    plan = _check_options(model, export_dir, export_format, process_res, process_res_method, infer_gs, chunk_size,
+                          chunk_overlap, chunk_align, exr_resolution, exr_plate_filter, refine, refine_motion)
     report("load", 0.0, "reading images")
     items, n, source = view_inputs.image_source(image, exif_transpose)
     extr, intr, model_name, align = _check_cameras(model, extrinsics, intrinsics, n, plan.chunking)
@@ -104,9 +105,8 @@ def run_inference(
     report("postprocess", 1.0, "")
     if plan.refine_lens is not None:  # the whole (stitched) shot, from its source frames
         from .solve import refine as refine_cameras
-
         pred = refine_cameras(pred, [image] if isinstance(image, (str, os.PathLike)) else image, lens=plan.refine_lens,
-                              progress=report)
+                              motion=refine_motion, progress=report)
     if export_dir is not None:
         _export(pred, export_dir, plan.formats, report, conf_thresh_percentile=conf_thresh_percentile,
                 num_max_points=num_max_points, show_cameras=show_cameras, exr_half=bool(exr_half),
@@ -129,9 +129,10 @@ class _Plan:
 
 
 def _check_options(model, export_dir, export_format, process_res, process_res_method, infer_gs,
-                   chunk_size, chunk_overlap, chunk_align, exr_resolution, exr_plate_filter, refine) -> _Plan:
+                   chunk_size, chunk_overlap, chunk_align, exr_resolution, exr_plate_filter, refine,
+                   refine_motion=options.DEFAULT_REFINE_MOTION) -> _Plan:
     preprocess.check_options(process_res, process_res_method)  # fail before any work
-    refine_lens = _refine_lens(refine)
+    refine_lens = _refine_lens(refine, refine_motion)
     chunking = streaming.check_options(chunk_size, chunk_overlap, chunk_align)
     formats = parse_export_format(export_format) if export_dir is not None else []
     infer_gs = bool(infer_gs) or "gs_ply" in formats
@@ -148,8 +149,11 @@ def _check_options(model, export_dir, export_format, process_res, process_res_me
     return _Plan(formats, infer_gs, chunking, refine_lens)
 
 
-def _refine_lens(refine) -> str | None:
-    """The camera-solve lens for ``refine`` (checked, pycolmap present), or None; before any work."""
+def _refine_lens(refine, motion=options.DEFAULT_REFINE_MOTION) -> str | None:
+    """The camera-solve lens for ``refine`` (checked with the motion, pycolmap present), or None; before any work."""
+    if motion not in options.choice_ids(options.REFINE_MOTIONS):
+        raise BadInputError(f"unknown refine_motion {motion!r}; use one of: "
+                            f"{', '.join(options.choice_ids(options.REFINE_MOTIONS))}")
     if refine is None or refine is False:
         return None
     from .solve.pipeline import lens_for_refine, require_pycolmap

@@ -63,6 +63,7 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "chunk_align": (str,),
     "infer_gs": (bool,),  # 3D Gaussians (GIANT / NESTED models)
     "refine": (bool, str),  # camera solve: False, True (options.DEFAULT_REFINE_LENS) or a lens of options.REFINE_LENSES
+    "refine_motion": (str,),  # the solve's camera motion: options.REFINE_MOTIONS (auto, free, nodal)
     # the exr export (issue 17): plate or processed resolution, half floats, plate filter
     "exr_resolution": (str,),
     "exr_half": (bool,),
@@ -165,6 +166,8 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     check_streaming(*(options.get(k) for k in STREAMING_KEYS))
     if isinstance(options.get("refine"), str):
         _one_of(options["refine"], opt.REFINE_LENSES, "refine lens")
+    if options.get("refine_motion") is not None:
+        _one_of(options["refine_motion"], opt.REFINE_MOTIONS, "refine motion")
     if options.get("exr_resolution") is not None:
         _one_of(options["exr_resolution"], opt.EXR_RESOLUTIONS, "exr resolution")
     if options.get("exr_plate_filter") is not None:

@@ -167,6 +167,12 @@ REFINE_LENSES = (
     ("radial", "Fixed + distortion", "One focal length with radial lens distortion k1, k2 (wide or cheap lenses)"),
 )
 DEFAULT_REFINE_LENS = "fixed"
+REFINE_MOTIONS = (
+    ("auto", "Auto", "Free camera, or a nodal pan when turning about one point explains the tracks as well"),
+    ("free", "Free", "The camera moves through the scene (parallax): every position and rotation is solved"),
+    ("nodal", "Nodal (tripod)", "The camera only turns about one point (tripod pan): one position, rotations solved"),
+)
+DEFAULT_REFINE_MOTION = "auto"
 
 
 # -- remote worker (issue 11): where the model runs ----------------------------------------------------

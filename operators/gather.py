@@ -116,6 +116,7 @@ def gather(context) -> Setup:
         options["infer_gs"] = True
     if settings.refine_cameras:
         options["refine"] = settings.refine_lens
+        options["refine_motion"] = settings.refine_motion
     if settings.max_points:  # 0 (no limit) applies to the scene's points; exports keep their default
         options["num_max_points"] = int(settings.max_points)
     options.update(streaming_options(settings))

@@ -211,6 +211,7 @@ class DA3_PT_options(_Sub, Panel):
         sub = row.row(align=True)
         sub.active = s.refine_cameras
         sub.prop(s, "refine_lens", text="")
+        sub.prop(s, "refine_motion", text="")
         layout.prop(s, "ref_view_strategy")
         layout.prop(s, "use_selected_cameras")
         if s.use_selected_cameras:

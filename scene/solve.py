@@ -27,7 +27,8 @@ def summary_line(pred) -> str | None:
     s = (pred.meta or {}).get("solve")
     if not s:
         return None
-    text = f"solve error {s['rms_px_before']:.2f} -> {s['rms_px']:.2f} px ({s['tracks']} tracks, lens {s['lens']})"
+    motion = ", nodal (tripod)" if s.get("motion") == "nodal" else ""
+    text = f"solve error {s['rms_px_before']:.2f} -> {s['rms_px']:.2f} px ({s['tracks']} tracks, lens {s['lens']}{motion})"
     return text + (f"; {s['reason']}" if s.get("reason") else "")
 
 
@@ -55,6 +56,7 @@ def build(pred, root, cams, names, frames, track, clip_first=None) -> None:
     if clip is None:
         return
     root["da3_solve_clip"] = clip.name
+    clip.tracking.settings.use_tripod_solver = s.get("motion") == "nodal"  # Blender's solver continues as a pan
     if frames is not None and clip_first is not None:  # a video: on the scene frames the camera keys use
         clip.frame_start = int(clip_first)
         clip_of_view = np.asarray(frames, dtype=np.int64) - int(clip_first) + 1

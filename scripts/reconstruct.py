@@ -202,7 +202,7 @@ def job_from_args(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
-        "refine": args.refine,
+        "refine": args.refine, "refine_motion": args.refine_motion,
         **exr_options(args),
     }
     video = {"fps": args.fps, "start": args.start, "end": args.end, "max_frames": args.max_frames}
@@ -240,7 +240,7 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "chunk_align": args.chunk_align,
-        "refine_lens": args.refine,
+        "refine_lens": args.refine, "refine_motion": args.refine_motion,
         "frame_start": getattr(args, "frame_start", None),  # issue 17 (shots)
         "frame_rate": getattr(args, "frame_rate", None),
         "input_colorspace": getattr(args, "input_colorspace", None),

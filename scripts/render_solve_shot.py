@@ -4,7 +4,7 @@ A closed room with walls and floor in varied high-frequency procedural textures 
 bricks, checkers) and textured boxes, all emission-only (no lighting noise), rendered with Cycles at
 a few samples: cheap, and SIFT finds thousands of features. The camera walks an arc while panning.
 
-    blender -b -P scripts/render_solve_shot.py -- OUT_DIR --frames 48 --size 960x540
+    blender -b -P scripts/render_solve_shot.py -- OUT_DIR --frames 48 --size 960x540 [--path nodal]
     python scripts/render_solve_shot.py OUT_DIR ...            (with the bpy module)
 
 Writes ``OUT_DIR/frame_NNNN.png`` rendered with ``OVERSCAN`` extra pixels on each side and cropped
@@ -111,15 +111,23 @@ def build_scene(width, height, lens=24.0, samples=4):
     return scene, cam
 
 
-def camera_path(frames: int):
-    """Locations and look-at targets: a 3 m arc sideways and forwards while panning across the boxes."""
+PATHS = ("arc", "nodal")
+
+
+def camera_path(frames: int, path: str = "arc"):
+    """Locations and look-at targets. ``arc``: a 3 m arc sideways and forwards while panning across the
+    boxes. ``nodal``: a tripod pan (one location) of 50 degrees across the room with a tilt."""
     from mathutils import Vector
 
     out = []
     for i in range(frames):
         t = i / max(frames - 1, 1)
-        loc = Vector((-1.5 + 3.0 * t, -3.5 + 0.8 * math.sin(math.pi * t), 1.6 + 0.3 * t))
-        target = Vector((1.5 - 2.0 * t, 3.0, 0.9 + 0.4 * math.sin(2 * math.pi * t)))
+        if path == "nodal":
+            loc = Vector((0.3, -3.5, 1.6))
+            target = Vector((3.5 - 6.5 * t, 3.0, 1.2 + 0.8 * math.sin(2 * math.pi * t)))
+        else:
+            loc = Vector((-1.5 + 3.0 * t, -3.5 + 0.8 * math.sin(math.pi * t), 1.6 + 0.3 * t))
+            target = Vector((1.5 - 2.0 * t, 3.0, 0.9 + 0.4 * math.sin(2 * math.pi * t)))
         out.append((loc, target))
     return out
 
@@ -135,7 +143,7 @@ def opencv_camera(scene, cam, crop=(0, 0)):
     return np.linalg.inv(c2w)[:3].tolist(), k
 
 
-def render_shot(out_dir, frames=48, width=960, height=540, samples=4, lens=24.0) -> dict:
+def render_shot(out_dir, frames=48, width=960, height=540, samples=4, lens=24.0, path="arc") -> dict:
     """Render the shot into ``out_dir`` (see module docstring); returns the cameras.json dict."""
     import bpy
     from PIL import Image
@@ -143,7 +151,7 @@ def render_shot(out_dir, frames=48, width=960, height=540, samples=4, lens=24.0)
     os.makedirs(os.path.join(out_dir, "overscan"), exist_ok=True)
     scene, cam = build_scene(width, height, lens=lens * width / (width + 2 * OVERSCAN[0]), samples=samples)
     extr, intr = [], []
-    for i, (loc, target) in enumerate(camera_path(frames)):
+    for i, (loc, target) in enumerate(camera_path(frames, path)):
         cam.location = loc
         cam.rotation_euler = (target - loc).to_track_quat("-Z", "Y").to_euler()
         e, k = opencv_camera(scene, cam, OVERSCAN)
@@ -198,9 +206,10 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--size", default="960x540")
     parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--path", choices=PATHS, default="arc", help="the camera path (nodal: a tripod pan)")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    render_shot(args.out_dir, args.frames, width, height, args.samples)
+    render_shot(args.out_dir, args.frames, width, height, args.samples, path=args.path)
     print(f"rendered {args.frames} frames of {width}x{height} into {args.out_dir}")
 
 

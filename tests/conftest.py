@@ -12,11 +12,17 @@ bpy / torch module -- into failures, so CI cannot pass by skipping. Skips for th
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# the camera-solve shots are rendered once per session for every module that uses them (a fixture
+# imported into each test module would be a separate fixture per module, rendered again)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from solve_helpers import nodal_shot, shot  # noqa: E402,F401
 
 
 def _shared_root() -> Path:

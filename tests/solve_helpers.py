@@ -107,3 +107,20 @@ def shot(tmp_path_factory):
     return info
 
 
+
+
+NODAL_FRAMES = 40
+
+
+@pytest.fixture(scope="session")
+def nodal_shot(tmp_path_factory):
+    """A tripod pan (scripts/render_solve_shot.py --path nodal): one camera position, 40 frames of 960x540."""
+    folder = os.environ.get("DA3_SOLVE_NODAL_SHOT")
+    if not folder:
+        pytest.importorskip("bpy")
+        folder = tmp_path_factory.mktemp("solve_nodal_shot")
+        render_solve_shot.render_shot(str(folder), frames=NODAL_FRAMES, width=960, height=540, path="nodal")
+    info = load_shot(folder)
+    info["folder"] = str(folder)
+    info["paths"] = render_solve_shot.frame_paths(folder, NODAL_FRAMES)
+    return info

@@ -21,7 +21,7 @@ from da3_blender.errors import BadInputError, CancelledError, MissingDependencyE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import solve_helpers as H  # noqa: E402
-from solve_helpers import FRAMES, shot  # noqa: E402,F401 (the session fixture)
+from solve_helpers import FRAMES  # noqa: E402 (the shot fixture is in conftest.py)
 
 
 
@@ -37,7 +37,7 @@ def _check_solution(out, shot, e_in):
     rot, pos = H.gauge_errors(out.extrinsics, gt)
     rot_in, pos_in = H.gauge_errors(e_in, gt)
     focal = np.asarray(s["focal_px"]) / shot["intrinsics"][:, 0, 0] - 1
-    assert s["reason"] is None
+    assert s["reason"] is None and s["motion"] == "free"  # 3 m of travel: not a pan about one point
     assert s["rms_px"] <= 0.5, s["rms_px"]
     assert s["rms_px_before"] >= 3.0, s["rms_px_before"]  # the perturbed cameras are several px off
     assert rot.max() <= 0.1 and pos.max() <= 0.002, (rot.max(), pos.max())
@@ -221,11 +221,17 @@ def test_refine_option_on_every_surface(tmp_path):
     assert build_job(["a.png"], options={"refine": True})["options"]["refine"] is True
     with pytest.raises(BadInputError, match="unknown refine lens 'fish'"):
         build_job(["a.png"], options={"refine": "fish"})
+    assert build_job(["a.png"], options={"refine": True, "refine_motion": "nodal"})["options"]["refine_motion"] == "nodal"
+    with pytest.raises(BadInputError, match="unknown refine motion 'dolly'"):
+        build_job(["a.png"], options={"refine": True, "refine_motion": "dolly"})
     parser = build_parser()
     for argv, want in (([], None), (["--refine"], "fixed"), (["--refine", "zoom"], "zoom")):
         args = parser.parse_args(["auto", "x.png", *argv])
         assert args.refine == want
         assert job_from_args(args)["options"].get("refine") == want
+        assert "refine_motion" not in job_from_args(args)["options"]  # not given: the solve's default (auto)
+    args = parser.parse_args(["auto", "x.png", "--refine", "--refine-motion", "nodal"])
+    assert job_from_args(args)["options"]["refine_motion"] == "nodal"
 
     import importlib.util
 
@@ -239,6 +245,9 @@ def test_refine_option_on_every_surface(tmp_path):
         assert script.job_from_args(args)["options"].get("refine") == want
         settings = script.scene_settings(args)
         assert settings["refine_cameras"] == (want is not None) and settings.get("refine_lens") == want
+    args = script.parse_args([str(image), "-o", str(tmp_path / "out.blend"), "--refine", "--refine-motion", "free"])
+    assert script.job_from_args(args)["options"]["refine_motion"] == "free"
+    assert script.scene_settings(args)["refine_motion"] == "free"
 
     class NeverRun:
         model_name, capabilities = "da3-small", {}
@@ -248,4 +257,6 @@ def test_refine_option_on_every_surface(tmp_path):
 
     with pytest.raises(BadInputError, match="unknown refine lens"):
         run_inference(NeverRun(), [np.zeros((28, 28, 3), np.uint8)] * 2, refine="fisheye")
+    with pytest.raises(BadInputError, match="unknown refine_motion 'dolly'"):
+        run_inference(NeverRun(), [np.zeros((28, 28, 3), np.uint8)] * 2, refine=True, refine_motion="dolly")
 

@@ -15,7 +15,6 @@ pytest.importorskip("pycolmap")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import solve_helpers as H  # noqa: E402
-from solve_helpers import shot  # noqa: E402,F401 (the session fixture)
 
 from da3_blender import solve  # noqa: E402
 from da3_blender.exports.colmap import export_colmap, qvec_to_rotmat, read_colmap_text  # noqa: E402
@@ -99,6 +98,7 @@ def test_blender_scene_shows_the_solve(solved, extension):
     assert {g.name.rsplit(" ", 1)[1] for g in groups} == {"Undistort", "Distort"}
     node = next(n for n in groups[0].nodes if n.bl_idname == "CompositorNodeMovieDistortion")
     assert node.clip == clip
+    assert not clip.tracking.settings.use_tripod_solver  # a free solve
 
 
 def test_video_camera_keys_its_solve_error_per_frame(solved, extension):
@@ -123,3 +123,35 @@ def test_video_camera_keys_its_solve_error_per_frame(solved, extension):
         values.append(float(cams[0]["da3_solve_error"]))
     np.testing.assert_allclose(values, solved.meta["solve"]["per_view_rms_px"], rtol=1e-5)
     assert curves is None or len(curves[0].keyframe_points) == VIEWS
+
+
+def test_tripod_pan_gives_one_camera_position_and_a_tripod_clip(nodal_shot, extension):
+    """A nodal solve of a video: the animated camera turns in place (one location on every frame), the
+    summary says nodal, and the clip is set for Blender's tripod solver."""
+    import copy
+
+    bpy = pytest.importorskip("bpy")
+    views = 12
+    e, k = H.perturb(nodal_shot["extrinsics"][:views], nodal_shot["intrinsics"][:views], seed=6)
+    e[:, :, 3] += np.random.default_rng(6).normal(scale=0.05, size=(views, 3))  # DA3 wobbles a little
+    pred = H.prediction(e, k, nodal_shot["size"], paths=nodal_shot["paths"][:views])
+    pred.frame_numbers = np.arange(views)
+    solved = solve.refine(pred, nodal_shot["paths"][:views])
+    assert solved.meta["solve"]["motion"] == "nodal"
+    video = copy.copy(solved)
+    video.meta = dict(solved.meta, video={"path": nodal_shot["paths"][0], "fps": 24.0, "frame_count": views,
+                                          "width": 960, "height": 540})
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
+    root = importer.import_prediction(video, "pan")
+    assert "nodal" in root["da3_solve_summary"]
+    cam = next(ob for ob in bpy.data.objects if ob.type == "CAMERA")
+    locations, rotations = [], []
+    for i in range(views):
+        bpy.context.scene.frame_set(bpy.context.scene.frame_start + i)
+        locations.append(np.array(cam.matrix_world.translation))
+        rotations.append(np.array(cam.matrix_world.to_3x3()))
+    assert np.ptp(np.array(locations), axis=0).max() < 1e-4  # turns in place
+    assert np.degrees(np.arccos(np.clip((np.trace(rotations[0].T @ rotations[-1]) - 1) / 2, -1, 1))) > 5  # and pans
+    clip = bpy.data.movieclips[root["da3_solve_clip"]]
+    assert clip.tracking.settings.use_tripod_solver

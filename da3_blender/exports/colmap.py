@@ -84,12 +84,53 @@ def _pinhole(k_orig: np.ndarray, view: int) -> tuple[float, float, float, float]
     return float(k_orig[0, 0]), float(k_orig[1, 1]), float(k_orig[0, 2]), float(k_orig[1, 2])
 
 
+def write_cameras(folder: str, pred: Prediction, k_orig: np.ndarray, distortion: dict | None = None) -> str:
+    """``cameras.txt``: one camera per view in original pixels, ``PINHOLE`` or with a solve's distortion ``RADIAL``."""
+    path = os.path.join(folder, "cameras.txt")
+    with open_atomic(path, "w") as fh:
+        fh.write("# Camera list with one line of data per camera:\n")
+        fh.write("#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n")
+        fh.write(f"# Number of cameras: {len(k_orig)}\n")
+        for i in range(len(k_orig)):
+            width, height = (int(v) for v in pred.orig_size[i])
+            fx, fy, cx, cy = _pinhole(k_orig[i], i)
+            if distortion:
+                line = f"RADIAL {width} {height} {fx!r} {cx!r} {cy!r} {distortion['k1']!r} {distortion['k2']!r}"
+            else:
+                line = f"PINHOLE {width} {height} {fx!r} {fy!r} {cx!r} {cy!r}"
+            fh.write(f"{i + 1} {line}\n")
+    return path
+
+
+def write_images(folder: str, w2c: np.ndarray, names: list[str], obs_xy: np.ndarray, obs_point_id: np.ndarray,
+                 obs_view: np.ndarray) -> str:
+    """``images.txt``: each view's pose and its observations (``obs_*`` sorted by view; point ids from 1)."""
+    n = len(w2c)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(obs_view, minlength=n))])
+    path = os.path.join(folder, "images.txt")
+    with open_atomic(path, "w") as fh:
+        fh.write("# Image list with two lines of data per image:\n")
+        fh.write("#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n")
+        fh.write("#   POINTS2D[] as (X, Y, POINT3D_ID)\n")
+        fh.write(f"# Number of images: {n}, mean observations per image: {len(obs_view) / max(n, 1)}\n")
+        for i in range(n):
+            rot = w2c[i, :3, :3]
+            scale = np.cbrt(np.linalg.det(rot))  # a similarity w2c projects like the rigid [R/s | t/s]
+            pose = [*rotmat_to_qvec(rot / scale), *(w2c[i, :3, 3] / scale)]
+            fh.write(f"{i + 1} {' '.join(repr(float(v)) for v in pose)} {i + 1} {names[i]}\n")
+            sl = slice(starts[i], starts[i + 1])
+            fh.write(" ".join("%.6f %.6f %d" % t for t in zip(obs_xy[sl, 0].tolist(), obs_xy[sl, 1].tolist(),
+                                                              obs_point_id[sl].tolist())))
+            fh.write("\n")
+    return path
+
+
 def export_colmap(pred: Prediction, export_dir: str, conf_thresh_percentile: float = DEFAULT_CONF_THRESH_PERCENTILE) -> list[str]:
     if pred.tracks is not None and pred.extrinsics is not None and pred.intrinsics is not None:
         from .colmap_tracks import export_colmap_tracks  # a camera solve: its tracks, every observation
 
         folder = os.path.join(export_dir, "colmap", "sparse", "0")
-        return export_colmap_tracks(pred, folder, image_names(pred), _pinhole, rotmat_to_qvec)
+        return export_colmap_tracks(pred, folder, image_names(pred))
     k, w2c = cameras_for_points(pred, "colmap")
     points = build_points(pred, plain_conf_threshold(pred.conf, conf_thresh_percentile), k, w2c)
     to_orig = np.asarray(pred.proc_to_orig, dtype=np.float64)
@@ -104,30 +145,8 @@ def export_colmap(pred: Prediction, export_dir: str, conf_thresh_percentile: flo
     obs = np.einsum("mij,mj->mi", to_orig[points.view], centres)[:, :2]
     point_ids = np.arange(1, len(points) + 1)
 
-    cam_path = os.path.join(folder, "cameras.txt")
-    with open_atomic(cam_path, "w") as fh:
-        fh.write("# Camera list with one line of data per camera:\n")
-        fh.write("#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n")
-        fh.write(f"# Number of cameras: {n}\n")
-        for i in range(n):
-            width, height = (int(v) for v in pred.orig_size[i])
-            params = " ".join(repr(v) for v in _pinhole(k_orig[i], i))
-            fh.write(f"{i + 1} PINHOLE {width} {height} {params}\n")
-
-    img_path = os.path.join(folder, "images.txt")
-    with open_atomic(img_path, "w") as fh:
-        fh.write("# Image list with two lines of data per image:\n")
-        fh.write("#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n")
-        fh.write("#   POINTS2D[] as (X, Y, POINT3D_ID)\n")
-        fh.write(f"# Number of images: {n}, mean observations per image: {len(points) / max(n, 1)}\n")
-        for i in range(n):
-            rot = w2c[i, :3, :3]
-            scale = np.cbrt(np.linalg.det(rot))  # a similarity w2c projects like the rigid [R/s | t/s]
-            pose = [*rotmat_to_qvec(rot / scale), *(w2c[i, :3, 3] / scale)]
-            fh.write(f"{i + 1} {' '.join(repr(float(v)) for v in pose)} {i + 1} {names[i]}\n")
-            sl = slice(starts[i], starts[i + 1])
-            fh.write(" ".join("%.6f %.6f %d" % t for t in zip(obs[sl, 0].tolist(), obs[sl, 1].tolist(), point_ids[sl].tolist())))
-            fh.write("\n")
+    cam_path = write_cameras(folder, pred, k_orig)
+    img_path = write_images(folder, w2c, names, obs, point_ids, points.view)
 
     pts_path = os.path.join(folder, "points3D.txt")
     with open_atomic(pts_path, "w") as fh:

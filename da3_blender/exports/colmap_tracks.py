@@ -15,45 +15,20 @@ import numpy as np
 
 from ..files import open_atomic
 from ..prediction import Prediction
+from .colmap import write_cameras, write_images
 
 
-def export_colmap_tracks(pred: Prediction, folder: str, names: list[str], pinhole, qvec) -> list[str]:
+def export_colmap_tracks(pred: Prediction, folder: str, names: list[str]) -> list[str]:
     tracks = pred.tracks
     n = pred.num_views
     k_orig = np.asarray(pred.proc_to_orig, np.float64) @ np.asarray(pred.intrinsics, np.float64)
-    w2c = np.asarray(pred.extrinsics, np.float64)
-    distortion = (pred.meta.get("solve") or {}).get("distortion")
     order = np.lexsort((tracks.obs_track, tracks.obs_view))  # observations by view
-    counts = np.bincount(tracks.obs_view, minlength=n)
-    starts = np.concatenate([[0], np.cumsum(counts)])
+    starts = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_view, minlength=n))])
     idx_in_view = np.empty(len(order), dtype=np.int64)
     idx_in_view[order] = np.arange(len(order)) - starts[tracks.obs_view[order]]
-
-    cam_path = os.path.join(folder, "cameras.txt")
-    with open_atomic(cam_path, "w") as fh:
-        fh.write("# Camera list with one line of data per camera:\n#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n")
-        fh.write(f"# Number of cameras: {n}\n")
-        for i in range(n):
-            width, height = (int(v) for v in pred.orig_size[i])
-            fx, fy, cx, cy = pinhole(k_orig[i], i)
-            if distortion:
-                line = f"RADIAL {width} {height} {fx!r} {cx!r} {cy!r} {distortion['k1']!r} {distortion['k2']!r}"
-            else:
-                line = f"PINHOLE {width} {height} {fx!r} {fy!r} {cx!r} {cy!r}"
-            fh.write(f"{i + 1} {line}\n")
-
-    img_path = os.path.join(folder, "images.txt")
-    with open_atomic(img_path, "w") as fh:
-        fh.write("# Image list with two lines of data per image:\n#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n")
-        fh.write("#   POINTS2D[] as (X, Y, POINT3D_ID)\n")
-        fh.write(f"# Number of images: {n}, mean observations per image: {len(order) / max(n, 1)}\n")
-        for i in range(n):
-            pose = [*qvec(w2c[i, :, :3]), *w2c[i, :, 3]]
-            fh.write(f"{i + 1} {' '.join(repr(float(v)) for v in pose)} {i + 1} {names[i]}\n")
-            sel = order[starts[i]:starts[i + 1]]
-            fh.write(" ".join("%.6f %.6f %d" % (x, y, t + 1) for (x, y), t in
-                              zip(tracks.obs_xy[sel].tolist(), tracks.obs_track[sel].tolist())))
-            fh.write("\n")
+    cam_path = write_cameras(folder, pred, k_orig, (pred.meta.get("solve") or {}).get("distortion"))
+    img_path = write_images(folder, np.asarray(pred.extrinsics, np.float64), names, tracks.obs_xy[order],
+                            tracks.obs_track[order] + 1, tracks.obs_view[order])
 
     pts_path = os.path.join(folder, "points3D.txt")
     rgb = tracks.rgb if tracks.rgb is not None else np.full((len(tracks), 3), 128, np.uint8)

@@ -17,23 +17,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BadInputError, MissingDependencyError
-from ..options import DEFAULT_REFINE_LENS, REFINE_LENSES, choice_ids
+from ..options import DEFAULT_REFINE_LENS, DEFAULT_REFINE_MOTION, REFINE_LENSES, REFINE_MOTIONS, choice_ids
 from ..prediction import Prediction
 from ..tracks import Tracks
 from . import features as feat
-from .bundle import Rig, adjust, residuals, triangulate, triangulation_angles
+from .bundle import Rig, adjust, residuals
+from .motion import MIN_TRACKS, choose_motion, retriangulate
+from .motion import report as _report
 
 log = logging.getLogger(__name__)
 
 LENS_MODELS = choice_ids(REFINE_LENSES)
+MOTIONS = choice_ids(REFINE_MOTIONS)
 PYCOLMAP_PIN = "pycolmap==4.2.1"
-MIN_TRACKS = 30  # fewer verified tracks than this: nothing to solve with
-MIN_VIEW_OBSERVATIONS = 15  # a view seeing fewer tracks keeps its input pose
-MIN_ANGLE_DEG = 0.2  # tracks whose rays meet at a narrower angle do not fix depth
-# bundle adjustment rounds: (Cauchy loss scale px or None for least squares, outlier threshold px after it);
-# the last threshold is at least FINAL_MEDIANS times the median error (noisier footage keeps its tracks)
-ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.0), (None, None))
-FINAL_MEDIANS = 3.0
 
 
 @dataclass
@@ -73,11 +69,6 @@ def require_pycolmap():
     return pycolmap
 
 
-def _report(progress, fraction: float, message: str) -> None:
-    if progress is not None:
-        progress("solve", min(max(float(fraction), 0.0), 1.0), message)
-
-
 def input_rig(pred: Prediction) -> Rig:
     """The prediction's cameras in source pixels (rigid rotations, pinhole, no distortion)."""
     k = pred.original_intrinsics()
@@ -91,9 +82,11 @@ def input_rig(pred: Prediction) -> Rig:
     return Rig(R=rot, t=trans, f=np.stack([k[:, 0, 0], k[:, 1, 1]], 1), c=k[:, :2, 2].copy(), k=np.zeros((n, 2)))
 
 
-def _check(pred: Prediction, images, lens: str) -> list:
+def _check(pred: Prediction, images, lens: str, motion: str) -> list:
     if lens not in LENS_MODELS:
         raise BadInputError(f"unknown lens model {lens!r} for refine; use one of: {', '.join(LENS_MODELS)}")
+    if motion not in MOTIONS:
+        raise BadInputError(f"unknown camera motion {motion!r} for refine; use one of: {', '.join(MOTIONS)}")
     if pred.extrinsics is None or pred.intrinsics is None:
         raise BadInputError("this prediction has no cameras to refine (a model without camera poses, e.g. "
                             "DA3MONO/DA3METRIC); run a model that predicts cameras")
@@ -187,72 +180,6 @@ def _lens_setup(rig: Rig, sizes: np.ndarray, lens: str) -> tuple[Rig, np.ndarray
     return out, camera_of_view, "RADIAL" if lens == "radial" else "SIMPLE_PINHOLE"
 
 
-def _initial_points(rig: Rig, tracks: feat.TrackSet) -> tuple[np.ndarray, feat.TrackSet]:
-    points = triangulate(rig, tracks)
-    good = np.all(np.isfinite(points), axis=1)
-    angles = triangulation_angles(rig, np.nan_to_num(points), tracks)
-    good &= angles > MIN_ANGLE_DEG
-    err, front = residuals(rig, np.nan_to_num(points), tracks)
-    keep = good[tracks.obs_track] & front
-    if keep.any():
-        keep &= err < max(10.0, 8 * float(np.median(err[keep])))
-    return _retriangulate(rig, tracks.subset(keep))
-
-
-def _retriangulate(rig: Rig, tracks: feat.TrackSet) -> tuple[np.ndarray, feat.TrackSet]:
-    points = triangulate(rig, tracks)
-    ok = np.all(np.isfinite(points), axis=1)
-    if not ok.all():
-        tracks = tracks.subset(ok[tracks.obs_track])
-        points = triangulate(rig, tracks)
-    return points, tracks
-
-
-def _weak_views(tracks: feat.TrackSet, n: int) -> set:
-    return set(np.nonzero(np.bincount(tracks.obs_view, minlength=n) < MIN_VIEW_OBSERVATIONS)[0].tolist())
-
-
-def _bundle(pycolmap, rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, sizes, progress):
-    points, tracks = _initial_points(rig0, tracks)
-    rig = rig0.copy()
-    weak: set = set()
-    for r, (loss, threshold) in enumerate(ROUNDS):
-        new_weak = _weak_views(tracks, len(rig.R)) - weak
-        for v in new_weak:  # too few tracks: back to the input pose, held there
-            rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
-        weak |= new_weak
-        rig, points = adjust(pycolmap, rig, points, tracks, camera_of_view=camera_of_view, model=model,
-                             sizes=sizes, constant_views=sorted(weak), loss_scale=loss)
-        _report(progress, 0.7 + 0.25 * (r + 1) / len(ROUNDS), f"bundle adjustment {r + 1}/{len(ROUNDS)}")
-        if threshold is not None:
-            err, front = residuals(rig, points, tracks)
-            if r == len(ROUNDS) - 2:
-                threshold = max(threshold, FINAL_MEDIANS * float(np.median(err)))
-            keep = (err < threshold) & front
-            if (~keep).any():
-                counts = np.bincount(tracks.obs_track[keep], minlength=len(points))
-                tracks, points = tracks.subset(keep), points[counts >= 2]
-        if tracks.num_tracks < MIN_TRACKS:
-            raise BadInputError(f"the camera solve kept {tracks.num_tracks} consistent tracks (needs {MIN_TRACKS}): "
-                                "the frames do not fit these cameras (moving objects, or not this prediction's frames)")
-    return rig, points, tracks, sorted(weak)
-
-
-def _restore_gauge(rig: Rig, points: np.ndarray, rig_in: Rig) -> tuple[Rig, np.ndarray]:
-    """The similarity that puts view 0 back at its input pose and restores the spread of the centres."""
-    c_ref, c_in = rig.centres, rig_in.centres
-    spread_ref = np.sum(np.linalg.norm(c_ref - c_ref[0], axis=1))
-    spread_in = np.sum(np.linalg.norm(c_in - c_in[0], axis=1))
-    s = spread_in / spread_ref if spread_ref > 1e-12 and spread_in > 1e-12 else 1.0
-    r_m = rig_in.R[0].T @ rig.R[0]
-    t_m = c_in[0] - s * r_m @ c_ref[0]
-    out = rig.copy()
-    out.R = rig.R @ r_m.T
-    centres = s * c_ref @ r_m.T + t_m
-    out.t = -np.einsum("nij,nj->ni", out.R, centres)
-    return out, s * points @ r_m.T + t_m
-
-
 def _rms(err: np.ndarray) -> float:
     return float(np.sqrt(np.mean(err * err))) if len(err) else float("nan")
 
@@ -266,7 +193,7 @@ def _per_view(err: np.ndarray, views: np.ndarray, n: int) -> list:
 def _measure_input(pycolmap, rig_in: Rig, tracks, sizes, solved_points) -> np.ndarray:
     """Each observation's error through the input cameras, each point placed best for them (least
     squares from the linear triangulation or from the solved point, whichever fits its track better)."""
-    linear, _ = _retriangulate(rig_in, tracks)
+    linear, _ = retriangulate(rig_in, tracks)
     n = len(rig_in.R)
     candidates = [linear]
     for start in (linear, solved_points):
@@ -295,26 +222,26 @@ def _track_colours(features, tracks: feat.TrackSet) -> np.ndarray:
                     np.uint8).reshape(-1, 3)
 
 
-def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=None) -> tuple[dict, Solve]:
+def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=None,
+          motion: str = DEFAULT_REFINE_MOTION) -> tuple[dict, Solve]:
     """The figures (``meta["solve"]``) and the solve itself; raises one-line errors for bad input."""
     started = time.monotonic()
     pycolmap = require_pycolmap()
-    frames = _check(pred, images, lens)
+    frames = _check(pred, images, lens, motion)
     n = pred.num_views
     sizes = np.asarray(pred.orig_size, dtype=np.int64)
     rig_in = input_rig(pred)
     features = _features(pycolmap, frames, pred, progress)
     tracks = _tracks(pycolmap, features, rig_in, progress)
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
-    rig, points, tracks, weak = _bundle(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
-    rig, points = _restore_gauge(rig, points, rig_in)
-    for v in weak:  # exactly their input pose (the gauge fit moved them by its rounding)
-        rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
+    rig, points, tracks, weak, used = choose_motion(pycolmap, pred, rig0, rig_in, tracks, camera_of_view, model,
+                                                    sizes, motion, progress)
     colours = _track_colours(features, tracks)
     err_after, _ = residuals(rig, points, tracks)
     err_before = _measure_input(pycolmap, rig_in, tracks, sizes, points)
     figures = {
         "lens": lens,
+        "motion": used,
         "rms_px": _rms(err_after),
         "rms_px_before": _rms(err_before),
         "per_view_rms_px": _per_view(err_after, tracks.obs_view, n),
@@ -353,16 +280,19 @@ def _apply(pred: Prediction, rig: Rig, figures: dict) -> Prediction:
     return out
 
 
-def refine(pred: Prediction, images=None, *, lens: str = DEFAULT_REFINE_LENS, progress=None) -> Prediction:
+def refine(pred: Prediction, images=None, *, lens: str = DEFAULT_REFINE_LENS, motion: str = DEFAULT_REFINE_MOTION,
+           progress=None) -> Prediction:
     """A new Prediction with bundle-adjusted cameras and ``meta["solve"]`` (see the module docstring).
 
     ``images``: the source frames in view order (paths, arrays, or an ``inputs.collect_inputs`` set;
     None: ``pred.source_paths``). ``lens``: ``fixed`` (one focal length), ``zoom`` (one per view) or
-    ``radial`` (one focal length with k1, k2). ``progress(stage, fraction, message)`` is called with
+    ``radial`` (one focal length with k1, k2). ``motion``: ``auto`` (free, or nodal when a pan about
+    one point explains the tracks as well), ``free`` or ``nodal`` (a tripod shot: one centre, only the
+    rotations and the lens move); ``meta["solve"]["motion"]`` says which. ``progress(stage, fraction, message)`` is called with
     stage ``"solve"``; raising :class:`CancelledError` from it cancels. Depth is left as it is (the
     shot keeps its frame and scale).
     """
-    figures, result = solve(pred, images, lens, progress)
+    figures, result = solve(pred, images, lens, progress, motion)
     out = _apply(pred, result.rig, figures)
     if figures["reason"] is None:
         out.tracks = result.as_tracks()

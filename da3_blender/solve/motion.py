@@ -1,0 +1,208 @@
+"""The bundle adjustments of the camera solve, free and nodal, and the choice between them.
+
+**Free**: tracks triangulated from the input cameras (never from the predicted depth), then every
+pose, the lens and the points adjusted by pycolmap (bundle.adjust). **Nodal**: a pan from a tripod
+has no parallax, so its tracks cannot be triangulated and nothing fixes the camera positions; it is
+solved about one centre (nodal.adjust: rotations, lens and track directions), as matchmove tools do
+(Blender's "Tripod" solve). ``motion="auto"`` runs the free solve, and the nodal one as well when
+the free one fails or its tracks show little parallax; the nodal solve wins when it explains the
+tracks as well (``NODAL_RMS_RATIO``/``NODAL_RMS_SLACK_PX``, keeping nearly as many observations):
+the simpler model, with no invented camera moves.
+Both run in rounds (``ROUNDS``) that drop outliers, and a view left with too few tracks keeps its
+input pose (a nodal one: its input rotation, at the shot's centre).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BadInputError
+from . import nodal
+from . import features as feat
+from .bundle import Rig, adjust, residuals, triangulate, triangulation_angles
+
+MIN_TRACKS = 30  # fewer verified tracks than this: nothing to solve with
+MIN_VIEW_OBSERVATIONS = 15  # a view seeing fewer tracks keeps its input pose
+MIN_ANGLE_DEG = 0.2  # tracks whose rays meet at a narrower angle do not fix depth
+# bundle adjustment rounds: (Cauchy loss scale px or None for least squares, outlier threshold px after it);
+# the last threshold is at least FINAL_MEDIANS times the median error (noisier footage keeps its tracks)
+ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.0), (None, None))
+FINAL_MEDIANS = 3.0
+NODAL_CHECK_ANGLE_DEG = 5.0  # a free solve whose median track parallax is below this is checked against nodal
+NODAL_RMS_RATIO, NODAL_RMS_SLACK_PX = 1.1, 0.05  # nodal wins when its error <= ratio * free + slack ...
+NODAL_MIN_OBSERVATIONS = 0.8  # ... keeping at least this fraction of the free solve's observations
+
+
+def report(progress, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress("solve", min(max(float(fraction), 0.0), 1.0), message)
+
+
+def _initial_points(rig: Rig, tracks: feat.TrackSet) -> tuple[np.ndarray, feat.TrackSet]:
+    points = triangulate(rig, tracks)
+    good = np.all(np.isfinite(points), axis=1)
+    angles = triangulation_angles(rig, np.nan_to_num(points), tracks)
+    good &= angles > MIN_ANGLE_DEG
+    err, front = residuals(rig, np.nan_to_num(points), tracks)
+    keep = good[tracks.obs_track] & front
+    if keep.any():
+        keep &= err < max(10.0, 8 * float(np.median(err[keep])))
+    return retriangulate(rig, tracks.subset(keep))
+
+
+def retriangulate(rig: Rig, tracks: feat.TrackSet) -> tuple[np.ndarray, feat.TrackSet]:
+    points = triangulate(rig, tracks)
+    ok = np.all(np.isfinite(points), axis=1)
+    if not ok.all():
+        tracks = tracks.subset(ok[tracks.obs_track])
+        points = triangulate(rig, tracks)
+    return points, tracks
+
+
+def _weak_views(tracks: feat.TrackSet, n: int) -> set:
+    return set(np.nonzero(np.bincount(tracks.obs_view, minlength=n) < MIN_VIEW_OBSERVATIONS)[0].tolist())
+
+
+def _rounds(rig: Rig, points: np.ndarray, tracks, adjust_round, hold, progress, span) -> tuple:
+    """Bundle adjustment rounds (ROUNDS) with outliers dropped between them; views left with too few
+    tracks are put back by ``hold(rig, view)`` and held there."""
+    weak: set = set()
+    for r, (loss, threshold) in enumerate(ROUNDS):
+        new_weak = _weak_views(tracks, len(rig.R)) - weak
+        for v in new_weak:  # too few tracks: back to the input pose, held there
+            hold(rig, v)
+        weak |= new_weak
+        rig, points = adjust_round(rig, points, tracks, sorted(weak), loss)
+        report(progress, span[0] + (span[1] - span[0]) * (r + 1) / len(ROUNDS), f"bundle adjustment {r + 1}/{len(ROUNDS)}")
+        if threshold is not None:
+            err, front = residuals(rig, points, tracks)
+            if r == len(ROUNDS) - 2:
+                threshold = max(threshold, FINAL_MEDIANS * float(np.median(err)))
+            keep = (err < threshold) & front
+            if (~keep).any():
+                counts = np.bincount(tracks.obs_track[keep], minlength=len(points))
+                tracks, points = tracks.subset(keep), points[counts >= 2]
+        if tracks.num_tracks < MIN_TRACKS:
+            raise BadInputError(f"the camera solve kept {tracks.num_tracks} consistent tracks (needs {MIN_TRACKS}): "
+                                "the frames do not fit these cameras (moving objects, or not this prediction's frames)")
+    return rig, points, tracks, sorted(weak)
+
+
+def _bundle(pycolmap, rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, sizes, progress, span=(0.7, 0.85)):
+    """The free solve: tracks triangulated from the input cameras, every pose, the lens and the points adjusted."""
+    points, tracks = _initial_points(rig0, tracks)
+
+    def adjust_round(rig, points, tracks, held, loss):
+        return adjust(pycolmap, rig, points, tracks, camera_of_view=camera_of_view, model=model, sizes=sizes,
+                      constant_views=held, loss_scale=loss)
+
+    def hold(rig, v):
+        rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
+
+    if tracks.num_tracks < MIN_TRACKS:
+        raise BadInputError(f"the camera solve could triangulate {tracks.num_tracks} tracks (needs {MIN_TRACKS}): the "
+                            "input cameras barely move; a pan from a tripod solves as nodal (motion 'auto' or 'nodal')")
+    return _rounds(rig0.copy(), points, tracks, adjust_round, hold, progress, span)
+
+
+def _bundle_nodal(rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, progress, span=(0.85, 0.95)):
+    """The nodal solve (solve/nodal.py): one centre, rotations, lens and track directions (centre at the origin)."""
+    rig = rig0.copy()
+    rig.t[:] = 0.0
+    _, front = residuals(rig, nodal.directions(rig, tracks), tracks)
+    tracks = tracks.subset(front)
+    d = nodal.directions(rig, tracks)
+
+    def adjust_round(rig, d, tracks, held, loss):
+        return nodal.adjust(rig, d, tracks, camera_of_view=camera_of_view, radial=model == "RADIAL",
+                            held_views=held, loss_scale=loss)
+
+    def hold(rig, v):
+        rig.R[v] = rig_in.R[v]
+
+    return _rounds(rig, d, tracks, adjust_round, hold, progress, span)
+
+
+def _restore_gauge(rig: Rig, points: np.ndarray, rig_in: Rig) -> tuple[Rig, np.ndarray]:
+    """The similarity that puts view 0 back at its input pose and restores the spread of the centres."""
+    c_ref, c_in = rig.centres, rig_in.centres
+    spread_ref = np.sum(np.linalg.norm(c_ref - c_ref[0], axis=1))
+    spread_in = np.sum(np.linalg.norm(c_in - c_in[0], axis=1))
+    s = spread_in / spread_ref if spread_ref > 1e-12 and spread_in > 1e-12 else 1.0
+    r_m = rig_in.R[0].T @ rig.R[0]
+    t_m = c_in[0] - s * r_m @ c_ref[0]
+    out = rig.copy()
+    out.R = rig.R @ r_m.T
+    centres = s * c_ref @ r_m.T + t_m
+    out.t = -np.einsum("nij,nj->ni", out.R, centres)
+    return out, s * points @ r_m.T + t_m
+
+
+def _parallax_deg(rig: Rig, points: np.ndarray, tracks) -> float:
+    return float(np.median(triangulation_angles(rig, points, tracks))) if len(points) else 0.0
+
+
+def _nodal_points(pred, rig: Rig, d: np.ndarray, tracks, centre: np.ndarray) -> np.ndarray:
+    """Track positions for a nodal solve: along each direction at DA3's depth where its first observation
+    lies (only for display and export: no projection depends on it), else at the median depth."""
+    depth = None if pred is None or pred.depth is None else np.asarray(pred.depth, dtype=np.float64)
+    first = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_track, minlength=len(d)))[:-1]])
+    views, xy = tracks.obs_view[first], tracks.obs_xy[first]
+    z_cam = np.einsum("tij,tj->ti", rig.R[views], d)[:, 2]
+    dist = np.ones(len(d))
+    if depth is not None and depth.ndim == 3:
+        to_proc = np.linalg.inv(np.asarray(pred.proc_to_orig, dtype=np.float64))[views]
+        pix = np.einsum("tij,tj->ti", to_proc, np.concatenate([xy, np.ones((len(xy), 1))], axis=1))[:, :2]
+        h, w = depth.shape[1:]
+        col, row = np.clip(pix[:, 0].astype(int), 0, w - 1), np.clip(pix[:, 1].astype(int), 0, h - 1)
+        z = depth[views, row, col]
+        valid = np.isfinite(z) & (z > 0)
+        fallback = float(np.median(z[valid])) if valid.any() else 1.0
+        dist = np.where(valid, z, fallback) / np.maximum(z_cam, 1e-6)
+    return centre + d * dist[:, None]
+
+
+def _free(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress):
+    rig, points, tracks, weak = _bundle(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
+    parallax = _parallax_deg(rig, points, tracks)
+    rig, points = _restore_gauge(rig, points, rig_in)
+    for v in weak:  # exactly their input pose (the gauge fit moved them by its rounding)
+        rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
+    return rig, points, tracks, weak, parallax
+
+
+def _nodal(pred, rig0, rig_in, tracks, camera_of_view, model, progress):
+    rig, d, tracks, weak = _bundle_nodal(rig0, rig_in, tracks, camera_of_view, model, progress)
+    centre = rig_in.centres[0]  # view 0 keeps its pose: the whole shot turns about its centre
+    points = _nodal_points(pred, rig, d, tracks, centre)
+    rig.t = -np.einsum("nij,j->ni", rig.R, centre)
+    return rig, points, tracks, weak
+
+
+def choose_motion(pycolmap, pred, rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, sizes, motion, progress):
+    """The solve for ``motion`` ("auto", "free" or "nodal"): (rig, points, tracks, held views, motion
+    used), in the prediction's frame and units."""
+    free = nodal_solve = failure = None
+    if motion != "nodal":
+        try:
+            free = _free(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
+        except BadInputError as exc:
+            if motion == "free":
+                raise
+            failure = exc
+    if motion == "nodal" or (motion == "auto" and (free is None or free[4] < NODAL_CHECK_ANGLE_DEG)):
+        try:
+            nodal_solve = _nodal(pred, rig0, rig_in, tracks, camera_of_view, model, progress)
+        except BadInputError as exc:
+            if free is None:
+                raise (failure or exc) from None
+    if nodal_solve is not None and (free is None or _nodal_wins(free[:3], nodal_solve[:3])):
+        return (*nodal_solve, "nodal")
+    return (*free[:4], "free")
+
+
+def _nodal_wins(free, nodal_solve) -> bool:
+    tr_f, tr_n = free[2], nodal_solve[2]
+    rms = [float(np.sqrt(np.mean(residuals(r, p, t)[0] ** 2))) for r, p, t in (free, nodal_solve)]
+    return (rms[1] <= NODAL_RMS_RATIO * rms[0] + NODAL_RMS_SLACK_PX
+            and len(tr_n.obs_view) >= NODAL_MIN_OBSERVATIONS * len(tr_f.obs_view))
