@@ -137,10 +137,15 @@ def delete_below(group, g_in, attribute: str, threshold: str):
 
 
 def set_group_input(modifier, name: str, value) -> None:
-    """Set a Geometry Nodes modifier input by its interface name."""
+    """Set a Geometry Nodes modifier input by its interface name (Blender 5.2+: ``modifier.properties.inputs``,
+    where the modifier no longer holds ID properties; before: ``modifier[identifier]``)."""
     for item in modifier.node_group.interface.items_tree:
         if getattr(item, "in_out", None) == "INPUT" and item.name == name:
-            modifier[item.identifier] = value
+            inputs = getattr(getattr(modifier, "properties", None), "inputs", None)
+            if inputs is not None:
+                getattr(inputs, item.identifier).value = value
+            else:
+                modifier[item.identifier] = value
             return
     raise KeyError(name)
 

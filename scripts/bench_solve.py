@@ -54,7 +54,7 @@ def child_refine(folder: str, lens: str) -> dict:
     rot, pos = H.gauge_errors(out.extrinsics, shot["extrinsics"])
     focal = np.abs(np.asarray(s["focal_px"]) / shot["intrinsics"][:, 0, 0] - 1).max()
     return {"seconds": seconds, "rms": s["rms_px"], "before": s["rms_px_before"], "rot": float(rot.max()),
-            "pos": float(pos.max()), "focal": float(focal), "tracks": s["tracks"]}
+            "pos": float(pos.max()), "focal": float(focal), "tracks": s["tracks"], "motion": s["motion"]}
 
 
 def child_infer(folder: str) -> dict:
@@ -109,7 +109,7 @@ def main() -> int:
         args.frames, args.sizes = [8], ["480x270"]
     root = Path(args.shot_root)
     print(f"{'size':>10} {'frames':>6} {'refine s':>9} {'s/frame':>8} {'peak MiB':>9} {'infer s':>8} {'infer MiB':>9} "
-          f"{'ratio':>6} {'rms px':>7} {'before':>7} {'rot deg':>8} {'pos %':>6} {'focal %':>8} {'tracks':>7}")
+          f"{'ratio':>6} {'rms px':>7} {'before':>7} {'rot deg':>8} {'pos %':>6} {'focal %':>8} {'tracks':>7} motion")
     for size in args.sizes:
         width, height = (int(v) for v in size.lower().split("x"))
         for frames in args.frames:
@@ -118,7 +118,7 @@ def main() -> int:
             i = {"seconds": float("nan"), "peak_mib": float("nan")} if args.no_inference else run_child("infer", folder, args.threads, args.lens)
             print(f"{size:>10} {frames:>6} {r['seconds']:>9.1f} {r['seconds'] / frames:>8.2f} {r['peak_mib']:>9.0f} "
                   f"{i['seconds']:>8.1f} {i['peak_mib']:>9.0f} {r['seconds'] / i['seconds']:>6.2f} {r['rms']:>7.3f} "
-                  f"{r['before']:>7.2f} {r['rot']:>8.3f} {100 * r['pos']:>6.3f} {100 * r['focal']:>8.3f} {r['tracks']:>7}",
+                  f"{r['before']:>7.2f} {r['rot']:>8.3f} {100 * r['pos']:>6.3f} {100 * r['focal']:>8.3f} {r['tracks']:>7} {r['motion']}",
                   flush=True)
     return 0
 

@@ -4,30 +4,12 @@ first camera; failures leave nothing behind."""
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy", reason="the bpy module (pip install bpy==5.0.1) is needed for scene tests")
 
-KINDS = ("objects", "meshes", "materials", "images", "cameras", "node_groups", "actions", "collections")
-_PACKAGE = []
-
-
-def mod(name):
-    return importlib.import_module(f"{_PACKAGE[0]}.{name}")
-
-
-@pytest.fixture(autouse=True)
-def empty_file(extension):
-    _PACKAGE[:] = [extension.__name__]
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    yield
-
-
-def counts():
-    return {k: len(getattr(bpy.data, k)) for k in KINDS}
+from test_scene import counts, empty_file, mod  # noqa: E402,F401  (the scene tests' empty file, counts and module lookup)
 
 
 def prediction(rng, n=2, h=12, w=16, on_pixels=True):

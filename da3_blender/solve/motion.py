@@ -5,7 +5,7 @@ pose, the lens and the points adjusted by pycolmap (bundle.adjust). **Nodal**: a
 has no parallax, so its tracks cannot be triangulated and nothing fixes the camera positions; it is
 solved about one centre (nodal.adjust: rotations, lens and track directions), as matchmove tools do
 (Blender's "Tripod" solve). ``motion="auto"`` runs the free solve, and the nodal one as well when
-the free one fails or its tracks show little parallax; the nodal solve wins when it explains the
+the free one fails, is not sub-pixel or its move makes little parallax (``NODAL_CHECK_*``); the nodal solve wins when it explains the
 tracks as well (``NODAL_RMS_RATIO``/``NODAL_RMS_SLACK_PX``, keeping nearly as many observations):
 the simpler model, with no invented camera moves.
 Both run in rounds (``ROUNDS``) that drop outliers, and a view left with too few tracks keeps its
@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import BadInputError
 from . import nodal
 from . import features as feat
-from .bundle import Rig, adjust, residuals, triangulate, triangulation_angles
+from .bundle import Rig, adjust, project, residuals, triangulate, triangulation_angles
 
 MIN_TRACKS = 30  # fewer verified tracks than this: nothing to solve with
 MIN_VIEW_OBSERVATIONS = 15  # a view seeing fewer tracks keeps its input pose
@@ -28,7 +28,8 @@ MIN_ANGLE_DEG = 0.2  # tracks whose rays meet at a narrower angle do not fix dep
 # the last threshold is at least FINAL_MEDIANS times the median error (noisier footage keeps its tracks)
 ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.0), (None, None))
 FINAL_MEDIANS = 3.0
-NODAL_CHECK_ANGLE_DEG = 5.0  # a free solve whose median track parallax is below this is checked against nodal
+NODAL_CHECK_PX = 20.0  # a free solve whose move makes less parallax than this (px) is checked against nodal,
+NODAL_CHECK_RMS_PX = 1.0  # and so is one that is not sub-pixel (a pan a free solve cannot explain)
 NODAL_RMS_RATIO, NODAL_RMS_SLACK_PX = 1.1, 0.05  # nodal wins when its error <= ratio * free + slack ...
 NODAL_MIN_OBSERVATIONS = 0.8  # ... keeping at least this fraction of the free solve's observations
 
@@ -138,8 +139,14 @@ def _restore_gauge(rig: Rig, points: np.ndarray, rig_in: Rig) -> tuple[Rig, np.n
     return out, s * points @ r_m.T + t_m
 
 
-def _parallax_deg(rig: Rig, points: np.ndarray, tracks) -> float:
-    return float(np.median(triangulation_angles(rig, points, tracks))) if len(points) else 0.0
+def parallax_px(rig: Rig, points: np.ndarray, tracks) -> float:
+    """The parallax a solved move makes, in pixels: focal length x the widest baseline / the near depth
+    (10th percentile of the observations' depths). A pan about one point makes none."""
+    centres = rig.centres
+    baseline = 2 * float(np.max(np.linalg.norm(centres - centres.mean(axis=0), axis=1)))
+    _, z = project(rig, points[tracks.obs_track], tracks.obs_view)
+    z = z[z > 0]
+    return float(np.median(rig.f[:, 0]) * baseline / np.percentile(z, 10)) if len(z) else 0.0
 
 
 def _nodal_points(pred, rig: Rig, d: np.ndarray, tracks, centre: np.ndarray) -> np.ndarray:
@@ -164,11 +171,12 @@ def _nodal_points(pred, rig: Rig, d: np.ndarray, tracks, centre: np.ndarray) -> 
 
 def _free(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress):
     rig, points, tracks, weak = _bundle(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
-    parallax = _parallax_deg(rig, points, tracks)
+    parallax = parallax_px(rig, points, tracks)
+    rms = float(np.sqrt(np.mean(residuals(rig, points, tracks)[0] ** 2)))
     rig, points = _restore_gauge(rig, points, rig_in)
     for v in weak:  # exactly their input pose (the gauge fit moved them by its rounding)
         rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
-    return rig, points, tracks, weak, parallax
+    return rig, points, tracks, weak, parallax < NODAL_CHECK_PX or not rms <= NODAL_CHECK_RMS_PX
 
 
 def _nodal(pred, rig0, rig_in, tracks, camera_of_view, model, progress):
@@ -190,7 +198,7 @@ def choose_motion(pycolmap, pred, rig0: Rig, rig_in: Rig, tracks, camera_of_view
             if motion == "free":
                 raise
             failure = exc
-    if motion == "nodal" or (motion == "auto" and (free is None or free[4] < NODAL_CHECK_ANGLE_DEG)):
+    if motion == "nodal" or (motion == "auto" and (free is None or free[4])):
         try:
             nodal_solve = _nodal(pred, rig0, rig_in, tracks, camera_of_view, model, progress)
         except BadInputError as exc:

@@ -20,6 +20,7 @@ from .bundle import Rig, undistort
 from .features import TrackSet
 
 MAX_ITERATIONS = 60
+TOLERANCE = 1e-6  # stop when an iteration lowers the cost by less than this fraction (Ceres' function tolerance)
 SCHUR_FLOATS = 1 << 23  # camera rows x track columns per chunk of the Schur complement (64 MiB)
 
 
@@ -76,7 +77,7 @@ class _Problem:
     def project(self, rig: Rig, d: np.ndarray, jacobians: bool):
         t, v = self.tracks.obs_track, self.tracks.obs_view
         R = rig.R[v]
-        p = np.einsum("oij,oj->oi", R, d[t])
+        p = np.matmul(R, d[t][:, :, None])[:, :, 0]
         z = p[:, 2]
         u = p[:, :2] / z[:, None]
         r2 = np.sum(u * u, axis=1)
@@ -92,7 +93,7 @@ class _Problem:
         dg_du = s[:, None, None] * np.eye(2) + ((2 * k1 + 4 * k2 * r2)[:, None, None] * u[:, :, None] * u[:, None, :])
         D = f[:, None, None] * dg_du @ du_dp  # (O,2,3) pixels per camera-frame point
         j_rot = -D @ _hat(p)
-        j_dir = D @ R @ _basis(d)[t]
+        j_dir = D @ (R @ _basis(d)[t])
         blocks = [j_rot, (s[:, None] * u)[:, :, None]]
         if self.radial:
             blocks.append(np.stack([f[:, None] * u * r2[:, None], f[:, None] * u * (r2 * r2)[:, None]], axis=2))
@@ -127,17 +128,18 @@ def _normal_equations(prob: _Problem, res, j_cam, j_dir, w, lam):
     res, j_cam, j_dir = res * np.sqrt(w)[:, None], j_cam * np.sqrt(w)[:, None, None], j_dir * np.sqrt(w)[:, None, None]
     m = j_cam.shape[2]
     pair = (prob.idx[:, :, None] * P + prob.idx[:, None, :]).reshape(-1)
-    A = np.bincount(pair, weights=np.einsum("oki,okj->oij", j_cam, j_cam).reshape(-1), minlength=P * P).reshape(P, P)
-    g = np.bincount(prob.idx.reshape(-1), weights=np.einsum("oki,ok->oi", j_cam, res).reshape(-1), minlength=P)
+    j_cam_t, j_dir_t = j_cam.transpose(0, 2, 1), j_dir.transpose(0, 2, 1)
+    A = np.bincount(pair, weights=np.matmul(j_cam_t, j_cam).reshape(-1), minlength=P * P).reshape(P, P)
+    g = np.bincount(prob.idx.reshape(-1), weights=np.matmul(j_cam_t, res[:, :, None]).reshape(-1), minlength=P)
     t = tracks.obs_track
-    C = np.stack([np.bincount(t, weights=v, minlength=T) for v in np.einsum("oki,okj->oij", j_dir, j_dir).reshape(-1, 4).T], 1).reshape(T, 2, 2)
-    gp = np.stack([np.bincount(t, weights=v, minlength=T) for v in np.einsum("oki,ok->oi", j_dir, res).T], 1)
+    C = np.stack([np.bincount(t, weights=v, minlength=T) for v in np.matmul(j_dir_t, j_dir).reshape(-1, 4).T], 1).reshape(T, 2, 2)
+    gp = np.stack([np.bincount(t, weights=v, minlength=T) for v in np.matmul(j_dir_t, res[:, :, None])[:, :, 0].T], 1)
     A[np.diag_indices(P)] *= 1 + lam
     A[np.diag_indices(P)] += 1e-9
     C[:, [0, 1], [0, 1]] = C[:, [0, 1], [0, 1]] * (1 + lam) + 1e-9
     det = C[:, 0, 0] * C[:, 1, 1] - C[:, 0, 1] * C[:, 1, 0]
     Cinv = np.stack([C[:, 1, 1], -C[:, 0, 1], -C[:, 1, 0], C[:, 0, 0]], 1).reshape(T, 2, 2) / det[:, None, None]
-    B = np.einsum("oki,okj->oij", j_cam, j_dir)  # (O,m,2)
+    B = np.matmul(j_cam_t, j_dir)  # (O,m,2)
     starts = np.concatenate([[0], np.cumsum(np.bincount(t, minlength=T))])  # observations are sorted by track
     chunk = max(1, SCHUR_FLOATS // (2 * P))
     for t0 in range(0, T, chunk):
@@ -147,7 +149,8 @@ def _normal_equations(prob: _Problem, res, j_cam, j_dir, w, lam):
         flat = (prob.idx[o0:o1, :, None] * (t1 - t0) + local[:, None, None]) * 2 + np.arange(2)[None, None, :]
         M = np.bincount(np.broadcast_to(flat, (o1 - o0, m, 2)).reshape(-1), weights=B[o0:o1].reshape(-1),
                         minlength=P * (t1 - t0) * 2).reshape(P, t1 - t0, 2)
-        MC = np.einsum("ptj,tjk->ptk", M, Cinv[t0:t1]).reshape(P, -1)
+        c = Cinv[t0:t1]
+        MC = (M[:, :, 0:1] * c[None, :, 0, :] + M[:, :, 1:2] * c[None, :, 1, :]).reshape(P, -1)
         A -= MC @ M.reshape(P, -1).T
         g -= MC @ gp[t0:t1].reshape(-1)
     return A, g, B, Cinv, gp
@@ -171,7 +174,7 @@ def adjust(rig: Rig, d: np.ndarray, tracks: TrackSet, *, camera_of_view, radial:
             A[fixed, fixed] = 1
             g[fixed] = 0
             step_cam = np.linalg.solve(A, -g)
-            back = np.einsum("oij,oi->oj", B, step_cam[prob.idx])
+            back = np.matmul(step_cam[prob.idx][:, None, :], B)[:, 0, :]
             rhs = gp + np.stack([np.bincount(tracks.obs_track, weights=back[:, i], minlength=len(d)) for i in range(2)], 1)
             step_dir = -np.einsum("tij,tj->ti", Cinv, rhs)
             rig_new, d_new = prob.update(rig, d, step_cam, step_dir)
@@ -182,6 +185,6 @@ def adjust(rig: Rig, d: np.ndarray, tracks: TrackSet, *, camera_of_view, radial:
                 lam = max(lam / 3, 1e-7)
                 break
             lam *= 4
-        if not improved or (cost - cost_new) < 1e-9 * cost:
+        if not improved or (cost - cost_new) < TOLERANCE * cost:
             break
     return rig, d
