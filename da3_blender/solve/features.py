@@ -110,7 +110,7 @@ def match_pair(desc1: np.ndarray, desc2: np.ndarray) -> np.ndarray:
     sim = desc1 @ desc2.T
     idx = np.arange(len(desc1))
     best12 = np.argmax(sim, axis=1)
-    best21 = np.argmax(sim, axis=0)
+    best21 = np.argmax(desc2 @ desc1.T, axis=1)  # a second product: argmax down columns is ~7x slower
     first = sim[idx, best12]
     sim[idx, best12] = -np.inf  # the second best is the best of the rest (faster than a partition)
     second = sim.max(axis=1)
@@ -169,3 +169,20 @@ def build_tracks(features: Features, pair_matches: dict) -> TrackSet:
     xy = np.concatenate(features.xy)[nodes] if len(nodes) else np.zeros((0, 2))
     full = TrackSet(track.astype(np.int64), views.astype(np.int64), xy, feat.astype(np.int64))
     return full.subset(keep)
+
+
+def strongest_tracks(tracks: TrackSet, max_tracks: int, min_per_view: int = 150) -> TrackSet:
+    """At most about ``max_tracks`` tracks for the bundle adjustment: the longest first (the most views tied
+    together), then for any view left with fewer than ``min_per_view`` observations its longest others."""
+    n_tracks = tracks.num_tracks
+    if n_tracks <= max_tracks:
+        return tracks
+    length = np.bincount(tracks.obs_track, minlength=n_tracks)
+    keep = np.zeros(n_tracks, dtype=bool)
+    keep[np.argsort(-length, kind="stable")[:max_tracks]] = True
+    n_views = int(tracks.obs_view.max()) + 1
+    counts = np.bincount(tracks.obs_view[keep[tracks.obs_track]], minlength=n_views)
+    for v in np.nonzero(counts < min_per_view)[0]:
+        spare = np.unique(tracks.obs_track[(tracks.obs_view == v) & ~keep[tracks.obs_track]])
+        keep[spare[np.argsort(-length[spare], kind="stable")][:min_per_view - counts[v]]] = True
+    return tracks.subset(keep[tracks.obs_track])

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 LENS_MODELS = choice_ids(REFINE_LENSES)
 MOTIONS = choice_ids(REFINE_MOTIONS)
+MAX_SOLVE_TRACKS = 12_000  # the longest tracks go to the bundle adjustment (its time grows with them)
 PYCOLMAP_PIN = "pycolmap==4.2.1"
 
 
@@ -232,7 +233,7 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     sizes = np.asarray(pred.orig_size, dtype=np.int64)
     rig_in = input_rig(pred)
     features = _features(pycolmap, frames, pred, progress)
-    tracks = _tracks(pycolmap, features, rig_in, progress)
+    tracks = feat.strongest_tracks(_tracks(pycolmap, features, rig_in, progress), MAX_SOLVE_TRACKS)
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
     rig, points, tracks, weak, used = choose_motion(pycolmap, pred, rig0, rig_in, tracks, camera_of_view, model,
                                                     sizes, motion, progress)
