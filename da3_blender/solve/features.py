@@ -84,8 +84,12 @@ def extract(pycolmap, extractor, image: np.ndarray) -> tuple[np.ndarray, np.ndar
     keypoints, descriptors = extractor.extract_from_uint8_array(to_gray(image))
     if len(keypoints) == 0:
         return np.zeros((0, 2)), np.zeros((0, 128), dtype=np.float32)
-    xy = pycolmap.keypoints_to_matrix(keypoints)[:, :2].astype(np.float64)
+    kp = pycolmap.keypoints_to_matrix(keypoints).astype(np.float64)  # x, y, scale, orientation
     desc = np.asarray(descriptors.data, dtype=np.float32)
+    if len(kp) > MAX_FEATURES:  # pycolmap's CPU SIFT does not cap (8,000+ at 1080p): keep the largest scales, as COLMAP does
+        keep = np.sort(np.argsort(-kp[:, 2], kind="stable")[:MAX_FEATURES])
+        kp, desc = kp[keep], desc[keep]
+    xy = kp[:, :2]
     desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
     return xy, desc
 
