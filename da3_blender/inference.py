@@ -151,14 +151,12 @@ def _check_options(model, export_dir, export_format, process_res, process_res_me
 
 def _refine_lens(refine, motion=options.DEFAULT_REFINE_MOTION) -> str | None:
     """The camera-solve lens for ``refine`` (checked with the motion, pycolmap present), or None; before any work."""
-    if motion not in options.choice_ids(options.REFINE_MOTIONS):
-        raise BadInputError(f"unknown refine_motion {motion!r}; use one of: "
-                            f"{', '.join(options.choice_ids(options.REFINE_MOTIONS))}")
     if refine is None or refine is False:
         return None
-    from .solve.pipeline import lens_for_refine, require_pycolmap
+    from .solve.pipeline import check_motion, lens_for_refine, require_pycolmap
 
     lens = lens_for_refine(refine)
+    check_motion(motion)
     require_pycolmap()
     return lens
 

@@ -257,6 +257,6 @@ def test_refine_option_on_every_surface(tmp_path):
 
     with pytest.raises(BadInputError, match="unknown refine lens"):
         run_inference(NeverRun(), [np.zeros((28, 28, 3), np.uint8)] * 2, refine="fisheye")
-    with pytest.raises(BadInputError, match="unknown refine_motion 'dolly'"):
+    with pytest.raises(BadInputError, match="unknown refine motion 'dolly'; use one of: auto, free, nodal"):
         run_inference(NeverRun(), [np.zeros((28, 28, 3), np.uint8)] * 2, refine=True, refine_motion="dolly")
 

@@ -126,17 +126,16 @@ def write_images(folder: str, w2c: np.ndarray, names: list[str], obs_xy: np.ndar
 
 
 def export_colmap(pred: Prediction, export_dir: str, conf_thresh_percentile: float = DEFAULT_CONF_THRESH_PERCENTILE) -> list[str]:
+    folder = os.path.join(export_dir, "colmap", "sparse", "0")
     if pred.tracks is not None and pred.extrinsics is not None and pred.intrinsics is not None:
         from .colmap_tracks import export_colmap_tracks  # a camera solve: its tracks, every observation
 
-        folder = os.path.join(export_dir, "colmap", "sparse", "0")
         return export_colmap_tracks(pred, folder, image_names(pred))
     k, w2c = cameras_for_points(pred, "colmap")
     points = build_points(pred, plain_conf_threshold(pred.conf, conf_thresh_percentile), k, w2c)
     to_orig = np.asarray(pred.proc_to_orig, dtype=np.float64)
     k_orig = to_orig @ k
     names = image_names(pred)
-    folder = os.path.join(export_dir, "colmap", "sparse", "0")
     n = len(k)
     counts = np.bincount(points.view, minlength=n)
     starts = np.concatenate([[0], np.cumsum(counts)])

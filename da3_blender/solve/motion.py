@@ -14,6 +14,8 @@ input pose (a nodal one: its input rotation, at the shot's centre).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import BadInputError
@@ -169,48 +171,64 @@ def _nodal_points(pred, rig: Rig, d: np.ndarray, tracks, centre: np.ndarray) -> 
     return centre + d * dist[:, None]
 
 
-def _free(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress):
+@dataclass
+class Candidate:
+    """One solve of the shot, in the prediction's frame and units."""
+
+    rig: Rig
+    points: np.ndarray
+    tracks: feat.TrackSet
+    held: list  # views that kept their input pose (rotation, for nodal)
+    rms_px: float
+
+
+def _free(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress) -> tuple[Candidate, bool]:
+    """The free solve, and whether a nodal one should be tried too (it failed to be sub-pixel or barely moves)."""
     rig, points, tracks, weak = _bundle(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
-    parallax = parallax_px(rig, points, tracks)
-    rms = float(np.sqrt(np.mean(residuals(rig, points, tracks)[0] ** 2)))
+    error = rms(residuals(rig, points, tracks)[0])
+    check_nodal = parallax_px(rig, points, tracks) < NODAL_CHECK_PX or not error <= NODAL_CHECK_RMS_PX
     rig, points = _restore_gauge(rig, points, rig_in)
     for v in weak:  # exactly their input pose (the gauge fit moved them by its rounding)
         rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
-    return rig, points, tracks, weak, parallax < NODAL_CHECK_PX or not rms <= NODAL_CHECK_RMS_PX
+    return Candidate(rig, points, tracks, weak, error), check_nodal
 
 
-def _nodal(pred, rig0, rig_in, tracks, camera_of_view, model, progress):
+def _nodal(pred, rig0, rig_in, tracks, camera_of_view, model, progress) -> Candidate:
     rig, d, tracks, weak = _bundle_nodal(rig0, rig_in, tracks, camera_of_view, model, progress)
+    error = rms(residuals(rig, d, tracks)[0])
     centre = rig_in.centres[0]  # view 0 keeps its pose: the whole shot turns about its centre
     points = _nodal_points(pred, rig, d, tracks, centre)
     rig.t = -np.einsum("nij,j->ni", rig.R, centre)
-    return rig, points, tracks, weak
+    return Candidate(rig, points, tracks, weak, error)
 
 
-def choose_motion(pycolmap, pred, rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, sizes, motion, progress):
-    """The solve for ``motion`` ("auto", "free" or "nodal"): (rig, points, tracks, held views, motion
-    used), in the prediction's frame and units."""
+def choose_motion(pycolmap, pred, rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, sizes, motion,
+                  progress) -> tuple[Candidate, str]:
+    """The solve for ``motion`` ("auto", "free" or "nodal") and the motion used."""
     free = nodal_solve = failure = None
+    check_nodal = motion == "nodal"
     if motion != "nodal":
         try:
-            free = _free(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
+            free, check_nodal = _free(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
         except BadInputError as exc:
             if motion == "free":
                 raise
-            failure = exc
-    if motion == "nodal" or (motion == "auto" and (free is None or free[4])):
+            failure, check_nodal = exc, True
+    if check_nodal and motion != "free":
         try:
             nodal_solve = _nodal(pred, rig0, rig_in, tracks, camera_of_view, model, progress)
         except BadInputError as exc:
             if free is None:
                 raise (failure or exc) from None
-    if nodal_solve is not None and (free is None or _nodal_wins(free[:3], nodal_solve[:3])):
-        return (*nodal_solve, "nodal")
-    return (*free[:4], "free")
+    if nodal_solve is not None and (free is None or _nodal_wins(free, nodal_solve)):
+        return nodal_solve, "nodal"
+    return free, "free"
 
 
-def _nodal_wins(free, nodal_solve) -> bool:
-    tr_f, tr_n = free[2], nodal_solve[2]
-    rms = [float(np.sqrt(np.mean(residuals(r, p, t)[0] ** 2))) for r, p, t in (free, nodal_solve)]
-    return (rms[1] <= NODAL_RMS_RATIO * rms[0] + NODAL_RMS_SLACK_PX
-            and len(tr_n.obs_view) >= NODAL_MIN_OBSERVATIONS * len(tr_f.obs_view))
+def _nodal_wins(free: Candidate, nodal_solve: Candidate) -> bool:
+    return (nodal_solve.rms_px <= NODAL_RMS_RATIO * free.rms_px + NODAL_RMS_SLACK_PX
+            and len(nodal_solve.tracks.obs_view) >= NODAL_MIN_OBSERVATIONS * len(free.tracks.obs_view))
+
+
+def rms(err: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(err * err))) if len(err) else float("nan")

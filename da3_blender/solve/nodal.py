@@ -160,8 +160,6 @@ def adjust(rig: Rig, d: np.ndarray, tracks: TrackSet, *, camera_of_view, radial:
            loss_scale=None) -> tuple[Rig, np.ndarray]:
     """Nodal bundle adjustment from ``rig`` (``t`` ignored: centre at the origin) and directions ``d``."""
     prob = _Problem(rig, tracks, camera_of_view, radial, {0, *held_views})
-    res, _ = prob.project(rig, d, False)
-    w, cost = _robust(np.sum(res * res, axis=1), loss_scale)
     lam = 1e-4
     for _ in range(MAX_ITERATIONS):
         res, _, j_cam, j_dir = prob.project(rig, d, True)

@@ -23,6 +23,7 @@ from ..tracks import Tracks
 from . import features as feat
 from .bundle import Rig, adjust, residuals
 from .motion import MIN_TRACKS, choose_motion, retriangulate
+from .motion import rms as _rms
 from .motion import report as _report
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,13 @@ def lens_for_refine(refine) -> str | None:
     return refine
 
 
+def check_motion(motion: str) -> str:
+    """``motion`` checked against options.REFINE_MOTIONS (the job's check says the same)."""
+    if motion not in MOTIONS:
+        raise BadInputError(f"unknown refine motion {motion!r}; use one of: {', '.join(MOTIONS)}")
+    return motion
+
+
 def require_pycolmap():
     try:
         import pycolmap  # noqa: PLC0415 (optional extra)
@@ -86,8 +94,7 @@ def input_rig(pred: Prediction) -> Rig:
 def _check(pred: Prediction, images, lens: str, motion: str) -> list:
     if lens not in LENS_MODELS:
         raise BadInputError(f"unknown lens model {lens!r} for refine; use one of: {', '.join(LENS_MODELS)}")
-    if motion not in MOTIONS:
-        raise BadInputError(f"unknown camera motion {motion!r} for refine; use one of: {', '.join(MOTIONS)}")
+    check_motion(motion)
     if pred.extrinsics is None or pred.intrinsics is None:
         raise BadInputError("this prediction has no cameras to refine (a model without camera poses, e.g. "
                             "DA3MONO/DA3METRIC); run a model that predicts cameras")
@@ -181,10 +188,6 @@ def _lens_setup(rig: Rig, sizes: np.ndarray, lens: str) -> tuple[Rig, np.ndarray
     return out, camera_of_view, "RADIAL" if lens == "radial" else "SIMPLE_PINHOLE"
 
 
-def _rms(err: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(err * err))) if len(err) else float("nan")
-
-
 def _per_view(err: np.ndarray, views: np.ndarray, n: int) -> list:
     sums = np.bincount(views, weights=err * err, minlength=n)
     counts = np.bincount(views, minlength=n)
@@ -235,8 +238,8 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     features = _features(pycolmap, frames, pred, progress)
     tracks = feat.strongest_tracks(_tracks(pycolmap, features, rig_in, progress), MAX_SOLVE_TRACKS)
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
-    rig, points, tracks, weak, used = choose_motion(pycolmap, pred, rig0, rig_in, tracks, camera_of_view, model,
-                                                    sizes, motion, progress)
+    chosen, used = choose_motion(pycolmap, pred, rig0, rig_in, tracks, camera_of_view, model, sizes, motion, progress)
+    rig, points, tracks, weak = chosen.rig, chosen.points, chosen.tracks, chosen.held
     colours = _track_colours(features, tracks)
     err_after, _ = residuals(rig, points, tracks)
     err_before = _measure_input(pycolmap, rig_in, tracks, sizes, points)
