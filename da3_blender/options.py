@@ -54,7 +54,7 @@ REF_VIEW_STRATEGIES = (
 )
 DEFAULT_REF_VIEW_STRATEGY = "saddle_balanced"
 
-COMPUTE_DTYPES = ("auto", "fp32", "bf16", "fp16")  # auto: fp32 on CPU, bf16 (fp16) autocast on CUDA
+COMPUTE_DTYPES = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on a CPU where native and faster, else fp32; bf16 (fp16) on CUDA; fp32 forces the old path
 DEFAULT_COMPUTE_DTYPE = "auto"
 
 # -- device ----------------------------------------------------------------------------------------
