@@ -9,7 +9,10 @@ the DA3-SMALL fixture against the same limits (``docs/precision.md`` defends the
   moved by +1 as the fixture recipe, so nothing is degenerate), the fixture's 2-view input; fp32 first,
   then the same model converted to bf16 in place (one copy of the weights in memory)::
 
-      python scripts/check_precision.py --configs da3-small-fixture da3-small da3-base da3-large
+      python scripts/check_precision.py --configs da3-small-fixture da3-small da3-base da3-large --autocast
+
+``--autocast`` also prints the error of the official GPU policy (bf16 autocast over fp32 weights, the
+backbone only, run on the CPU) for the random models: the yardstick the limits are set against.
 
 Errors (worst over views): depth relative error, max and 99th percentile over pixels; camera
 rotation (degrees); camera centre distance relative to the largest centre distance from view 0
@@ -30,8 +33,15 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "da3" / "fixtures" / "da3-small-random"
 CASES = ("single_000", "pair_000_010", "triple_robot_f030_f090_f150_posed")
 
-# The limits (docs/precision.md says why); tests/test_precision.py imports them.
-LIMITS = {"depth_rel_p99": 2e-3, "depth_rel_max": 1e-2, "rot_deg": 2.0, "centre_rel": 3e-2, "focal_rel": 3e-2}
+# The limits per model size (docs/precision.md says why: about twice the error of the official bf16
+# autocast policy on the same random-weight model); tests/test_precision.py checks DA3-SMALL's.
+LIMITS_BY_SIZE = {
+    "da3-small": {"depth_rel_max": 2e-3, "depth_rel_p99": 1e-3, "rot_deg": 2.0, "centre_rel": 2e-2, "focal_rel": 3e-2},
+    "da3-base": {"depth_rel_max": 8e-3, "depth_rel_p99": 5e-3, "rot_deg": 2.0, "centre_rel": 2e-2, "focal_rel": 7e-2},
+    "da3-large": {"depth_rel_max": 3e-2, "depth_rel_p99": 2e-2, "rot_deg": 6.0, "centre_rel": 3e-2, "focal_rel": 7e-2},
+}
+LIMITS_BY_SIZE["da3-giant"] = LIMITS_BY_SIZE["da3-large"]  # not measured here (see docs/precision.md)
+LIMITS = LIMITS_BY_SIZE["da3-small"]
 
 
 def rotation_deg(ra: np.ndarray, rb: np.ndarray) -> float:
@@ -57,8 +67,8 @@ def errors(ref: dict, got: dict) -> dict:
     return out
 
 
-def over_limits(errs: dict) -> list[str]:
-    return [f"{k} {v:.3g} > {LIMITS[k]:.3g}" for k, v in errs.items() if v > LIMITS[k]]
+def over_limits(errs: dict, limits: dict = LIMITS) -> list[str]:
+    return [f"{k} {v:.3g} > {limits[k]:.3g}" for k, v in errs.items() if v > limits[k]]
 
 
 def numpy_out(out: dict) -> dict:
@@ -100,7 +110,7 @@ def perturbed_model(name: str):
 
 def report(label: str, case: str, errs: dict) -> None:
     cols = " ".join(f"{k} {v:.2e}" for k, v in errs.items())
-    bad = over_limits(errs)
+    bad = over_limits(errs, LIMITS_BY_SIZE.get(label, LIMITS))
     print(f"{label:<18} {case:<34} {cols}  {'OVER: ' + ', '.join(bad) if bad else 'ok'}", flush=True)
 
 
@@ -121,7 +131,7 @@ def check_fixture() -> None:
         report("da3-small-fixture", f"{case} vs our fp32", errors(ours32, ours16))
 
 
-def check_random(name: str) -> None:
+def check_random(name: str, autocast: bool = False) -> None:
     import torch
 
     x, _, _ = fixture_case("pair_000_010")
@@ -129,6 +139,9 @@ def check_random(name: str) -> None:
     model = perturbed_model(name)
     with torch.inference_mode():
         ref = numpy_out(model(x))
+        if autocast:  # the official GPU policy (bf16 autocast, fp32 weights), computed on the CPU
+            auto = numpy_out(model.model(x, autocast_dtype=torch.bfloat16))
+            report(name, "pair_000_010 random, AUTOCAST", errors(ref, auto))
         got = numpy_out(model(x, compute_dtype="bf16"))  # converts the blocks in place
     report(name, f"pair_000_010 random ({time.perf_counter() - t0:.0f} s)", errors(ref, got))
 
@@ -137,17 +150,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=["da3-small-fixture", "da3-small", "da3-base", "da3-large"])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--autocast", action="store_true", help="random models: also the official bf16 autocast policy")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
     import torch
 
     torch.set_num_threads(args.threads)
-    print("limits: " + ", ".join(f"{k} {v:g}" for k, v in LIMITS.items()))
+    for size, limits in LIMITS_BY_SIZE.items():
+        print(f"limits {size}: " + ", ".join(f"{k} {v:g}" for k, v in limits.items()))
     for name in args.configs:
         if name == "da3-small-fixture":
             check_fixture()
         else:
-            check_random(name)
+            check_random(name, args.autocast)
     return 0
 
 
