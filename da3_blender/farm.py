@@ -15,8 +15,10 @@ One shot is a *plan folder* (``DIR``) that every worker sees (shared storage):
   panel's builders).
 
 Every output is written atomically (a temp file renamed into place), so a killed task leaves the
-previous file or none. Re-runs are safe: a plan of the same inputs, options and chunks keeps its id
-(``plan_id``, a hash; the exports and the .blend do not count), ``forward`` skips a chunk already
+previous file or none, and a task stopped by SIGTERM removes its temporary file. Re-runs are safe: a plan
+of the same inputs, options and chunks keeps its id (``plan_id``, a hash of them with each input's size
+and modification time, so re-rendered plates of the same names are a new plan; the exports and the
+.blend do not count), ``forward`` refuses inputs changed since the plan, ``forward`` skips a chunk already
 computed for this plan id (``force`` recomputes), ``align`` refuses chunks of another plan. Known camera poses and 3D Gaussians are not farm jobs (one line).
 """
 
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from . import options as opt
 from .errors import BadInputError, DA3Error
-from .files import open_atomic
+from .files import open_atomic, remove_stale_temp_files
 
 PLAN_FORMAT = "da3-farm-plan"
 PLAN_VERSION = 1
@@ -88,7 +90,7 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
                   "paths": [os.path.abspath(p) for p in source.source_paths],
                   "frame_numbers": [int(f) for f in source.frame_numbers],
                   "timestamps": [None if not math.isfinite(t) else float(t) for t in source.timestamps],
-                  "processed_size": list(hw)},
+                  "processed_size": list(hw), "stamps": input_stamps(source.source_paths)},
         "chunk_size": int(size), "chunk_overlap": int(overlap),
         "chunk_align": kwargs.get("chunk_align", opt.DEFAULT_CHUNK_ALIGN),
         "chunks": [{"index": k, "start": int(a), "end": int(b)} for k, (a, b) in enumerate(chunks)],
@@ -106,8 +108,31 @@ EXPORT_ONLY = ("output", "export_dir", "export_format")  # job fields that chang
 EXPORT_ONLY_OPTIONS = ("conf_thresh_percentile", "num_max_points", "show_cameras")
 
 
+def input_stamps(paths) -> dict:
+    """``{path: [size, mtime_ns]}`` of each input file: a plate re-rendered under the same name changes the plan id."""
+    stamps = {}
+    for path in dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths):
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise BadInputError(f"cannot read {path} ({exc.strerror or exc}): check the inputs") from None
+        stamps[path] = [int(st.st_size), int(st.st_mtime_ns)]
+    return stamps
+
+
+def _check_stamps(plan: dict, start: int, end: int) -> None:
+    """One line when an input of views ``start..end`` changed since the plan (its chunks would mix old and new)."""
+    stamps = plan["views"].get("stamps") or {}
+    paths = plan["views"]["paths"][start:end]
+    changed = [p for p in dict.fromkeys(paths) if p in stamps and input_stamps([p]).get(p) != stamps[p]]
+    if changed:
+        raise BadInputError(f"{changed[0]} changed since the shot was planned ({len(changed)} input"
+                            f"{'s' * (len(changed) != 1)}): run `da3 farm plan` again (the new plan recomputes every chunk)")
+
+
 def _plan_id(plan: dict) -> str:
-    """A hash of what the chunk results depend on: planning again with other exports keeps them valid."""
+    """A hash of what the chunk results depend on (the inputs' sizes and modification times included):
+    planning again with other exports keeps them valid."""
     job = {k: v for k, v in plan["job"].items() if k not in EXPORT_ONLY}
     job["options"] = {k: v for k, v in job["options"].items() if k not in EXPORT_ONLY_OPTIONS}
     return hashlib.sha256(json.dumps({**plan, "job": job}, sort_keys=True).encode()).hexdigest()[:16]
@@ -272,6 +297,7 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
     plan = read_plan(plan_dir)
     chunk = _chunk(plan, index)
     out = chunk_path(plan_dir, index)
+    remove_stale_temp_files(os.path.dirname(out))  # left by a task killed outright (SIGKILL); others' are recent
     if not force and _chunk_done(out, plan, index):
         return out, True
     job = plan["job"]
@@ -279,6 +305,7 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
         from .job import check_device
 
         check_device(device)
+    _check_stamps(plan, chunk["start"], chunk["end"])
     source = chunk_inputs(plan, chunk["start"], chunk["end"])
     if model is None:
         model = _load_model(job, device or job["device"], progress)
@@ -437,11 +464,16 @@ def build_shot(command: list[str]) -> None:
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     last = ""
-    for line in proc.stdout:
-        if line.strip():
-            last = line.strip()
-        if not line.startswith("farm-build: error: "):
-            sys.stdout.write(line)
+    try:
+        for line in proc.stdout:
+            if line.strip():
+                last = line.strip()
+            if not line.startswith("farm-build: error: "):
+                sys.stdout.write(line)
+    except BaseException:  # terminated (SIGTERM) or interrupted: Blender stops too
+        proc.terminate()
+        proc.wait()
+        raise
     code = proc.wait()
     if code:
         raise DA3Error(last.removeprefix("farm-build: error: ") if last else f"the build failed (exit status {code})")

@@ -77,10 +77,14 @@ def run(args, build_options=()) -> int:
     if step is None:
         raise BadInputError("choose a farm step: plan, forward, align, build or submit (see da3 farm --help)")
     args.build_options = list(build_options)
+    from .cancel import terminate_as_cancel
+
     printer = _quiet if getattr(args, "quiet", False) else ProgressPrinter()
     failed = True
     try:
-        code = {"plan": _plan, "forward": _forward, "align": _align, "build": _build, "submit": _submit}[step](args, printer)
+        with terminate_as_cancel(f"da3 farm {step}"):  # a killed task leaves no .tmp-* file
+            code = {"plan": _plan, "forward": _forward, "align": _align, "build": _build,
+                    "submit": _submit}[step](args, printer)
         failed = False
         return code
     finally:

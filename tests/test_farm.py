@@ -118,6 +118,72 @@ def test_reruns_are_safe_and_a_new_plan_refuses_old_chunks(frames, tmp_path):
         farm.forward_chunk(plan_dir, count, model=_model())
 
 
+def test_re_rendered_plates_are_a_new_plan(frames, tmp_path):
+    """Plates rendered again under the same names: the plan id changes (sizes, mtimes), no stale chunk is reused."""
+    import os
+    import shutil
+
+    shot = tmp_path / "room_shot"
+    shutil.copytree(frames, shot)
+    plan_dir = tmp_path / "plan"
+    plan = _plan(shot, plan_dir)
+    _run_chunks(plan_dir, 3, _model())
+    frame = shot / "frame010.png"
+    stamp = frame.stat()
+    frame.write_bytes(frame.read_bytes())  # the same name and bytes, written again (a re-render)
+    os.utime(frame, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(BadInputError, match=r"frame010.png changed since the shot was planned .*da3 farm plan"):
+        farm.forward_chunk(plan_dir, 1, model=_model(), force=True)  # the old plan refuses the changed input
+    replanned = _plan(shot, plan_dir)
+    assert replanned["plan_id"] != plan["plan_id"]
+    model = _model()
+    assert not any(skipped for _, skipped in _run_chunks(plan_dir, 3, model)) and len(model.calls) == 3  # all recomputed
+    assert _plan(shot, plan_dir)["plan_id"] == replanned["plan_id"]  # untouched inputs: the same id again
+
+
+SIGTERM_TASK = """
+import sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import test_farm
+from da3_blender import farm
+from da3_blender.cli import main
+
+farm._load_model = lambda job, device, progress: test_farm._model()
+def slow_save(fh, **arrays):  # the task is killed while it writes its chunk
+    fh.write(b"part of a chunk")
+    fh.flush()
+    open(sys.argv[3], "w").close()
+    time.sleep(60)
+np.savez_compressed = slow_save
+sys.exit(main(["farm", "forward", sys.argv[2], "--chunk", "0", "-q"]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is a POSIX signal")
+def test_a_task_stopped_by_sigterm_leaves_no_temp_file(frames, tmp_path):
+    import os
+    import signal
+    import time
+
+    plan_dir = tmp_path / "plan"
+    _plan(frames, plan_dir)
+    ready = tmp_path / "writing"
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_TASK, str(Path(__file__).parent), str(plan_dir), str(ready)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 120
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), proc.communicate(timeout=10)
+    assert list((plan_dir / "chunks").glob(".tmp-*"))  # the chunk is being written
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["da3: error: da3 farm forward was terminated (signal 15): its partial files "
+                                        "were removed; run it again"]
+    assert not list((plan_dir / "chunks").iterdir())  # no .tmp-*.npz, no chunk
+
+
 def test_plan_refuses_what_chunks_cannot_do(frames, tmp_path):
     with pytest.raises(BadInputError, match="chunk-overlap 1 or more"):
         _plan(frames, tmp_path / "a", chunk_overlap=0, chunk_align="se3")
