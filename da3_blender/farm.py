@@ -8,18 +8,18 @@ One shot is a *plan folder* (``DIR``) that every worker sees (shared storage):
   ``farm/openjd/da3-shot.yaml`` for this shot);
 * ``forward --chunk K``: one chunk's forward (``run_inference`` in one pass over the chunk's views,
   exactly what in-process streaming runs for that chunk) -> ``DIR/chunks/K.npz`` (result format);
-* ``align``: the chunks stitched in order by :class:`da3_blender.streaming.Stitcher`, as in-process
-  streaming stitches them -> ``DIR/result.npz`` (``prediction.load_result``, File > Import) and the
-  job's exports;
-* ``build``: ``result.npz`` into a .blend by headless Blender (``scripts/farm_build.py``, the
-  panel's builders).
+* ``align``: the chunks stitched in order as in-process streaming stitches them
+  (:class:`da3_blender.streaming.Stitcher`) -> ``DIR/result.npz`` (File > Import) and the exports;
+* ``solve``: the stitched shot's camera solve (:mod:`da3_blender.farm_solve`, as in-process ``--refine``;
+  chunks never solve) -> ``DIR/result.npz`` and the exports, which wait for it; a no-op without refine;
+* ``build``: ``result.npz`` into a .blend by headless Blender (``scripts/farm_build.py``).
 
-Every output is written atomically (a temp file renamed into place), so a killed task leaves the
-previous file or none, and a task stopped by SIGTERM removes its temporary file. Re-runs are safe: a plan
-of the same inputs, options and chunks keeps its id (``plan_id``, a hash of them with each input's size
-and modification time, so re-rendered plates of the same names are a new plan; the exports and the
-.blend do not count), ``forward`` refuses inputs changed since the plan, ``forward`` skips a chunk already
-computed for this plan id (``force`` recomputes), ``align`` refuses chunks of another plan. Known camera poses and 3D Gaussians are not farm jobs (one line).
+Outputs are written atomically (a temp file renamed into place): a killed task leaves the previous
+file or none (SIGTERM: its temp file removed). Re-runs are safe: a plan of the same inputs (each
+file's size and mtime count: re-rendered plates are a new plan), options and chunks keeps its id
+(``plan_id``; the exports and the .blend do not count), ``forward`` refuses inputs changed since the
+plan and skips a chunk already computed for this plan id (``force`` recomputes), ``align`` refuses
+chunks of another plan. Known camera poses and 3D Gaussians are not farm jobs (one line).
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
     size, overlap, chunks = chunking if chunking is not None else (n, 0, [(0, n)])
     if len(chunks) > 1 and overlap < 1:
         raise BadInputError("farm chunks are aligned on their shared views: give --chunk-overlap 1 or more")
+    if job["options"].get("refine") not in (None, False) and n < 2:
+        raise BadInputError(f"refining cameras needs at least 2 views (got {n}): give more frames, or plan without --refine")
     video = source.video
     shot = _shot_name(job["inputs"])
     plan = {
@@ -105,6 +107,7 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
 
 
 EXPORT_ONLY = ("output", "export_dir", "export_format")  # job fields that change no chunk's forward
+SOLVE_KEYS = ("refine", "refine_motion")  # the Solve step's options: a chunk's forward never solves
 EXPORT_ONLY_OPTIONS = ("conf_thresh_percentile", "num_max_points", "show_cameras")
 
 
@@ -309,7 +312,7 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
     source = chunk_inputs(plan, chunk["start"], chunk["end"])
     if model is None:
         model = _load_model(job, device or job["device"], progress)
-    kwargs = {k: v for k, v in inference_kwargs(job).items() if k not in STREAMING_KEYS}
+    kwargs = {k: v for k, v in inference_kwargs(job).items() if k not in (*STREAMING_KEYS, *SOLVE_KEYS)}
     pred = run_inference(model, source, progress=progress, exif_transpose=job["options"].get("exif_transpose", True),
                          **kwargs)
     save_result(out, pred, meta={"farm": {"plan_id": plan["plan_id"], "chunk": index, "start": chunk["start"],
@@ -389,31 +392,44 @@ def stitch(plan_dir, plan: dict | None = None, progress=None):
     return pred
 
 
+def refines(plan: dict) -> bool:
+    """True when the plan's job refines the cameras (the Solve step has work)."""
+    return plan["job"]["options"].get("refine") not in (None, False)
+
+
 def align_shot(plan_dir, progress=None) -> tuple[str, object]:
-    """Stitch the chunks, write the job's exports and ``DIR/result.npz``; returns ``(path, prediction)``."""
+    """Stitch the chunks, write the job's exports (unless the Solve step will) and ``DIR/result.npz``;
+    returns ``(path, prediction)``."""
     from .prediction import save_result
 
     progress = progress or _nothing
     plan = read_plan(plan_dir)
     pred = stitch(plan_dir, plan, progress)
-    job = plan["job"]
-    if job["export_dir"]:
-        from . import exports
-        from .files import make_folder
-
-        options = job["options"]
-        make_folder(job["export_dir"])
-        progress("export", 0.0, f"writing {job['export_format']} to {job['export_dir']}")
-        files = exports.export(
-            pred, export_format=job["export_format"], export_dir=job["export_dir"],
-            conf_thresh_percentile=options.get("conf_thresh_percentile", opt.DEFAULT_CONF_THRESH_PERCENTILE),
-            num_max_points=options.get("num_max_points", opt.DEFAULT_NUM_MAX_POINTS),
-            show_cameras=options.get("show_cameras", True), progress=lambda f: progress("export", float(f), ""),
-        )
-        pred.meta["exported_files"] = [os.fspath(f) for f in (files or [])]
-        progress("export", 1.0, f"{len(pred.meta['exported_files'])} files")
+    pred.meta["farm"]["solve"] = "pending" if refines(plan) else None  # da3 farm solve: the whole shot's solve
+    if not refines(plan):
+        export_shot(pred, plan["job"], progress)
     out = save_result(os.path.join(os.fspath(plan_dir), RESULT_FILE), pred)
     return out, pred
+
+
+def export_shot(pred, job: dict, progress) -> None:
+    """The job's exports of the shot (none without an export folder); their paths to ``meta["exported_files"]``."""
+    if not job["export_dir"]:
+        return
+    from . import exports
+    from .files import make_folder
+
+    options = job["options"]
+    make_folder(job["export_dir"])
+    progress("export", 0.0, f"writing {job['export_format']} to {job['export_dir']}")
+    files = exports.export(
+        pred, export_format=job["export_format"], export_dir=job["export_dir"],
+        conf_thresh_percentile=options.get("conf_thresh_percentile", opt.DEFAULT_CONF_THRESH_PERCENTILE),
+        num_max_points=options.get("num_max_points", opt.DEFAULT_NUM_MAX_POINTS),
+        show_cameras=options.get("show_cameras", True), progress=lambda f: progress("export", float(f), ""),
+    )
+    pred.meta["exported_files"] = [os.fspath(f) for f in (files or [])]
+    progress("export", 1.0, f"{len(pred.meta['exported_files'])} files")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -453,8 +469,12 @@ def build_command(plan_dir, output: str | None = None, blender: str | None = Non
 def _check_result(result: str, plan: dict, plan_dir) -> None:
     if not os.path.isfile(result):
         raise BadInputError(f"no {RESULT_FILE} in {plan_dir}: run `da3 farm align {plan_dir}` first")
-    if _farm_meta(result).get("plan_id") != plan["plan_id"]:
+    farm = _farm_meta(result)
+    if farm.get("plan_id") != plan["plan_id"]:
         raise BadInputError(f"{result} is not the result of this plan (planned again?): run `da3 farm align {plan_dir}`")
+    if farm.get("solve") == "pending":
+        raise BadInputError(f"the cameras of {result} are not solved yet (the plan refines them): run "
+                            f"`da3 farm solve {plan_dir}` first")
 
 
 def build_shot(command: list[str]) -> None:
