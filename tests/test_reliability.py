@@ -281,6 +281,49 @@ def test_a_re_export_leaves_no_frames_of_the_older_longer_sequence(tmp_path):
     assert len(second) == 3
 
 
+def test_a_failed_re_export_leaves_no_mixed_sequence_either(tmp_path, monkeypatch):
+    """R4 on failure: an export that stops after its 2nd picture (a full disk, a cancel) over an older
+    6-frame one leaves that export's 2 frames, not 2 new frames among 4 old ones."""
+    from da3_blender import exports
+    from da3_blender.errors import CancelledError
+    from da3_blender.exports import depth_vis
+    from da3_blender.prediction import Prediction
+
+    def pred(n, seed):
+        rng = np.random.default_rng(seed)
+        return Prediction(depth=rng.uniform(1, 2, (n, 14, 21)).astype(np.float32),
+                          processed_images=rng.integers(0, 255, (n, 14, 21, 3), dtype=np.uint8))
+
+    folder = tmp_path / "shot"
+    old = exports.export(pred(6, 1), "depth_vis-mini_npz", folder)
+    (folder / "depth_vis" / "notes.txt").write_text("mine")
+    real_image, made = depth_vis.depth_vis_image, []
+
+    def stop_at_the_third(p, i):
+        made.append(i)
+        if len(made) == 3:
+            raise CancelledError()
+        return real_image(p, i)
+
+    monkeypatch.setattr(depth_vis, "depth_vis_image", stop_at_the_third)
+    new = pred(6, 2)
+    with pytest.raises(CancelledError):
+        exports.export(new, "mini_npz-depth_vis", folder)
+    names = sorted(os.listdir(folder / "depth_vis"))
+    assert names == sorted([os.path.basename(p) for p in old[:2]] + ["notes.txt"]), names  # the new 2, no old frame
+    for name in names[:2]:  # they are the new export's pictures
+        assert (folder / "depth_vis" / name).read_bytes() == _png_bytes(real_image(new, int(name[:4])))
+    assert (folder / "exports" / "mini_npz" / "results.npz").is_file() and _temp_files(folder) == []
+
+
+def _png_bytes(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 # -- R5: a full local disk while a finished remote result comes back -------------------------------------
 @pytest.mark.slow
 def test_a_full_disk_during_download_keeps_the_remote_result_and_says_how_to_fetch_it(
