@@ -191,6 +191,40 @@ def test_cancel_during_model_load_and_save_ends_the_job_without_a_kill(tmp_path,
     assert time.monotonic() - t0 < 120
 
 
+def test_cancel_during_a_hub_download_answers_at_once(tmp_path, monkeypatch, soh_images):
+    """A Hugging Face download is a cancel point: the job ends as cancelled within a moment while the
+    stand-in download (blocking, as a large file on a slow link) is still running; no kill."""
+    import huggingface_hub
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_download(repo_id, filename, **kwargs):  # the hub download, held until the test lets it go
+        started.set()
+        release.wait(60)
+        raise OSError("the stand-in download was let go")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", slow_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no probe request: straight to the (stand-in) download
+    stream = _Stream()
+    worker = stream.worker = Worker(stream)
+    job = {"inputs": [str(p) for p in soh_images], "output": str(tmp_path / "r.npz"), "model": "depth-anything/DA3-SMALL",
+           "device": "cpu", "options": {"process_res": 70}}
+    stream.ended.clear()
+    worker.handle(encode(request("run", "j-hub", job=job)))
+    try:
+        assert started.wait(60), "the download never started"
+        t0 = time.monotonic()
+        worker.handle(encode(request("cancel", "c-hub", job="j-hub")))
+        assert stream.ended.wait(10), "the job did not end while its download ran"
+        waited = time.monotonic() - t0
+        end = next(e for e in stream.events if e.get("job") == "j-hub" and e["event"] in ("result", "error"))
+        assert end["event"] == "error" and end["kind"] == "cancelled", end
+        assert waited < 1.0 and not release.is_set()  # answered while the download still blocks
+        assert worker._job is None and worker.loads == 0 and not (tmp_path / "r.npz").exists()
+    finally:
+        release.set()
+
+
 class _DepthStandIn:
     """A stand-in network (run_inference's contract: forward, model_name, capabilities, device): depth only."""
 
