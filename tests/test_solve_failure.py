@@ -8,6 +8,7 @@ import builtins
 import importlib.util
 import json
 import logging
+import sys
 import types
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from da3_blender.errors import BadInputError, MissingDependencyError
 from da3_blender.inference import run_inference
 
 pytest.importorskip("pycolmap")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_extension import registered  # noqa: E402,F401  (the extension enabled on a scene of its own)
 
 _spec = importlib.util.spec_from_file_location("room_scene", Path(__file__).with_name("test_streaming.py"))
 room = importlib.util.module_from_spec(_spec)
@@ -149,3 +153,31 @@ def test_the_worker_reports_the_warning_with_its_result(tmp_path, monkeypatch):
     assert warning.startswith("the camera solve failed, the DA3 cameras are kept: the camera solve found")
     assert any(e.get("event") == "progress" and e.get("message") == f"warning: {warning}" for e in stream.events)
     assert load_result(tmp_path / "r.npz").meta["solve"]["failed"]
+
+
+def test_blender_builds_the_scene_and_reports_the_warning(registered, tmp_path):
+    """The operator's end of a run whose solve failed: the scene is built from the kept result, the summary
+    says the solve failed, and the warning is reported as a WARNING of its own (the panel shows it)."""
+    import types
+
+    from da3_for_blender.operators import reconstruct
+    from da3_for_blender.operators.run import Run
+    from da3_for_blender.scene.importer import ImportOptions
+
+    from da3_blender.inference import solve_warning
+    from da3_blender.prediction import save_result
+
+    pred = run_inference(room.RoomModel(N), room.frame_images(N), process_res=room.W, refine=True)
+    path = save_result(tmp_path / "r.npz", pred)
+    warning = solve_warning(pred.meta)
+    run = Run.__new__(Run)  # a run whose job ended with this result event
+    run.outcome, run.output = "result", str(path)
+    run.event = {"event": "result", "path": str(path), "summary": {"views": N, "size": [room.H, room.W],
+                                                                    "warnings": [warning]}}
+    run.options, run.keep_results, run.cancel_requested, run.name = ImportOptions(), True, False, "x"
+    reports = []
+    op = types.SimpleNamespace(_run=run, report=lambda kind, text: reports.append((kind, text)))
+    assert reconstruct.DA3_OT_reconstruct._finish(op, registered) == {"FINISHED"}
+    rt = registered.window_manager.da3_runtime
+    assert reports[0][0] == {"INFO"} and "camera solve failed, DA3 cameras kept: the camera solve found" in reports[0][1]
+    assert reports[1] == ({"WARNING"}, warning) and rt.warning == warning and not rt.error
