@@ -301,6 +301,7 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
     chunk = _chunk(plan, index)
     out = chunk_path(plan_dir, index)
     remove_stale_temp_files(os.path.dirname(out))  # left by a task killed outright (SIGKILL); others' are recent
+    _check_stamps(plan, chunk["start"], chunk["end"])
     if not force and _chunk_done(out, plan, index):
         return out, True
     job = plan["job"]
@@ -308,7 +309,6 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
         from .job import check_device
 
         check_device(device)
-    _check_stamps(plan, chunk["start"], chunk["end"])
     source = chunk_inputs(plan, chunk["start"], chunk["end"])
     if model is None:
         model = _load_model(job, device or job["device"], progress)
@@ -359,6 +359,7 @@ def stitch(plan_dir, plan: dict | None = None, progress=None):
 
     progress = progress or _nothing
     plan = plan or read_plan(plan_dir)
+    _check_stamps(plan, 0, plan["views"]["count"])
     chunks = plan["chunks"]
     missing = [c["index"] for c in chunks if not os.path.isfile(chunk_path(plan_dir, c["index"]))]
     if missing:

@@ -156,8 +156,9 @@ def test_re_rendered_plates_are_a_new_plan(frames, tmp_path):
     stamp = frame.stat()
     frame.write_bytes(frame.read_bytes())  # the same name and bytes, written again (a re-render)
     os.utime(frame, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
-    with pytest.raises(BadInputError, match=r"frame010.png changed since the shot was planned .*da3 farm plan"):
-        farm.forward_chunk(plan_dir, 1, model=_model(), force=True)  # the old plan refuses the changed input
+    for step in (lambda: farm.forward_chunk(plan_dir, 1, model=_model()), lambda: farm.align_shot(plan_dir)):
+        with pytest.raises(BadInputError, match=r"frame010.png changed since the shot was planned .*da3 farm plan"):
+            step()  # the old plan refuses the changed input, also where its chunk was done
     replanned = _plan(shot, plan_dir)
     assert replanned["plan_id"] != plan["plan_id"]
     model = _model()
