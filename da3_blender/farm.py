@@ -134,8 +134,7 @@ def _check_stamps(plan: dict, start: int, end: int) -> None:
 
 
 def _plan_id(plan: dict) -> str:
-    """A hash of what the chunk results depend on (the inputs' sizes and modification times included):
-    planning again with other exports keeps them valid."""
+    """A hash of what the chunk results depend on (input stamps too): other exports keep them valid."""
     job = {k: v for k, v in plan["job"].items() if k not in EXPORT_ONLY}
     job["options"] = {k: v for k, v in job["options"].items() if k not in EXPORT_ONLY_OPTIONS}
     return hashlib.sha256(json.dumps({**plan, "job": job}, sort_keys=True).encode()).hexdigest()[:16]
@@ -399,8 +398,7 @@ def refines(plan: dict) -> bool:
 
 
 def align_shot(plan_dir, progress=None) -> tuple[str, object]:
-    """Stitch the chunks, write the job's exports (unless the Solve step will) and ``DIR/result.npz``;
-    returns ``(path, prediction)``."""
+    """Stitch the chunks, write the exports (unless Solve will) and ``DIR/result.npz`` -> ``(path, prediction)``."""
     from .prediction import save_result
 
     progress = progress or _nothing
