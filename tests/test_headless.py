@@ -145,4 +145,4 @@ def test_a_failed_camera_solve_builds_the_scene_with_one_warning(fixture_dir, tm
     assert proc.returncode == 0, proc.stdout + proc.stderr
     warnings = [line for line in proc.stdout.splitlines() if line.startswith("reconstruct: warning: ")]
     assert len(warnings) == 1 and "the camera solve failed, the DA3 cameras are kept" in warnings[0], proc.stdout
-    assert out.is_file() and sum(kind == "CAMERA" for kind in _blend_contents(out).values()) == 3
+    assert out.is_file() and sum(kind == "CAMERA" for kind in _blend_contents(out).values()) == 1  # a 3-frame shot
