@@ -12,13 +12,13 @@ the first task (or one after a model change) pays the load.
 from __future__ import annotations
 
 import collections
-import json
+import copy
 import logging
 import os
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import DA3Error
@@ -57,10 +57,12 @@ class Task:
     kind: str | None = None
     cancel_asked: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        job = data.pop("job")
-        data.pop("cancel_asked")
+    def to_dict(self, details: bool = True) -> dict[str, Any]:
+        """The task's fields; ``details`` False leaves out its ``request`` (up to --max-body of matrices:
+        ``/tasks`` lists summaries, ``/task/{id}`` gives the whole task)."""
+        skip = ("job", "cancel_asked") if details else ("job", "cancel_asked", "request")
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
+        job = self.job
         first = job["inputs"][0] if job["inputs"] else None
         data.update(export_dir=job["export_dir"], export_format=job["export_format"], num_images=len(job["inputs"]),
                     process_res_method=job["options"].get("process_res_method") or DEFAULT_PROCESS_RES_METHOD,
@@ -116,9 +118,12 @@ class TaskQueue:
             return self.tasks.get(task_id)
 
     def cancel(self, task_id: str) -> str:
-        """Cancel a pending or running task, or forget a finished one; returns what was done."""
+        """Cancel a pending or running task, or forget a finished one; returns what was done, or None
+        for a task this queue does not have (never had, or already forgotten by another request)."""
         with self.cond:
-            task = self.tasks[task_id]
+            task = self.tasks.get(task_id)
+            if task is None:
+                return None
             if task.status == "pending":
                 self.pending.remove(task_id)
                 self._finish(task, "cancelled", "cancelled before it started", "cancelled")
@@ -151,7 +156,7 @@ class TaskQueue:
 
     def list(self) -> dict[str, Any]:
         with self.cond:
-            tasks = [t.to_dict() for t in self.tasks.values()]
+            tasks = [t.to_dict(details=False) for t in self.tasks.values()]
         active = [t for t in tasks if t["status"] in ("pending", "running")]
         done = [t for t in tasks if t["status"] in FINISHED]
         return {"tasks": tasks, "active_tasks": active, "completed_tasks": done,
@@ -227,11 +232,11 @@ class TaskQueue:
 
 def _exported_files(result_path: str) -> list[str]:
     """The exported files a result file records (its ``meta_json``)."""
-    import numpy as np
+    from ..errors import ResultFormatError
+    from ..prediction import read_meta
 
     try:
-        with np.load(result_path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta_json"]))
-    except (OSError, KeyError, ValueError):
+        files = read_meta(result_path).get("exported_files") or []
+    except ResultFormatError:
         return []
-    return [str(f) for f in meta.get("exported_files", [])]
+    return [str(f) for f in files] if isinstance(files, list) else []
