@@ -88,7 +88,8 @@ def exchange(srv, data: bytes, wait: float = 5.0) -> tuple[list[int], bool]:
         pass
     finally:
         sock.close()
-    return [int(line.split()[1]) for line in got.split(b"\r\n") if line.startswith(b"HTTP/1.")], closed
+    statuses = [int(line.split()[1]) for line in got.split(b"\n") if line.startswith(b"HTTP/1.")]  # a JSON body ends in "\\n"
+    return statuses, closed
 
 
 def request(srv, method: str, path: str, body: bytes = b"", **headers) -> bytes:

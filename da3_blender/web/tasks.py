@@ -193,8 +193,11 @@ class TaskQueue:
                 if final is None:
                     self._finish(task, "failed", "the worker gave no answer", "internal")
                 elif final.get("event") == "result":
-                    task.files = _exported_files(output)
-                    task.summary = final.get("summary")
+                    meta = _result_meta(output)
+                    files = meta.get("exported_files")
+                    task.files = [str(f) for f in files] if isinstance(files, list) else []
+                    task.summary = {**(final.get("summary") or {}), "video": meta.get("video")}  # the shot, as a
+                    # direct run's summary has it (the CLI prints its frames and rate)
                     n, secs = len(task.job["inputs"]), (task.summary or {}).get("seconds", 0)
                     self._finish(task, "completed", f"completed in {secs:.2f}s ({n} input{'s' * (n != 1)}, "
                                                     f"{len(task.files)} files)", None)
@@ -230,13 +233,12 @@ class TaskQueue:
             del self.tasks[task_id]
 
 
-def _exported_files(result_path: str) -> list[str]:
-    """The exported files a result file records (its ``meta_json``)."""
+def _result_meta(result_path: str) -> dict[str, Any]:
+    """The metadata of a result file ({} if it cannot be read)."""
     from ..errors import ResultFormatError
     from ..prediction import read_meta
 
     try:
-        files = read_meta(result_path).get("exported_files") or []
+        return read_meta(result_path)
     except ResultFormatError:
-        return []
-    return [str(f) for f in files] if isinstance(files, list) else []
+        return {}
