@@ -88,7 +88,7 @@ def exchange(srv, data: bytes, wait: float = 5.0) -> tuple[list[int], bool]:
         pass
     finally:
         sock.close()
-    statuses = [int(line.split()[1]) for line in got.split(b"\n") if line.startswith(b"HTTP/1.")]  # a JSON body ends in "\\n"
+    statuses = [int(line.split()[1]) for line in got.split(b"\n") if line.startswith(b"HTTP/1.")]  # each JSON body ends in a newline
     return statuses, closed
 
 

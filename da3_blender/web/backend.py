@@ -3,15 +3,17 @@
     POST   /inference        official InferenceRequest body -> {success, message, task_id, export_dir, export_format}
     GET    /task/{id}        the task (official TaskStatus fields + stage, files, summary, kind)
     DELETE /task/{id}        cancel a pending/running task; forget a finished one
-    GET    /tasks            all tasks (tasks, active_tasks, completed_tasks, active_count, total_count)
+    GET    /tasks            every task's summary, without its request (tasks, active_tasks, completed_tasks,
+                             active_count, total_count); the whole task is at /task/{id}
     GET    /status           model_loaded, model_dir, device, load_time, uptime, model_loads, queue
     GET    /  /dashboard     the home page and a dashboard of the tasks (polls /tasks)
     GET    /gallery/...      the result gallery (:mod:`.gallery`)
 
 Jobs run one at a time, in order, in our worker process (the same one Blender uses), which keeps
-the model loaded between tasks. Security (:mod:`.security`): loopback only unless
-``--allow-remote`` (then a bearer token), request paths only under ``--allow-root`` folders,
-``--max-body`` and ``--max-images`` limits, one-line JSON errors.
+the model loaded between tasks. Security (:mod:`.security`, docs/backend-security.md): loopback
+only unless ``--allow-remote`` (then a bearer token), no state change from another site's page,
+request paths only under ``--allow-root`` folders, ``--max-body`` and ``--max-images`` limits,
+one-line JSON errors.
 """
 
 from __future__ import annotations
