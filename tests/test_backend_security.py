@@ -230,14 +230,16 @@ def test_a_port_in_use_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, c
     port = busy.getsockname()[1]
     try:
         for argv in (["backend", "--model", MODEL, "--device", "cpu", "--gallery-dir", str(tmp_path / "g")],
-                     ["gallery", "--gallery-dir", str(tmp_path)]):
+                     ["gallery", "--gallery-dir", str(tmp_path)],
+                     ["gradio", "--model", MODEL, "--device", "cpu", "--workspace-dir", str(tmp_path / "w"),
+                      "--gallery-dir", str(tmp_path / "g")]):
             code = main([*argv, "--port", str(port)])
             err = capsys.readouterr().err.strip()
             assert code == 2 and "\n" not in err and str(port) in err and "--port" in err, err
             assert "internal error" not in err
     finally:
         busy.close()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("da3-backend-")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("da3-backend-")] and not (tmp_path / "w").exists()
     srv = make_server(MODEL, device="cpu", port=0, allow_roots=[str(tmp_path)])  # its own temporary folder
     (work,) = [p for p in tmp_path.iterdir() if p.name.startswith("da3-backend-")]
     srv.server_close()
@@ -327,6 +329,16 @@ def test_one_file_of_a_sequence_is_a_still_unless_the_request_asks_for_a_shot(ro
     (root / "plate" / "plate.0004.png").symlink_to(outside)
     with pytest.raises(AccessError, match="outside"):
         job(shot={"mode": "auto"})
+
+
+def test_a_frame_number_is_ascii_digits(tmp_path):
+    from da3_blender.inputs import natural_key
+    from da3_blender.sequences import find_sequence
+
+    for name in ("plate.1.png", "plate.2.png", "plate.\u00b2.png", "\u00b2"):  # "²".isdigit() is True, int("²") fails
+        png(tmp_path / name) if name.endswith(".png") else (tmp_path / name).write_text("")
+    assert find_sequence(str(tmp_path / "plate.%d.png")).numbers == [1, 2]
+    assert sorted(["b", "\u00b2", "a10", "a9"], key=natural_key)[:2] == ["a9", "a10"]
 
 
 def test_use_backend_sends_the_shot(root):

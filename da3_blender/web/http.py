@@ -87,6 +87,17 @@ def bind_error(host: str, port: int, exc: OSError) -> DA3Error:
     return BadInputError(f"cannot listen on {host} port {port} ({exc.strerror or exc}): check --host and --port")
 
 
+def check_port_free(host: str, port: int) -> None:
+    """:func:`bind_error` now for a server another library binds later (``da3 gradio``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise bind_error(host, port, exc) from None
+
+
 Route = tuple[str, "re.Pattern[str]", Callable[..., None]]
 
 
