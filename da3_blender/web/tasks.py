@@ -189,15 +189,14 @@ class TaskQueue:
         job_id = self.client.submit({**task.job, "output": output}, job_id=task.task_id)
         final = self.client.wait_job(job_id, TASK_TIMEOUT, on_event=lambda e: self._event(task, e))
         try:
+            done = final is not None and final.get("event") == "result"
+            files, video = _files_and_shot(output) if done else ([], None)  # read outside the lock
             with self.cond:
                 if final is None:
                     self._finish(task, "failed", "the worker gave no answer", "internal")
-                elif final.get("event") == "result":
-                    meta = _result_meta(output)
-                    files = meta.get("exported_files")
-                    task.files = [str(f) for f in files] if isinstance(files, list) else []
-                    task.summary = {**(final.get("summary") or {}), "video": meta.get("video")}  # the shot, as a
-                    # direct run's summary has it (the CLI prints its frames and rate)
+                elif done:
+                    task.files = files
+                    task.summary = {**(final.get("summary") or {}), "video": video}
                     n, secs = len(task.job["inputs"]), (task.summary or {}).get("seconds", 0)
                     self._finish(task, "completed", f"completed in {secs:.2f}s ({n} input{'s' * (n != 1)}, "
                                                     f"{len(task.files)} files)", None)
@@ -233,12 +232,16 @@ class TaskQueue:
             del self.tasks[task_id]
 
 
-def _result_meta(result_path: str) -> dict[str, Any]:
-    """The metadata of a result file ({} if it cannot be read)."""
+def _files_and_shot(result_path: str) -> tuple[list[str], dict[str, Any] | None]:
+    """The exported files a result file records and its shot (``meta["video"]``, as a direct run's
+    summary has it, less the list of missing frames: up to 10,000, its text stays); ([], None) if unreadable."""
     from ..errors import ResultFormatError
     from ..prediction import read_meta
 
     try:
-        return read_meta(result_path)
+        meta = read_meta(result_path)
     except ResultFormatError:
-        return {}
+        return [], None
+    files, video = meta.get("exported_files"), meta.get("video")
+    return ([str(f) for f in files] if isinstance(files, list) else [],
+            {k: v for k, v in video.items() if k != "missing"} if isinstance(video, dict) else None)
