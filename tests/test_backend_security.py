@@ -355,3 +355,31 @@ def test_use_backend_sends_the_shot(root):
     args = build_parser().parse_args(["image", frame, "--export-dir", str(root / "o")])
     body = request_body(job_from_args(args), [frame])
     assert body["image_paths"] == [frame] and body["shot"]["mode"] == "stills"
+
+
+# -- one reader of a result's metadata -------------------------------------------------------------------------
+
+
+def test_one_reader_of_a_results_metadata(tmp_path):
+    """``prediction.read_meta`` (the check ``load_result`` makes) is what the backend's task queue and the
+    farm read a result's ``meta_json`` with."""
+    from da3_blender import farm
+    from da3_blender.errors import ResultFormatError
+    from da3_blender.prediction import RESULT_FORMAT, RESULT_VERSION, read_meta
+    from da3_blender.web.tasks import _files_and_shot
+
+    meta = {"format": RESULT_FORMAT, "version": RESULT_VERSION, "exported_files": ["/x/scene.glb"],
+            "farm": {"plan_id": "p", "chunk": 3}, "video": {"rate": [25, 1], "missing": [5, 6], "missing_text": "5-6"}}
+    good = tmp_path / "good.npz"
+    np.savez(good, depth=np.zeros((1, 2, 2), np.float32), meta_json=np.asarray(json.dumps(meta)))
+    assert read_meta(good) == meta
+    assert _files_and_shot(str(good)) == (["/x/scene.glb"], {"rate": [25, 1], "missing_text": "5-6"})
+    assert farm._farm_meta(str(good)) == {"plan_id": "p", "chunk": 3}
+    newer = tmp_path / "newer.npz"
+    np.savez(newer, meta_json=np.asarray(json.dumps({**meta, "version": RESULT_VERSION + 1})))
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"PK\x03\x04 not a zip")
+    for bad in (newer, garbage):
+        with pytest.raises(ResultFormatError):
+            read_meta(bad)
+        assert _files_and_shot(str(bad)) == ([], None) and farm._farm_meta(str(bad)) == {}
