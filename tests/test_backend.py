@@ -360,6 +360,7 @@ def answers_until_closed(server, data: bytes) -> list[int]:
     """The status of every answer the server sends on one connection (read until it closes, or 5 s)."""
     sock = socket.create_connection(server.server_address[:2], timeout=5)
     sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)  # all sent: a server that reads on finds the hidden request, then the end
     got = b""
     try:
         while chunk := sock.recv(65536):
