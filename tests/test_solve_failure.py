@@ -181,3 +181,31 @@ def test_blender_builds_the_scene_and_reports_the_warning(registered, tmp_path):
     rt = registered.window_manager.da3_runtime
     assert reports[0][0] == {"INFO"} and "camera solve failed, DA3 cameras kept: the camera solve found" in reports[0][1]
     assert reports[1] == ({"WARNING"}, warning) and rt.warning == warning and not rt.error
+
+
+def test_use_backend_logs_the_warning_of_the_backends_task(monkeypatch, caplog):
+    """``--use-backend``: the finished task's summary carries the worker's warnings; the CLI logs each once."""
+    from da3_blender.job import build_job
+    from da3_blender.web import client
+
+    warning = "the camera solve failed, the DA3 cameras are kept: the camera solve found 0 feature tracks"
+
+    class Backend:  # the backend's answers, as BackendClient returns them
+        def __init__(self, url):
+            self.url = url
+
+        def status(self):
+            return {}
+
+        def submit(self, body):
+            return "t1"
+
+        def wait(self, task_id, progress=None):
+            return {"task_id": task_id, "summary": {"views": 4, "warnings": [warning]}, "files": []}
+
+    monkeypatch.setattr(client, "BackendClient", Backend)
+    with caplog.at_level(logging.WARNING, logger="da3_blender"):
+        spec = build_job(["a.png", "b.png"], options={"refine": True}, export_dir="out", export_format="glb")
+        task = client.run_on_backend("http://127.0.0.1:8008", spec, spec["inputs"])
+    assert task["summary"]["views"] == 4
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [warning]
