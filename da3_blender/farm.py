@@ -36,7 +36,7 @@ from .errors import BadInputError, DA3Error
 from .files import open_atomic, remove_stale_temp_files
 
 PLAN_FORMAT = "da3-farm-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: input stamps in the plan id, chunks never solve (the Solve step does)
 PLAN_FILE = "plan.json"
 PARAMS_FILE = "openjd-params.json"
 RESULT_FILE = "result.npz"
