@@ -89,6 +89,8 @@ EXPORT_FORMATS = (
     ("exr", "EXR depth passes", "One OpenEXR per view: Z, confidence, sky, camera in the header (needs OpenEXR)"),
     # i10: 3D Gaussians (DA3-GIANT / NESTED only; turns on infer_gs)
     ("gs_ply", "3D Gaussians (.ply)", "3D Gaussian splats as a 3DGS PLY (Giant/Nested models only)"),
+    # i28: into comp (docs/comp.md)
+    ("stmap", "STMaps (lens)", "Undistort/redistort STMaps as float EXR and lens.json with the overscan camera (needs OpenEXR)"),
 )
 EXPORT_FORMAT_NAMES = tuple(f[0] for f in EXPORT_FORMATS)
 DEFAULT_EXPORT_FORMAT = "glb"  # CLI default
@@ -109,10 +111,21 @@ DEFAULT_EXR_PLATE_FILTER = "nearest"
 DEFAULT_EXR_HALF = False  # float32 channels; half (float16) on request
 EXR_OPTION_KEYS = ("exr_resolution", "exr_half", "exr_plate_filter")  # job options -> exports.export keywords
 
+# -- usd stage (exports/usd.py) ----------------------------------------------------------------------
+USD_FILE_FORMATS = (
+    ("usda", "Text (.usda)", "Readable text layer (usd/shot.usda)"),
+    ("usdc", "Binary (.usdc)", "Crate binary layer: smaller, faster to load (usd/shot.usdc)"),
+)
+DEFAULT_USD_FILE_FORMAT = "usda"
+
 # -- camera exchange (scene/exchange.py): (id, label, description, file extension) --------------------
 CAMERA_EXPORT_FORMATS = (
     ("ABC", "Alembic (.abc)", "Exact motion; lens on every frame (Blender's own importer reads it once)", ".abc"),
     ("FBX", "FBX (.fbx)", "Motion and focal length keyed on every frame", ".fbx"),
+    # i28: into comp (scene/comp_export.py)
+    ("NK", "Nuke script (.nk)", "A Camera2 node keyed on every frame, with the plate and lens nodes", ".nk"),
+    ("CHAN", "Nuke .chan (.chan)", "frame tx ty tz rx ry rz vfov on every frame (rotation order ZXY)", ".chan"),
+    ("USD", "USD (.usd)", "Blender's own USD exporter: the cameras over the frame range", ".usd"),
 )
 CAMERA_EXPORT_EXTENSIONS = tuple(f[3] for f in CAMERA_EXPORT_FORMATS)
 

@@ -16,6 +16,8 @@ format         file(s)                                            needs
 ``exr``        ``exr/depth.NNNN.exr`` (``exr_plate/`` at plate     depth; the OpenEXR package (optional)
                resolution), NNNN = scene frame number or index
 ``gs_ply``     ``gs_ply/0000.ply``                                Gaussians (``infer_gs``, giant models)
+``stmap``      ``stmap/{undistort,redistort}[.NNNN].exr``,        intrinsics; OpenEXR (see docs/comp.md)
+               ``stmap/lens.json``
 =============  =================================================  =======================================
 
 Point exports lift pixels at their centres (K in pixel-edge coordinates), deliberately fixing the
@@ -43,6 +45,7 @@ from .gs_ply import check_gs_input, export_gs_ply
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
+from .stmap import export_stmap, stmap_plan
 
 FORMATS = EXPORT_FORMAT_NAMES  # names and descriptions live in options.EXPORT_FORMATS; the writers below
 POINT_FORMATS = ("glb", "ply", "colmap")
@@ -90,6 +93,9 @@ def export(
         check_gs_input(prediction)
         if int(gs_views_interval) < 1:
             raise BadInputError(f"gs_views_interval must be at least 1, got {gs_views_interval}")
+    if "stmap" in formats:
+        check_exr_options()  # OpenEXR installed
+        stmap_plan(prediction)  # intrinsics; a lens that has an undistorted frame
     for fmt in formats:
         if fmt in POINT_FORMATS:
             cameras_for_points(prediction, fmt)  # raises with the model to use
@@ -143,6 +149,7 @@ _WRITERS: dict[str, Callable[[Prediction, str, dict], list[str]]] = {
     "exr": lambda p, d, s: export_exr(p, d, half=s["exr_half"], resolution=s["exr_resolution"],
                                       plate_filter=s["exr_plate_filter"]),
     "gs_ply": lambda p, d, s: export_gs_ply(p, d, views_interval=s["gs_views_interval"]),
+    "stmap": lambda p, d, s: export_stmap(p, d),
 }
 
 __all__ = ["FORMATS", "export", "parse_formats", "read_colmap_text"]
