@@ -91,6 +91,7 @@ EXPORT_FORMATS = (
     ("gs_ply", "3D Gaussians (.ply)", "3D Gaussian splats as a 3DGS PLY (Giant/Nested models only)"),
     # i28: into comp (docs/comp.md)
     ("stmap", "STMaps (lens)", "Undistort/redistort STMaps as float EXR and lens.json with the overscan camera (needs OpenEXR)"),
+    ("nuke", "Nuke script + .chan", "The camera as a Nuke script (Camera2, plate Read, STMap lens nodes) and a .chan file"),
 )
 EXPORT_FORMAT_NAMES = tuple(f[0] for f in EXPORT_FORMATS)
 DEFAULT_EXPORT_FORMAT = "glb"  # CLI default
@@ -123,11 +124,12 @@ CAMERA_EXPORT_FORMATS = (
     ("ABC", "Alembic (.abc)", "Exact motion; lens on every frame (Blender's own importer reads it once)", ".abc"),
     ("FBX", "FBX (.fbx)", "Motion and focal length keyed on every frame", ".fbx"),
     # i28: into comp (scene/comp_export.py)
-    ("NK", "Nuke script (.nk)", "A Camera2 node keyed on every frame, with the plate and lens nodes", ".nk"),
-    ("CHAN", "Nuke .chan (.chan)", "frame tx ty tz rx ry rz vfov on every frame (rotation order ZXY)", ".chan"),
     ("USD", "USD (.usd)", "Blender's own USD exporter: the cameras over the frame range", ".usd"),
+    ("NK", "Nuke script (.nk)", "A Camera2 node keyed on every frame and a Read of the footage", ".nk"),
+    ("CHAN", "Nuke .chan (.chan)", "frame tx ty tz rx ry rz vfov on every frame (rotation order ZXY)", ".chan"),
 )
 CAMERA_EXPORT_EXTENSIONS = tuple(f[3] for f in CAMERA_EXPORT_FORMATS)
+CAMERA_EXPORT_KINDS = ", ".join(f[1] for f in CAMERA_EXPORT_FORMATS)  # "Alembic (.abc), FBX (.fbx), ..."
 
 # -- streaming (long shots: chunks aligned to each other) -------------------------------------------
 CHUNK_ALIGN_CHOICES = (

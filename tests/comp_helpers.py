@@ -40,7 +40,9 @@ def shot(n: int = 5, distortion=(K1, K2), zoom: bool = False, size=(PLATE_W, PLA
                       "rate": [24000, 1001], "fps": 24000 / 1001, "frame_range": [FIRST, FIRST + n - 1],
                       "width": w, "height": h}}
     if distortion is not None:
-        meta["solve"] = {"lens": "radial", "distortion": {"model": "radial", "k1": distortion[0], "k2": distortion[1]}}
+        meta["solve"] = {"lens": "radial", "motion": "free", "rms_px": 0.4, "rms_px_before": 2.0, "tracks": 0,
+                         "per_view_rms_px": [0.4] * n, "per_view_rms_px_before": [2.0] * n, "reason": None,
+                         "distortion": {"model": "radial", "k1": distortion[0], "k2": distortion[1]}}
     return Prediction(
         depth=rng.uniform(2.0, 6.0, (n, PROC_H, PROC_W)).astype(np.float32),
         processed_images=rng.integers(0, 255, (n, PROC_H, PROC_W, 3), dtype=np.uint8),

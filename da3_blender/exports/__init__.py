@@ -18,6 +18,7 @@ format         file(s)                                            needs
 ``gs_ply``     ``gs_ply/0000.ply``                                Gaussians (``infer_gs``, giant models)
 ``stmap``      ``stmap/{undistort,redistort}[.NNNN].exr``,        intrinsics; OpenEXR (see docs/comp.md)
                ``stmap/lens.json``
+``nuke``       ``nuke/shot.nk``, ``nuke/camera.chan``             cameras (and ``stmap`` with a lens)
 =============  =================================================  =======================================
 
 Point exports lift pixels at their centres (K in pixel-edge coordinates), deliberately fixing the
@@ -45,6 +46,8 @@ from .gs_ply import check_gs_input, export_gs_ply
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
+from .nuke import export_nuke
+from .shot_camera import shot_camera
 from .stmap import export_stmap, stmap_plan
 
 FORMATS = EXPORT_FORMAT_NAMES  # names and descriptions live in options.EXPORT_FORMATS; the writers below
@@ -93,6 +96,10 @@ def export(
         check_gs_input(prediction)
         if int(gs_views_interval) < 1:
             raise BadInputError(f"gs_views_interval must be at least 1, got {gs_views_interval}")
+    if "nuke" in formats:
+        shot_camera(prediction, "nuke")  # cameras, one plate size
+        if "stmap" not in formats and stmap_plan(prediction)[0][0].has_distortion:
+            formats.insert(formats.index("nuke"), "stmap")  # the script's lens nodes read the maps
     if "stmap" in formats:
         check_exr_options()  # OpenEXR installed
         stmap_plan(prediction)  # intrinsics; a lens that has an undistorted frame
@@ -150,6 +157,7 @@ _WRITERS: dict[str, Callable[[Prediction, str, dict], list[str]]] = {
                                       plate_filter=s["exr_plate_filter"]),
     "gs_ply": lambda p, d, s: export_gs_ply(p, d, views_interval=s["gs_views_interval"]),
     "stmap": lambda p, d, s: export_stmap(p, d),
+    "nuke": lambda p, d, s: export_nuke(p, d),
 }
 
 __all__ = ["FORMATS", "export", "parse_formats", "read_colmap_text"]

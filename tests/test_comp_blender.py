@@ -1,0 +1,85 @@
+"""The scene's camera as Nuke files and USD (``--export-camera`` / the panel's Export DA3 Camera): the .nk
+and .chan follow the Blender camera per frame and equal the result's ``nuke`` export; Blender's own USD
+importer reads the .usd back onto the same camera."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from comp_helpers import FIRST, rot, shot
+from da3_blender.exports import export
+from da3_blender.prediction import save_result
+from nk_reader import read_nk, value_at
+
+bpy = pytest.importorskip("bpy", reason="the bpy module (pip install bpy==5.0.1) is needed for Blender tests")
+Z_TO_Y = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
+N = 5
+
+
+def camera_node(path):
+    return [k for c, k in read_nk(path.read_text()) if c == "Camera2"][0]
+
+
+@pytest.fixture(scope="module")
+def scene_shot(extension, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("comp_blender")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    pred = shot(n=N)
+    save_result(tmp / "shot.npz", pred)
+    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
+    importer.import_result_file(str(tmp / "shot.npz"),
+                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0))
+    exchange = importlib.import_module(f"{extension.__name__}.scene.exchange")
+    scene = bpy.context.scene
+    (cam,) = exchange.imported_cameras(scene)
+    frames = {}
+    for f in range(scene.frame_start, scene.frame_end + 1):
+        scene.frame_set(f)
+        frames[f] = (np.array(cam.matrix_world), cam.data.lens, cam.data.shift_x, cam.data.shift_y)
+    return pred, tmp, exchange, scene, frames
+
+
+def test_nk_and_chan_from_the_scene_follow_the_blender_camera(scene_shot):
+    pred, tmp, exchange, scene, frames = scene_shot
+    assert sorted(frames) == list(range(FIRST, FIRST + N))
+    scene.frame_set(FIRST + 2)
+    assert exchange.export_cameras(tmp / "scene.nk") == str(tmp / "scene.nk")
+    cam = camera_node(tmp / "scene.nk")
+    for f, (m, lens, _, _) in frames.items():
+        t = np.array([value_at(c, f) for c in cam["translate"]])
+        rx, ry, rz = (value_at(c, f) for c in cam["rotate"])
+        r = rot("y", ry) @ rot("x", rx) @ rot("z", rz)
+        assert np.max(np.abs(t - Z_TO_Y @ m[:3, 3])) < 1e-5
+        assert np.degrees(np.max(np.abs(r - Z_TO_Y @ m[:3, :3]))) < 1e-4
+        assert value_at(cam["focal"], f) == pytest.approx(lens * 36.0 / 36.0, rel=1e-6)  # sensor 36 mm
+    # the result's own nuke export is the same camera
+    export(pred, "nuke", tmp / "direct")
+    direct = camera_node(tmp / "direct" / "nuke" / "shot.nk")
+    for f in frames:
+        for knob in ("translate", "rotate", "win_translate"):
+            a = [value_at(c, f) for c in cam[knob]]
+            b = [value_at(c, f) for c in direct[knob]]
+            assert np.allclose(a, b, atol=1e-5), (knob, f, a, b)
+        assert value_at(cam["focal"], f) == pytest.approx(value_at(direct["focal"], f), rel=1e-6)
+    assert exchange.export_cameras(tmp / "scene.chan") == str(tmp / "scene.chan")
+    rows = np.loadtxt(tmp / "scene.chan")
+    assert list(rows[:, 0]) == list(frames)
+    assert scene.frame_current == FIRST + 2  # restored
+
+
+def test_usd_from_blenders_exporter_reads_back_onto_the_camera(scene_shot):
+    pred, tmp, exchange, scene, frames = scene_shot
+    path = exchange.export_cameras(tmp / "shot.usd")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.usd_import(filepath=path, set_frame_range=True, import_cameras=True)
+    cams = [o for o in bpy.context.scene.objects if o.type == "CAMERA"]
+    assert len(cams) == 1
+    back, scene = cams[0], bpy.context.scene
+    for f, (m, lens, sx, sy) in frames.items():
+        scene.frame_set(f)
+        assert np.max(np.abs(np.array(back.matrix_world) - m)) < 1e-4, f
+        assert back.data.lens == pytest.approx(lens, abs=1e-4)
+        assert (back.data.shift_x, back.data.shift_y) == pytest.approx((sx, sy), abs=1e-4)
