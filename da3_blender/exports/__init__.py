@@ -19,6 +19,7 @@ format         file(s)                                            needs
 ``stmap``      ``stmap/{undistort,redistort}[.NNNN].exr``,        intrinsics; OpenEXR (see docs/comp.md)
                ``stmap/lens.json``
 ``nuke``       ``nuke/shot.nk``, ``nuke/camera.chan``             cameras (and ``stmap`` with a lens)
+``usd``        ``usd/shot.usda`` (``.usdc``)                      cameras; usd-core (optional)
 =============  =================================================  =======================================
 
 Point exports lift pixels at their centres (K in pixel-edge coordinates), deliberately fixing the
@@ -35,7 +36,7 @@ from typing import Callable
 from ..errors import BadInputError
 from ..job import parse_export_format
 from ..options import (DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_EXR_HALF, DEFAULT_EXR_PLATE_FILTER, DEFAULT_EXR_RESOLUTION,
-                       DEFAULT_NUM_MAX_POINTS, EXPORT_FORMAT_NAMES)
+                       DEFAULT_NUM_MAX_POINTS, DEFAULT_USD_FILE_FORMAT, EXPORT_FORMAT_NAMES, USD_FILE_FORMATS, choice_ids)
 from ..prediction import Prediction
 from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
@@ -49,6 +50,7 @@ from .points import cameras_for_points
 from .nuke import export_nuke
 from .shot_camera import shot_camera
 from .stmap import export_stmap, stmap_plan
+from .usd import export_usd, pxr
 
 FORMATS = EXPORT_FORMAT_NAMES  # names and descriptions live in options.EXPORT_FORMATS; the writers below
 POINT_FORMATS = ("glb", "ply", "colmap")
@@ -72,6 +74,7 @@ def export(
     exr_resolution: str = DEFAULT_EXR_RESOLUTION,
     exr_plate_filter: str = DEFAULT_EXR_PLATE_FILTER,
     gs_views_interval: int = 1,
+    usd_format: str = DEFAULT_USD_FILE_FORMAT,
 ) -> list[str]:
     """Write ``prediction`` in every format of ``export_format``; returns the files written, in order.
 
@@ -80,6 +83,7 @@ def export(
     ``exr_*``: the ``exr`` format's options (:func:`.exr.export_exr`: half floats, ``processed`` or
     ``plate`` resolution, ``nearest`` or ``bilinear`` plate resampling).
     ``gs_views_interval``: ``gs_ply`` keeps the Gaussians of every n-th view (official option).
+    ``usd_format``: ``usda`` (text) or ``usdc`` (binary) for the ``usd`` export.
     """
     formats = parse_formats(export_format)
     if export_dir is None or not os.fspath(export_dir):
@@ -96,6 +100,11 @@ def export(
         check_gs_input(prediction)
         if int(gs_views_interval) < 1:
             raise BadInputError(f"gs_views_interval must be at least 1, got {gs_views_interval}")
+    if "usd" in formats:
+        if usd_format not in choice_ids(USD_FILE_FORMATS):
+            raise BadInputError(f"usd format {usd_format!r} is unknown; use one of {', '.join(choice_ids(USD_FILE_FORMATS))}")
+        pxr()  # usd-core installed
+        shot_camera(prediction, "usd")
     if "nuke" in formats:
         shot_camera(prediction, "nuke")  # cameras, one plate size
         if "stmap" not in formats and stmap_plan(prediction)[0][0].has_distortion:
@@ -109,7 +118,8 @@ def export(
     export_dir = make_folder(export_dir)
     settings = {"pct": float(conf_thresh_percentile), "max_points": int(num_max_points), "seed": seed,
                 "show_cameras": bool(show_cameras), "exr_half": bool(exr_half), "exr_resolution": exr_resolution,
-                "exr_plate_filter": exr_plate_filter, "gs_views_interval": int(gs_views_interval)}
+                "exr_plate_filter": exr_plate_filter, "gs_views_interval": int(gs_views_interval),
+                "usd_format": usd_format}
     written: list[str] = []
     for done, fmt in enumerate(formats):
         if fmt not in _WRITERS:
@@ -158,6 +168,7 @@ _WRITERS: dict[str, Callable[[Prediction, str, dict], list[str]]] = {
     "gs_ply": lambda p, d, s: export_gs_ply(p, d, views_interval=s["gs_views_interval"]),
     "stmap": lambda p, d, s: export_stmap(p, d),
     "nuke": lambda p, d, s: export_nuke(p, d),
+    "usd": lambda p, d, s: export_usd(p, d, s["usd_format"], s["pct"], s["max_points"], s["seed"]),
 }
 
 __all__ = ["FORMATS", "export", "parse_formats", "read_colmap_text"]

@@ -82,6 +82,18 @@ def _plate(pred: Prediction, frames: np.ndarray) -> dict:
     return {}
 
 
+def scene_world(pred: Prediction) -> np.ndarray:
+    """4x4: the result's (OpenCV) world -> the scene's world, Y up (see the module doc)."""
+    options = (pred.meta or {}).get("options") or {}
+    in_input_world = bool(options.get("pose_conditioned")) and options.get("align_to_input_ext_scale") is True
+    out = np.eye(4)
+    if pred.extrinsics is not None and not in_input_world:
+        out = to_4x4(np.asarray(pred.extrinsics[0], np.float64))
+    flip = np.eye(4)
+    flip[:3, :3] = Y_UP
+    return flip @ out
+
+
 def shot_camera(pred: Prediction, fmt: str) -> ShotCamera:
     """The result's camera in the scene's (Y-up) world; one-line errors for a result without cameras."""
     if pred.intrinsics is None or (pred.extrinsics is None and pred.num_views > 1):
@@ -96,13 +108,8 @@ def shot_camera(pred: Prediction, fmt: str) -> ShotCamera:
     if np.any(frames < 0) or len(np.unique(frames)) != n:
         frames = np.arange(1, n + 1)
     w2c = np.tile(np.eye(4), (n, 1, 1)) if pred.extrinsics is None else to_4x4(np.asarray(pred.extrinsics, np.float64))
-    options = (pred.meta or {}).get("options") or {}
-    in_input_world = bool(options.get("pose_conditioned")) and options.get("align_to_input_ext_scale") is True
-    reference = np.eye(4) if in_input_world else w2c[0]
-    c2w_cv = affine_inverse(w2c @ affine_inverse(reference)[None])
-    c2w = np.tile(np.eye(4), (n, 1, 1))
-    c2w[:, :3, :3] = Y_UP @ c2w_cv[:, :3, :3] @ Y_UP
-    c2w[:, :3, 3] = c2w_cv[:, :3, 3] @ Y_UP.T
+    c2w = scene_world(pred)[None] @ affine_inverse(w2c)  # OpenCV camera -> scene world
+    c2w[:, :3, :3] = c2w[:, :3, :3] @ Y_UP  # the camera looks down -Z, +Y up
     order = np.argsort(frames, kind="stable")
     depth = np.asarray(pred.depth, dtype=np.float32)
     valid = depth[np.isfinite(depth) & (depth > 0)]
