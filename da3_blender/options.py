@@ -93,6 +93,7 @@ EXPORT_FORMATS = (
     ("stmap", "STMaps (lens)", "Undistort/redistort STMaps as float EXR and lens.json with the overscan camera (needs OpenEXR)"),
     ("nuke", "Nuke script + .chan", "The camera as a Nuke script (Camera2, plate Read, STMap lens nodes) and a .chan file"),
     ("usd", "USD stage", "Animated camera and point cloud as a USD stage (needs usd-core)"),
+    ("undistorted", "Undistorted plates", "Each plate undistorted into the overscan frame (EXR stays EXR, else PNG)"),
 )
 EXPORT_FORMAT_NAMES = tuple(f[0] for f in EXPORT_FORMATS)
 DEFAULT_EXPORT_FORMAT = "glb"  # CLI default

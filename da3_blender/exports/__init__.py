@@ -20,6 +20,8 @@ format         file(s)                                            needs
                ``stmap/lens.json``
 ``nuke``       ``nuke/shot.nk``, ``nuke/camera.chan``             cameras (and ``stmap`` with a lens)
 ``usd``        ``usd/shot.usda`` (``.usdc``)                      cameras; usd-core (optional)
+``undistorted`` ``undistorted/plate.NNNN.{exr,png}``,             intrinsics; the plate files
+               ``undistorted/camera.json``
 =============  =================================================  =======================================
 
 Point exports lift pixels at their centres (K in pixel-edge coordinates), deliberately fixing the
@@ -50,6 +52,7 @@ from .points import cameras_for_points
 from .nuke import export_nuke
 from .shot_camera import shot_camera
 from .stmap import export_stmap, stmap_plan
+from .undistort import check_plates, export_undistorted
 from .usd import export_usd, pxr
 
 FORMATS = EXPORT_FORMAT_NAMES  # names and descriptions live in options.EXPORT_FORMATS; the writers below
@@ -109,6 +112,9 @@ def export(
         shot_camera(prediction, "nuke")  # cameras, one plate size
         if "stmap" not in formats and stmap_plan(prediction)[0][0].has_distortion:
             formats.insert(formats.index("nuke"), "stmap")  # the script's lens nodes read the maps
+    if "undistorted" in formats:
+        stmap_plan(prediction)  # intrinsics; a lens that has an undistorted frame
+        check_plates(prediction)
     if "stmap" in formats:
         check_exr_options()  # OpenEXR installed
         stmap_plan(prediction)  # intrinsics; a lens that has an undistorted frame
@@ -168,6 +174,7 @@ _WRITERS: dict[str, Callable[[Prediction, str, dict], list[str]]] = {
     "gs_ply": lambda p, d, s: export_gs_ply(p, d, views_interval=s["gs_views_interval"]),
     "stmap": lambda p, d, s: export_stmap(p, d),
     "nuke": lambda p, d, s: export_nuke(p, d),
+    "undistorted": lambda p, d, s: export_undistorted(p, d),
     "usd": lambda p, d, s: export_usd(p, d, s["usd_format"], s["pct"], s["max_points"], s["seed"]),
 }
 
