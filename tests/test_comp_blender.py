@@ -83,3 +83,19 @@ def test_usd_from_blenders_exporter_reads_back_onto_the_camera(scene_shot):
         assert np.max(np.abs(np.array(back.matrix_world) - m)) < 1e-4, f
         assert back.data.lens == pytest.approx(lens, abs=1e-4)
         assert (back.data.shift_x, back.data.shift_y) == pytest.approx((sx, sy), abs=1e-4)
+
+
+def test_the_panel_operator_writes_a_nuke_script(scene_shot, extension, tmp_path):
+    pred, tmp, exchange, scene, frames = scene_shot
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
+    importer.import_result_file(str(tmp / "shot.npz"),
+                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0))
+    op = importlib.import_module(f"{extension.__name__}.operators.export_camera").DA3_OT_export_camera
+    bpy.utils.register_class(op)
+    try:
+        assert bpy.ops.da3.export_camera(filepath=str(tmp_path / "cam"), file_format="NK") == {"FINISHED"}
+    finally:
+        bpy.utils.unregister_class(op)
+    cam = camera_node(tmp_path / "cam.nk")
+    assert sorted(cam["translate"][0]) == [float(f) for f in frames]
