@@ -43,18 +43,22 @@ def _plate(cam_obj) -> dict:
     return {}
 
 
-def scene_shot_camera(cam_obj, scene, start: int, end: int) -> ShotCamera:
-    """The camera on scene frames ``start..end`` (the current frame is restored)."""
+def scene_shot_camera(cams: list, scene, start: int, end: int) -> ShotCamera:
+    """One camera on scene frames ``start..end``, or still cameras (an image set) one per frame from 1
+    (as the ``nuke`` export keys them); the current frame is restored."""
     render = scene.render
     width = int(render.resolution_x * render.resolution_percentage / 100)
     height = int(render.resolution_y * render.resolution_percentage / 100)
-    frames = np.arange(int(start), int(end) + 1)
+    stills = len(cams) > 1
+    frames = np.arange(1, len(cams) + 1) if stills else np.arange(int(start), int(end) + 1)
     c2w = np.tile(np.eye(4), (len(frames), 1, 1))
     k = np.zeros((len(frames), 3, 3))
     current = scene.frame_current
     try:
         for i, frame in enumerate(frames):
-            scene.frame_set(int(frame))
+            cam_obj = cams[i] if stills else cams[0]
+            if not stills:
+                scene.frame_set(int(frame))
             m = np.array(cam_obj.matrix_world, dtype=np.float64)
             rot = m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0, keepdims=True)  # a scaled camera: rotation only
             c2w[i, :3, :3] = Z_UP_TO_Y_UP @ rot
@@ -64,6 +68,7 @@ def scene_shot_camera(cam_obj, scene, start: int, end: int) -> ShotCamera:
                                          cam.shift_y, width, height, render.pixel_aspect_x, render.pixel_aspect_y)
     finally:
         scene.frame_set(current)
+    cam_obj = cams[0]
     rate = (Fraction(render.fps) / Fraction(render.fps_base).limit_denominator(100000)).limit_denominator(1001)
     return ShotCamera(frames=frames, c2w=c2w, k=k, width=width, height=height,
                       rate=(rate.numerator, rate.denominator), near=float(cam_obj.data.clip_start),
@@ -71,11 +76,13 @@ def scene_shot_camera(cam_obj, scene, start: int, end: int) -> ShotCamera:
 
 
 def write_nuke_file(path: str, cams: list, scene, start: int, end: int) -> str:
-    """``path`` (.nk: a script with the camera and the plate; .chan: the camera's channels); one camera."""
-    if len(cams) != 1:
-        raise BadInputError(f"camera export: a {os.path.splitext(path)[1]} file holds one camera and this scene has "
-                            f"{len(cams)} DA3 cameras (an image set); pass one camera, or export to .abc")
-    cam = scene_shot_camera(cams[0], scene, start, end)
+    """``path`` (.nk: a script with the camera and the plate; .chan: the camera's channels). Still cameras
+    (an image set) become one camera keyed on frames 1..N, one view per frame, in name order."""
+    animated = [o.name for o in cams if o.animation_data is not None and o.animation_data.action is not None]
+    if len(cams) > 1 and animated:
+        raise BadInputError(f"camera export: a {os.path.splitext(path)[1]} file holds one camera and the animated "
+                            f"{animated[0]} is one of {len(cams)}; pass one camera, or export to .abc")
+    cam = scene_shot_camera(cams, scene, start, end)
     folder, name = os.path.split(path)
     if path.lower().endswith(".nk"):
         return write_nuke(cam, folder, None, nk_name=name, chan_name=None)[0]

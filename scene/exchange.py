@@ -124,6 +124,7 @@ def export_cameras(path, cameras=None, *, scene=None) -> str:
     if not_cameras:
         raise BadInputError(f"camera export: {', '.join(not_cameras)} are not cameras")
     view_layer = scene.view_layers[0] if bpy.context.scene != scene else bpy.context.view_layer
+    view_layer.update()  # objects just built by a script are in the layer only after an update
     missing = [o.name for o in cams if o.name not in view_layer.objects]
     if missing:
         raise BadInputError(f"camera export: {', '.join(missing)} are not in the scene {scene.name!r}")

@@ -99,3 +99,21 @@ def test_the_panel_operator_writes_a_nuke_script(scene_shot, extension, tmp_path
         bpy.utils.unregister_class(op)
     cam = camera_node(tmp_path / "cam.nk")
     assert sorted(cam["translate"][0]) == [float(f) for f in frames]
+
+
+def test_still_cameras_become_one_camera_per_frame_like_the_nuke_export(extension, tmp_path):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    pred = shot(n=3, distortion=None)
+    pred.frame_numbers = np.full(3, -1, np.int64)
+    pred.meta = {}
+    pred.source_paths = [f"/photos/view_{i}.jpg" for i in range(3)]
+    save_result(tmp_path / "stills.npz", pred)
+    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
+    importer.import_result_file(str(tmp_path / "stills.npz"),
+                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0))
+    exchange = importlib.import_module(f"{extension.__name__}.scene.exchange")
+    assert len(exchange.imported_cameras(bpy.context.scene)) == 3
+    exchange.export_cameras(tmp_path / "stills.chan")
+    export(pred, "nuke", tmp_path / "direct")
+    scene_rows, direct_rows = np.loadtxt(tmp_path / "stills.chan"), np.loadtxt(tmp_path / "direct" / "nuke" / "camera.chan")
+    assert list(scene_rows[:, 0]) == [1, 2, 3] and np.allclose(scene_rows, direct_rows, atol=1e-4)
