@@ -129,3 +129,22 @@ def test_no_lens_no_stmap_nodes_and_bad_input(tmp_path):
     with pytest.raises(BadInputError, match="cameras") as err:
         export(pred, "nuke", tmp_path / "x")
     assert "\n" not in str(err.value) and not (tmp_path / "x").exists()
+
+
+def test_da3_export_command_writes_comp_files_and_refuses_in_one_line(tmp_path, capsys):
+    from da3_blender.cli import main
+    from da3_blender.prediction import save_result
+
+    save_result(tmp_path / "shot.npz", shot())
+    assert main(["export", str(tmp_path / "shot.npz"), "--export-format", "nuke-stmap", "--export-dir",
+                 str(tmp_path / "comp")]) == 0
+    out = capsys.readouterr().out
+    assert "nuke/shot.nk" in out and "stmap/undistort.exr" in out
+    pred = shot()
+    pred.intrinsics = pred.extrinsics = None
+    save_result(tmp_path / "mono.npz", pred)
+    for fmt in ("nuke", "stmap", "usd", "undistorted"):
+        code = main(["export", str(tmp_path / "mono.npz"), "--export-format", fmt, "--export-dir", str(tmp_path / fmt)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code != 0 and len(err) == 1 and err[0].startswith("da3: error:") and "cameras" in err[0] and fmt in err[0], err
+        assert not (tmp_path / fmt).exists()

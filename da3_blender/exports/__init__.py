@@ -49,6 +49,7 @@ from .gs_ply import check_gs_input, export_gs_ply
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
+from .lens import plate_lenses
 from .nuke import export_nuke
 from .shot_camera import shot_camera
 from .stmap import export_stmap, stmap_plan
@@ -113,7 +114,7 @@ def export(
         if "stmap" not in formats and stmap_plan(prediction)[0][0].has_distortion:
             formats.insert(formats.index("nuke"), "stmap")  # the script's lens nodes read the maps
     if "undistorted" in formats:
-        stmap_plan(prediction)  # intrinsics; a lens that has an undistorted frame
+        plate_lenses(prediction, "undistorted")  # intrinsics; a lens that has an undistorted frame
         check_plates(prediction)
     if "stmap" in formats:
         check_exr_options()  # OpenEXR installed
