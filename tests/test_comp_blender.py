@@ -117,3 +117,21 @@ def test_still_cameras_become_one_camera_per_frame_like_the_nuke_export(extensio
     export(pred, "nuke", tmp_path / "direct")
     scene_rows, direct_rows = np.loadtxt(tmp_path / "stills.chan"), np.loadtxt(tmp_path / "direct" / "nuke" / "camera.chan")
     assert list(scene_rows[:, 0]) == [1, 2, 3] and np.allclose(scene_rows, direct_rows, atol=1e-4)
+
+
+def test_blenders_usd_importer_reads_the_usd_export_onto_the_scene_camera(scene_shot):
+    """The ``usd`` export (pxr), read by a second reader: Blender's importer puts the camera where the
+    scene's importer put it, with the same lens in mm and shifts."""
+    pytest.importorskip("pxr", reason="usd-core (pip install '.[usd]') is needed for USD tests")
+    pred, tmp, exchange, scene, frames = scene_shot
+    (path,) = export(pred, "usd", tmp / "core_usd", num_max_points=100)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.usd_import(filepath=path, set_frame_range=True, import_cameras=True, import_points=True)
+    scene = bpy.context.scene
+    assert (scene.frame_start, scene.frame_end) == (FIRST, FIRST + N - 1)
+    (back,) = [o for o in scene.objects if o.type == "CAMERA"]
+    for f, (m, lens, sx, sy) in frames.items():
+        scene.frame_set(f)
+        assert np.max(np.abs(np.array(back.matrix_world) - m)) < 1e-4, f
+        assert back.data.lens == pytest.approx(lens, abs=1e-4)
+        assert (back.data.shift_x, back.data.shift_y) == pytest.approx((sx, sy), abs=1e-4)

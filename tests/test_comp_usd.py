@@ -52,6 +52,7 @@ def test_camera_per_frame_equals_the_result(stage):
         fx, fy = focal / h_ap * PLATE_W, focal / v_ap * PLATE_H
         cx, cy = PLATE_W / 2 - h_off / h_ap * PLATE_W, PLATE_H / 2 + v_off / v_ap * PLATE_H
         assert np.allclose([fx, fy, cx, cy], [k[i, 0, 0], k[i, 1, 1], k[i, 0, 2], k[i, 1, 2]], rtol=1e-5, atol=1e-5)
+        assert focal * 100 == pytest.approx(k[i, 0, 0] * 36 / PLATE_W, rel=1e-6)  # tenths of a metre: 100 mm
         near, far = cam.GetClippingRangeAttr().Get(time)
         assert 0 < near < 2.0 < far
 

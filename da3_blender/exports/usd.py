@@ -6,9 +6,12 @@ Stage: ``upAxis`` Y, ``metersPerUnit`` 1 (metres for a metric model; the result'
 
 * ``/World/DA3_camera`` (``UsdGeom.Camera``): one ``xformOp:transform`` time-sampled on every scene frame
   (camera-to-world in the scene's world, Y up, :mod:`.shot_camera`; the camera looks down -Z);
-  ``focalLength`` (mm), ``horizontalAperture`` 36 mm, ``verticalAperture`` ``36 H fx / (W fy)`` mm,
-  ``horizontalApertureOffset``/``verticalApertureOffset`` (mm) that put the optical axis on the principal
+  ``focalLength`` (``fx 36 / W`` mm), ``horizontalAperture`` 36 mm, ``verticalAperture`` ``36 H fx / (W fy)``
+  mm, ``horizontalApertureOffset``/``verticalApertureOffset`` that put the optical axis on the principal
   point (Blender's ``shift_x``/``shift_y`` times 36 mm), ``clippingRange``; lens values time-sampled too.
+  USD's lens unit is a tenth of a stage unit (UsdGeomCamera), 100 mm at ``metersPerUnit`` 1, so the
+  millimetres are written divided by :data:`MM_PER_LENS_UNIT` (31.5 mm is 0.315), as Blender's own USD
+  exporter does and its importer reads back.
 * ``/World/DA3_points`` (``UsdGeom.Points``): the coloured point cloud of the ``ply`` export (same
   confidence threshold and point budget) in the same world, ``displayColor`` per point (linear),
   ``widths`` constant.
@@ -30,6 +33,8 @@ from .points import build_points, cameras_for_points, glb_conf_threshold, subsam
 from .shot_camera import ShotCamera, scene_world, shot_camera
 
 INSTALL_HINT = "pip install 'usd-core==26.11' (or the project's [usd] extra)"
+METERS_PER_UNIT = 1.0
+MM_PER_LENS_UNIT = 100.0 * METERS_PER_UNIT  # a tenth of a stage unit, in mm
 
 
 def pxr():
@@ -50,9 +55,9 @@ def _camera(stage, cam: ShotCamera, mods) -> None:
     Gf, Sdf, Usd, UsdGeom, Vt = mods
     prim = UsdGeom.Camera.Define(stage, "/World/DA3_camera")
     xform = prim.AddTransformOp(UsdGeom.XformOp.PrecisionDouble)
-    h_ap, v_ap = cam.apertures_mm()
-    h_off, v_off = cam.aperture_offsets_mm()
-    focal = cam.focal_mm()
+    h_ap, v_ap = (np.asarray(a) / MM_PER_LENS_UNIT for a in cam.apertures_mm())
+    h_off, v_off = (a / MM_PER_LENS_UNIT for a in cam.aperture_offsets_mm())
+    focal = cam.focal_mm() / MM_PER_LENS_UNIT
     prim.CreateHorizontalApertureAttr(float(h_ap))
     prim.CreateClippingRangeAttr(Gf.Vec2f(float(cam.near), float(cam.far)))
     attrs = [(prim.CreateFocalLengthAttr(), focal), (prim.CreateVerticalApertureAttr(), v_ap),
@@ -88,7 +93,7 @@ def export_usd(pred: Prediction, export_dir: str, file_format: str = DEFAULT_USD
     cam = shot_camera(pred, "usd")
     stage = Usd.Stage.CreateInMemory()
     UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)
-    UsdGeom.SetStageMetersPerUnit(stage, 1.0)
+    UsdGeom.SetStageMetersPerUnit(stage, METERS_PER_UNIT)
     stage.SetTimeCodesPerSecond(cam.fps)
     stage.SetFramesPerSecond(cam.fps)
     stage.SetStartTimeCode(float(cam.frames[0]))
