@@ -148,3 +148,11 @@ def test_da3_export_command_writes_comp_files_and_refuses_in_one_line(tmp_path, 
         err = capsys.readouterr().err.strip().splitlines()
         assert code != 0 and len(err) == 1 and err[0].startswith("da3: error:") and "cameras" in err[0] and fmt in err[0], err
         assert not (tmp_path / fmt).exists()
+
+
+def test_paths_are_escaped_for_tcl(tmp_path):
+    pred = shot(distortion=None)
+    pred.meta["video"]["pattern"] = "/plates/take [2] $A/shot.####.exr"
+    export(pred, "nuke", tmp_path)
+    plate = nodes_by_name(read_nk((tmp_path / "nuke" / "shot.nk").read_text()))["Plate"][1]
+    assert plate["file"] == r"/plates/take \[2\] \$A/shot.####.exr"  # Nuke reads it back as the path

@@ -39,7 +39,11 @@ def num(value: float) -> str:
 
 
 def _path(path: str) -> str:
-    return os.path.abspath(path).replace("\\", "/")
+    """An absolute path for a quoted knob: forward slashes, TCL's special characters escaped."""
+    text = os.path.abspath(path).replace("\\", "/")
+    for ch in '"[]$':
+        text = text.replace(ch, "\\" + ch)
+    return text
 
 
 def _curve(frames: np.ndarray, values: np.ndarray) -> str:
