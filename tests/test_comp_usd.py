@@ -83,7 +83,7 @@ def test_usdc_and_bad_input(tmp_path, monkeypatch):
     def missing():
         raise MissingDependencyError("the usd export needs the usd-core package; install it with: x")
 
-    monkeypatch.setattr("da3_blender.exports.pxr", missing)
+    monkeypatch.setattr("da3_blender.exports.comp.pxr", missing)
     with pytest.raises(MissingDependencyError, match="usd-core"):
         export(shot(n=2), "usd", tmp_path / "c")
     assert not (tmp_path / "c").exists()

@@ -38,7 +38,7 @@ from typing import Callable
 from ..errors import BadInputError
 from ..job import parse_export_format
 from ..options import (DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_EXR_HALF, DEFAULT_EXR_PLATE_FILTER, DEFAULT_EXR_RESOLUTION,
-                       DEFAULT_NUM_MAX_POINTS, DEFAULT_USD_FILE_FORMAT, EXPORT_FORMAT_NAMES, USD_FILE_FORMATS, choice_ids)
+                       DEFAULT_NUM_MAX_POINTS, DEFAULT_USD_FILE_FORMAT, EXPORT_FORMAT_NAMES)
 from ..prediction import Prediction
 from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
@@ -49,12 +49,11 @@ from .gs_ply import check_gs_input, export_gs_ply
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
-from .lens import plate_lenses
+from .comp import check_comp_formats
 from .nuke import export_nuke
-from .shot_camera import shot_camera
-from .stmap import export_stmap, stmap_plan
-from .undistort import check_plates, export_undistorted
-from .usd import export_usd, pxr
+from .stmap import export_stmap
+from .undistort import export_undistorted
+from .usd import export_usd
 
 FORMATS = EXPORT_FORMAT_NAMES  # names and descriptions live in options.EXPORT_FORMATS; the writers below
 POINT_FORMATS = ("glb", "ply", "colmap")
@@ -104,21 +103,7 @@ def export(
         check_gs_input(prediction)
         if int(gs_views_interval) < 1:
             raise BadInputError(f"gs_views_interval must be at least 1, got {gs_views_interval}")
-    if "usd" in formats:
-        if usd_format not in choice_ids(USD_FILE_FORMATS):
-            raise BadInputError(f"usd format {usd_format!r} is unknown; use one of {', '.join(choice_ids(USD_FILE_FORMATS))}")
-        pxr()  # usd-core installed
-        shot_camera(prediction, "usd")
-    if "nuke" in formats:
-        shot_camera(prediction, "nuke")  # cameras, one plate size
-        if "stmap" not in formats and stmap_plan(prediction)[0][0].has_distortion:
-            formats.insert(formats.index("nuke"), "stmap")  # the script's lens nodes read the maps
-    if "undistorted" in formats:
-        plate_lenses(prediction, "undistorted")  # intrinsics; a lens that has an undistorted frame
-        check_plates(prediction)
-    if "stmap" in formats:
-        check_exr_options()  # OpenEXR installed
-        stmap_plan(prediction)  # intrinsics; a lens that has an undistorted frame
+    formats = check_comp_formats(prediction, formats, usd_format)  # i28: stmap, nuke, usd, undistorted
     for fmt in formats:
         if fmt in POINT_FORMATS:
             cameras_for_points(prediction, fmt)  # raises with the model to use
