@@ -135,3 +135,26 @@ def test_blenders_usd_importer_reads_the_usd_export_onto_the_scene_camera(scene_
         assert np.max(np.abs(np.array(back.matrix_world) - m)) < 1e-4, f
         assert back.data.lens == pytest.approx(lens, abs=1e-4)
         assert (back.data.shift_x, back.data.shift_y) == pytest.approx((sx, sy), abs=1e-4)
+
+
+def test_the_scene_nk_reads_the_footage_clip(extension, robot_video, tmp_path):
+    """A video's camera carries its footage as a background clip: the script's Read plays that movie
+    from the clip's first scene frame."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    pred = shot(n=3, distortion=None)
+    pred.source_paths = [str(robot_video)] * 3
+    pred.frame_numbers = np.array([1, 2, 3], np.int64)
+    pred.meta["video"] = {"path": str(robot_video), "kind": "video", "rate": [50, 1], "fps": 50.0,
+                          "frame_range": [1, 10], "frame_count": 10, "width": 240, "height": 136}
+    pred.meta["input_kind"] = "video"
+    save_result(tmp_path / "video.npz", pred)
+    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
+    importer.import_result_file(str(tmp_path / "video.npz"),
+                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0))
+    exchange = importlib.import_module(f"{extension.__name__}.scene.exchange")
+    exchange.export_cameras(tmp_path / "video.nk")
+    nodes = {k.get("name"): k for _, k in read_nk((tmp_path / "video.nk").read_text())}
+    assert nodes["Plate"]["file"] == str(robot_video) and nodes["Plate"]["frame_mode"] == "start at"
+    assert nodes["Plate"]["frame"] == 1
+    root = [k for c, k in read_nk((tmp_path / "video.nk").read_text()) if c == "Root"][0]
+    assert root["fps"] == 50.0
