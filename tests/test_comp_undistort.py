@@ -95,3 +95,22 @@ def test_missing_plates_are_one_line(plates, tmp_path):
     with pytest.raises(BadInputError, match="plates.*missing") as err:
         export(pred, "undistorted", tmp_path / "x")
     assert "\n" not in str(err.value) and not (tmp_path / "x").exists()
+
+
+def test_a_video_result_undistorts_its_own_frames(robot_video, tmp_path):
+    """A video's views are decoded from the movie by their frame numbers (scene frame - the video's start
+    frame): with no distortion each output is the decoded frame itself."""
+    from da3_blender.inputs import read_video
+
+    source = read_video(str(robot_video), fps=0, max_frames=4, frame_start=1001)
+    frames = [np.asarray(f) for f in source.images]
+    assert not np.array_equal(frames[1], frames[3])  # a wrong frame would show
+    pred = shot(n=2, distortion=None, size=(1024, 576))
+    pred.source_paths = [str(robot_video)] * 2
+    pred.frame_numbers = np.array([1002, 1004], np.int64)
+    pred.meta["video"] = dict(source.video)
+    files = export(pred, "undistorted", tmp_path)
+    assert [f.rsplit("/", 1)[1] for f in files] == ["plate.1002.png", "plate.1004.png", "camera.json"]
+    for path, want in zip(files[:2], (frames[1], frames[3])):
+        got = np.asarray(Image.open(path))
+        assert got.shape == want.shape and np.array_equal(got, want)
