@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="PATH")
     p = sub.add_parser("export", parents=[common], help="export a kept result (.npz) again (model options unused)")
     p.add_argument("input", metavar="RESULT.npz")
+    p.add_argument("--usd-format", choices=opt.choice_ids(opt.USD_FILE_FORMATS), default=opt.DEFAULT_USD_FILE_FORMAT)
     from .farm_cli import add_parser as add_farm_parser  # render farms (issue 20)
 
     add_farm_parser(sub, common, video)
@@ -464,15 +465,13 @@ def export_result(args) -> int:
     """``da3 export RESULT.npz``: a kept result (the worker's, the npz export, official DA3) in other formats.
     A damaged file is one line (``prediction.load_result``), before any file is written."""
     from . import exports
-    from .files import make_folder
     from .prediction import load_result
 
     formats = exports.parse_formats(args.export_format)
-    pred = load_result(args.input)
-    make_folder(args.export_dir)
+    pred = load_result(args.input)  # exports.export checks everything, then makes the folder
     files = exports.export(pred, export_format="-".join(formats), export_dir=args.export_dir,
                            conf_thresh_percentile=args.conf_thresh_percentile, num_max_points=args.num_max_points,
-                           show_cameras=args.show_cameras) or []
+                           show_cameras=args.show_cameras, usd_format=args.usd_format) or []
     print(f"da3: {args.input} -> {os.path.abspath(args.export_dir)} ({len(files)} file{'s' * (len(files) != 1)})")
     for f in files:
         print(f"  {f}")
