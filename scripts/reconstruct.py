@@ -446,7 +446,7 @@ def run(argv: list[str]) -> int:
             out = os.path.abspath(args.output)
             os.makedirs(os.path.dirname(out), exist_ok=True)
             bpy.ops.wm.save_as_mainfile(filepath=out, check_existing=False)
-            print(f"{PROG}: {context.window_manager.da3_runtime.summary}")
+            print(f"{PROG}: {(rt := context.window_manager.da3_runtime).summary}" + (f"\n{PROG}: warning: {rt.warning}" * bool(rt.warning)))
             print(f"{PROG}: saved {out}")
             if args.export_camera:
                 camera_file = os.path.abspath(args.export_camera)

@@ -32,6 +32,7 @@ point exports when it has intrinsics, and a single view is then placed at the or
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable
 
@@ -43,7 +44,7 @@ from ..prediction import Prediction
 from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
 from .exr import check_exr_options, export_exr
-from ..files import make_folder
+from ..files import make_folder, record_placed
 from .glb import export_glb
 from .gs_ply import check_gs_input, export_gs_ply
 from .npz import check_npz_input, export_mini_npz, export_npz
@@ -113,12 +114,19 @@ def export(
                 "exr_plate_filter": exr_plate_filter, "gs_views_interval": int(gs_views_interval),
                 "usd_format": usd_format}
     written: list[str] = []
-    for done, fmt in enumerate(formats):
-        if fmt not in _WRITERS:
-            raise BadInputError(f"export format {fmt!r} has no writer in this version; choose one of {', '.join(_WRITERS)}")
-        written += _WRITERS[fmt](prediction, export_dir, settings)
-        if progress is not None:
-            progress((done + 1) / len(formats))
+    with record_placed() as placed:  # every file put in place, also by a writer that then fails
+        try:
+            for done, fmt in enumerate(formats):
+                if fmt not in _WRITERS:
+                    raise BadInputError(f"export format {fmt!r} has no writer in this version; choose one of "
+                                        f"{', '.join(_WRITERS)}")
+                written += _WRITERS[fmt](prediction, export_dir, settings)
+                if progress is not None:
+                    progress((done + 1) / len(formats))
+        except BaseException:  # failed or cancelled: still no mix of this export's frames and an older one's
+            with contextlib.suppress(OSError):
+                remove_stale_sequence_files(placed)
+            raise
     remove_stale_sequence_files(written)
     return written
 

@@ -131,4 +131,7 @@ def run_on_backend(url: str, spec: dict[str, Any], paths: list[str], progress: C
         logging.getLogger("da3_blender").warning("the backend at %s runs %s on %s (its own model and device; --model "
                                                  "and --device are not sent)", url, status["model_dir"], status.get("device"))
     task_id = client.submit(request_body(spec, paths))
-    return client.wait(task_id, progress)
+    task = client.wait(task_id, progress)
+    for line in (task.get("summary") or {}).get("warnings") or []:  # e.g. a failed camera solve: the result is kept
+        logging.getLogger("da3_blender").warning("%s", line)
+    return task
