@@ -106,7 +106,7 @@ def request_body(spec: dict[str, Any], paths: list[str]) -> dict[str, Any]:
     }
     body.update({k: v for k, v in spec["options"].items() if v is not None})
     if len(paths) == 1 and spec["video"] and any(v is not None for v in spec["video"].values()):
-        from ..inputs import is_video_path
+        from ..inputs.paths import is_video_path
 
         if is_video_path(paths[0]):
             body["video"] = {k: v for k, v in spec["video"].items() if v is not None}

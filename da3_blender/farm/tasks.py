@@ -3,12 +3,12 @@
 One shot is a *plan folder* (``DIR``) that every worker sees (shared storage):
 
 * ``plan``: reads the inputs once and writes ``DIR/plan.json`` (the job, every view with its source
-  and frame number, the chunks with their overlap; :func:`da3_blender.streaming.chunk_plan`, the
+  and frame number, the chunks with their overlap; :func:`da3_blender.pipeline.streaming.chunk_plan`, the
   rule in-process streaming uses) and ``DIR/openjd-params.json`` (the parameters of
   ``farm/openjd/da3-shot.yaml`` for this shot);
 * ``forward --chunk K``: one chunk's forward (``run_inference`` in one pass over the chunk's views,
   exactly what in-process streaming runs for that chunk) -> ``DIR/chunks/K.npz`` (result format);
-* ``align``: the chunks stitched in order by :class:`da3_blender.streaming.Stitcher`, as in-process
+* ``align``: the chunks stitched in order by :class:`da3_blender.pipeline.streaming.Stitcher`, as in-process
   streaming stitches them -> ``DIR/result.npz`` (``prediction.load_result``, File > Import) and the
   job's exports;
 * ``build``: ``result.npz`` into a .blend by headless Blender (``scripts/farm_build.py``, the
@@ -29,9 +29,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import options as opt
-from .errors import BadInputError, DA3Error
-from .files import open_atomic
+from .. import options as opt
+from ..errors import BadInputError, DA3Error
+from ..files import open_atomic
 
 PLAN_FORMAT = "da3-farm-plan"
 PLAN_VERSION = 1
@@ -39,7 +39,7 @@ PLAN_FILE = "plan.json"
 PARAMS_FILE = "openjd-params.json"
 RESULT_FILE = "result.npz"
 CHUNKS_DIR = "chunks"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "farm_build.py"
 TEMPLATE = REPO_ROOT / "farm" / "openjd" / "da3-shot.yaml"
 AUTO_BLENDER = "auto"  # build: blender on PATH, else this Python's bpy module
@@ -59,8 +59,10 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
     ``python``: the interpreter the farm runs the commands with (default: this one); ``blend``: the
     .blend the Build step writes (default ``out_dir/<shot>.blend``).
     """
-    from . import devices, inputs, streaming
-    from .job import inference_kwargs, normalize_job, video_kwargs
+    from .. import devices
+    from ..inputs.collect import collect_inputs
+    from ..pipeline import streaming
+    from ..job import inference_kwargs, normalize_job, video_kwargs
 
     progress = progress or _nothing
     job = normalize_job(job, need_output=False)
@@ -69,7 +71,7 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
     if job["export_dir"]:
         job["export_dir"] = os.path.abspath(job["export_dir"])
     out_dir = os.path.abspath(out_dir)
-    source = inputs.collect_inputs(job["inputs"], exif_transpose=job["options"].get("exif_transpose", True),
+    source = collect_inputs(job["inputs"], exif_transpose=job["options"].get("exif_transpose", True),
                                    progress=progress, **video_kwargs(job))
     n = len(source)
     hw = _processed_size(source, job["options"])
@@ -123,7 +125,7 @@ def _check_farm_job(job: dict) -> None:
 
 def _processed_size(source, options: dict) -> tuple[int, int]:
     """(H, W) every view is processed at; one line if they differ (chunks would crop them differently)."""
-    from . import preprocess
+    from ..pipeline import preprocess
 
     res = options.get("process_res", opt.DEFAULT_PROCESS_RES)
     method = options.get("process_res_method", opt.DEFAULT_PROCESS_RES_METHOD)
@@ -237,10 +239,11 @@ def _chunk_done(path: str, plan: dict, index: int) -> bool:
 
 
 def chunk_inputs(plan: dict, start: int, end: int):
-    """The :class:`~da3_blender.inputs.InputSet` of views ``start..end`` (decoding only those)."""
+    """The :class:`~da3_blender.inputs.images.InputSet` of views ``start..end`` (decoding only those)."""
     import numpy as np
 
-    from . import inputs
+    from ..inputs.collect import VideoFrames
+    from ..inputs.images import ImageFiles, InputSet
 
     views = plan["views"]
     exif = plan["job"]["options"].get("exif_transpose", True)
@@ -249,11 +252,11 @@ def chunk_inputs(plan: dict, start: int, end: int):
     video = views["video"]
     if views["kind"] == "video":
         first = int(video.get("frame_start", 0))  # frame_numbers are scene frames: decoded index + frame start
-        images = inputs.VideoFrames(video["path"], [f - first for f in numbers], video["width"], video["height"])
+        images = VideoFrames(video["path"], [f - first for f in numbers], video["width"], video["height"])
     else:
-        images = inputs.ImageFiles(paths, exif)
+        images = ImageFiles(paths, exif)
     times = [math.nan if t is None else t for t in views["timestamps"][start:end]]
-    return inputs.InputSet(images=images, source_paths=list(paths), frame_numbers=np.asarray(numbers, dtype=np.int64),
+    return InputSet(images=images, source_paths=list(paths), frame_numbers=np.asarray(numbers, dtype=np.int64),
                            timestamps=np.asarray(times, dtype=np.float64), kind=views["kind"], video=video)
 
 
@@ -264,9 +267,9 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
     ``model``: a loaded model (else the plan's, on ``device`` or the plan's device). A chunk already
     computed for this plan is skipped unless ``force``.
     """
-    from .inference import run_inference
-    from .job import STREAMING_KEYS, inference_kwargs
-    from .prediction import save_result
+    from ..inference import run_inference
+    from ..job import STREAMING_KEYS, inference_kwargs
+    from ..prediction import save_result
 
     progress = progress or _nothing
     plan = read_plan(plan_dir)
@@ -276,7 +279,7 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
         return out, True
     job = plan["job"]
     if device is not None:
-        from .job import check_device
+        from ..job import check_device
 
         check_device(device)
     source = chunk_inputs(plan, chunk["start"], chunk["end"])
@@ -291,8 +294,8 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
 
 
 def _load_model(job: dict, device: str, progress):
-    from . import devices
-    from .api import DepthAnything3
+    from .. import devices
+    from ..api import DepthAnything3
 
     device = devices.resolve_device(device)
     progress("model", 0.0, f"loading {job['model']} on {device}")
@@ -306,7 +309,7 @@ def _load_model(job: dict, device: str, progress):
 
 
 def _load_chunk(plan_dir, plan: dict, index: int):
-    from .prediction import load_result
+    from ..prediction import load_result
 
     chunk = plan["chunks"][index]
     part = load_result(chunk_path(plan_dir, index))
@@ -324,8 +327,8 @@ def stitch(plan_dir, plan: dict | None = None, progress=None):
     """The plan's chunk results stitched as in-process streaming stitches them -> Prediction."""
     import numpy as np
 
-    from . import streaming
-    from .model.config import capabilities
+    from ..pipeline import streaming
+    from ..model.config import capabilities
 
     progress = progress or _nothing
     plan = plan or read_plan(plan_dir)
@@ -364,15 +367,15 @@ def stitch(plan_dir, plan: dict | None = None, progress=None):
 
 def align_shot(plan_dir, progress=None) -> tuple[str, object]:
     """Stitch the chunks, write the job's exports and ``DIR/result.npz``; returns ``(path, prediction)``."""
-    from .prediction import save_result
+    from ..prediction import save_result
 
     progress = progress or _nothing
     plan = read_plan(plan_dir)
     pred = stitch(plan_dir, plan, progress)
     job = plan["job"]
     if job["export_dir"]:
-        from . import exports
-        from .files import make_folder
+        from .. import exports
+        from ..files import make_folder
 
         options = job["options"]
         make_folder(job["export_dir"])
