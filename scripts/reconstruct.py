@@ -228,10 +228,8 @@ def scene_settings(args: argparse.Namespace) -> dict:
     }
     optional = {
         **exr_options(args),  # issue 17
-        "device": args.device,
-        "compute_dtype": args.dtype,
-        "process_res": args.process_res,
-        "process_res_method": args.process_res_method,
+        "device": args.device, "compute_dtype": args.dtype,
+        "process_res": args.process_res, "process_res_method": args.process_res_method,
         "ref_view_strategy": args.ref_view_strategy,
         "conf_percentile": args.conf_thresh_percentile,
         "max_points": args.num_max_points,
