@@ -241,6 +241,7 @@ def chunk_inputs(plan: dict, start: int, end: int):
     import numpy as np
 
     from . import inputs
+    from .prediction import video_indices
 
     views = plan["views"]
     exif = plan["job"]["options"].get("exif_transpose", True)
@@ -248,8 +249,8 @@ def chunk_inputs(plan: dict, start: int, end: int):
     numbers = views["frame_numbers"][start:end]
     video = views["video"]
     if views["kind"] == "video":
-        first = int(video.get("frame_start", 0))  # frame_numbers are scene frames: decoded index + frame start
-        images = inputs.VideoFrames(video["path"], [f - first for f in numbers], video["width"], video["height"])
+        images = inputs.VideoFrames(video["path"], [int(f) for f in video_indices(numbers, video)], video["width"],
+                                    video["height"])
     else:
         images = inputs.ImageFiles(paths, exif)
     times = [math.nan if t is None else t for t in views["timestamps"][start:end]]

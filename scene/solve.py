@@ -19,6 +19,8 @@ import os
 import bpy
 import numpy as np
 
+from ..da3_blender.prediction import video_frame_indices
+
 MAX_TRACKS = 400  # markers are bpy data: the longest tracks only
 
 
@@ -57,9 +59,10 @@ def build(pred, root, cams, names, frames, track, clip_first=None) -> None:
         return
     root["da3_solve_clip"] = clip.name
     clip.tracking.settings.use_tripod_solver = s.get("motion") == "nodal"  # Blender's solver continues as a pan
-    if frames is not None and clip_first is not None:  # a video: on the scene frames the camera keys use
+    if frames is not None and clip_first is not None:  # a video or sequence: on the scene frames the camera keys use
         clip.frame_start = int(clip_first)
-        clip_of_view = np.asarray(frames, dtype=np.int64) - int(clip_first) + 1
+        decoded = video_frame_indices(pred)  # a video: its clip's frame k + 1 is the decoded frame k
+        clip_of_view = decoded + 1 if decoded is not None else np.asarray(frames, dtype=np.int64) - int(clip_first) + 1
     else:
         clip_of_view = clip_frames(pred)
     if pred.tracks is not None:

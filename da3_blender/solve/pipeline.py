@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BadInputError, MissingDependencyError
 from ..options import DEFAULT_REFINE_LENS, DEFAULT_REFINE_MOTION, REFINE_LENSES, REFINE_MOTIONS, choice_ids
-from ..prediction import Prediction
+from ..prediction import Prediction, video_frame_indices
 from ..tracks import Tracks
 from . import features as feat
 from .bundle import Rig, adjust, residuals
@@ -118,9 +118,13 @@ def _source_frames(pred: Prediction):
     paths = [str(p) for p in pred.source_paths]
     if not all(paths):
         raise BadInputError("refine needs the source frames: pass the images (paths or collect_inputs) in view order")
-    if len(set(paths)) == 1 and is_video_path(paths[0]) and np.all(np.asarray(pred.frame_numbers) >= 0):
+    if len(set(paths)) == 1 and is_video_path(paths[0]):
+        indices = video_frame_indices(pred)
+        if indices is None or np.any(indices < 0):
+            raise BadInputError(f"{paths[0]}: this result does not say which frames of the video its views are; "
+                                "pass the frames (collect_inputs of the video, as the run read it) in view order")
         width, height = (int(v) for v in pred.orig_size[0])
-        return VideoFrames(paths[0], [int(f) for f in pred.frame_numbers], width, height)
+        return VideoFrames(paths[0], [int(f) for f in indices], width, height)
     return paths
 
 
