@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from da3_blender.inputs import collect_inputs
+from da3_blender.inputs.collect import collect_inputs
 from da3_blender.prediction import Prediction, load_result, save_result, video_frame_indices
 from da3_blender.solve import pipeline
 
@@ -57,7 +57,7 @@ def test_refine_reads_the_frames_the_result_came_from(counted_clip, tmp_path, fr
 
 
 def test_a_farm_chunk_decodes_the_same_frames(counted_clip):
-    from da3_blender.farm import chunk_inputs
+    from da3_blender.farm.tasks import chunk_inputs
 
     shot = collect_inputs([counted_clip], fps=12, frame_start=1001)
     views = {"kind": "video", "paths": list(shot.source_paths), "frame_numbers": shot.frame_numbers.tolist(),

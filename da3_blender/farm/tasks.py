@@ -278,8 +278,7 @@ def chunk_inputs(plan: dict, start: int, end: int):
     numbers = views["frame_numbers"][start:end]
     video = views["video"]
     if views["kind"] == "video":
-        images = VideoFrames(video["path"], [int(f) for f in video_indices(numbers, video)], video["width"],
-                             video["height"])
+        images = VideoFrames(video["path"], [int(f) for f in video_indices(numbers, video)], video["width"], video["height"])
     else:
         images = ImageFiles(paths, exif)
     times = [math.nan if t is None else t for t in views["timestamps"][start:end]]
