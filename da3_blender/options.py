@@ -165,6 +165,8 @@ REFINE_LENSES = (
     ("fixed", "Fixed lens", "One focal length for the whole shot (prime lens)"),
     ("zoom", "Zoom", "A focal length per frame (zoom lens)"),
     ("radial", "Fixed + distortion", "One focal length with radial lens distortion k1, k2 (wide or cheap lenses)"),
+    ("known", "Known lens", "The lens given (camera report, tracked camera or the result's own) is held: only the "
+                            "camera poses are solved"),
 )
 DEFAULT_REFINE_LENS = "fixed"
 REFINE_MOTIONS = (

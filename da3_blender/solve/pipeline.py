@@ -21,7 +21,7 @@ from ..options import DEFAULT_REFINE_LENS, DEFAULT_REFINE_MOTION, REFINE_LENSES,
 from ..prediction import Prediction
 from ..tracks import Tracks
 from . import features as feat
-from .bundle import Rig, adjust, residuals
+from .bundle import HELD_LENS_MODEL, Rig, adjust, residuals
 from .motion import MIN_TRACKS, choose_motion, retriangulate
 from .motion import rms as _rms
 from .motion import report as _report
@@ -172,9 +172,12 @@ def _tracks(pycolmap, features: feat.Features, rig: Rig, progress) -> feat.Track
 
 
 def _lens_setup(rig: Rig, sizes: np.ndarray, lens: str) -> tuple[Rig, np.ndarray, str]:
-    """The starting lens: one camera per source size (``fixed``/``radial``) or per view (``zoom``)."""
+    """The starting lens: one camera per source size (``fixed``/``radial``) or per view (``zoom``);
+    ``known``: each view's own intrinsics as given, held (bundle.HELD_LENS_MODEL)."""
     out = rig.copy()
     n = len(rig.R)
+    if lens == "known":
+        return out, np.arange(n), HELD_LENS_MODEL
     if lens == "zoom":
         camera_of_view = np.arange(n)
     else:
@@ -289,8 +292,9 @@ def refine(pred: Prediction, images=None, *, lens: str = DEFAULT_REFINE_LENS, mo
     """A new Prediction with bundle-adjusted cameras and ``meta["solve"]`` (see the module docstring).
 
     ``images``: the source frames in view order (paths, arrays, or an ``inputs.collect_inputs`` set;
-    None: ``pred.source_paths``). ``lens``: ``fixed`` (one focal length), ``zoom`` (one per view) or
-    ``radial`` (one focal length with k1, k2). ``motion``: ``auto`` (free, or nodal when a pan about
+    None: ``pred.source_paths``). ``lens``: ``fixed`` (one focal length), ``zoom`` (one per view),
+    ``radial`` (one focal length with k1, k2) or ``known`` (the prediction's intrinsics, e.g. the ones the
+    user gave, are held: only the poses are solved). ``motion``: ``auto`` (free, or nodal when a pan about
     one point explains the tracks as well), ``free`` or ``nodal`` (a tripod shot: one centre, only the
     rotations and the lens move); ``meta["solve"]["motion"]`` says which. ``progress(stage, fraction, message)`` is called with
     stage ``"solve"``; raising :class:`CancelledError` from it cancels. Depth is left as it is (the
