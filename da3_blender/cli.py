@@ -92,9 +92,8 @@ def add_refine_argument(g) -> None:
     """``--refine [fixed|zoom|radial|known]``: the camera solve (shared with scripts/reconstruct.py)."""
     g.add_argument("--refine", nargs="?", const=opt.DEFAULT_REFINE_LENS, default=None,
                    choices=opt.choice_ids(opt.REFINE_LENSES),
-                   help="refine the cameras by tracking features and bundle adjustment (needs pycolmap); the "
-                        f"lens: fixed (one focal length), zoom (per frame), radial (with distortion k1, k2), known "
-                        f"(the given intrinsics held: only the poses are solved); "
+                   help="refine the cameras by tracking features and bundle adjustment (needs pycolmap); the lens: fixed "
+                        "(one focal length), zoom (per frame), radial (with k1, k2), known (held: only the poses solved); "
                         f"--refine alone: {opt.DEFAULT_REFINE_LENS}")
     g.add_argument("--refine-motion", default=None, choices=opt.choice_ids(opt.REFINE_MOTIONS),
                    help="the camera's motion for --refine: free (it travels), nodal (a pan from a tripod: one "
