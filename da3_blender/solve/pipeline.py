@@ -21,6 +21,7 @@ from ..options import DEFAULT_REFINE_LENS, DEFAULT_REFINE_MOTION, REFINE_LENSES,
 from ..prediction import Prediction
 from ..tracks import Tracks
 from . import features as feat
+from . import loops
 from .bundle import HELD_LENS_MODEL, Rig, adjust, residuals
 from .motion import MIN_TRACKS, choose_motion, retriangulate
 from .motion import rms as _rms
@@ -239,7 +240,9 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     sizes = np.asarray(pred.orig_size, dtype=np.int64)
     rig_in = input_rig(pred)
     features = _features(pycolmap, frames, pred, progress)
-    tracks = feat.strongest_tracks(_tracks(pycolmap, features, rig_in, progress), MAX_SOLVE_TRACKS)
+    tracks = _tracks(pycolmap, features, rig_in, progress)
+    found, _ = loops.loop_pairs(pycolmap, features, rig_in, pred, progress)  # places seen again (solve/loops.py)
+    tracks = feat.strongest_tracks(loops.merge(features, tracks, found), MAX_SOLVE_TRACKS)
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
     chosen, used = choose_motion(pycolmap, pred, rig0, rig_in, tracks, camera_of_view, model, sizes, motion, progress)
     rig, points, tracks, weak = chosen.rig, chosen.points, chosen.tracks, chosen.held
@@ -258,6 +261,8 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
         "distortion": {"model": "radial", "k1": float(rig.k[0, 0]), "k2": float(rig.k[0, 1])} if lens == "radial" else None,
         "focal_px": [float(f) for f in rig.f[:, 0]],
         "kept_input_pose": [int(v) for v in weak],
+        "loop_pairs": len(found),
+        "longest_track_gap": loops.longest_gap(tracks),
         "reason": None,
     }
     if not figures["rms_px"] < figures["rms_px_before"]:
