@@ -57,6 +57,7 @@ def run_inference(
     chunk_align: str = "auto",
     refine: bool | str = False,
     refine_motion: str = options.DEFAULT_REFINE_MOTION,
+    loop_closure: bool = options.DEFAULT_LOOP_CLOSURE,
     exr_resolution: str = options.DEFAULT_EXR_RESOLUTION,
     exr_half: bool = options.DEFAULT_EXR_HALF,
     exr_plate_filter: str = options.DEFAULT_EXR_PLATE_FILTER,
@@ -77,10 +78,9 @@ def run_inference(
 
     Long shots (:mod:`da3_blender.streaming`): ``chunk_size`` views per pass (None: one pass; "auto": from the
     device), ``chunk_overlap`` shared views, chunks aligned by ``chunk_align`` (sim3, se3, auto) or to known
-    poses; per-chunk figures in ``pred.meta["chunks"]``.
-    ``refine`` (False, True or a lens: "fixed", "zoom", "radial"; needs pycolmap; ``refine_motion`` auto, free,
-    nodal) bundle-adjusts the cameras on the source frames after the network (the whole stitched shot when
-    streaming), stage "solve"; the figures go to ``pred.meta["solve"]`` (:mod:`da3_blender.solve`).
+    poses; per-chunk figures in ``pred.meta["chunks"]``; ``loop_closure``: :mod:`da3_blender.streaming_loops`.
+    ``refine`` (False, True or a lens of options.REFINE_LENSES; ``refine_motion``) bundle-adjusts the cameras on
+    the source frames after the network (the stitched shot), stage "solve", ``pred.meta["solve"]`` (:mod:`.solve`).
     ``exr_*``: the ``exr`` export's resolution (processed or plate), half floats and plate filter.
     """
     report = _Reporter(progress)
@@ -94,7 +94,7 @@ def run_inference(
     device = forward.model_device(model)
     run = forward.ViewRunner(model, device, pre.images, extr, proc_k, use_ray_pose, ref_view_strategy, ray_pose_seed,
                              metric_units, model_name, align_to_input_ext_scale, plan.infer_gs)
-    pred, alignment, streaming_meta = _forward(run, n, plan.chunking, align, report)
+    pred, alignment, streaming_meta = _forward(run, n, plan.chunking, align, report, loop_closure)
     del run
     _add_provenance(pred, pre, source, n)
     pred.meta = _meta(model_name, source, process_res=process_res, process_res_method=process_res_method,
@@ -195,17 +195,20 @@ def _preprocess(items, n: int, intr, process_res: int, process_res_method: str, 
     return pre
 
 
-def _forward(run: forward.ViewRunner, n: int, chunking, align: str, report):
+def _forward(run: forward.ViewRunner, n: int, chunking, align: str, report, loop_closure: bool = False):
     """One pass, or chunks for a long shot -> (pred, alignment or None, streaming meta or None)."""
     plan = streaming.chunk_plan(n, chunking.size, chunking.overlap, run.device, run.images.shape[1:3], run.model_name)
     if plan is None:
         pred, alignment = forward.single_pass(run, n, report)
         return pred, alignment, None
     size, overlap, ranges = plan
-    pred, alignment, chunks = forward.run_chunks(run, n, ranges, align, report)
+    loop_closure = bool(loop_closure) and n >= options.LOOP_MIN_FRAMES  # streaming_loops: on for long shots
+    pred, alignment, chunks = forward.run_chunks(run, n, ranges, align, report, loop_closure)
     report("postprocess", 0.0, "building the prediction")
-    return pred, alignment, {"chunk_size": int(size), "chunk_overlap": int(overlap), "chunk_align": align,
-                             "chunks": chunks}
+    meta = {"chunk_size": int(size), "chunk_overlap": int(overlap), "chunk_align": align, "chunks": chunks}
+    if pred.meta and "loop_closure" in pred.meta:
+        meta["loop_closure"] = pred.meta["loop_closure"]
+    return pred, alignment, meta
 
 
 def _add_provenance(pred: Prediction, pre, source, n: int) -> None:

@@ -129,6 +129,12 @@ AUTO_CHUNK = "auto"  # chunk_size "auto": chosen from the device (streaming.auto
 DEFAULT_VIDEO_CHUNK_SIZE = AUTO_CHUNK  # videos stream by default; image sets run in one pass
 
 
+# loop closure (da3_blender/streaming_loops.py): on by default for streamed shots of at least LOOP_MIN_FRAMES
+# frames (five chunks of the CPU's 8 with overlap 2: fewer leave no chunk two apart that could revisit another)
+DEFAULT_LOOP_CLOSURE = True
+LOOP_MIN_FRAMES = 32
+
+
 def default_chunk_overlap(chunk_size: int) -> int:
     """Views shared by two consecutive chunks when the user gives none."""
     return max(2, int(chunk_size) // 4)
