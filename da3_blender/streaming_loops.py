@@ -53,10 +53,12 @@ ITERATIONS = 30
 
 # -- retrieval --------------------------------------------------------------------------------------
 
-def view_descriptors(images: np.ndarray) -> np.ndarray:
+def view_descriptors(images: np.ndarray, check=None) -> np.ndarray:
     """(N,128) unit descriptors of (N,H,W,3) uint8 images (see the module doc)."""
     out = []
     for img in images:
+        if check is not None:
+            check()
         gray = np.asarray(img, dtype=np.float64)[..., :3] @ np.array([0.299, 0.587, 0.114])
         h, w = min(THUMB[0], gray.shape[0]), min(THUMB[1], gray.shape[1])  # a smaller image: its own pixels
         rows = np.linspace(0, gray.shape[0], h + 1).astype(int)
@@ -257,7 +259,7 @@ def close_loops(images: np.ndarray, stitcher, chunks: list, report, forward_view
             report("forward", fraction, "loop closure")
 
     report("forward", 1.0, "loop closure: finding places seen again")
-    loops = find_loops(view_descriptors(images), chunks)
+    loops = find_loops(view_descriptors(images, check), chunks)
     figures = {"candidates": len(loops), "loops": [], "rejected": 0, "seconds": 0.0}
     if not loops:
         figures["seconds"] = time.monotonic() - started

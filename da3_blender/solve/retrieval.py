@@ -28,9 +28,11 @@ MIN_SCORE_RATIO = 0.25  # ... a candidate needs this share of it
 CHUNK = 8192  # descriptors per assignment product
 
 
-def _assign(desc: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def _assign(desc: np.ndarray, centres: np.ndarray, check=None) -> np.ndarray:
     out = np.empty(len(desc), dtype=np.int64)
     for a in range(0, len(desc), CHUNK):
+        if check is not None:  # a cancel is never more than one product (~20 ms) away
+            check()
         out[a:a + CHUNK] = np.argmax(desc[a:a + CHUNK] @ centres.T, axis=1)
     return out
 
@@ -47,7 +49,7 @@ def vocabulary(descriptors: list, seed: int = 0, check=None) -> np.ndarray:
     for _ in range(KMEANS_ITERATIONS):
         if check is not None:
             check()
-        label = _assign(data, centres)
+        label = _assign(data, centres, check)
         sums = np.zeros_like(centres)
         np.add.at(sums, label, data)
         norm = np.linalg.norm(sums, axis=1, keepdims=True)
@@ -61,7 +63,7 @@ def descriptors_tfidf(descriptors: list, centres: np.ndarray, check=None) -> np.
     n, k = len(descriptors), len(centres)
     counts = np.zeros((n, k))
     for i, d in enumerate(descriptors):
-        if check is not None and i % 16 == 0:
+        if check is not None:
             check()
         if len(d) and k:
             counts[i] = np.bincount(_assign(d[:WORDS_PER_FRAME], centres), minlength=k)
