@@ -266,8 +266,7 @@ def close_loops(images: np.ndarray, stitcher, chunks: list, report, forward_view
         return figures
     depth_all = stitcher.arrays["depth"]
     scene = float(np.median(depth_all[np.isfinite(depth_all) & (depth_all > 0)])) or 1.0
-    size = max(e - s for s, e in chunks)
-    width = max(2, min(size // 2, min(e - s for s, e in owned_ranges(chunks)[1:])))
+    width = max(2, max(e - s for s, e in chunks) // 2)  # views per side (fewer where a chunk placed fewer)
     edges = [(k - 1, k, IDENTITY, False) for k in range(1, len(chunks))]
     for loop in loops:
         report("forward", 1.0, f"loop closure: chunks {loop[0] + 1} and {loop[1] + 1}")
