@@ -29,7 +29,6 @@ from . import options as opt
 from .errors import BadInputError, CancelledError, DA3Error
 
 DEFAULT_EXPORT_DIR = "da3_output"
-DEFAULT_BACKEND_URL = "http://127.0.0.1:8008"  # `da3 backend`'s default address
 DEBUG_ENV = "DA3_DEBUG"  # DA3_DEBUG=1: print the traceback of an error (as --debug)
 
 log = logging.getLogger("da3_blender")
@@ -85,7 +84,7 @@ def add_streaming_arguments(g) -> None:
     g.add_argument("--chunk-align", default=None, choices=opt.CHUNK_ALIGN_NAMES,
                    help="how chunks are aligned: sim3 (with scale), se3 (rigid, metric models) or auto "
                         f"(by model; default: {opt.DEFAULT_CHUNK_ALIGN})")
-    g.add_argument("--no-loop-closure", action="store_true", help="leave a streamed shot's loops open (docs/long-shots.md)")
+    g.add_argument("--no-loop-closure", action="store_true", help="leave a streamed shot's loops open (docs/loop-closure.md)")
 
 
 def add_refine_argument(g) -> None:
@@ -167,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = common.add_argument_group("backend (issue 21)")
     g.add_argument("--use-backend", action="store_true",
                    help="send the work to a running `da3 backend` (its model stays loaded) instead of running here")
-    g.add_argument("--backend-url", default=DEFAULT_BACKEND_URL,
-                   help=f"the backend's address (default: {DEFAULT_BACKEND_URL}; token: env DA3_BACKEND_TOKEN)")
+    g.add_argument("--backend-url", default=opt.DEFAULT_BACKEND_URL,
+                   help=f"the backend's address (default: {opt.DEFAULT_BACKEND_URL}; token: env DA3_BACKEND_TOKEN)")
     g = common.add_argument_group("output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors and the file list")
     g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")

@@ -217,16 +217,14 @@ def _chunk(plan: dict, index) -> dict:
 
 def _farm_meta(path: str) -> dict:
     """The ``farm`` entry of a result file's metadata, read without loading its arrays ({} if unreadable)."""
-    import zipfile
-
-    import numpy as np
+    from .errors import ResultFormatError
+    from .prediction import read_meta
 
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta_json"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        meta = read_meta(path)
+    except ResultFormatError:
         return {}
-    farm = meta.get("farm") if isinstance(meta, dict) else None
+    farm = meta.get("farm")
     return farm if isinstance(farm, dict) else {}
 
 

@@ -74,7 +74,7 @@ def frame_number_from_name(path) -> int:
 
 def natural_key(name: str):
     """Sort key putting ``frame2`` before ``frame10`` (case-insensitive)."""
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t]
+    return [(0, int(t), "") if t.isdecimal() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t]
 
 
 # ----------------------------------------------------------------------------------------------

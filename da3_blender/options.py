@@ -213,3 +213,9 @@ INPUT_COLORSPACES = (
 )
 INPUT_COLORSPACE_NAMES = tuple(c[0] for c in INPUT_COLORSPACES)
 DEFAULT_INPUT_COLORSPACE = "auto"
+
+
+# -- the web side (issue 21): `da3 backend`, `da3 gallery`, --use-backend ---------------------------------
+DEFAULT_BACKEND_PORT = 8008  # official DA3's backend port
+DEFAULT_BACKEND_URL = f"http://127.0.0.1:{DEFAULT_BACKEND_PORT}"  # where --use-backend sends work
+DEFAULT_GALLERY_DIR = os.path.join("workspace", "gallery")  # official DA3's gallery folder

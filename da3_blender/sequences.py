@@ -99,7 +99,7 @@ def _collect(folder: str, prefix: str, suffix: str, width: int | None, what: str
         if not (name.startswith(prefix) and name.endswith(suffix)) or len(name) <= len(prefix) + len(suffix):
             continue
         digits = name[len(prefix):len(name) - len(suffix)]
-        if not digits.isdigit() or not os.path.isfile(os.path.join(folder, name)):
+        if not (digits.isascii() and digits.isdigit()) or not os.path.isfile(os.path.join(folder, name)):
             continue
         if width and not (len(digits) == width or (len(digits) > width and digits[0] != "0")):
             continue

@@ -95,7 +95,7 @@ def test_loop_pairs_close_an_orbit_that_drifted(orbit, monkeypatch):
     focal = np.abs(np.asarray(s["focal_px"]) / orbit["intrinsics"][:, 0, 0] - 1).max()
     assert s["reason"] is None and s["rms_px"] < 0.5, s
     assert s["loop_pairs"] >= 3 and s["longest_track_gap"] >= ORBIT_FRAMES - 8, s  # tracks span the loop
-    # 480x270 frames: what the views' pixels allow (see docs/long-shots.md); the sequential solve is 3x worse
+    # 480x270 frames: what the views' pixels allow (see docs/loop-closure.md); the sequential solve is 3x worse
     assert rot.max() <= 0.4 and pos.max() <= 0.007 and focal <= 0.005, (rot.max(), pos.max(), focal)
 
     monkeypatch.setattr(loops, "loop_pairs", lambda *a, **kw: ({}, {}))  # the same solve without loop pairs
