@@ -84,6 +84,7 @@ def drift(extrinsics, intrinsics, seed=0, rot_deg=0.8, pos_frac=0.005, focal_fra
     return out_e, out_k
 
 
+@pytest.mark.slow
 def test_loop_pairs_close_an_orbit_that_drifted(orbit, monkeypatch):
     e, k = drift(orbit["extrinsics"], orbit["intrinsics"])
     rot_in, pos_in = H.gauge_errors(e, orbit["extrinsics"])
