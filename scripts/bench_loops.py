@@ -2,9 +2,10 @@
 
 The shot is our ground-truth render (scripts/render_solve_shot.py --path orbit: a full turn in a room
 whose opposite walls repeat), rendered once into ``--shot-root`` and reused. The input cameras drift as
-streamed ones do (a random walk: each view's error is the previous one's plus 0.8 degrees about a random
-axis and 0.5 % of the path, the focal 3 % off), so the end is several degrees and % of the path off the
-start. Each row is ``refine`` in its own child process: lens fixed and known, with loop pairs and without
+streamed ones do (a random walk: each view's error is the previous one's plus a step about a random axis
+and along the path, 0.8 degrees and 0.5 % of the path at 48 frames, scaled by sqrt(48 / frames) so that
+the end is as far off at any length; the focal 3 % off), so the end is several degrees and % of the
+path off the start. Each row is ``refine`` in its own child process: lens fixed and known, with loop pairs and without
 (the sequential pairs only), with the worst view's rotation and position error after the gauge fit::
 
     python scripts/bench_loops.py --frames 240 --size 640x360
@@ -39,7 +40,9 @@ def child(folder: str, lens: str, loops_on: bool) -> dict:
         loops.loop_pairs = lambda *a, **k: ({}, {})
     shot = H.load_shot(folder)
     n = len(shot["extrinsics"])
-    e, k = drift(shot["extrinsics"], shot["intrinsics"], focal_frac=0.0 if lens == "known" else 0.03)
+    walk = np.sqrt(48 / n)  # the steps of the tests' 48-frame walk, scaled so the end is as far off (~4.5 deg, 3 %)
+    e, k = drift(shot["extrinsics"], shot["intrinsics"], rot_deg=0.8 * walk, pos_frac=0.005 * walk,
+                 focal_frac=0.0 if lens == "known" else 0.03)
     rot_in, pos_in = H.gauge_errors(e, shot["extrinsics"])
     pred = H.prediction(e, k, shot["size"])
     start = time.perf_counter()
