@@ -91,10 +91,9 @@ def single_pass(run: ViewRunner, n: int, report):
 def run_chunks(run: ViewRunner, n: int, chunks: list[tuple[int, int]], align: str, report, loop_closure=False):
     """Every chunk through the network, aligned and stitched (see :mod:`da3_blender.streaming`).
 
-    ``loop_closure``: chunks that revisit an earlier place pull the path closed (:mod:`.streaming_loops`).
     ``loop_closure``: close the loops of a shot that revisits a place (:mod:`.streaming_loops`; figures in
-    ``pred.meta["loop_closure"]``). Returns ``(pred, alignment to the user's poses or None, per-chunk meta)``. The processed images are
-    written over the input images in place once no later chunk needs them (the same values a single
+    ``pred.meta["loop_closure"]``). Returns ``(pred, alignment to the user's poses or None, per-chunk
+    meta)``. The processed images are written over the input images in place once no later chunk needs them (the same values a single
     pass gives), so they cost no second copy.
     """
     stitcher = streaming.Stitcher(n, with_scale=align == "sim3")
