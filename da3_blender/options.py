@@ -89,6 +89,11 @@ EXPORT_FORMATS = (
     ("exr", "EXR depth passes", "One OpenEXR per view: Z, confidence, sky, camera in the header (needs OpenEXR)"),
     # i10: 3D Gaussians (DA3-GIANT / NESTED only; turns on infer_gs)
     ("gs_ply", "3D Gaussians (.ply)", "3D Gaussian splats as a 3DGS PLY (Giant/Nested models only)"),
+    # i28: into comp (docs/comp.md)
+    ("stmap", "STMaps (lens)", "Undistort/redistort STMaps as float EXR and lens.json with the overscan camera (needs OpenEXR)"),
+    ("nuke", "Nuke script + .chan", "The camera as a Nuke script (Camera2, plate Read, STMap lens nodes) and a .chan file"),
+    ("usd", "USD stage", "Animated camera and point cloud as a USD stage (needs usd-core)"),
+    ("undistorted", "Undistorted plates", "Each plate undistorted into the overscan frame (EXR stays EXR, else PNG)"),
 )
 EXPORT_FORMAT_NAMES = tuple(f[0] for f in EXPORT_FORMATS)
 DEFAULT_EXPORT_FORMAT = "glb"  # CLI default
@@ -109,12 +114,24 @@ DEFAULT_EXR_PLATE_FILTER = "nearest"
 DEFAULT_EXR_HALF = False  # float32 channels; half (float16) on request
 EXR_OPTION_KEYS = ("exr_resolution", "exr_half", "exr_plate_filter")  # job options -> exports.export keywords
 
+# -- usd stage (exports/usd.py) ----------------------------------------------------------------------
+USD_FILE_FORMATS = (
+    ("usda", "Text (.usda)", "Readable text layer (usd/shot.usda)"),
+    ("usdc", "Binary (.usdc)", "Crate binary layer: smaller, faster to load (usd/shot.usdc)"),
+)
+DEFAULT_USD_FILE_FORMAT = "usda"
+
 # -- camera exchange (scene/exchange.py): (id, label, description, file extension) --------------------
 CAMERA_EXPORT_FORMATS = (
     ("ABC", "Alembic (.abc)", "Exact motion; lens on every frame (Blender's own importer reads it once)", ".abc"),
     ("FBX", "FBX (.fbx)", "Motion and focal length keyed on every frame", ".fbx"),
+    # i28: into comp (scene/comp_export.py)
+    ("USD", "USD (.usd)", "Blender's own USD exporter: the cameras over the frame range", ".usd"),
+    ("NK", "Nuke script (.nk)", "A Camera2 node keyed on every frame and a Read of the footage", ".nk"),
+    ("CHAN", "Nuke .chan (.chan)", "frame tx ty tz rx ry rz vfov on every frame (rotation order ZXY)", ".chan"),
 )
 CAMERA_EXPORT_EXTENSIONS = tuple(f[3] for f in CAMERA_EXPORT_FORMATS)
+CAMERA_EXPORT_KINDS = ", ".join(f[1] for f in CAMERA_EXPORT_FORMATS)  # "Alembic (.abc), FBX (.fbx), ..."
 
 # -- streaming (long shots: chunks aligned to each other) -------------------------------------------
 CHUNK_ALIGN_CHOICES = (
@@ -129,7 +146,7 @@ AUTO_CHUNK = "auto"  # chunk_size "auto": chosen from the device (streaming.auto
 DEFAULT_VIDEO_CHUNK_SIZE = AUTO_CHUNK  # videos stream by default; image sets run in one pass
 
 
-# loop closure (da3_blender/streaming_loops.py): on by default for streamed shots of at least LOOP_MIN_FRAMES
+# loop closure (da3_blender/pipeline/streaming_loops.py): on by default for streamed shots of at least LOOP_MIN_FRAMES
 # frames (five chunks of the CPU's 8 with overlap 2: fewer leave no chunk two apart that could revisit another)
 DEFAULT_LOOP_CLOSURE = True
 LOOP_MIN_FRAMES = 32

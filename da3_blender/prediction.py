@@ -59,8 +59,8 @@ import numpy as np
 
 from .errors import ResultFormatError
 from .files import open_atomic
-from .gaussians import Gaussians
-from .tracks import Tracks
+from .results.gaussians import Gaussians
+from .results.tracks import Tracks
 
 RESULT_FORMAT = "da3-blender-result"
 RESULT_VERSION = 1

@@ -3,7 +3,7 @@
 A result's ``frame_numbers`` are scene frames (a video's frame ``k`` is ``frame_start + k``, chosen
 when it ran; a sequence's frames keep their own numbers); results written before that (no
 ``meta["frame_numbers"]``) stored the 0-based video frame, and ``frame_start`` is added here. The
-scene runs at the footage's exact rate (``meta["video"]["rate"]``, :mod:`da3_blender.rates`) over the
+scene runs at the footage's exact rate (``meta["video"]["rate"]``, :mod:`da3_blender.inputs.rates`) over the
 whole clip, and the clip (a movie, or an image sequence Blender reads itself) starts at the scene
 frame of its first frame, so the background shows the frame the camera was solved from.
 The background is a viewport overlay (``show_background_images``); renders do not include it.
@@ -16,11 +16,10 @@ import os
 import bpy
 import numpy as np
 
-from ..da3_blender import rates
+from ..da3_blender.inputs import rates
 from ..da3_blender.errors import BadInputError
 from ..da3_blender.options import MAX_SCENE_FRAME as MAX_FRAME  # Blender's last frame
 from ..da3_blender.prediction import scene_frame_numbers
-from .conventions import fps_to_blender
 
 
 def video_info(pred) -> dict | None:
@@ -61,10 +60,8 @@ def set_scene_timing(scene, video: dict, frames: np.ndarray, frame_start: int) -
     clip (``frame_range``; results before issue 17: ``frame_start`` to ``frame_start + frame_count - 1``),
     at least every keyed frame."""
     rate, fps = video.get("rate"), video.get("fps")
-    if rate:
-        scene.render.fps, scene.render.fps_base = rates.to_blender(rate)
-    elif fps:
-        scene.render.fps, scene.render.fps_base = fps_to_blender(float(fps))
+    if rate or fps:  # results before issue 17 have only the float rate: snapped to its exact rational
+        scene.render.fps, scene.render.fps_base = rates.to_blender(rate or rates.snap_rate(float(fps)))
     frame_range = video.get("frame_range")
     if frame_range:
         start, end = int(frame_range[0]), int(frame_range[1])

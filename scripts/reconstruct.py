@@ -24,11 +24,11 @@ if str(REPO_ROOT) not in sys.path:  # the core's option tables and job checks (s
     sys.path.insert(0, str(REPO_ROOT))
 
 from da3_blender import options as opt  # noqa: E402
-from da3_blender.cli import (DEBUG_ENV, add_exr_arguments, add_refine_argument, add_shot_arguments,  # noqa: E402
-                             add_streaming_arguments, add_video_arguments, debug_wanted, exr_options, shot_from_args)
+from da3_blender.commands.common import (DEBUG_ENV, add_exr_arguments, add_refine_argument, add_shot_arguments,  # noqa: E402
+                                         add_streaming_arguments, add_video_arguments, debug_wanted, exr_options, shot_from_args)
 from da3_blender.errors import BadInputError  # noqa: E402
 from da3_blender.files import check_writable_folder  # noqa: E402
-from da3_blender.sequences import find_sequence, is_pattern  # noqa: E402
+from da3_blender.inputs.sequences import find_sequence, is_pattern  # noqa: E402
 
 PACKAGE = "da3_for_blender"  # the manifest id
 PROG = "reconstruct"
@@ -134,8 +134,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help=f"{', '.join(opt.EXPORT_FORMAT_NAMES)}; join with '-' (default: {opt.DEFAULT_EXPORT_FORMAT})")
     add_exr_arguments(g)
     g.add_argument("--keep-result", action="store_true", help="keep the result .npz next to the .blend")
-    g.add_argument("--export-camera", default=None, metavar="PATH.abc|PATH.fbx",
-                   help="also write the cameras (scene fps and frame range) with Blender's Alembic or FBX exporter")
+    g.add_argument("--export-camera", default=None, metavar="PATH" + "|PATH".join(opt.CAMERA_EXPORT_EXTENSIONS),
+                   help="also write the cameras (scene fps, frame range): Alembic/FBX/USD by Blender, or Nuke .nk/.chan")
     g.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also env {DEBUG_ENV}=1)")
     # render farm (issue 20): plan here, run on a Flamenco farm
     g.add_argument("--submit-flamenco", default=None, metavar="URL",
@@ -177,8 +177,8 @@ def check_args(args: argparse.Namespace) -> dict:
         raise Failure("--farm-dir needs --submit-flamenco URL", code=2)
     if args.submit_flamenco and (args.remote or args.export_camera or args.gaussians):
         raise Failure("--submit-flamenco runs the shot on the farm: leave out --remote, --export-camera and --gaussians", code=2)
-    if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in (".abc", ".fbx"):
-        raise Failure(f"--export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {args.export_camera}", code=2)
+    if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in opt.CAMERA_EXPORT_EXTENSIONS:
+        raise Failure(f"--export-camera must be one of {opt.CAMERA_EXPORT_KINDS}, got {args.export_camera}", code=2)
     spec = job_from_args(args)
     if args.export_camera:
         check_writable_folder(os.path.dirname(os.path.abspath(args.export_camera)), f"write the cameras to {args.export_camera}")
@@ -305,7 +305,7 @@ def _raise(ex):
 
 def _expand(inputs: list[str], stills: bool = False) -> tuple[str, list[str]]:
     """(input mode, paths) for the panel's settings; folders listed as every surface lists them."""
-    from da3_blender.inputs import is_video_path, list_folder_images
+    from da3_blender.inputs.paths import is_video_path, list_folder_images
     paths = [os.path.abspath(p) for p in inputs]
     if len(paths) == 1 and not stills and not os.path.isdir(paths[0]) and find_sequence(paths[0]) is not None:
         return "SEQUENCE", paths  # a pattern or one file of a sequence (a folder: FOLDER, detected as a shot)
@@ -392,7 +392,7 @@ def configure(context, package: str, args) -> dict:
 def submit_flamenco(args) -> int:
     """``--submit-flamenco URL``: plan the shot with the worker Python and submit it (nothing is built here)."""
     from da3_blender.errors import DA3Error
-    from da3_blender.flamenco import plan_and_submit
+    from da3_blender.farm.flamenco import plan_and_submit
 
     python = args.python or (sys.executable if importlib.util.find_spec("torch") else None)
     if python is None:
@@ -446,7 +446,7 @@ def run(argv: list[str]) -> int:
             out = os.path.abspath(args.output)
             os.makedirs(os.path.dirname(out), exist_ok=True)
             bpy.ops.wm.save_as_mainfile(filepath=out, check_existing=False)
-            print(f"{PROG}: {context.window_manager.da3_runtime.summary}")
+            print(f"{PROG}: {(rt := context.window_manager.da3_runtime).summary}" + (f"\n{PROG}: warning: {rt.warning}" * bool(rt.warning)))
             print(f"{PROG}: saved {out}")
             if args.export_camera:
                 camera_file = os.path.abspath(args.export_camera)

@@ -42,7 +42,8 @@ def test_known_lens_holds_the_given_intrinsics_and_solves_the_poses(shot):
 
 
 def test_known_lens_on_every_surface(tmp_path):
-    from da3_blender.cli import build_parser, job_from_args
+    from da3_blender.commands.common import job_from_args
+    from da3_blender.commands.main import build_parser
     from da3_blender.job import build_job
 
     assert build_job(["a.png"], options={"refine": "known"})["options"]["refine"] == "known"
@@ -111,7 +112,7 @@ def test_a_repeated_wall_elsewhere_is_no_loop(orbit):
     well and scores high, but the input cameras look the other way, so it is no loop pair."""
     import pycolmap
 
-    from da3_blender.inputs import load_image
+    from da3_blender.inputs.images import load_image
     from da3_blender.solve import features as feat
     from da3_blender.solve.pipeline import input_rig
 

@@ -1,4 +1,4 @@
-"""Loop closure in streaming (da3_blender.streaming_loops) against ground truth.
+"""Loop closure in streaming (da3_blender.pipeline.streaming_loops) against ground truth.
 
 The shot: a camera on a circle of 1 m inside a textured cylinder (radius 5 m) looking outwards, ray
 cast in numpy (colour and exact depth). The stand-in model returns the ground-truth cameras and depth
@@ -70,7 +70,7 @@ class DriftingModel:
     def __init__(self, extr, k, images, depth):
         import torch
 
-        from da3_blender.preprocess import normalize
+        from da3_blender.pipeline.preprocess import normalize
 
         self.extr, self.k, self.depth = extr, k, depth
         self.frames = normalize(images).reshape(len(images), -1)
@@ -171,7 +171,8 @@ def test_loop_closure_option_on_every_surface(tmp_path):
     import importlib.util
 
     from da3_blender import options as opt
-    from da3_blender.cli import build_parser, job_from_args
+    from da3_blender.commands.common import job_from_args
+    from da3_blender.commands.main import build_parser
     from da3_blender.errors import BadInputError
     from da3_blender.job import build_job, inference_kwargs
 

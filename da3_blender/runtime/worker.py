@@ -25,7 +25,7 @@ from ..errors import BadInputError, CancelledError, DA3Error
 from ..cancel import cancellable
 from ..files import check_writable_folder, remove_stale_temp_files
 from ..job import inference_kwargs, video_kwargs
-from ..sequences import shot_summary
+from ..inputs.sequences import shot_summary
 from .protocol import (LOG_DIR_ENV, LOG_FILE, PROTOCOL_VERSION, TRANSFER_REQUESTS, UNTRUSTED_MARKER, UNTRUSTED_STATUS,
                        ProtocolError, check_request, decode, encode, error_event, event, normalize_job, read_line,
                        request_id)
@@ -297,7 +297,7 @@ class Worker:
         exif = spec["options"].get("exif_transpose", True)
         matrices = _check_values(spec)
 
-        from ..inputs import collect_inputs
+        from ..inputs.collect import collect_inputs
 
         progress("load", 0.0, "reading inputs")
         inputs = collect_inputs(spec["inputs"], exif_transpose=exif, progress=progress.part(0.0, INPUTS_SHARE),
@@ -315,6 +315,12 @@ class Worker:
             **kwargs,
         )
         progress.check()
+        from ..inference import solve_warning
+
+        warnings = [w for w in (solve_warning(pred.meta),) if w]  # a failed camera solve: the result is kept
+        for line in warnings:
+            log.warning("job %s: %s", job.id, line)
+            progress("solve", 1.0, f"warning: {line}", force=True)
         n = pred.num_views
         seconds = time.perf_counter() - started
         meta = {  # added to the model, options and video info the inference recorded
@@ -345,6 +351,7 @@ class Worker:
                 "seconds": round(time.perf_counter() - started, 3),
                 "model_loads": self.loads,
                 "shot": shot_summary(pred.meta.get("video")),  # issue 17: frames, rate, gaps, sampling
+                "warnings": warnings,  # one line each, reported as a warning by the operator
             },
         }
 

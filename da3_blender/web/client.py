@@ -102,7 +102,7 @@ def request_body(spec: dict[str, Any], paths: list[str]) -> dict[str, Any]:
     extension fields ``shot`` and ``video`` (official DA3's server ignores them). An image sequence
     is sent as its one path (a file of it, its folder or a pattern): the server expands it inside
     its allowed folders, as a direct run would here."""
-    from ..inputs import is_video_path
+    from ..inputs.paths import is_video_path
     from ..job import is_sequence_job
 
     sequence = is_sequence_job(spec)
@@ -131,4 +131,7 @@ def run_on_backend(url: str, spec: dict[str, Any], paths: list[str], progress: C
         logging.getLogger("da3_blender").warning("the backend at %s runs %s on %s (its own model and device; --model "
                                                  "and --device are not sent)", url, status["model_dir"], status.get("device"))
     task_id = client.submit(request_body(spec, paths))
-    return client.wait(task_id, progress)
+    task = client.wait(task_id, progress)
+    for line in (task.get("summary") or {}).get("warnings") or []:  # e.g. a failed camera solve: the result is kept
+        logging.getLogger("da3_blender").warning("%s", line)
+    return task

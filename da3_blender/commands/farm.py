@@ -1,8 +1,9 @@
-"""``da3 farm plan|forward|align|build|submit``: a shot as render-farm tasks (:mod:`da3_blender.farm`).
+"""``da3 farm plan|forward|align|solve|build|submit``: a shot as render-farm tasks (:mod:`da3_blender.farm`).
 
     da3 farm plan INPUT... --out DIR [the usual options]   # one plan folder per shot (several: DIR/<shot>)
     da3 farm forward DIR --chunk K [--device cuda]         # one chunk's forward -> DIR/chunks/K.npz
     da3 farm align DIR                                     # -> DIR/result.npz and the asked exports
+    da3 farm solve DIR                                     # --refine: the stitched shot's camera solve
     da3 farm build DIR [--output shot.blend] [--blender PATH] [-- build options]
     da3 farm submit DIR --flamenco URL                     # the shot as a Flamenco job
 
@@ -16,7 +17,7 @@ import argparse
 import json
 import os
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 
 def add_parser(sub, common, video) -> None:
@@ -24,7 +25,7 @@ def add_parser(sub, common, video) -> None:
     import copy
 
     common = copy.deepcopy(common)  # its own actions: the export defaults below must not reach the other commands
-    farm = sub.add_parser("farm", help="a long shot as render-farm tasks: plan, forward, align, build, submit")
+    farm = sub.add_parser("farm", help="a long shot as render-farm tasks: plan, forward, align, solve, build, submit")
     steps = farm.add_subparsers(dest="farm_command", metavar="STEP", parser_class=type(farm))
     p = steps.add_parser("plan", parents=[common, video], help="plan shots: DIR/plan.json and DIR/openjd-params.json")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="shots: a video, a folder of images or an image each")
@@ -42,6 +43,9 @@ def add_parser(sub, common, video) -> None:
     p.add_argument("--force", action="store_true", help="run it even if this plan's chunk K is already there")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the file")
     p = steps.add_parser("align", help="stitch the chunks -> DIR/result.npz and the plan's exports")
+    p.add_argument("plan_dir", metavar="DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the file")
+    p = steps.add_parser("solve", help="the camera solve of the stitched shot (a plan with --refine; else nothing to do)")
     p.add_argument("plan_dir", metavar="DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the file")
     p = steps.add_parser("build", help="DIR/result.npz into a .blend with headless Blender (the panel's builders)",
@@ -71,16 +75,20 @@ def split_build_options(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def run(args, build_options=()) -> int:
     """Execute ``da3 farm ...``; raises DA3Error on failure."""
-    from .cli import ProgressPrinter, _quiet
+    from .common import ProgressPrinter, _quiet
 
     step = getattr(args, "farm_command", None)
     if step is None:
-        raise BadInputError("choose a farm step: plan, forward, align, build or submit (see da3 farm --help)")
+        raise BadInputError("choose a farm step: plan, forward, align, solve, build or submit (see da3 farm --help)")
     args.build_options = list(build_options)
+    from .cancel import terminate_as_cancel
+
     printer = _quiet if getattr(args, "quiet", False) else ProgressPrinter()
     failed = True
     try:
-        code = {"plan": _plan, "forward": _forward, "align": _align, "build": _build, "submit": _submit}[step](args, printer)
+        with terminate_as_cancel(f"da3 farm {step}"):  # a killed task leaves no .tmp-* file
+            code = {"plan": _plan, "forward": _forward, "align": _align, "solve": _solve, "build": _build,
+                    "submit": _submit}[step](args, printer)
         failed = False
         return code
     finally:
@@ -90,8 +98,8 @@ def run(args, build_options=()) -> int:
 
 def _jobs(args) -> list[dict]:
     """The job of each shot on the command line (or in --job), checked before any work."""
-    from .cli import input_kind, job_from_args
-    from .job import normalize_job
+    from .common import input_kind, job_from_args
+    from ..job import normalize_job
 
     if args.job:
         if args.inputs:
@@ -106,7 +114,7 @@ def _jobs(args) -> list[dict]:
     if args.export_format and not args.export_dir:
         raise BadInputError("--export-format needs --export-dir (a farm job exports only when asked)")
     if args.export_dir and not args.export_format:
-        from .options import DEFAULT_EXPORT_FORMAT
+        from ..options import DEFAULT_EXPORT_FORMAT
 
         args.export_format = DEFAULT_EXPORT_FORMAT
     jobs = []
@@ -114,7 +122,7 @@ def _jobs(args) -> list[dict]:
         input_kind(path, "auto")
         shot = argparse.Namespace(**{**vars(args), "input": path})
         if args.export_dir and len(args.inputs) > 1:
-            from .farm import _shot_name
+            from ..farm.tasks import _shot_name
 
             shot.export_dir = os.path.join(args.export_dir, _shot_name([path]))
         jobs.append(job_from_args(shot))
@@ -122,7 +130,7 @@ def _jobs(args) -> list[dict]:
 
 
 def _plan(args, printer) -> int:
-    from . import farm
+    from ..farm import tasks as farm
 
     jobs = _jobs(args)
     if args.python and not os.path.isfile(args.python):
@@ -150,7 +158,7 @@ def _plan(args, printer) -> int:
 
 
 def _forward(args, printer) -> int:
-    from . import farm
+    from ..farm import tasks as farm
 
     path, skipped = farm.forward_chunk(args.plan_dir, args.chunk, device=args.device, force=args.force, progress=printer)
     note = " (already done for this plan; --force runs it again)" if skipped else ""
@@ -159,18 +167,37 @@ def _forward(args, printer) -> int:
 
 
 def _align(args, printer) -> int:
-    from . import farm
+    from ..farm import tasks as farm
 
     path, pred = farm.align_shot(args.plan_dir, progress=printer)
     chunks = pred.meta["chunks"]
-    print(f"da3 farm: {pred.num_views} views from {len(chunks)} chunk{'s' * (len(chunks) != 1)} -> {path}")
+    pending = " (cameras to refine: run `da3 farm solve`, it writes the exports)" if farm.refines(farm.read_plan(
+        args.plan_dir)) else ""
+    print(f"da3 farm: {pred.num_views} views from {len(chunks)} chunk{'s' * (len(chunks) != 1)} -> {path}{pending}")
     for f in pred.meta.get("exported_files", []):
         print(f"  {f}")
     return 0
 
 
+def _solve(args, printer) -> int:
+    from ..farm.solve import solve_shot
+
+    path, pred, solved = solve_shot(args.plan_dir, progress=printer)
+    s = pred.meta.get("solve") or {}
+    if not solved:
+        what = "already solved" if s else "nothing to solve: the plan does not refine cameras"
+    elif s.get("failed"):
+        what = "the camera solve failed, the DA3 cameras are kept (see the warning)"
+    else:
+        what = f"solve error {s['rms_px_before']:.2f} -> {s['rms_px']:.2f} px ({s['tracks']} tracks)"
+    print(f"da3 farm: {pred.num_views} views, {what} -> {path}")
+    for f in pred.meta.get("exported_files", []) if solved else []:
+        print(f"  {f}")
+    return 0
+
+
 def _build(args, printer) -> int:
-    from . import farm
+    from ..farm import tasks as farm
 
     command = farm.build_command(args.plan_dir, args.output, args.blender, args.build_options)
     printer("build", 0.0, f"{os.path.basename(command[0])} building {os.path.join(args.plan_dir, farm.RESULT_FILE)}")
@@ -180,12 +207,12 @@ def _build(args, printer) -> int:
 
 
 def _submit(args, printer) -> int:
-    from . import farm, flamenco
+    from ..farm import tasks as farm, flamenco
 
     plan = farm.read_plan(args.plan_dir)
     job = flamenco.job_for_plan(plan, os.path.abspath(args.plan_dir), python=args.python, blender=args.blender,
                                 priority=args.priority, da3_root=args.da3_root)
     answer = flamenco.submit(args.flamenco, job)
     print(f"da3 farm: {plan['shot']} submitted to {args.flamenco} as job {answer.get('id', '?')} "
-          f"({len(plan['chunks'])} forward tasks, align, build)")
+          f"({len(plan['chunks'])} forward tasks, align, solve, build)")
     return 0

@@ -17,8 +17,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from .errors import BadInputError
-from .options import SEQUENCE_MIN_DENSITY
+from ..errors import BadInputError
+from ..options import SEQUENCE_MIN_DENSITY
 
 _PLACEHOLDER_RE = re.compile(r"#+|@+|%0?\d*d")
 _NUMBERED_RE = re.compile(r"^(?P<prefix>.*?)(?P<digits>\d+)(?P<suffix>\.[A-Za-z0-9]+)$")
@@ -81,7 +81,7 @@ def is_pattern(path) -> bool:
 
 
 def _image_extensions() -> tuple[str, ...]:
-    from .inputs import IMAGE_EXTENSIONS  # numpy: imported when needed
+    from .paths import IMAGE_EXTENSIONS  # numpy: imported when needed
 
     return IMAGE_EXTENSIONS
 
@@ -217,7 +217,8 @@ def read_sequence(seq: Sequence, fps=None, start=None, end=None, max_frames=None
     """The frames of ``seq`` as an :class:`~.inputs.InputSet` of kind ``"sequence"``.
 
     Sampling is a video's (``inputs.collect_inputs``) on the frame numbers: every frame by default
-    (``fps`` None or 0), else every ``int(rate / fps)``-th number from the first, within ``[start,
+    (``fps`` None or 0), else the number nearest each sample instant ``k / fps`` from the first
+    (``rates.keeps_frame``: 12 fps of 24000/1001 keeps every other number), within ``[start,
     end)`` seconds of the first frame, at most ``max_frames``. The rate is ``frame_rate``, else the
     first plate's EXR ``framesPerSecond``, else ``options.DEFAULT_SEQUENCE_RATE``, snapped to an exact
     rational (:mod:`.rates`). Every kept frame is decoded once here (an unreadable one fails here,
@@ -226,17 +227,17 @@ def read_sequence(seq: Sequence, fps=None, start=None, end=None, max_frames=None
     import numpy as np
 
     from . import plates, rates
-    from .inputs import ImageFiles, InputSet, _check_video_options, load_image
-    from .options import DEFAULT_SEQUENCE_RATE, EVERY_FRAME_FPS
+    from .images import ImageFiles, InputSet, _check_video_options, load_image
+    from ..options import DEFAULT_SEQUENCE_RATE, EVERY_FRAME_FPS
 
     _check_video_options(fps, start, end, max_frames)
     plates.check_readable(seq.paths[:1])  # before any work: OpenImageIO for EXR/DPX
     rate = rates.snap_rate(frame_rate or plates.plate_rate(seq.paths[0]) or DEFAULT_SEQUENCE_RATE)
     per_second = rates.rate_float(rate)
     want = EVERY_FRAME_FPS if fps is None else float(fps)
-    interval = 1 if want == EVERY_FRAME_FPS else max(1, int(per_second / want + 1e-9))
+    step = rates.sample_step(per_second, None if want == EVERY_FRAME_FPS else want)  # picked by time, as a video
     lo, hi = (start or 0.0) * per_second - 1e-9, (np.inf if end is None else end * per_second)
-    keep = [i for i, n in enumerate(seq.numbers) if (n - seq.first) % interval == 0 and lo <= n - seq.first < hi]
+    keep = [i for i, n in enumerate(seq.numbers) if rates.keeps_frame(n - seq.first, step) and lo <= n - seq.first < hi]
     keep = keep[:max_frames] if max_frames else keep
     if not keep:
         raise BadInputError(f"{seq.describe()}: no frames in the chosen range (start {start or 0} s, end {end} s at "
@@ -259,7 +260,7 @@ def read_sequence(seq: Sequence, fps=None, start=None, end=None, max_frames=None
         "rate": [rate[0], rate[1]], "fps": per_second, "average_fps": per_second, "variable_rate": False,
         "frame_count": seq.last - seq.first + 1, "frame_start": seq.first, "frame_range": [seq.first, seq.last],
         "missing": missing[:10000], "missing_text": seq.missing_text() if missing else "",
-        "sample_interval": interval, "duration": (seq.last - seq.first + 1) / per_second,
+        "sample_interval": round(step, 6), "duration": (seq.last - seq.first + 1) / per_second,
         "width": size[0], "height": size[1], "colorspace": plates.plate_transfer(paths[0], colorspace),
     }
     return InputSet(images=ImageFiles(paths, exif_transpose, colorspace), source_paths=paths, frame_numbers=numbers,
@@ -273,7 +274,7 @@ def shot_summary(video: dict | None) -> str:
     between its keys) and how float plates were converted."""
     if not isinstance(video, dict) or not video.get("rate"):
         return ""
-    from .rates import rate_text
+    from .rates import rate_text, step_text
 
     first, last = video.get("frame_range") or (None, None)
     what = os.path.basename(str(video.get("pattern") or video.get("path") or "shot"))
@@ -283,9 +284,10 @@ def shot_summary(video: dict | None) -> str:
     if video.get("variable_rate"):
         parts.append(f"variable frame rate (average {video.get('average_fps', 0):.4g} fps): keyed on the frame "
                      f"numbers at the nominal rate")
-    interval = int(video.get("sample_interval") or 1)
-    parts.append("camera keyed on every frame" if interval == 1 else
-                 f"sampled every {interval} frames: the camera is interpolated between keys (fps 0 keys every frame)")
+    step = float(video.get("sample_interval") or 1)
+    parts.append("camera keyed on every frame" if step <= 1 else
+                 f"sampled every {step_text(step)} frames: the camera is interpolated between keys (fps 0 keys "
+                 "every frame)")
     colorspace = video.get("colorspace")
     if colorspace and not str(colorspace).startswith("display-referred (as read)"):
         parts.append(f"plates {colorspace}")

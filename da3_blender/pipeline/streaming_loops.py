@@ -1,6 +1,6 @@
 """Loop closure for streamed shots: chunks that come back to an earlier place pull the path closed.
 
-Streaming (:mod:`da3_blender.streaming`) aligns each chunk to the one before only, so an orbit or a
+Streaming (:mod:`da3_blender.pipeline.streaming`) aligns each chunk to the one before only, so an orbit or a
 walk around a building that returns to its start does not close: the alignment errors add up. After
 the last chunk:
 
@@ -34,7 +34,8 @@ import time
 
 import numpy as np
 
-from . import geometry, streaming
+from .. import geometry
+from . import streaming
 
 log = logging.getLogger("da3_blender")
 

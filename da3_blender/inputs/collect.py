@@ -19,153 +19,29 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInputError
-from .job import check_frame_start
-from .options import DEFAULT_VIDEO_FPS, EVERY_FRAME_FPS  # fps None: the official 1 fps; 0: every frame
+from ..errors import BadInputError
+from ..options import DEFAULT_VIDEO_FPS, EVERY_FRAME_FPS  # fps None: the official 1 fps; 0: every frame
+from . import rates
+from .checks import check_frame_start
+from .images import ImageFiles, InputSet, _check_video_options, load_image
+from .paths import frame_number_from_name, is_video_path, list_folder_images
 
 log = logging.getLogger("da3_blender")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp", ".bmp",
-                    ".exr", ".dpx", ".cin", ".hdr")  # the last four through OpenImageIO (plates.py)
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".mts", ".m2ts", ".3gp", ".ogv")
 VIDEO_MEMORY_FRACTION = 0.5  # indexing VideoFrames holds every full-size frame: at most this share of the RAM
-
-
-
-@dataclass
-class InputSet:
-    """The views to reconstruct, with where each came from."""
-
-    images: list  # HxWx3 uint8 RGB arrays, or a sequence reading them on demand (ImageFiles, VideoFrames)
-    source_paths: list  # str per view (the video's path for every frame of a video)
-    frame_numbers: np.ndarray  # int64 per view: its scene frame (video: index + frame_start; sequence: its own
-    #                            number), or the trailing digits of a still's name, else -1
-    timestamps: np.ndarray  # float64 seconds per view from the shot's first frame (video, sequence), NaN for stills
-    kind: str = "images"  # "images", "video" or "sequence"
-    video: dict | None = field(default=None)  # path, fps, rate [num, den], frame_count, frame_range, width, height...
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def _ext(path) -> str:
-    return os.path.splitext(os.fspath(path))[1].lower()
-
-
-def is_image_path(path) -> bool:
-    return _ext(path) in IMAGE_EXTENSIONS
-
-
-def is_video_path(path) -> bool:
-    return _ext(path) in VIDEO_EXTENSIONS
-
-
-def frame_number_from_name(path) -> int:
-    """Trailing digits of the file stem (``shot_1001.png`` -> 1001), else -1."""
-    m = re.search(r"(\d+)$", Path(os.fspath(path)).stem)
-    return int(m.group(1)) if m else -1
-
-
-def natural_key(name: str):
-    """Sort key putting ``frame2`` before ``frame10`` (case-insensitive)."""
-    return [(0, int(t), "") if t.isdecimal() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t]
-
-
-# ----------------------------------------------------------------------------------------------
-# images
-
-
-def load_image(path, exif_transpose: bool = True, colorspace: str = "auto") -> np.ndarray:
-    """Read one image file as HxWx3 uint8 RGB.
-
-    ``exif_transpose`` applies the EXIF orientation (phone photos); the official DA3 applies none,
-    so pass False for exact parity with it. EXR, DPX, Cineon and HDR plates, and images Pillow cannot
-    decode, are read through OpenImageIO (:mod:`.plates`, ``colorspace`` as there).
-    """
-    from . import plates
-
-    if plates.needs_oiio(path):
-        return plates.read_plate(path, colorspace)
-    image = plates.read_with_pillow(path, exif_transpose)
-    return plates.to_display_uint8(image / 255.0, True) if colorspace == "linear" else image
-
-
-class ImageFiles:
-    """Image files as a read-only sequence of HxWx3 uint8 arrays, each read when it is used.
-
-    :func:`collect_inputs` has already decoded every file once (so a damaged one fails there);
-    holding them all is left to the consumer, and ``run_inference`` holds one at a time.
-    """
-
-    def __init__(self, paths: list[str], exif_transpose: bool = True, colorspace: str = "auto"):
-        self.paths = list(paths)
-        self.exif_transpose = exif_transpose
-        self.colorspace = colorspace
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _load(self, path) -> np.ndarray:
-        return load_image(path, exif_transpose=self.exif_transpose, colorspace=self.colorspace)
-
-    def __getitem__(self, item):
-        if isinstance(item, slice):
-            return [self._load(p) for p in self.paths[item]]
-        return self._load(self.paths[item])
-
-    def __iter__(self):
-        for path in self.paths:
-            yield self._load(path)
-
-
-# ----------------------------------------------------------------------------------------------
-# collecting a set of inputs
-
-
-def list_folder_images(folder, extensions=None) -> list[str]:
-    """The image files of ``folder`` in natural order (frame2 before frame10), hidden files skipped.
-
-    The one folder listing of every surface (CLI, worker, panel, headless). ``extensions`` (e.g.
-    ``(".png", ".jpg")``) narrows :data:`IMAGE_EXTENSIONS`. :class:`BadInputError` if none is there.
-    """
-    folder = os.fspath(folder)
-    wanted = tuple(e.lower() for e in extensions) if extensions else IMAGE_EXTENSIONS
-    names = sorted((n for n in os.listdir(folder) if not n.startswith(".")), key=natural_key)
-    files = [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
-    images = [f for f in files if _ext(f) in wanted]
-    skipped = [os.path.basename(f) for f in files if _ext(f) not in wanted]
-    if skipped:
-        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        log.info("%s: skipped %d file(s) of other types: %s%s", folder, len(skipped), ", ".join(skipped[:5]), more)
-    if not images:
-        videos = [n for n in skipped if is_video_path(n)]
-        hint = f"; to use a video, give the video file itself ({videos[0]})" if videos else ""
-        raise BadInputError(
-            f"no images in folder {folder} (looked for {', '.join(wanted)}){hint}; choose a folder of photos or frames"
-        )
-    return images
-
-
-def _check_video_options(fps, start, end, max_frames) -> None:
-    """The one video-option check (:func:`da3_blender.job.check_video`), before any frame is read."""
-    from .job import check_video
-
-    check_video({"fps": fps, "start": start, "end": end, "max_frames": max_frames})
 
 
 def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_transpose: bool = True, progress=None,
                    shot: str = "auto", frame_start: int = 1, frame_rate=None, colorspace: str = "auto") -> InputSet:
     """Image files, folders of images (natural order), one video or one image sequence -> :class:`InputSet`.
 
-    Video sampling follows the official CLI: every ``max(1, int(video_fps / fps))``-th frame
-    (``fps`` None: ``options.DEFAULT_VIDEO_FPS``; 0: every frame), counted from frame 0, within ``[start, end)`` seconds,
-    at most ``max_frames``; frame ``i`` is scene frame ``frame_start + i``. One input that is a numbered
+    Video sampling picks frames by time: the frame nearest each instant ``k / fps`` (``rates.keeps_frame``;
+    ``fps`` None: ``options.DEFAULT_VIDEO_FPS``; 0: every frame), counted from frame 0, within ``[start, end)`` seconds,
+    at most ``max_frames``; frame ``i`` is scene frame ``frame_start + i``. (The official CLI keeps every
+    ``int(video_fps / fps)``-th frame: every frame for 12 fps of 23.976; on integer ratios both agree.) One input that is a numbered
     sequence (a pattern, one of its files or its folder; ``shot`` "auto" detects, "sequence" insists,
     "stills" never) is a shot: :func:`.sequences.read_sequence` (every frame by default, its own frame
     numbers, ``frame_rate``). The sampling options are ignored for stills. ``colorspace``: how plates
@@ -235,7 +111,7 @@ def _imageio_ffmpeg():
     try:
         import imageio_ffmpeg
     except ImportError as exc:
-        from .errors import MissingDependencyError
+        from ..errors import MissingDependencyError
 
         raise MissingDependencyError(
             f"reading videos needs imageio-ffmpeg ({exc}); install the pinned dependencies"
@@ -311,7 +187,7 @@ def _count_frames(path: str) -> int:
 
 def _check_frames_fit(path, count, width, height) -> None:
     """Refuse to hold ``count`` full-resolution frames at once when they cannot fit in memory."""
-    from .devices import system_memory
+    from ..devices import system_memory
 
     total = system_memory()[1]
     need = count * width * height * 3
@@ -371,8 +247,6 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
     rate is the stream's nominal rate, snapped to a standard rational (:mod:`.rates`); frame ``i``
     (0-based, as decoded) is scene frame ``frame_start + i`` (the set's ``frame_numbers``).
     """
-    from . import rates
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise BadInputError(f"{path}: video not found; check the path")
@@ -389,7 +263,7 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         except ValueError:
             raise BadInputError(f"{path}: the video reports no frame rate; re-encode it as MP4 (H.264)") from None
         video_fps = timing["fps"]
-        interval = 1 if want == EVERY_FRAME_FPS else max(1, int(video_fps / want + 1e-9))
+        step = rates.sample_step(video_fps, None if want == EVERY_FRAME_FPS else want)  # frames picked by time
         if want > video_fps:
             log.info("%s: requested %.3g fps exceeds the video's %.3g fps; using every frame", path, want, video_fps)
         first = 0 if not start else math.ceil(start * video_fps - 1e-9)
@@ -397,8 +271,8 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         expected = int(round(reader.duration * timing["average_fps"]))  # an estimate for progress
         last_wanted = min(expected, stop) if expected else stop
         if max_frames is not None:  # reading stops at the last frame kept
-            last_wanted = min(last_wanted, first + (-first) % interval + (int(max_frames) - 1) * interval + 1)
-        numbers, decoded, at_end = _sample_frames(reader, first, stop, interval, max_frames, last_wanted, progress)
+            last_wanted = min(last_wanted, first + math.ceil(int(max_frames) * step) + 1)
+        numbers, decoded, at_end = _sample_frames(reader, first, stop, step, max_frames, last_wanted, progress)
         width, height, duration = reader.width, reader.height, reader.duration
     if not numbers:
         if decoded == 0:
@@ -416,12 +290,13 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         "frame_count": frame_count,  # frames as decoded (and as Blender numbers them), not a container estimate
         "frame_start": int(frame_start),  # the scene frame of the video's frame 0
         "frame_range": [int(frame_start), int(frame_start) + frame_count - 1],  # scene frames of the whole clip
-        "sample_interval": interval,
+        "sample_interval": round(step, 6),  # frames per kept frame (rates.sample_step)
         "duration": duration or (frame_count / video_fps),
         "width": width,
         "height": height,
     }
-    log.info("%s: %d frame(s) sampled every %d of %s fps", path, len(numbers), interval, rates.rate_text(timing["rate"]))
+    log.info("%s: %d frame(s) sampled every %s of %s fps", path, len(numbers), rates.step_text(step),
+             rates.rate_text(timing["rate"]))
     indices = np.array(numbers, dtype=np.int64)
     num, den = timing["rate"]
     return InputSet(
@@ -434,7 +309,7 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
     )
 
 
-def _sample_frames(reader, first, stop, interval, max_frames, last_wanted, progress):
+def _sample_frames(reader, first, stop, step, max_frames, last_wanted, progress):
     """One decode: the indices of the sampled frames, the frames decoded, and whether it ran to the end."""
     numbers = []
     index = -1
@@ -443,7 +318,7 @@ def _sample_frames(reader, first, stop, interval, max_frames, last_wanted, progr
         if index >= stop:
             at_end = False
             break
-        if index >= first and index % interval == 0:
+        if index >= first and rates.keeps_frame(index, step):
             numbers.append(index)
         if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
             total = max(int(math.ceil(last_wanted)), index + 1)  # the estimate may be short
