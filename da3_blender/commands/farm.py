@@ -81,7 +81,7 @@ def run(args, build_options=()) -> int:
     if step is None:
         raise BadInputError("choose a farm step: plan, forward, align, solve, build or submit (see da3 farm --help)")
     args.build_options = list(build_options)
-    from .cancel import terminate_as_cancel
+    from ..cancel import terminate_as_cancel
 
     printer = _quiet if getattr(args, "quiet", False) else ProgressPrinter()
     failed = True
