@@ -263,6 +263,9 @@ class DA3Settings(PropertyGroup):
                                      description="Which side of the image gets the processing resolution")
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default=PREFERENCES_DEVICE,
                          description="Where the model runs")
+    compute_dtype: EnumProperty(name="Precision", items=enum_items(opt.COMPUTE_DTYPE_CHOICES),
+                                default=opt.DEFAULT_COMPUTE_DTYPE,
+                                description="The network backbone's precision (fp32: exact, slower on a CPU)")
 
     # options
     use_ray_pose: BoolProperty(

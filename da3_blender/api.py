@@ -20,14 +20,16 @@ from .devices import resolve_device
 from .model.config import capabilities, check_model_name
 from .model.loading import load_safetensors_into, locate, read_model_name
 from .model.net import build_network
-from .model.precision import COMPUTE_DTYPES, backbone_dtype
+from .errors import BadInputError
+from .model.precision import COMPUTE_DTYPES, backbone_dtype, uses_weight_cast
 
 
 class DepthAnything3(nn.Module):
     """A DA3 model by ``model_name`` (see ``model.config.MODEL_NAMES``), random weights unless loaded.
 
     ``device="meta"`` builds without memory (for checking key layouts). ``compute_dtype`` picks the
-    backbone precision: "auto" (fp32 on CPU, bf16/fp16 autocast on CUDA, fp16 on MPS), "fp32",
+    backbone precision: "auto" (bf16 on a CPU that computes it natively and faster, else fp32; bf16/fp16
+    autocast on CUDA, fp16 on MPS), "fp32",
     "bf16" or "fp16" (see ``model.precision``).
     """
 
@@ -61,7 +63,9 @@ class DepthAnything3(nn.Module):
         name = read_model_name(config, repo_id)
         device = torch.device(device if device is not None else resolve_device("auto"))
         model = cls(name, device="meta", compute_dtype=compute_dtype)
-        load_safetensors_into(model, weights, device, label=name, from_hub=repo_id is not None)
+        cast = uses_weight_cast(device, backbone_dtype(device, compute_dtype))
+        load_safetensors_into(model, weights, device, label=name, from_hub=repo_id is not None,
+                              block_dtype=torch.bfloat16 if cast else None)
         return model.eval()
 
     @torch.inference_mode()
@@ -78,12 +82,29 @@ class DepthAnything3(nn.Module):
         ``gaussians`` (DA3-GIANT / NESTED only; see ``model.gs_adapter``).
         """
         device = self.device
-        dtype = backbone_dtype(device, compute_dtype or self.compute_dtype)
+        dtype = self.prepare_backbone(compute_dtype)
         move = lambda t: None if t is None else torch.as_tensor(t).to(device)  # noqa: E731
         generator = torch.Generator().manual_seed(int(ray_pose_seed)) if ray_pose_seed is not None else None
         return self.model(move(image), move(extrinsics), move(intrinsics), use_ray_pose=use_ray_pose,
                           ref_view_strategy=ref_view_strategy, autocast_dtype=dtype, progress=progress,
                           keep_ray=keep_ray, ray_pose_generator=generator, infer_gs=infer_gs)
+
+    def prepare_backbone(self, compute_dtype: str | None = None) -> torch.dtype | None:
+        """The autocast dtype of a forward with ``compute_dtype`` (None: this model's). bf16 on a CPU
+        converts the backbone's block weights to bf16 once (and returns None: no autocast)."""
+        choice = compute_dtype or self.compute_dtype
+        device = self.device
+        dtype = backbone_dtype(device, choice)
+        converted = self.model.backbone_weight_dtype != torch.float32
+        if uses_weight_cast(device, dtype):
+            if not converted:
+                self.model.set_backbone_dtype(torch.bfloat16)
+            return None
+        if converted:
+            raise BadInputError(f"this {self.model_name} already computes its backbone in bf16 on the CPU, so "
+                                f"compute_dtype={choice!r} cannot be honoured: load the model again with "
+                                "compute_dtype='fp32'")
+        return dtype
 
     def check_gaussians(self) -> None:
         """A one-line ``BadInputError`` unless this model can compute 3D Gaussians (``infer_gs``)."""

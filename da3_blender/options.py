@@ -54,8 +54,15 @@ REF_VIEW_STRATEGIES = (
 )
 DEFAULT_REF_VIEW_STRATEGY = "saddle_balanced"
 
-COMPUTE_DTYPES = ("auto", "fp32", "bf16", "fp16")  # auto: fp32 on CPU, bf16 (fp16) autocast on CUDA
+COMPUTE_DTYPE_CHOICES = (  # the backbone's precision (docs/precision.md); heads and cameras are always fp32
+    ("auto", "Automatic", "bf16 on a CPU that computes it natively and faster (else fp32); bf16 on an NVIDIA GPU"),
+    ("fp32", "fp32 (exact)", "Full precision everywhere: the exact official-parity path, slower on a CPU"),
+    ("bf16", "bf16", "bf16 backbone even where the processor emulates it"),
+    ("fp16", "fp16", "fp16 autocast on a GPU (fp32 on a CPU)"),
+)
+COMPUTE_DTYPES = tuple(c[0] for c in COMPUTE_DTYPE_CHOICES)
 DEFAULT_COMPUTE_DTYPE = "auto"
+COMPUTE_DTYPE_HELP = "backbone precision: auto (bf16 on a CPU with native bf16 where faster), fp32 (exact), bf16, fp16"
 
 # -- device ----------------------------------------------------------------------------------------
 DEVICES = (

@@ -145,7 +145,7 @@ def gather(context) -> Setup:
         if "exr" in settings.export_format:  # the exr export's options (issue 17)
             options.update({key: getattr(settings, key) for key in opt.EXR_OPTION_KEYS})
     # the checks every surface shares (da3_blender/job.py)
-    job = build_job(inputs, output, model=model, device=device, dtype=opt.DEFAULT_COMPUTE_DTYPE, video=video,
+    job = build_job(inputs, output, model=model, device=device, dtype=settings.compute_dtype, video=video,
                     options=options, export_dir=export_dir, export_format=export_format, shot=shot)
     return Setup(job=job, python=python, env=worker["env"], import_options=build, name=name,
                  keep_results=settings.keep_results, images=images, remote=remote)

@@ -195,6 +195,7 @@ class DA3_PT_model(_Sub, Panel):
         if s.process_res_method.startswith("lower_bound"):
             col.label(text="Shortest side: more pixels, more memory", icon="ERROR")
         layout.prop(s, "device")
+        layout.prop(s, "compute_dtype")
 
 
 class DA3_PT_options(_Sub, Panel):

@@ -11,21 +11,34 @@ implementation in its own child process (so one's memory does not inflate the ot
 weights: a random DA3 net built by the official code is saved in the HF layout and loaded by both.
 Official "fp32" is its network with autocast off (as the parity fixtures); official "shipped" is what
 its ``DepthAnything3.forward`` does on a CPU (fp16 autocast, as ``torch.cuda.is_bf16_supported()`` is
-False there). Ours is ``DepthAnything3.forward`` with its defaults (fp32 on CPU, ray branch skipped).
+False there). "ours" is ``DepthAnything3.forward`` with its defaults (``compute_dtype="auto"``: bf16
+backbone on a CPU with native bf16 where it measures faster, else fp32; ray branch skipped),
+"ours-fp32" the same with ``compute_dtype="fp32"``.
+
+On a shared machine the rows are interleaved: ``--rounds`` rounds, each running every implementation
+once in a rotated order, so a change of load hits all of them alike. Printed per implementation: the
+best wall time over all rounds, the best CPU time of the process (user+sys, less sensitive to other
+jobs), and the median over rounds of its time divided by official-fp32's in the same round.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-IMPLS = ("ours", "official-fp32", "official-shipped")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from da3_blender.options import COMPUTE_DTYPES, DEFAULT_COMPUTE_DTYPE  # noqa: E402  (no torch import)
+
+IMPLS = ("ours", "ours-fp32", "official-fp32", "official-shipped")
+REFERENCE = "official-fp32"  # the ratios' denominator
 
 
 def _proc_status_mib(field: str) -> float | None:
@@ -60,7 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=504)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--compute-dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--compute-dtype", default=DEFAULT_COMPUTE_DTYPE, choices=COMPUTE_DTYPES)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--gs", action="store_true", help="time with and without the 3D-Gaussian head (infer_gs; giant "
@@ -68,6 +81,9 @@ def main(argv=None) -> int:
     p.add_argument("--gs-head-only", action="store_true", help="time only the 3D-Gaussian head + adapter of --model's "
                    "config on random backbone features (no backbone: quick, and steadier on a busy machine)")
     p.add_argument("--official", action="store_true", help="also time the official network side by side (child processes)")
+    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS, help="the --official rows (official-fp32 always)")
+    p.add_argument("--rounds", type=int, default=3, help="--official: interleaved rounds per view count")
+    p.add_argument("--no-table", action="store_true", help="--official: skip the in-process table of ours")
     p.add_argument("--child", choices=("save",) + IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -83,7 +99,8 @@ def main(argv=None) -> int:
     if args.gs_head_only:
         bench_gs_head(args)
         return 0
-    bench_ours(args)
+    if not (args.official and args.no_table):
+        bench_ours(args)
     if args.official:
         side_by_side(args)
     return 0
@@ -193,21 +210,39 @@ def side_by_side(args):
     if args.model not in MODEL_NAMES:
         print(f"--official: needs an architecture name ({', '.join(MODEL_NAMES)}), not {args.model!r}; skipped")
         return
+    impls = [i for i in IMPLS if i in args.impls or i == REFERENCE]
     with tempfile.TemporaryDirectory(prefix="da3-bench-") as tmp:
         run_child(args, "save", tmp)
         print(f"\nside by side: {args.model} built by the official code (torch.manual_seed(0)), saved in the HF "
-              f"layout and loaded by each; one child process per row, threads: {args.threads or 'default'}")
-        print(f"{'views':>5} {'implementation':<17} {'s/forward':>10} {'s/view':>8} {'official/ours':>13} "
-              f"{'RSS imports':>11} {'peak RSS MiB':>13} {'max rel. depth diff vs ours':>28}")
+              f"layout and loaded by each; one child process per row, {args.rounds} interleaved rounds, "
+              f"threads: {args.threads or 'default'}, load average at the start {load_text()}")
+        print(f"{'views':>5} {'implementation':<17} {'s/forward':>10} {'CPU s':>8} {'/official (wall)':>16} "
+              f"{'/official (CPU)':>15} {'RSS imports':>11} {'peak RSS MiB':>13} {'/official':>9} {'rel. depth diff':>15}")
         for views in args.views:
-            rows = {impl: run_child(args, impl, tmp, views) for impl in IMPLS}
-            ours = rows["ours"]
-            for impl, r in rows.items():
-                ratio = r["best"] / ours["best"]
-                diff = rel_diff(r["depth"], ours["depth"])
-                print(f"{views:>5} {impl:<17} {r['best']:>10.3f} {r['best'] / views:>8.3f} {ratio:>13.2f} "
-                      f"{r['rss_import']:>11.0f} {r['peak']:>13.0f} {diff:>28.1e}")
-    print("RSS imports = MiB after importing torch and the implementation; peak RSS = the child's own maximum (VmHWM)")
+            rounds = []
+            for r in range(args.rounds):
+                order = impls[r % len(impls):] + impls[:r % len(impls)]
+                rounds.append({impl: run_child(args, impl, tmp, views) for impl in order})
+            ref_depth = rounds[0][REFERENCE]["depth"]
+            for impl in impls:
+                runs = [rd[impl] for rd in rounds]
+                ratio = lambda key: statistics.median(rd[impl][key] / rd[REFERENCE][key] for rd in rounds)  # noqa: E731
+                peak = max(r["peak"] for r in runs)
+                ref_peak = max(rd[REFERENCE]["peak"] for rd in rounds)
+                print(f"{views:>5} {impl:<17} {min(r['best'] for r in runs):>10.3f} {min(r['cpu'] for r in runs):>8.3f} "
+                      f"{ratio('best'):>16.2f} {ratio('cpu'):>15.2f} {runs[0]['rss_import']:>11.0f} {peak:>13.0f} "
+                      f"{peak / ref_peak:>9.2f} {rel_diff(runs[0]['depth'], ref_depth):>15.1e}")
+    print("s/forward, CPU s = best of all runs (CPU s: user+sys of the process); /official = median over the rounds of "
+          "the ratio to official-fp32 in the same round; RSS imports = MiB after importing torch and the "
+          "implementation; peak RSS = the child's own maximum (VmHWM); rel. depth diff = max |depth - official-fp32| "
+          f"/ max |official-fp32|. Load average at the end {load_text()}")
+
+
+def load_text() -> str:
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def rel_diff(path_a: str, path_b: str) -> float:
@@ -218,6 +253,7 @@ def rel_diff(path_a: str, path_b: str) -> float:
 
 
 def run_child(args, what: str, weights: str, views: int = 1) -> dict:
+    """One child process: ``what`` with ``views`` views; its RESULT (depth saved next to the weights)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", what, "--weights", weights, "--model", args.model,
            "--views", str(views), "--height", str(args.height), "--width", str(args.width),
            "--warmup", str(args.warmup), "--runs", str(args.runs)] + (["--threads", str(args.threads)] if args.threads else [])
@@ -242,11 +278,11 @@ def child(args) -> int:
         save_hf_folder(official_network(args.model), args.model, folder)
         print("RESULT {}")
         return 0
-    if args.child == "ours":
+    if args.child in ("ours", "ours-fp32"):
         from da3_blender.api import DepthAnything3
 
         rss_import = rss_mib()
-        model = DepthAnything3.from_pretrained(folder, device="cpu")
+        model = DepthAnything3.from_pretrained(folder, device="cpu", compute_dtype="fp32" if args.child == "ours-fp32" else "auto")
         forward = lambda x: model(x)["depth"]  # noqa: E731
     else:
         from safetensors.torch import load_model
@@ -267,14 +303,17 @@ def child(args) -> int:
     x = torch.randn(1, args.views[0], 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
     for _ in range(args.warmup):
         forward(x)
-    times = []
+    times, cpu = [], []
     for _ in range(args.runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), os.times()
         depth = forward(x)
+        c1 = os.times()
         times.append(time.perf_counter() - t0)
+        cpu.append(c1.user + c1.system - c0.user - c0.system)
     out = folder / f"depth-{args.child}-{args.views[0]}.npy"
     np.save(out, depth.float().numpy())
-    print("RESULT " + json.dumps(dict(best=min(times), rss_import=rss_import, peak=peak_rss_mib(), depth=str(out))))
+    print("RESULT " + json.dumps(dict(best=min(times), cpu=min(cpu), rss_import=rss_import, peak=peak_rss_mib(),
+                                      depth=str(out))))
     return 0
 
 

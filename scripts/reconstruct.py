@@ -109,6 +109,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="numbered images are stills (a camera each), not one shot (default: a sequence is a shot)")
     g = p.add_argument_group("model and processing")
     g.add_argument("--device", default=None, help=f"{opt.DEVICE_HELP} (default: the extension's preference, auto)")
+    g.add_argument("--dtype", default=None, choices=opt.COMPUTE_DTYPES, help=opt.COMPUTE_DTYPE_HELP + " (default: the panel's)")
     g.add_argument("--process-res", type=int, default=None, help=f"processing resolution (default: {opt.DEFAULT_PROCESS_RES})")
     g.add_argument("--process-res-method", default=None, choices=opt.choice_ids(opt.PROCESS_RES_METHODS))
     g.add_argument("--ref-view-strategy", default=None, choices=opt.choice_ids(opt.REF_VIEW_STRATEGIES))
@@ -208,7 +209,7 @@ def job_from_args(args: argparse.Namespace) -> dict:
     video = {"fps": args.fps, "start": args.start, "end": args.end, "max_frames": args.max_frames}
     export_format = (args.export_format or opt.DEFAULT_EXPORT_FORMAT) if args.export_dir else None
     return build_job([os.path.abspath(p) for p in args.inputs], os.path.splitext(os.path.abspath(args.output))[0] + ".npz",
-                     model=args.model, device=args.device, video=video, options=options,
+                     model=args.model, device=args.device, dtype=args.dtype, video=video, options=options,
                      export_dir=os.path.abspath(args.export_dir) if args.export_dir else None, export_format=export_format,
                      shot=shot_from_args(args, stills=args.stills))
 
@@ -227,9 +228,8 @@ def scene_settings(args: argparse.Namespace) -> dict:
     }
     optional = {
         **exr_options(args),  # issue 17
-        "device": args.device,
-        "process_res": args.process_res,
-        "process_res_method": args.process_res_method,
+        "device": args.device, "compute_dtype": args.dtype,
+        "process_res": args.process_res, "process_res_method": args.process_res_method,
         "ref_view_strategy": args.ref_view_strategy,
         "conf_percentile": args.conf_thresh_percentile,
         "max_points": args.num_max_points,

@@ -25,7 +25,7 @@ CASES = {
 def model(fixture_dir):
     from da3_blender.api import DepthAnything3
 
-    return DepthAnything3.from_pretrained(str(fixture_dir), device="cpu")
+    return DepthAnything3.from_pretrained(str(fixture_dir), device="cpu", compute_dtype="fp32")  # official parity is for fp32
 
 
 def _reference(fixture_dir, case):

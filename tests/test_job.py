@@ -219,3 +219,14 @@ def test_gaussians_are_a_job_option_every_surface_passes_on(headless, tmp_path):
     args = headless.parse_args([str(image), "--output", str(tmp_path / "s.blend"), "--gaussians"])
     assert headless.job_from_args(args)["options"]["infer_gs"] is True
     assert headless.scene_settings(args)["infer_gs"] is True
+
+
+def test_fp32_precision_is_chosen_the_same_on_every_surface(headless, files, tmp_path):
+    """``fp32`` (the exact path; see docs/precision.md) from the CLI, a job file and the headless script."""
+    img, _ = files
+    assert cli_job("image", img)["dtype"] == opt.DEFAULT_COMPUTE_DTYPE
+    assert cli_job("image", img, "--dtype", "fp32")["dtype"] == "fp32"
+    assert normalize_job({"inputs": ["a.png"], "output": "o.npz", "dtype": "fp32"})["dtype"] == "fp32"
+    assert headless_job(headless, img, "--dtype", "fp32", "--output", tmp_path / "x.blend")["dtype"] == "fp32"
+    with pytest.raises(BadInputError, match="dtype"):
+        normalize_job({"inputs": ["a.png"], "output": "o.npz", "dtype": "int8"})

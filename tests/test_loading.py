@@ -17,6 +17,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from da3_blender.api import DepthAnything3  # noqa: E402
 from da3_blender.errors import ModelLoadError  # noqa: E402
+from da3_blender.model.loading import BLOCK_WEIGHT  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LN = "model.head.scratch.output_conv2_aux.{}.2.{}"
@@ -40,18 +41,25 @@ def _params(model) -> dict:
     return dict(model.state_dict())
 
 
+@pytest.mark.parametrize("compute", ["fp32", "bf16"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_official_layout_loads_in_f16_and_bf16(tmp_path, official, dtype):
+def test_official_layout_loads_in_f16_and_bf16(tmp_path, official, dtype, compute):
+    """fp32: every tensor as fp32. bf16 (a CPU's bf16 backbone, read without a memory map): the
+    transformer blocks' attention/MLP weights as bf16, everything else as fp32."""
     tensors, meta = official
     assert len(meta) == 6  # the shared aux LayerNorm aliases, as written by save_pretrained
     assert LN.format(3, "weight") not in tensors
     cast = {k: v.to(dtype) for k, v in tensors.items()}
-    model = DepthAnything3.from_pretrained(_write(tmp_path / "ckpt", cast, meta), device="cpu")
+    model = DepthAnything3.from_pretrained(_write(tmp_path / "ckpt", cast, meta), device="cpu", compute_dtype=compute)
     assert model.model_name == "da3-small" and model.device == torch.device("cpu")
     state = _params(model)
+    in_bf16 = 0
     for k, v in cast.items():
-        assert state[k].dtype == torch.float32
-        assert torch.equal(state[k], v.float()), k
+        want = torch.bfloat16 if compute == "bf16" and BLOCK_WEIGHT.search(k) else torch.float32
+        in_bf16 += want == torch.bfloat16
+        assert state[k].dtype == want, k
+        assert torch.equal(state[k], v.to(want)), k
+    assert in_bf16 == (0 if compute == "fp32" else 12 * 8 + 8 * 4)  # qkv, proj, fc1, fc2 (w, b); q/k-norms (w, b) from block 4
     # the ray head uses level 3: it must hold the stored level-0 LayerNorm, not an initial one
     for level in (1, 2, 3):
         for part in ("weight", "bias"):

@@ -33,7 +33,7 @@ def max_abs(a, b) -> float:
 @pytest.fixture(scope="module")
 def model(fixture_dir):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    return DepthAnything3.from_pretrained(fixture_dir, device="cpu")
+    return DepthAnything3.from_pretrained(fixture_dir, device="cpu", compute_dtype="fp32")  # parity is for fp32
 
 
 class Capture:
@@ -211,7 +211,7 @@ def test_bad_inputs_are_clear_errors(model):
 
 
 def test_precision_policy():
-    assert backbone_dtype(torch.device("cpu"), "auto") is None  # fp32 on CPU on purpose
+    assert backbone_dtype(torch.device("cpu"), "fp32") is None
     assert backbone_dtype(torch.device("cpu"), "fp16") is None  # never fp16 on a CPU
     assert backbone_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
     assert backbone_dtype(torch.device("cuda"), "fp16") is torch.float16

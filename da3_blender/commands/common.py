@@ -151,7 +151,7 @@ def job_from_args(args) -> dict:
     }
     if os.path.exists(args.export_dir) and not os.path.isdir(args.export_dir):
         raise BadInputError(f"--export-dir {args.export_dir} is a file: choose a folder")
-    return build_job([args.input], model=args.model, device=args.device, video=video, options=options,
+    return build_job([args.input], model=args.model, device=args.device, dtype=args.dtype, video=video, options=options,
                      export_dir=args.export_dir, export_format=args.export_format,
                      shot=shot_from_args(args, stills=args.command in ("image", "images")))
 
@@ -312,6 +312,7 @@ def parent_parsers():
                    help=f"Hugging Face repo id or local model folder (default: {default_model}; env {opt.MODEL_ENV})")
     g.add_argument("--device", default=opt.DEFAULT_DEVICE,
                    help=f"{opt.DEVICE_HELP} (default: {opt.DEFAULT_DEVICE}: CUDA, then MPS, then CPU)")
+    g.add_argument("--dtype", default=opt.DEFAULT_COMPUTE_DTYPE, choices=opt.COMPUTE_DTYPES, help=opt.COMPUTE_DTYPE_HELP)
     g = common.add_argument_group("processing")
     g.add_argument("--process-res", type=int, default=opt.DEFAULT_PROCESS_RES,
                    help=f"longest (or shortest) side in pixels (default: {opt.DEFAULT_PROCESS_RES})")

@@ -88,6 +88,14 @@ class Block(nn.Module):
         self.mlp = SwiGLU(dim, 4 * dim) if ffn == "swiglu" else Mlp(dim, 4 * dim)
         self.ls2 = LayerScale(dim, init_value)
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the attention and MLP weights (bf16 after ``set_block_dtype`` on a CPU)."""
+        return self.attn.qkv.weight.dtype
+
     def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), rope))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+        """The residual stream ``x`` stays in its dtype (fp32); LayerNorms run on it, attention and MLP
+        in the weights' dtype, LayerScale (fp32) brings their output back to the stream's dtype."""
+        dt = self.compute_dtype
+        x = x + self.ls1(self.attn(self.norm1(x).to(dt), rope))
+        return x + self.ls2(self.mlp(self.norm2(x).to(dt)))

@@ -107,6 +107,21 @@ class DinoVisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(dim, eps=1e-5)
 
+    def set_block_dtype(self, dtype: torch.dtype) -> None:
+        """Store the blocks' attention and MLP weights (and qk-norms) in ``dtype``, once, in place.
+
+        The LayerNorms on the residual stream, LayerScale, patch embedding, tokens and final norm
+        keep their fp32 weights (see ``Block.forward``).
+        """
+        with torch.inference_mode(False), torch.no_grad():
+            for blk in self.blocks:
+                blk.attn.to(dtype)
+                blk.mlp.to(dtype)
+
+    @property
+    def block_dtype(self) -> torch.dtype:
+        return self.blocks[0].compute_dtype
+
     def pos_embed_for(self, h: int, w: int) -> torch.Tensor:
         """pos_embed (1,1+h*w,C) bicubically resampled in fp32 with the DINOv2 +0.1 scale factor."""
         pos = self.pos_embed.float()

@@ -7,6 +7,8 @@ All heads run in fp32 and process views in chunks of CHUNK (results do not depen
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,22 +22,33 @@ def interpolate(x: torch.Tensor, size) -> torch.Tensor:
 
 
 def add_uv_embedding(x: torch.Tensor, width: int, height: int, ratio: float = 0.1) -> torch.Tensor:
-    """Add the sin/cos embedding of an aspect-aware UV grid (channels: u half, then v half)."""
+    """Add the sin/cos embedding of an aspect-aware UV grid (channels: u half, then v half).
+
+    In place: ``x`` must be a fresh intermediate (every caller passes a conv or resize output).
+    """
     n, c, ph, pw = x.shape
-    aspect = width / height
-    diag = (aspect**2 + 1.0) ** 0.5
-    sx, sy = aspect / diag, 1.0 / diag
-    u = torch.linspace(-sx * (pw - 1) / pw, sx * (pw - 1) / pw, steps=pw, dtype=x.dtype, device=x.device)
-    v = torch.linspace(-sy * (ph - 1) / ph, sy * (ph - 1) / ph, steps=ph, dtype=x.dtype, device=x.device)
-    uu, vv = torch.meshgrid(u, v, indexing="xy")  # (ph, pw)
+    return x.add_(uv_embedding(c, ph, pw, width, height, ratio, x.dtype, x.device))
 
-    def sincos(pos: torch.Tensor, dim: int) -> torch.Tensor:
-        omega = torch.arange(dim // 2, dtype=torch.float32, device=x.device) / (dim / 2.0)
-        out = pos.reshape(-1)[:, None] * (1.0 / 100**omega)[None]
-        return torch.cat((out.sin(), out.cos()), dim=1)
 
-    emb = torch.cat((sincos(uu, c // 2), sincos(vv, c // 2)), dim=-1).view(ph, pw, c) * ratio
-    return x + emb.permute(2, 0, 1)[None]
+@functools.lru_cache(maxsize=8)
+def uv_embedding(c: int, ph: int, pw: int, width: int, height: int, ratio: float, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+    """(1, c, ph, pw) embedding, computed once per shape (the same for every view and every call)."""
+    with torch.inference_mode(False), torch.no_grad():
+        aspect = width / height
+        diag = (aspect**2 + 1.0) ** 0.5
+        sx, sy = aspect / diag, 1.0 / diag
+        u = torch.linspace(-sx * (pw - 1) / pw, sx * (pw - 1) / pw, steps=pw, dtype=dtype, device=device)
+        v = torch.linspace(-sy * (ph - 1) / ph, sy * (ph - 1) / ph, steps=ph, dtype=dtype, device=device)
+        uu, vv = torch.meshgrid(u, v, indexing="xy")  # (ph, pw)
+
+        def sincos(pos: torch.Tensor, dim: int) -> torch.Tensor:
+            omega = torch.arange(dim // 2, dtype=torch.float32, device=device) / (dim / 2.0)
+            out = pos.reshape(-1)[:, None] * (1.0 / 100**omega)[None]
+            return torch.cat((out.sin(), out.cos()), dim=1)
+
+        emb = torch.cat((sincos(uu, c // 2), sincos(vv, c // 2)), dim=-1).view(ph, pw, c) * ratio
+        return emb.permute(2, 0, 1)[None].contiguous()
 
 
 class ResidualConvUnit(nn.Module):
@@ -45,7 +58,7 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(F.relu(self.conv1(F.relu(x)))) + x
+        return self.conv2(F.relu_(self.conv1(F.relu(x)))).add_(x)
 
 
 class FeatureFusionBlock(nn.Module):
@@ -77,7 +90,7 @@ class Permute(nn.Module):
 
 def _out_conv2(features: int, out: int, shared_ln: nn.LayerNorm | None = None) -> nn.Sequential:
     mid = [Permute(0, 2, 3, 1), shared_ln, Permute(0, 3, 1, 2)] if shared_ln is not None else []
-    return nn.Sequential(nn.Conv2d(features // 2, 32, 3, 1, 1), *mid, nn.ReLU(), nn.Conv2d(32, out, 1))
+    return nn.Sequential(nn.Conv2d(features // 2, 32, 3, 1, 1), *mid, nn.ReLU(inplace=True), nn.Conv2d(32, out, 1))
 
 
 class _DPTBase(nn.Module):

@@ -10,9 +10,11 @@ on the ``meta`` device and the file's tensors are assigned in place, so no secon
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -172,15 +174,55 @@ def _drop_absent_gs_heads(module: nn.Module, in_file: set[str]) -> None:
             net.gs_head = net.gs_adapter = None
 
 
+BLOCK_WEIGHT = re.compile(r"backbone\.pretrained\.blocks\.\d+\.(attn|mlp)\.")  # see DinoVisionTransformer.set_block_dtype
+
+
+_FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+class _FileReader:
+    """Reads one safetensors tensor at a time with plain file reads (no memory map: the file's pages
+    stay in the OS cache, not in this process's memory next to the converted copies)."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "rb")
+        n = int.from_bytes(self.f.read(8), "little")
+        self.header = json.loads(self.f.read(n))
+        self.base = 8 + n
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        info = self.header[name]
+        dtype = _FLOAT_DTYPES.get(info["dtype"])
+        if dtype is None:
+            return torch.zeros(0, dtype=torch.int64)  # rejected by the caller's float check
+        begin, end = info["data_offsets"]
+        if end == begin:
+            return torch.empty(info["shape"], dtype=dtype)
+        buf = bytearray(end - begin)
+        self.f.seek(self.base + begin)
+        if self.f.readinto(buf) != len(buf):
+            raise ValueError(f"tensor {name} is cut short")
+        return torch.frombuffer(buf, dtype=dtype).reshape(info["shape"])
+
+    def close(self):
+        self.f.close()
+
+
 def load_safetensors_into(module: nn.Module, weights: Path, device: torch.device, label: str = "",
-                          from_hub: bool = False) -> None:
-    """Strictly load ``weights`` into ``module`` (may live on ``meta``); tensors go to ``device`` as fp32."""
+                          from_hub: bool = False, block_dtype: torch.dtype | None = None) -> None:
+    """Strictly load ``weights`` into ``module`` (may live on ``meta``); tensors go to ``device`` as fp32.
+
+    ``block_dtype`` (bf16 on a CPU): the transformer blocks' attention and MLP weights are stored in
+    that dtype straight away, and every tensor is copied out of the file's memory map, so the fp32
+    file pages are not kept resident next to the converted weights.
+    """
     from safetensors import safe_open
 
     fix = (f"delete {Path(weights).resolve()} and load again to re-download it" if from_hub
            else "replace the file with a complete download")
     try:
-        with safe_open(str(weights), framework="pt", device="cpu") as f:
+        with safe_open(str(weights), framework="pt", device="cpu") as f, (
+                contextlib.closing(_FileReader(weights)) if block_dtype is not None else contextlib.nullcontext(f)) as reader:
             in_file = set(f.keys())
             _drop_absent_gs_heads(module, in_file)
             groups = shared_groups(module)
@@ -203,10 +245,10 @@ def load_safetensors_into(module: nn.Module, weights: Path, device: torch.device
                 if shape != tuple(expected[name].shape):
                     raise ModelLoadError(f"{weights}: tensor {name} has shape {shape}, {label or 'the model'} needs "
                                          f"{tuple(expected[name].shape)}; check model_name in config.json")
-                t = f.get_tensor(name)
+                t = reader.get_tensor(name)
                 if not t.is_floating_point():
                     raise ModelLoadError(f"{weights}: tensor {name} has dtype {t.dtype}; expected F32, F16 or BF16")
-                t = t.to(device=device, dtype=torch.float32)
+                t = t.to(device=device, dtype=block_dtype if block_dtype and BLOCK_WEIGHT.search(name) else torch.float32)
                 for n in group:
                     state[n] = t
     except DA3Error:  # ModelLoadError, CancelledError

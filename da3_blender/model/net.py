@@ -4,7 +4,8 @@ Outputs (dict): ``depth``, and by model ``depth_conf``, ``extrinsics`` (B,S,3,4 
 (B,S,3,3 pixels of the model input), ``sky`` (mono/metric), ``is_metric``/``scale_factor`` (nested),
 ``gaussians`` (giant with ``infer_gs``: see ``model.gs_adapter``; as officially, in the frame of the
 *un-scaled* any-view prediction, also inside the nested model).
-The backbone runs under the chosen autocast dtype; camera encoder, heads and pose decoding in fp32.
+The backbone runs under the chosen autocast dtype (or with its block weights converted to bf16 on a
+CPU, see ``model.precision``); camera encoder, heads and pose decoding in fp32.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ class DepthAnything3Net(nn.Module):
 
     def num_steps(self, posed: bool = False, infer_gs: bool = False) -> int:
         return self.backbone.depth + 2 + int(posed) + int(infer_gs)
+
+    def set_backbone_dtype(self, dtype: torch.dtype) -> None:
+        """The transformer blocks' weights in ``dtype`` (bf16 on a CPU; see ``model.precision``)."""
+        self.backbone.pretrained.set_block_dtype(dtype)
+
+    @property
+    def backbone_weight_dtype(self) -> torch.dtype:
+        return self.backbone.pretrained.block_dtype
 
     def check_gaussians(self, name: str = "this model") -> None:
         """One-line error unless ``infer_gs`` can run (a GS head with loaded weights)."""
@@ -172,6 +181,14 @@ class NestedDepthAnything3Net(nn.Module):
 
     def check_gaussians(self, name: str = "this model") -> None:
         self.da3.check_gaussians(name)
+
+    def set_backbone_dtype(self, dtype: torch.dtype) -> None:
+        self.da3.set_backbone_dtype(dtype)
+        self.da3_metric.set_backbone_dtype(dtype)
+
+    @property
+    def backbone_weight_dtype(self) -> torch.dtype:
+        return self.da3.backbone_weight_dtype
 
     def forward(self, x, extrinsics=None, intrinsics=None, use_ray_pose=False, ref_view_strategy="saddle_balanced",
                 autocast_dtype=None, progress=None, keep_ray=False, ray_pose_generator=None, sample_generator=None,

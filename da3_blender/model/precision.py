@@ -3,16 +3,22 @@
 ``compute_dtype``:
 
 * ``"auto"`` (default):
-  - CPU: **fp32**. The official code asks for fp16 autocast on CPU (its bf16 test only looks at
-    CUDA), which is 2.7-3.2x slower on CPU and lossier; we do not.
+  - CPU: **bf16** where the processor computes it natively and a one-time micro-benchmark shows it
+    faster (:mod:`.cpu_bf16`), else **fp32**. The official code asks for fp16 autocast on CPU (its
+    bf16 test only looks at CUDA), which is slower than fp32 on CPU and lossier; we do not.
   - CUDA: bf16 autocast if the GPU supports bf16, else fp16 autocast (the official policy).
   - MPS (Apple): fp16 autocast, as the official code requests there; it halves attention memory.
     Pass ``"fp32"`` if a model misbehaves on an older macOS/torch.
 * ``"fp32"``: no autocast anywhere.
-* ``"bf16"`` / ``"fp16"``: autocast the backbone in that dtype. fp16 is never computed on a CPU:
+* ``"bf16"`` / ``"fp16"``: the backbone in that dtype. fp16 is never computed on a CPU:
   there it falls back to fp32.
 
-Weights always stay fp32; autocast casts per operation like the official ``DepthAnything3.forward``.
+On CUDA/MPS the weights stay fp32 and autocast casts per operation, like the official
+``DepthAnything3.forward``. On a CPU, bf16 is not autocast (which re-casts every weight on every
+call and leaves much in fp32): the transformer blocks' matrix weights are converted to bf16 once
+(:meth:`.dinov2.DinoVisionTransformer.set_block_dtype`), the residual stream, the block LayerNorms,
+LayerScale, patch embedding and final norm stay fp32, the heads and camera modules stay fp32.
+See ``docs/precision.md`` for the measured error and its limits.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 
 from ..errors import BadInputError
 from ..options import COMPUTE_DTYPES  # defined in options
+from .cpu_bf16 import cpu_bf16_pays_off
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +49,18 @@ def backbone_dtype(device: torch.device, compute_dtype: str = "auto") -> torch.d
             log.warning("fp16 is not computed on a CPU; using fp32")
             return None
         return torch.float16
+    if kind == "cpu":
+        return torch.bfloat16 if cpu_bf16_pays_off() else None
     if kind == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if kind == "mps":
         return torch.float16
     return None
+
+
+def uses_weight_cast(device: torch.device, dtype: torch.dtype | None) -> bool:
+    """True where ``dtype`` is computed with converted backbone weights (bf16 on a CPU), not autocast."""
+    return dtype == torch.bfloat16 and torch.device(device).type == "cpu"
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

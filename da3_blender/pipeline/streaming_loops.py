@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from .. import geometry
+from ..cancel import checkpoint
 from . import streaming
 
 log = logging.getLogger("da3_blender")
@@ -254,7 +255,8 @@ def close_loops(images: np.ndarray, stitcher, chunks: list, report, forward_view
     started = time.monotonic()
     last = [started]
 
-    def check(fraction=1.0):  # the progress callback (where a cancel is raised) at least every 0.2 s
+    def check(fraction=1.0):  # a cancel point; the progress callback (where a cancel may be raised) every 0.2 s
+        checkpoint()
         if time.monotonic() - last[0] > 0.2:
             last[0] = time.monotonic()
             report("forward", fraction, "loop closure")

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from ..cancel import checkpoint
 from . import features as feat
 from . import retrieval
 from .motion import report
@@ -106,7 +107,8 @@ def loop_pairs(pycolmap, features: feat.Features, rig_in, pred=None, progress=No
     n = len(features.desc)
     last = [time.monotonic()]
 
-    def check():  # reach the progress callback (a cancel) at least every 0.2 s
+    def check():  # a cancel point; the progress callback (where a cancel may be raised too) every 0.2 s
+        checkpoint()
         if time.monotonic() - last[0] > 0.2:
             last[0] = time.monotonic()
             report(progress, 0.7, "loop pairs: finding places seen again")
