@@ -14,7 +14,8 @@ matched, and a pair is kept only if
    the matched points (DA3's depth in the first view): two windows of a facade that look alike but
    lie metres apart along it are rejected although they face the same way.
 
-Before any matching, only pairs the input cameras allow compete for a frame's candidates: viewing
+Shots of fewer than :data:`MIN_FRAMES` frames are not searched (their sequential and wide pairs tie
+them already). Before any matching, only pairs the input cameras allow compete for a frame's candidates: viewing
 directions at most :data:`PRIOR_MAX_ANGLE_DEG` apart and centres within :data:`MAX_BASELINE_DEPTHS`
 times the views' median depth (so the look-alikes elsewhere do not crowd out the real revisits).
 
@@ -39,6 +40,7 @@ MAX_ROTATION_DEG = 15.0
 PRIOR_MAX_ANGLE_DEG = 90.0  # input viewing directions further apart than this share too little to be a loop pair
 MAX_BASELINE_DEPTHS = 0.5
 E_MAX_ERROR_PX = 4.0
+MIN_FRAMES = 2 * retrieval.MIN_GAP  # shots shorter than this are not searched
 MAX_CANDIDATES_PER_FRAME = 3  # verified pairs at most (the best-scoring first): 3 x frames
 
 
@@ -113,7 +115,7 @@ def loop_pairs(pycolmap, features: feat.Features, rig_in, pred=None, progress=No
             last[0] = time.monotonic()
             report(progress, 0.7, "loop pairs: finding places seen again")
 
-    if n <= retrieval.MIN_GAP:
+    if n < MIN_FRAMES:  # a short shot: the sequential and wide pairs (features.WIDE_STEPS) tie it already
         return {}, {"candidates": 0, "rejected": {}}
     extr = np.concatenate([rig_in.R, rig_in.t[:, :, None]], axis=2)
     sequential = set(feat.select_pairs(extr))
