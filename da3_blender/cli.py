@@ -27,6 +27,8 @@ from typing import Sequence
 
 from . import options as opt
 from .errors import BadInputError, CancelledError, DA3Error
+from .matchmove.steps import add_arguments as add_matchmove_arguments, after_inference as matchmove_after, \
+    options_from_args as matchmove_options
 
 DEFAULT_EXPORT_DIR = "da3_output"
 DEFAULT_BACKEND_URL = "http://127.0.0.1:8008"  # `da3 backend`'s default address
@@ -164,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"point budget of glb/ply (default: {opt.DEFAULT_NUM_MAX_POINTS})")
     g.add_argument("--no-cameras", dest="show_cameras", action="store_false", help="no camera frustums in the glb")
     add_exr_arguments(g)
+    add_matchmove_arguments(g)  # issue 27: --up-axis, --camera-height, --mesh-max-faces
     g = common.add_argument_group("backend (issue 21)")
     g.add_argument("--use-backend", action="store_true",
                    help="send the work to a running `da3 backend` (its model stays loaded) instead of running here")
@@ -226,7 +229,7 @@ def job_from_args(args) -> dict:
         "chunk_align": args.chunk_align,
         "refine": args.refine,
         "refine_motion": args.refine_motion,
-        **exr_options(args),
+        **exr_options(args), **matchmove_options(args),
     }
     if os.path.exists(args.export_dir) and not os.path.isdir(args.export_dir):
         raise BadInputError(f"--export-dir {args.export_dir} is a file: choose a folder")
@@ -234,9 +237,6 @@ def job_from_args(args) -> dict:
                      export_dir=args.export_dir, export_format=args.export_format,
                      shot=shot_from_args(args, stills=args.command in ("image", "images")))
 
-
-# --------------------------------------------------------------------------------------------
-# inputs
 
 
 def _extensions(text: str) -> tuple[str, ...]:
@@ -469,7 +469,7 @@ def export_result(args) -> int:
     from .prediction import load_result
 
     formats = exports.parse_formats(args.export_format)
-    pred = load_result(args.input)
+    pred = matchmove_after(load_result(args.input), lambda *a: None, formats=formats, **matchmove_options(args))
     make_folder(args.export_dir)
     files = exports.export(pred, export_format="-".join(formats), export_dir=args.export_dir,
                            conf_thresh_percentile=args.conf_thresh_percentile, num_max_points=args.num_max_points,

@@ -16,6 +16,7 @@ format         file(s)                                            needs
 ``exr``        ``exr/depth.NNNN.exr`` (``exr_plate/`` at plate     depth; the OpenEXR package (optional)
                resolution), NNNN = scene frame number or index
 ``gs_ply``     ``gs_ply/0000.ply``                                Gaussians (``infer_gs``, giant models)
+``mesh``       ``mesh/mesh.glb``, ``mesh/mesh.ply``               cameras, depth; scikit-image (optional)
 =============  =================================================  =======================================
 
 Point exports lift pixels at their centres (K in pixel-edge coordinates), deliberately fixing the
@@ -40,6 +41,7 @@ from .exr import check_exr_options, export_exr
 from ..files import make_folder
 from .glb import export_glb
 from .gs_ply import check_gs_input, export_gs_ply
+from .mesh import export_mesh
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
@@ -143,6 +145,7 @@ _WRITERS: dict[str, Callable[[Prediction, str, dict], list[str]]] = {
     "exr": lambda p, d, s: export_exr(p, d, half=s["exr_half"], resolution=s["exr_resolution"],
                                       plate_filter=s["exr_plate_filter"]),
     "gs_ply": lambda p, d, s: export_gs_ply(p, d, views_interval=s["gs_views_interval"]),
+    "mesh": lambda p, d, s: export_mesh(p, d),
 }
 
 __all__ = ["FORMATS", "export", "parse_formats", "read_colmap_text"]
