@@ -81,6 +81,19 @@ def draw_import_settings(layout, data, long_shots: bool = True) -> None:
     row.prop(data, "scale_mode")
     if data.scale_mode == "FACTOR":
         row.prop(data, "scale_factor", text="")
+    draw_matchmove_settings(layout, data)
+
+
+def draw_matchmove_settings(layout, data) -> None:
+    """Issue 27: the floor's scale, the proxy mesh and the shadow catcher."""
+    col = layout.column(heading="Matchmove")
+    col.prop(data, "camera_height")
+    col.prop(data, "shadow_catcher")
+    col.prop(data, "build_mesh")
+    sub = col.column(align=True)
+    sub.active = data.build_mesh
+    sub.prop(data, "mesh_max_faces")
+    sub.prop(data, "mesh_holdout")
 
 
 class DA3_UL_images(UIList):

@@ -72,3 +72,26 @@ def options_from_args(args) -> dict:
     values = {"up_axis": getattr(args, "up_axis", None), "camera_height": getattr(args, "camera_height", None),
               "mesh_max_faces": getattr(args, "mesh_max_faces", None)}
     return {k: v for k, v in values.items() if v is not None}
+
+
+def add_build_arguments(g) -> None:
+    """The headless script's matchmove options (scripts/reconstruct.py, farm builds): the panel's Build > Matchmove."""
+    g.add_argument("--camera-height", type=float, default=None, metavar="METRES",
+                   help="scale so the first camera is this high above the floor found")
+    g.add_argument("--shadow-catcher", action="store_true", help="a shadow-catcher plane on the floor, over the plate")
+    g.add_argument("--mesh", action="store_true", help="fuse the depth maps into one coloured proxy mesh (scikit-image)")
+    g.add_argument("--mesh-max-faces", type=int, default=None, metavar="N",
+                   help=f"the proxy mesh's triangle budget (default: {opt.DEFAULT_MESH_MAX_FACES:,})")
+    g.add_argument("--mesh-holdout", action="store_true", help="the proxy mesh as a holdout (cuts CG out)")
+
+
+def scene_settings(args) -> dict:
+    """``scene.da3_settings`` values of those arguments (unset ones left out)."""
+    out = {"shadow_catcher": args.shadow_catcher, "build_mesh": args.mesh, "mesh_holdout": args.mesh_holdout}
+    if args.camera_height is not None:
+        check_options(camera_height=args.camera_height)
+        out["camera_height"] = args.camera_height
+    if args.mesh_max_faces is not None:
+        check_options(mesh_max_faces=args.mesh_max_faces)
+        out["mesh_max_faces"] = args.mesh_max_faces
+    return out
