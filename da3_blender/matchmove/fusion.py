@@ -22,9 +22,10 @@ from ..options import DEFAULT_MESH_MAX_FACES
 from .mesh import Mesh
 
 FAR_FACTOR = 4.0  # pixels deeper than this times the median depth are background: not fused
-VOXEL_PIXELS = 1.5  # voxel edge = this many pixel footprints at the median depth
+VOXEL_PIXELS = 2.5  # voxel edge = this many pixel footprints at the median depth
 TRUNCATION_VOXELS = 3.0
-MAX_VOXELS = 24_000_000  # ~0.5 GB of volume (sdf, weight, colour as float32)
+BAND_STRIDE = 2  # pixels between the rays that mark the band (<= VOXEL_PIXELS)
+MAX_VOXELS = 24_000_000  # ~0.5 GB of volume (sdf, weight, colour as float32; ~0.2 GB without colour)
 MIN_WEIGHT_SHARE = 0.05  # voxels seen with less than this share of one confident pixel's weight are empty
 
 
@@ -73,70 +74,63 @@ def _box(depth, k, c2w, valid, voxel_size, max_voxels):
     return lo, voxel_size, shape
 
 
-def _band_view(torch, band, origin, voxel, shape, depth, k, c2w, valid, device):
-    """Mark the voxels within the truncation band along one view's confident rays (``band``: flat bool)."""
-    rows, cols = np.nonzero(valid)
+def _band_view(torch, origin, voxel, shape, depth, k, c2w, valid, near, device):
+    """The flat indices (unique) of the voxels within the truncation band along one view's confident rays (every
+    ``BAND_STRIDE``-th pixel nearer than ``near``, where a voxel spans that many pixels or more; every pixel beyond)."""
+    use = valid & (depth > near)
+    use[::BAND_STRIDE, ::BAND_STRIDE] |= valid[::BAND_STRIDE, ::BAND_STRIDE]
+    rows, cols = np.nonzero(use)
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)  # noqa: E731
     z = t(depth[rows, cols])
     ray = torch.stack([(t(cols) + 0.5 - float(k[0, 2])) / float(k[0, 0]),
                        (t(rows) + 0.5 - float(k[1, 2])) / float(k[1, 1]), torch.ones_like(z)], dim=1) @ t(c2w[:3, :3]).T
     trunc = TRUNCATION_VOXELS * voxel
     length = ray.norm(dim=1)
-    steps = torch.arange(-trunc, trunc + 0.25 * voxel, 0.5 * voxel, device=device, dtype=torch.float32)
+    steps = torch.arange(-trunc, trunc + 0.5 * voxel, voxel, device=device, dtype=torch.float32)
     dist = (z * length)[:, None] + steps[None]
     pos = t(c2w[:3, 3]) + (ray / length[:, None])[:, None, :] * dist[..., None]
-    idx = torch.round((pos - t(origin)) / voxel).long().reshape(-1, 3)
-    inside = ((idx >= 0) & (idx < torch.as_tensor(shape, device=device))).all(dim=1)
-    idx = idx[inside]
-    band[(idx[:, 0] * shape[1] + idx[:, 1]) * shape[2] + idx[:, 2]] = True
+    idx = torch.round((pos - t(origin)) / voxel).to(torch.int32).reshape(-1, 3)
+    inside = ((idx >= 0) & (idx < torch.as_tensor(shape, device=device, dtype=torch.int32))).all(dim=1)
+    idx = idx[inside].long()
+    return torch.unique((idx[:, 0] * shape[1] + idx[:, 1]) * shape[2] + idx[:, 2])
 
 
-def _sample(img, u, v):
-    """Bilinear samples of img (H,W[,C]) at pixel-edge coordinates; the four corners (for validity checks)."""
-    h, w = img.shape[:2]
-    x, y = (u - 0.5).clamp(0, w - 1), (v - 0.5).clamp(0, h - 1)
-    x0, y0 = x.floor().long().clamp(max=w - 2), y.floor().long().clamp(max=h - 2)
-    fx, fy = x - x0, y - y0
-    corners = [img[y0, x0], img[y0, x0 + 1], img[y0 + 1, x0], img[y0 + 1, x0 + 1]]
-    wts = [(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]
-    if img.dim() == 3:
-        wts = [wt[:, None] for wt in wts]
-    return sum(c * wt for c, wt in zip(corners, wts)), corners
-
-
-def _fuse_view(torch, acc, centres, voxel, depth, k, c2w, weight, colors, device):
-    """Projective signed distances of the band voxels (``centres``) in one view, added to ``acc``."""
+def _fuse_view(torch, acc, flat, origin, shape, voxel, image, hw, k, c2w, device):
+    """Projective signed distances of one view's band voxels (``flat`` indices), added to ``acc`` (dense, flat).
+    ``image`` (H*W, C) float32 tensor: depth, weight, then colour; bilinear samples where the four pixels around
+    the projection are confident and within 5 % in depth, else the nearest pixel (no mixing across silhouettes)."""
     sdf_sum, w_sum, c_sum = acc
+    h, w = hw
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)  # noqa: E731
+    ijk = torch.stack([flat // (shape[1] * shape[2]), (flat // shape[2]) % shape[1], flat % shape[2]], dim=1)
     w2c = np.linalg.inv(c2w)
-    cam = centres @ t(w2c[:3, :3]).T + t(w2c[:3, 3])
-    zc = cam[:, 2]
-    front = zc > 1e-6
-    u = float(k[0, 0]) * cam[:, 0] / zc.clamp(min=1e-6) + float(k[0, 2])
-    v = float(k[1, 1]) * cam[:, 1] / zc.clamp(min=1e-6) + float(k[1, 2])
-    h, w = depth.shape
-    inside = front & (u >= 0.5) & (u <= w - 0.5) & (v >= 0.5) & (v <= h - 0.5)
-    sel = torch.nonzero(inside).squeeze(1)
+    cam = (t(origin) + ijk.float() * voxel) @ t(w2c[:3, :3]).T + t(w2c[:3, 3])
+    zc = cam[:, 2].clamp(min=1e-6)
+    x = float(k[0, 0]) * cam[:, 0] / zc + (float(k[0, 2]) - 0.5)  # pixel-centre coordinates
+    y = float(k[1, 1]) * cam[:, 1] / zc + (float(k[1, 2]) - 0.5)
+    sel = torch.nonzero((cam[:, 2] > 1e-6) & (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).squeeze(1)
     if sel.numel() == 0:
         return
-    u, v, zc, cam = u[sel], v[sel], zc[sel], cam[sel]
-    d_img, wt_img = t(depth), t(weight)
-    d, corners = _sample(d_img, u, v)
-    wts = torch.stack(_sample(wt_img, u, v)[1], dim=1)
-    dc = torch.stack(corners, dim=1)
-    smooth = (wts > 0).all(dim=1) & (dc.max(dim=1).values <= 1.05 * dc.min(dim=1).values)
-    near = wt_img[v.long().clamp(0, h - 1), u.long().clamp(0, w - 1)]  # depth jumps: the nearest pixel instead
-    d = torch.where(smooth, d, d_img[v.long().clamp(0, h - 1), u.long().clamp(0, w - 1)])
-    wt = torch.where(smooth, wts.mean(dim=1), near)
+    x, y, zc, ray = x[sel], y[sel], zc[sel], cam[sel].norm(dim=1) / zc[sel]
+    x0, y0 = x.floor().clamp(max=w - 2), y.floor().clamp(max=h - 2)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    idx = y0.long() * w + x0.long()
+    c00, c01, c10, c11 = image[idx], image[idx + 1], image[idx + w], image[idx + w + 1]
+    bilinear = (c00 * (1 - fx) + c01 * fx) * (1 - fy) + (c10 * (1 - fx) + c11 * fx) * fy
+    nearest = image[idx + (fx[:, 0] > 0.5).long() + w * (fy[:, 0] > 0.5).long()]
+    dc = torch.stack([c00[:, 0], c01[:, 0], c10[:, 0], c11[:, 0]], dim=1)
+    wc = torch.stack([c00[:, 1], c01[:, 1], c10[:, 1], c11[:, 1]], dim=1)
+    smooth = (wc > 0).all(dim=1) & (dc.max(dim=1).values <= 1.05 * dc.min(dim=1).values)
+    sample = torch.where(smooth[:, None], bilinear, nearest)
     trunc = TRUNCATION_VOXELS * voxel
-    sdf = (d - zc) * (cam.norm(dim=1) / zc)  # along the ray, in world units
+    sdf = (sample[:, 0] - zc) * ray  # along the ray, in world units
+    wt = sample[:, 1]
     keep = (wt > 0) & (sdf >= -trunc)
-    sel, sdf, wt = sel[keep], (sdf[keep] / trunc).clamp(-1.0, 1.0), wt[keep]
+    sel, sdf, wt = flat[sel[keep]], (sdf[keep] / trunc).clamp(-1.0, 1.0), wt[keep]
     sdf_sum.index_add_(0, sel, sdf * wt)
     w_sum.index_add_(0, sel, wt)
-    if colors is not None:
-        col, _ = _sample(t(colors), u[keep], v[keep])
-        c_sum.index_add_(0, sel, col * wt[:, None])
+    if c_sum is not None:
+        c_sum.index_add_(0, sel, sample[keep, 2:5] * wt[:, None])
 
 
 def fuse_mesh(depth, intrinsics, extrinsics, conf=None, sky=None, images=None, *, max_faces: int = DEFAULT_MESH_MAX_FACES,
@@ -155,31 +149,29 @@ def fuse_mesh(depth, intrinsics, extrinsics, conf=None, sky=None, images=None, *
     weight = valid.astype(np.float32) if conf is None else np.where(valid, np.maximum(conf, 1e-3), 0).astype(np.float32)
     weight /= max(float(weight[valid].mean()), 1e-9)
     count = int(np.prod(shape))
+    near = voxel * float(np.median(k[:, 0, 0])) / BAND_STRIDE  # nearer than this, a voxel spans BAND_STRIDE pixels
     with torch.no_grad():
-        band = torch.zeros(count, dtype=torch.bool, device=device)
+        acc = (torch.zeros(count, device=device), torch.zeros(count, device=device),
+               torch.zeros(count, 3, device=device) if images is not None else None)
         for i in range(n):
-            _band_view(torch, band, origin, voxel, shape, depth[i], k[i], c2w[i], weight[i] > 0, device)
-        flat = torch.nonzero(band).squeeze(1)
-        del band
-        ijk = torch.stack([flat // (shape[1] * shape[2]), (flat // shape[2]) % shape[1], flat % shape[2]], dim=1)
-        centres = torch.as_tensor(origin, dtype=torch.float32, device=device) + ijk.float() * voxel
-        m = len(flat)
-        acc = (torch.zeros(m, device=device), torch.zeros(m, device=device), torch.zeros(m, 3, device=device))
-        for i in range(n):
-            _fuse_view(torch, acc, centres, voxel, depth[i], k[i], c2w[i], weight[i],
-                       None if images is None else np.asarray(images[i], np.float32), device)
+            flat = _band_view(torch, origin, voxel, shape, depth[i], k[i], c2w[i], weight[i] > 0, near, device)
+            planes = [depth[i], weight[i]] + ([] if images is None else list(np.moveaxis(np.asarray(images[i]), -1, 0)))
+            image = torch.as_tensor(np.stack(planes, axis=-1).reshape(-1, len(planes)), dtype=torch.float32,
+                                    device=device)
+            _fuse_view(torch, acc, flat, origin, shape, voxel, image, depth.shape[1:], k[i], c2w[i], device)
             if progress is not None:
                 progress((i + 1) / n)
-        flat = flat.cpu().numpy()
-        sdf_b, w_b, c_b = (a.cpu().numpy() for a in acc)
-    seen_b = w_b > MIN_WEIGHT_SHARE
+        sdf_sum, w_sum = acc[0].cpu().numpy(), acc[1].cpu().numpy()
+        c_sum = None if acc[2] is None else acc[2].cpu().numpy()
+        del acc
+    seen = w_sum > MIN_WEIGHT_SHARE
     sdf = np.ones(count, np.float32)
-    seen = np.zeros(count, bool)
-    sdf[flat[seen_b]] = sdf_b[seen_b] / w_b[seen_b]
-    seen[flat[seen_b]] = True
-    colours = np.zeros((count, 3), np.float32) if images is not None else None
-    if colours is not None:
-        colours[flat[seen_b]] = c_b[seen_b] / w_b[seen_b, None]
+    np.divide(sdf_sum, w_sum, out=sdf, where=seen)
+    del sdf_sum
+    colours = None
+    if c_sum is not None:
+        colours = c_sum
+        np.divide(c_sum, np.maximum(w_sum, 1e-9)[:, None], out=colours)
     sdf, seen = sdf.reshape(shape), seen.reshape(shape)
     return _surface(measure, sdf, seen, origin, voxel, shape, colours, max_faces)
 
