@@ -131,6 +131,9 @@ class DA3_PT_main(_Sidebar, Panel):
         row = layout.row(align=True)
         row.operator("da3.import_result", text="Import Result", icon="IMPORT")
         row.operator("da3.unload_model", text="Unload Model", icon="X")
+        row = layout.row(align=True)  # issue 27: the tracker's overrides, on the selected points
+        row.operator("da3.set_floor", text="Set Floor", icon="AXIS_TOP")
+        row.operator("da3.set_scale", text="Set Scale", icon="DRIVER_DISTANCE")
         layout.operator("da3.submit_flamenco", icon="NETWORK_DRIVE")  # render farm (issue 20)
 
 

@@ -122,3 +122,55 @@ def test_bad_input_leaves_the_file_unchanged(importer, shot, case):
     with pytest.raises(errors.DA3Error, match=match):
         importer.import_prediction(bad, name="bad", options=opts)
     assert {k: len(getattr(bpy.data, k)) for k in before} == before
+
+
+@pytest.fixture
+def registered(extension):
+    import addon_utils
+
+    addon_utils.enable(extension.__name__, default_set=True, handle_error=None)
+    yield bpy.context
+    addon_utils.disable(extension.__name__, default_set=True)
+
+
+def test_set_floor_and_set_scale_reorient_the_whole_import(registered, extension, shot):
+    path, pred, w2c_true, ids = shot
+    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
+    opts = importer.ImportOptions(up_axis="KEEP", planes=False, conf_percentile=0.0, max_points=0, shadow_catcher=True)
+    root = importer.import_result_file(path, opts)
+    cloud, = _objects(root, "points")
+    floor_index = np.flatnonzero(ids[~pred.sky] == 0)  # the cloud keeps the views' pixel order
+    pick = floor_index[np.linspace(0, len(floor_index) - 1, 40).astype(int)]
+    select = np.zeros(len(cloud.data.vertices), bool)
+    select[pick] = True
+    cloud.data.vertices.foreach_set("select", select)
+    bpy.ops.object.select_all(action="DESELECT")
+    cloud.select_set(True)
+    registered.view_layer.objects.active = cloud
+    assert bpy.ops.da3.set_floor() == {"FINISHED"}
+    rot, _, _, cams = _true_from_blender(root, w2c_true)
+    up = rot @ np.array([0.0, 0.0, 1.0]) / np.linalg.norm(rot @ np.array([0.0, 0.0, 1.0]))
+    assert np.degrees(np.arccos(np.clip(up[2], -1, 1))) < 0.5
+    heights = np.array([np.array(c.matrix_world)[2, 3] for c in cams])
+    assert np.allclose(heights / affine_inverse(w2c_true)[:, 2, 3], 0.4, rtol=0.01)  # the result's units
+    catcher, = _objects(root, "floor")
+    assert max(abs((catcher.matrix_world @ v.co).z) for v in catcher.data.vertices) < 1e-6
+    # two floor points a known distance apart: the whole import in metres
+    a, b = pick[0], pick[-1]
+    from da3_blender.geometry import unproject_depth
+
+    true_pts = unproject_depth(pred.depth / 0.4, pred.intrinsics, w2c_true)[~pred.sky]
+    select[:] = False
+    select[[a, b]] = True
+    cloud.data.vertices.foreach_set("select", select)
+    distance = float(np.linalg.norm(true_pts[a] - true_pts[b]))
+    assert bpy.ops.da3.set_scale(distance=distance) == {"FINISHED"}
+    heights = np.array([np.array(c.matrix_world)[2, 3] for c in cams])
+    assert np.allclose(heights, affine_inverse(w2c_true)[:, 2, 3], rtol=0.01)
+    assert all(abs(np.linalg.norm(np.array(c.matrix_world)[:3, 0]) - 1) < 1e-6 for c in cams)  # never scaled
+    select[:] = False
+    select[pick[:2]] = True
+    cloud.data.vertices.foreach_set("select", select)
+    with pytest.raises(RuntimeError, match="2 point.s. selected: select three or more"):  # one line; the scene stays
+        bpy.ops.da3.set_floor()
+    assert np.allclose([np.array(c.matrix_world)[2, 3] for c in cams], heights)
