@@ -188,3 +188,23 @@ def test_cli_export_in_the_floor_world(scene, tmp_path, capsys):
     assert main(["export", str(path), "--export-dir", str(out), "--up-axis", "sideways"]) == 2
     assert main(["export", str(path), "--export-dir", str(out), "--camera-height", "-1"]) == 2
     assert "camera height" in capsys.readouterr().err
+
+
+def test_headless_matchmove_options(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("reconstruct_mm", Path(__file__).parents[1] / "scripts" / "reconstruct.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    img = tmp_path / "a.png"
+    img.write_bytes(b"")
+    base = [str(img), "--output", str(tmp_path / "x.blend")]
+    s = script.scene_settings(script.parse_args(base + ["--up-axis", "floor", "--camera-height", "1.7", "--mesh",
+                                                        "--mesh-max-faces", "2000", "--shadow-catcher"]))
+    assert {k: s[k] for k in ("up_axis", "camera_height", "build_mesh", "mesh_max_faces", "shadow_catcher",
+                              "mesh_holdout")} == {"up_axis": "FLOOR", "camera_height": 1.7, "build_mesh": True,
+                                                   "mesh_max_faces": 2000, "shadow_catcher": True, "mesh_holdout": False}
+    with pytest.raises(SystemExit) as ex:
+        script.parse_args(base + ["--camera-height", "0"])
+    assert ex.value.code == 2

@@ -87,11 +87,13 @@ def add_build_arguments(g) -> None:
 
 def scene_settings(args) -> dict:
     """``scene.da3_settings`` values of those arguments (unset ones left out)."""
-    out = {"shadow_catcher": args.shadow_catcher, "build_mesh": args.mesh, "mesh_holdout": args.mesh_holdout}
-    if args.camera_height is not None:
-        check_options(camera_height=args.camera_height)
-        out["camera_height"] = args.camera_height
-    if args.mesh_max_faces is not None:
-        check_options(mesh_max_faces=args.mesh_max_faces)
-        out["mesh_max_faces"] = args.mesh_max_faces
+    get = lambda name: getattr(args, name, None)  # noqa: E731 (farm builds pass a subset)
+    out = {"shadow_catcher": bool(get("shadow_catcher")), "build_mesh": bool(get("mesh")),
+           "mesh_holdout": bool(get("mesh_holdout"))}
+    if get("camera_height") is not None:
+        check_options(camera_height=get("camera_height"))
+        out["camera_height"] = get("camera_height")
+    if get("mesh_max_faces") is not None:
+        check_options(mesh_max_faces=get("mesh_max_faces"))
+        out["mesh_max_faces"] = get("mesh_max_faces")
     return out
