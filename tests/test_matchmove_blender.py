@@ -174,3 +174,14 @@ def test_set_floor_and_set_scale_reorient_the_whole_import(registered, extension
     with pytest.raises(RuntimeError, match="2 point.s. selected: select three or more"):  # one line; the scene stays
         bpy.ops.da3.set_floor()
     assert np.allclose([np.array(c.matrix_world)[2, 3] for c in cams], heights)
+
+
+def test_import_operator_builds_the_matchmove_scene(registered, shot):
+    path, _, _, _ = shot
+    assert bpy.ops.da3.import_result(filepath=str(path), build_planes=False, up_axis="FLOOR", build_mesh=True,
+                                     mesh_holdout=True, mesh_max_faces=20_000, shadow_catcher=True) == {"FINISHED"}
+    root = next(c for c in bpy.data.collections if c.get("da3_role") == "root")
+    assert root["da3_up_axis"] == "FLOOR"
+    assert sorted(c["da3_role"] for c in root.children) == ["cameras", "floor", "mesh", "points"]
+    mesh_obj, = _objects(root, "mesh")
+    assert mesh_obj.is_holdout and 0 < len(mesh_obj.data.polygons) <= 20_000
