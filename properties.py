@@ -381,6 +381,7 @@ class DA3Runtime(PropertyGroup):
     message: StringProperty(default="", name="Message", description="The worker's latest progress message")
     summary: StringProperty(default="", name="Summary", description="What the last run made")
     error: StringProperty(default="", name="Error", description="Why the last run failed")
+    warning: StringProperty(default="", name="Warning", description="What the last run could not do (it finished)")
     # environment set-up and interpreter check (shown in the preferences)
     env_busy: BoolProperty(default=False, name="Busy", description="The environment set-up or check is running")
     env_log: StringProperty(default="", name="Set-up log", description="The last lines of the set-up output")

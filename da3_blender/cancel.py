@@ -33,3 +33,26 @@ def checkpoint() -> None:
     check = getattr(_local, "check", None)
     if check is not None:
         check()
+
+
+@contextlib.contextmanager
+def terminate_as_cancel(what: str = "the step"):
+    """Inside the block, SIGTERM (a farm manager stopping a task) raises CancelledError on the main thread, so
+    ``finally`` blocks run: :func:`da3_blender.files.open_atomic` removes its temporary file instead of leaving
+    a ``.tmp-*`` behind. Elsewhere (another thread, no SIGTERM) it does nothing."""
+    import signal
+
+    from .errors import CancelledError
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def _raise(signum, _frame):
+        raise CancelledError(f"{what} was terminated (signal {signum}): its partial files were removed; run it again")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -31,7 +31,6 @@ from .matchmove.steps import add_arguments as add_matchmove_arguments, after_inf
     options_from_args as matchmove_options
 
 DEFAULT_EXPORT_DIR = "da3_output"
-DEFAULT_BACKEND_URL = "http://127.0.0.1:8008"  # `da3 backend`'s default address
 DEBUG_ENV = "DA3_DEBUG"  # DA3_DEBUG=1: print the traceback of an error (as --debug)
 
 log = logging.getLogger("da3_blender")
@@ -170,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = common.add_argument_group("backend (issue 21)")
     g.add_argument("--use-backend", action="store_true",
                    help="send the work to a running `da3 backend` (its model stays loaded) instead of running here")
-    g.add_argument("--backend-url", default=DEFAULT_BACKEND_URL,
-                   help=f"the backend's address (default: {DEFAULT_BACKEND_URL}; token: env DA3_BACKEND_TOKEN)")
+    g.add_argument("--backend-url", default=opt.DEFAULT_BACKEND_URL,
+                   help=f"the backend's address (default: {opt.DEFAULT_BACKEND_URL}; token: env DA3_BACKEND_TOKEN)")
     g = common.add_argument_group("output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors and the file list")
     g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")
@@ -199,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="PATH")
     p = sub.add_parser("export", parents=[common], help="export a kept result (.npz) again (model options unused)")
     p.add_argument("input", metavar="RESULT.npz")
+    p.add_argument("--usd-format", choices=opt.choice_ids(opt.USD_FILE_FORMATS), default=opt.DEFAULT_USD_FILE_FORMAT)
     from .farm_cli import add_parser as add_farm_parser  # render farms (issue 20)
 
     add_farm_parser(sub, common, video)
@@ -465,15 +465,13 @@ def export_result(args) -> int:
     """``da3 export RESULT.npz``: a kept result (the worker's, the npz export, official DA3) in other formats.
     A damaged file is one line (``prediction.load_result``), before any file is written."""
     from . import exports
-    from .files import make_folder
     from .prediction import load_result
 
     formats = exports.parse_formats(args.export_format)
     pred = matchmove_after(load_result(args.input), lambda *a: None, formats=formats, **matchmove_options(args))
-    make_folder(args.export_dir)
     files = exports.export(pred, export_format="-".join(formats), export_dir=args.export_dir,
                            conf_thresh_percentile=args.conf_thresh_percentile, num_max_points=args.num_max_points,
-                           show_cameras=args.show_cameras) or []
+                           show_cameras=args.show_cameras, usd_format=args.usd_format) or []
     print(f"da3: {args.input} -> {os.path.abspath(args.export_dir)} ({len(files)} file{'s' * (len(files) != 1)})")
     for f in files:
         print(f"  {f}")

@@ -8,16 +8,18 @@ One shot is a *plan folder* (``DIR``) that every worker sees (shared storage):
   ``farm/openjd/da3-shot.yaml`` for this shot);
 * ``forward --chunk K``: one chunk's forward (``run_inference`` in one pass over the chunk's views,
   exactly what in-process streaming runs for that chunk) -> ``DIR/chunks/K.npz`` (result format);
-* ``align``: the chunks stitched in order by :class:`da3_blender.streaming.Stitcher`, as in-process
-  streaming stitches them -> ``DIR/result.npz`` (``prediction.load_result``, File > Import) and the
-  job's exports;
-* ``build``: ``result.npz`` into a .blend by headless Blender (``scripts/farm_build.py``, the
-  panel's builders).
+* ``align``: the chunks stitched in order as in-process streaming stitches them
+  (:class:`da3_blender.streaming.Stitcher`) -> ``DIR/result.npz`` (File > Import) and the exports;
+* ``solve``: the stitched shot's camera solve (:mod:`da3_blender.farm_solve`, as in-process ``--refine``;
+  chunks never solve) -> ``DIR/result.npz`` and the exports, which wait for it; a no-op without refine;
+* ``build``: ``result.npz`` into a .blend by headless Blender (``scripts/farm_build.py``).
 
-Every output is written atomically (a temp file renamed into place), so a killed task leaves the
-previous file or none. Re-runs are safe: a plan of the same inputs, options and chunks keeps its id
-(``plan_id``, a hash; the exports and the .blend do not count), ``forward`` skips a chunk already
-computed for this plan id (``force`` recomputes), ``align`` refuses chunks of another plan. Known camera poses and 3D Gaussians are not farm jobs (one line).
+Outputs are written atomically (a temp file renamed into place): a killed task leaves the previous
+file or none (SIGTERM: its temp file removed). Re-runs are safe: a plan of the same inputs (each
+file's size and mtime count: re-rendered plates are a new plan), options and chunks keeps its id
+(``plan_id``; the exports and the .blend do not count), ``forward`` refuses inputs changed since the
+plan and skips a chunk already computed for this plan id (``force`` recomputes), ``align`` refuses
+chunks of another plan. Known camera poses and 3D Gaussians are not farm jobs (one line).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from pathlib import Path
 
 from . import options as opt
 from .errors import BadInputError, DA3Error
-from .files import open_atomic
+from .files import open_atomic, remove_stale_temp_files
 
 PLAN_FORMAT = "da3-farm-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: input stamps in the plan id, chunks never solve (the Solve step does)
 PLAN_FILE = "plan.json"
 PARAMS_FILE = "openjd-params.json"
 RESULT_FILE = "result.npz"
@@ -80,6 +82,8 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
     size, overlap, chunks = chunking if chunking is not None else (n, 0, [(0, n)])
     if len(chunks) > 1 and overlap < 1:
         raise BadInputError("farm chunks are aligned on their shared views: give --chunk-overlap 1 or more")
+    if job["options"].get("refine") not in (None, False) and n < 2:
+        raise BadInputError(f"refining cameras needs at least 2 views (got {n}): give more frames, or plan without --refine")
     video = source.video
     shot = _shot_name(job["inputs"])
     plan = {
@@ -88,7 +92,7 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
                   "paths": [os.path.abspath(p) for p in source.source_paths],
                   "frame_numbers": [int(f) for f in source.frame_numbers],
                   "timestamps": [None if not math.isfinite(t) else float(t) for t in source.timestamps],
-                  "processed_size": list(hw)},
+                  "processed_size": list(hw), "stamps": input_stamps(source.source_paths)},
         "chunk_size": int(size), "chunk_overlap": int(overlap),
         "chunk_align": kwargs.get("chunk_align", opt.DEFAULT_CHUNK_ALIGN),
         "chunks": [{"index": k, "start": int(a), "end": int(b)} for k, (a, b) in enumerate(chunks)],
@@ -103,11 +107,34 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
 
 
 EXPORT_ONLY = ("output", "export_dir", "export_format")  # job fields that change no chunk's forward
+SOLVE_KEYS = ("refine", "refine_motion")  # the Solve step's options: a chunk's forward never solves
 EXPORT_ONLY_OPTIONS = ("conf_thresh_percentile", "num_max_points", "show_cameras")
 
 
+def input_stamps(paths) -> dict:
+    """``{path: [size, mtime_ns]}`` of each input file: a plate re-rendered under the same name changes the plan id."""
+    stamps = {}
+    for path in dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths):
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise BadInputError(f"cannot read {path} ({exc.strerror or exc}): check the inputs") from None
+        stamps[path] = [int(st.st_size), int(st.st_mtime_ns)]
+    return stamps
+
+
+def _check_stamps(plan: dict, start: int, end: int) -> None:
+    """One line when an input of views ``start..end`` changed since the plan (its chunks would mix old and new)."""
+    stamps = plan["views"].get("stamps") or {}
+    paths = plan["views"]["paths"][start:end]
+    changed = [p for p in dict.fromkeys(paths) if p in stamps and input_stamps([p]).get(p) != stamps[p]]
+    if changed:
+        raise BadInputError(f"{changed[0]} changed since the shot was planned ({len(changed)} input"
+                            f"{'s' * (len(changed) != 1)}): run `da3 farm plan` again (the new plan recomputes every chunk)")
+
+
 def _plan_id(plan: dict) -> str:
-    """A hash of what the chunk results depend on: planning again with other exports keeps them valid."""
+    """A hash of what the chunk results depend on (input stamps too): other exports keep them valid."""
     job = {k: v for k, v in plan["job"].items() if k not in EXPORT_ONLY}
     job["options"] = {k: v for k, v in job["options"].items() if k not in EXPORT_ONLY_OPTIONS}
     return hashlib.sha256(json.dumps({**plan, "job": job}, sort_keys=True).encode()).hexdigest()[:16]
@@ -217,16 +244,14 @@ def _chunk(plan: dict, index) -> dict:
 
 def _farm_meta(path: str) -> dict:
     """The ``farm`` entry of a result file's metadata, read without loading its arrays ({} if unreadable)."""
-    import zipfile
-
-    import numpy as np
+    from .errors import ResultFormatError
+    from .prediction import read_meta
 
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta_json"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        meta = read_meta(path)
+    except ResultFormatError:
         return {}
-    farm = meta.get("farm") if isinstance(meta, dict) else None
+    farm = meta.get("farm")
     return farm if isinstance(farm, dict) else {}
 
 
@@ -272,6 +297,8 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
     plan = read_plan(plan_dir)
     chunk = _chunk(plan, index)
     out = chunk_path(plan_dir, index)
+    remove_stale_temp_files(os.path.dirname(out))  # left by a task killed outright (SIGKILL); others' are recent
+    _check_stamps(plan, chunk["start"], chunk["end"])
     if not force and _chunk_done(out, plan, index):
         return out, True
     job = plan["job"]
@@ -282,7 +309,7 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
     source = chunk_inputs(plan, chunk["start"], chunk["end"])
     if model is None:
         model = _load_model(job, device or job["device"], progress)
-    kwargs = {k: v for k, v in inference_kwargs(job).items() if k not in STREAMING_KEYS}
+    kwargs = {k: v for k, v in inference_kwargs(job).items() if k not in (*STREAMING_KEYS, *SOLVE_KEYS)}
     pred = run_inference(model, source, progress=progress, exif_transpose=job["options"].get("exif_transpose", True),
                          **kwargs)
     save_result(out, pred, meta={"farm": {"plan_id": plan["plan_id"], "chunk": index, "start": chunk["start"],
@@ -329,6 +356,7 @@ def stitch(plan_dir, plan: dict | None = None, progress=None):
 
     progress = progress or _nothing
     plan = plan or read_plan(plan_dir)
+    _check_stamps(plan, 0, plan["views"]["count"])
     chunks = plan["chunks"]
     missing = [c["index"] for c in chunks if not os.path.isfile(chunk_path(plan_dir, c["index"]))]
     if missing:
@@ -362,31 +390,43 @@ def stitch(plan_dir, plan: dict | None = None, progress=None):
     return pred
 
 
+def refines(plan: dict) -> bool:
+    """True when the plan's job refines the cameras (the Solve step has work)."""
+    return plan["job"]["options"].get("refine") not in (None, False)
+
+
 def align_shot(plan_dir, progress=None) -> tuple[str, object]:
-    """Stitch the chunks, write the job's exports and ``DIR/result.npz``; returns ``(path, prediction)``."""
+    """Stitch the chunks, write the exports (unless Solve will) and ``DIR/result.npz`` -> ``(path, prediction)``."""
     from .prediction import save_result
 
     progress = progress or _nothing
     plan = read_plan(plan_dir)
     pred = stitch(plan_dir, plan, progress)
-    job = plan["job"]
-    if job["export_dir"]:
-        from . import exports
-        from .files import make_folder
-
-        options = job["options"]
-        make_folder(job["export_dir"])
-        progress("export", 0.0, f"writing {job['export_format']} to {job['export_dir']}")
-        files = exports.export(
-            pred, export_format=job["export_format"], export_dir=job["export_dir"],
-            conf_thresh_percentile=options.get("conf_thresh_percentile", opt.DEFAULT_CONF_THRESH_PERCENTILE),
-            num_max_points=options.get("num_max_points", opt.DEFAULT_NUM_MAX_POINTS),
-            show_cameras=options.get("show_cameras", True), progress=lambda f: progress("export", float(f), ""),
-        )
-        pred.meta["exported_files"] = [os.fspath(f) for f in (files or [])]
-        progress("export", 1.0, f"{len(pred.meta['exported_files'])} files")
+    pred.meta["farm"]["solve"] = "pending" if refines(plan) else None  # da3 farm solve: the whole shot's solve
+    if not refines(plan):
+        export_shot(pred, plan["job"], progress)
     out = save_result(os.path.join(os.fspath(plan_dir), RESULT_FILE), pred)
     return out, pred
+
+
+def export_shot(pred, job: dict, progress) -> None:
+    """The job's exports of the shot (none without an export folder); their paths to ``meta["exported_files"]``."""
+    if not job["export_dir"]:
+        return
+    from . import exports
+    from .files import make_folder
+
+    options = job["options"]
+    make_folder(job["export_dir"])
+    progress("export", 0.0, f"writing {job['export_format']} to {job['export_dir']}")
+    files = exports.export(
+        pred, export_format=job["export_format"], export_dir=job["export_dir"],
+        conf_thresh_percentile=options.get("conf_thresh_percentile", opt.DEFAULT_CONF_THRESH_PERCENTILE),
+        num_max_points=options.get("num_max_points", opt.DEFAULT_NUM_MAX_POINTS),
+        show_cameras=options.get("show_cameras", True), progress=lambda f: progress("export", float(f), ""),
+    )
+    pred.meta["exported_files"] = [os.fspath(f) for f in (files or [])]
+    progress("export", 1.0, f"{len(pred.meta['exported_files'])} files")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -426,8 +466,12 @@ def build_command(plan_dir, output: str | None = None, blender: str | None = Non
 def _check_result(result: str, plan: dict, plan_dir) -> None:
     if not os.path.isfile(result):
         raise BadInputError(f"no {RESULT_FILE} in {plan_dir}: run `da3 farm align {plan_dir}` first")
-    if _farm_meta(result).get("plan_id") != plan["plan_id"]:
+    farm = _farm_meta(result)
+    if farm.get("plan_id") != plan["plan_id"]:
         raise BadInputError(f"{result} is not the result of this plan (planned again?): run `da3 farm align {plan_dir}`")
+    if farm.get("solve") == "pending":
+        raise BadInputError(f"the cameras of {result} are not solved yet (the plan refines them): run "
+                            f"`da3 farm solve {plan_dir}` first")
 
 
 def build_shot(command: list[str]) -> None:
@@ -437,11 +481,16 @@ def build_shot(command: list[str]) -> None:
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     last = ""
-    for line in proc.stdout:
-        if line.strip():
-            last = line.strip()
-        if not line.startswith("farm-build: error: "):
-            sys.stdout.write(line)
+    try:
+        for line in proc.stdout:
+            if line.strip():
+                last = line.strip()
+            if not line.startswith("farm-build: error: "):
+                sys.stdout.write(line)
+    except BaseException:  # terminated (SIGTERM) or interrupted: Blender stops too
+        proc.terminate()
+        proc.wait()
+        raise
     code = proc.wait()
     if code:
         raise DA3Error(last.removeprefix("farm-build: error: ") if last else f"the build failed (exit status {code})")

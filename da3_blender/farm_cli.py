@@ -1,8 +1,9 @@
-"""``da3 farm plan|forward|align|build|submit``: a shot as render-farm tasks (:mod:`da3_blender.farm`).
+"""``da3 farm plan|forward|align|solve|build|submit``: a shot as render-farm tasks (:mod:`da3_blender.farm`).
 
     da3 farm plan INPUT... --out DIR [the usual options]   # one plan folder per shot (several: DIR/<shot>)
     da3 farm forward DIR --chunk K [--device cuda]         # one chunk's forward -> DIR/chunks/K.npz
     da3 farm align DIR                                     # -> DIR/result.npz and the asked exports
+    da3 farm solve DIR                                     # --refine: the stitched shot's camera solve
     da3 farm build DIR [--output shot.blend] [--blender PATH] [-- build options]
     da3 farm submit DIR --flamenco URL                     # the shot as a Flamenco job
 
@@ -24,7 +25,7 @@ def add_parser(sub, common, video) -> None:
     import copy
 
     common = copy.deepcopy(common)  # its own actions: the export defaults below must not reach the other commands
-    farm = sub.add_parser("farm", help="a long shot as render-farm tasks: plan, forward, align, build, submit")
+    farm = sub.add_parser("farm", help="a long shot as render-farm tasks: plan, forward, align, solve, build, submit")
     steps = farm.add_subparsers(dest="farm_command", metavar="STEP", parser_class=type(farm))
     p = steps.add_parser("plan", parents=[common, video], help="plan shots: DIR/plan.json and DIR/openjd-params.json")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="shots: a video, a folder of images or an image each")
@@ -42,6 +43,9 @@ def add_parser(sub, common, video) -> None:
     p.add_argument("--force", action="store_true", help="run it even if this plan's chunk K is already there")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the file")
     p = steps.add_parser("align", help="stitch the chunks -> DIR/result.npz and the plan's exports")
+    p.add_argument("plan_dir", metavar="DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the file")
+    p = steps.add_parser("solve", help="the camera solve of the stitched shot (a plan with --refine; else nothing to do)")
     p.add_argument("plan_dir", metavar="DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the file")
     p = steps.add_parser("build", help="DIR/result.npz into a .blend with headless Blender (the panel's builders)",
@@ -75,12 +79,16 @@ def run(args, build_options=()) -> int:
 
     step = getattr(args, "farm_command", None)
     if step is None:
-        raise BadInputError("choose a farm step: plan, forward, align, build or submit (see da3 farm --help)")
+        raise BadInputError("choose a farm step: plan, forward, align, solve, build or submit (see da3 farm --help)")
     args.build_options = list(build_options)
+    from .cancel import terminate_as_cancel
+
     printer = _quiet if getattr(args, "quiet", False) else ProgressPrinter()
     failed = True
     try:
-        code = {"plan": _plan, "forward": _forward, "align": _align, "build": _build, "submit": _submit}[step](args, printer)
+        with terminate_as_cancel(f"da3 farm {step}"):  # a killed task leaves no .tmp-* file
+            code = {"plan": _plan, "forward": _forward, "align": _align, "solve": _solve, "build": _build,
+                    "submit": _submit}[step](args, printer)
         failed = False
         return code
     finally:
@@ -163,8 +171,27 @@ def _align(args, printer) -> int:
 
     path, pred = farm.align_shot(args.plan_dir, progress=printer)
     chunks = pred.meta["chunks"]
-    print(f"da3 farm: {pred.num_views} views from {len(chunks)} chunk{'s' * (len(chunks) != 1)} -> {path}")
+    pending = " (cameras to refine: run `da3 farm solve`, it writes the exports)" if farm.refines(farm.read_plan(
+        args.plan_dir)) else ""
+    print(f"da3 farm: {pred.num_views} views from {len(chunks)} chunk{'s' * (len(chunks) != 1)} -> {path}{pending}")
     for f in pred.meta.get("exported_files", []):
+        print(f"  {f}")
+    return 0
+
+
+def _solve(args, printer) -> int:
+    from .farm_solve import solve_shot
+
+    path, pred, solved = solve_shot(args.plan_dir, progress=printer)
+    s = pred.meta.get("solve") or {}
+    if not solved:
+        what = "already solved" if s else "nothing to solve: the plan does not refine cameras"
+    elif s.get("failed"):
+        what = "the camera solve failed, the DA3 cameras are kept (see the warning)"
+    else:
+        what = f"solve error {s['rms_px_before']:.2f} -> {s['rms_px']:.2f} px ({s['tracks']} tracks)"
+    print(f"da3 farm: {pred.num_views} views, {what} -> {path}")
+    for f in pred.meta.get("exported_files", []) if solved else []:
         print(f"  {f}")
     return 0
 
@@ -187,5 +214,5 @@ def _submit(args, printer) -> int:
                                 priority=args.priority, da3_root=args.da3_root)
     answer = flamenco.submit(args.flamenco, job)
     print(f"da3 farm: {plan['shot']} submitted to {args.flamenco} as job {answer.get('id', '?')} "
-          f"({len(plan['chunks'])} forward tasks, align, build)")
+          f"({len(plan['chunks'])} forward tasks, align, solve, build)")
     return 0

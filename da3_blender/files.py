@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 
 from .cancel import checkpoint
 from .errors import BadInputError, write_error
@@ -35,6 +36,24 @@ def check_writable_folder(folder: str | os.PathLike, doing: str) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise BadInputError(f"cannot {doing} ({reason}): choose a writable output folder") from None
+
+
+_placed = threading.local()  # the list record_placed() collects into, per thread
+
+
+@contextlib.contextmanager
+def record_placed():
+    """Inside the block, every file :func:`open_atomic` puts in place on this thread is appended to the
+    yielded list (also when the block then fails: what a cancelled export did write)."""
+    outer = getattr(_placed, "paths", None)
+    paths: list[str] = []
+    _placed.paths = paths
+    try:
+        yield paths
+    finally:
+        _placed.paths = outer
+        if outer is not None:
+            outer.extend(paths)
 
 
 TEMP_PREFIX = ".tmp-"
@@ -126,6 +145,9 @@ def open_atomic(path: str | os.PathLike, mode: str = "wb"):
                 os.chmod(tmp, _file_mode())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        placed = getattr(_placed, "paths", None)
+        if placed is not None:
+            placed.append(path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -81,15 +81,15 @@ def run_inference(
     device), ``chunk_overlap`` shared views, chunks aligned by ``chunk_align`` (sim3, se3, auto) or to known
     poses; per-chunk figures in ``pred.meta["chunks"]``.
     ``refine`` (False, True or a lens: fixed, zoom, radial; pycolmap; ``refine_motion`` auto, free, nodal) bundle-adjusts
-    the cameras on the source frames (the whole stitched shot), stage "solve"; figures in ``pred.meta["solve"]``.
-    ``exr_*``: the exr export's resolution, half floats, plate filter; ``matchmove``: :mod:`.matchmove.steps`.
+    the cameras on the source frames (the whole shot); figures in ``pred.meta["solve"]``; a failed solve keeps the
+    unrefined result (:func:`refine_or_keep`). ``exr_*``: the exr export's options; ``matchmove``: :mod:`.matchmove.steps`.
     """
     report, _ = _Reporter(progress), matchmove_steps.check_options(**matchmove)
     plan = _check_options(model, export_dir, export_format, process_res, process_res_method, infer_gs, chunk_size,
                           chunk_overlap, chunk_align, exr_resolution, exr_plate_filter, refine, refine_motion)
     report("load", 0.0, "reading images")
     items, n, source = view_inputs.image_source(image, exif_transpose)
-    extr, intr, model_name, align = _check_cameras(model, extrinsics, intrinsics, n, plan.chunking)
+    extr, intr, model_name, align = _check_cameras(model, extrinsics, intrinsics, n, plan.chunking, plan.refine_lens)
     pre = _preprocess(items, n, intr, process_res, process_res_method, report)
     proc_k = None if pre.intrinsics is None else np.asarray(pre.intrinsics, dtype=np.float64)
     device = forward.model_device(model)
@@ -104,9 +104,8 @@ def run_inference(
     _add_run_meta(pred, alignment, streaming_meta)
     report("postprocess", 1.0, "")
     if plan.refine_lens is not None:  # the whole (stitched) shot, from its source frames
-        from .solve import refine as refine_cameras
-        pred = refine_cameras(pred, [image] if isinstance(image, (str, os.PathLike)) else image, lens=plan.refine_lens,
-                              motion=refine_motion, progress=report)
+        pred = refine_or_keep(pred, [image] if isinstance(image, (str, os.PathLike)) else image, plan.refine_lens,
+                              refine_motion, report)
     pred = matchmove_steps.after_inference(pred, report, formats=plan.formats, device=device, **matchmove)
     if export_dir is not None:
         _export(pred, export_dir, plan.formats, report, conf_thresh_percentile=conf_thresh_percentile,
@@ -162,8 +161,57 @@ def _refine_lens(refine, motion=options.DEFAULT_REFINE_MOTION) -> str | None:
     return lens
 
 
-def _check_cameras(model, extrinsics, intrinsics, n: int, chunking):
-    """The user's cameras checked against the view count and the model -> (extr, intr, model name, align)."""
+def _check_refine(model, lens: str | None, n: int) -> None:
+    """What the camera solve needs that the inputs and the model tell before the network (the lens, the motion
+    and pycolmap are checked with the options): two views or more, a model that predicts cameras."""
+    if lens is None:
+        return
+    if n < 2:
+        raise BadInputError(f"refining cameras needs at least 2 views (got {n}): tracks are features seen from several "
+                            "cameras; give more frames of the shot, or run without --refine")
+    caps = dict(getattr(model, "capabilities", {}) or {})
+    if not caps.get("pose", True):
+        raise BadInputError(f"model {getattr(model, 'model_name', 'unknown')} predicts no cameras to refine: use "
+                            "DA3-SMALL/BASE/LARGE/GIANT or NESTED, or run without --refine")
+
+
+def refine_or_keep(pred: Prediction, images, lens: str, motion: str, progress=None) -> Prediction:
+    """The camera solve of ``pred`` (:func:`da3_blender.solve.refine`); when it fails (too few tracks, a static
+    camera for a free solve, ...) the unrefined prediction is kept, ``meta["solve"]`` holds the reason
+    (``failed``: True) and one warning line is logged (:func:`solve_warning`). A cancel still cancels."""
+    from .errors import CancelledError
+    from .solve import refine
+
+    try:
+        return refine(pred, images, lens=lens, motion=motion, progress=progress)
+    except CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (any solve failure keeps the network's result)
+        from .errors import DA3Error
+
+        reason = " ".join(str(exc).split()) if isinstance(exc, DA3Error) else \
+            f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        log.debug("camera solve failed", exc_info=True)
+    pred.meta = dict(pred.meta or {})
+    pred.meta["solve"] = {"lens": lens, "motion": motion, "failed": True, "reason": reason, "rms_px": None,
+                          "rms_px_before": None, "per_view_rms_px": None, "tracks": 0, "observations": 0,
+                          "distortion": None, "kept_input_pose": list(range(pred.num_views))}
+    log.warning("%s", solve_warning(pred.meta))
+    return pred
+
+
+def solve_warning(meta: dict | None) -> str | None:
+    """The one-line warning of a failed camera solve in a result's metadata (None: no solve, or it ran)."""
+    s = (meta or {}).get("solve") or {}
+    if not s.get("failed"):
+        return None
+    return f"the camera solve failed, the DA3 cameras are kept: {s.get('reason')}"
+
+
+def _check_cameras(model, extrinsics, intrinsics, n: int, chunking, refine_lens: str | None = None):
+    """The user's cameras checked against the view count and the model -> (extr, intr, model name, align);
+    the camera solve's needs too (``refine_lens``: :func:`_check_refine`)."""
+    _check_refine(model, refine_lens, n)
     extr = view_inputs.check_extrinsics(extrinsics, n)
     intr = view_inputs.check_intrinsics(intrinsics, n, extr)
     caps = dict(getattr(model, "capabilities", {}) or {})

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import rates
 from .errors import BadInputError
 from .job import check_frame_start
 from .options import DEFAULT_VIDEO_FPS, EVERY_FRAME_FPS  # fps None: the official 1 fps; 0: every frame
@@ -74,7 +75,7 @@ def frame_number_from_name(path) -> int:
 
 def natural_key(name: str):
     """Sort key putting ``frame2`` before ``frame10`` (case-insensitive)."""
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t]
+    return [(0, int(t), "") if t.isdecimal() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,9 +164,10 @@ def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_
                    shot: str = "auto", frame_start: int = 1, frame_rate=None, colorspace: str = "auto") -> InputSet:
     """Image files, folders of images (natural order), one video or one image sequence -> :class:`InputSet`.
 
-    Video sampling follows the official CLI: every ``max(1, int(video_fps / fps))``-th frame
-    (``fps`` None: ``options.DEFAULT_VIDEO_FPS``; 0: every frame), counted from frame 0, within ``[start, end)`` seconds,
-    at most ``max_frames``; frame ``i`` is scene frame ``frame_start + i``. One input that is a numbered
+    Video sampling picks frames by time: the frame nearest each instant ``k / fps`` (``rates.keeps_frame``;
+    ``fps`` None: ``options.DEFAULT_VIDEO_FPS``; 0: every frame), counted from frame 0, within ``[start, end)`` seconds,
+    at most ``max_frames``; frame ``i`` is scene frame ``frame_start + i``. (The official CLI keeps every
+    ``int(video_fps / fps)``-th frame: every frame for 12 fps of 23.976; on integer ratios both agree.) One input that is a numbered
     sequence (a pattern, one of its files or its folder; ``shot`` "auto" detects, "sequence" insists,
     "stills" never) is a shot: :func:`.sequences.read_sequence` (every frame by default, its own frame
     numbers, ``frame_rate``). The sampling options are ignored for stills. ``colorspace``: how plates
@@ -371,8 +373,6 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
     rate is the stream's nominal rate, snapped to a standard rational (:mod:`.rates`); frame ``i``
     (0-based, as decoded) is scene frame ``frame_start + i`` (the set's ``frame_numbers``).
     """
-    from . import rates
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise BadInputError(f"{path}: video not found; check the path")
@@ -389,7 +389,7 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         except ValueError:
             raise BadInputError(f"{path}: the video reports no frame rate; re-encode it as MP4 (H.264)") from None
         video_fps = timing["fps"]
-        interval = 1 if want == EVERY_FRAME_FPS else max(1, int(video_fps / want + 1e-9))
+        step = rates.sample_step(video_fps, None if want == EVERY_FRAME_FPS else want)  # frames picked by time
         if want > video_fps:
             log.info("%s: requested %.3g fps exceeds the video's %.3g fps; using every frame", path, want, video_fps)
         first = 0 if not start else math.ceil(start * video_fps - 1e-9)
@@ -397,8 +397,8 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         expected = int(round(reader.duration * timing["average_fps"]))  # an estimate for progress
         last_wanted = min(expected, stop) if expected else stop
         if max_frames is not None:  # reading stops at the last frame kept
-            last_wanted = min(last_wanted, first + (-first) % interval + (int(max_frames) - 1) * interval + 1)
-        numbers, decoded, at_end = _sample_frames(reader, first, stop, interval, max_frames, last_wanted, progress)
+            last_wanted = min(last_wanted, first + math.ceil(int(max_frames) * step) + 1)
+        numbers, decoded, at_end = _sample_frames(reader, first, stop, step, max_frames, last_wanted, progress)
         width, height, duration = reader.width, reader.height, reader.duration
     if not numbers:
         if decoded == 0:
@@ -416,12 +416,13 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         "frame_count": frame_count,  # frames as decoded (and as Blender numbers them), not a container estimate
         "frame_start": int(frame_start),  # the scene frame of the video's frame 0
         "frame_range": [int(frame_start), int(frame_start) + frame_count - 1],  # scene frames of the whole clip
-        "sample_interval": interval,
+        "sample_interval": round(step, 6),  # frames per kept frame (rates.sample_step)
         "duration": duration or (frame_count / video_fps),
         "width": width,
         "height": height,
     }
-    log.info("%s: %d frame(s) sampled every %d of %s fps", path, len(numbers), interval, rates.rate_text(timing["rate"]))
+    log.info("%s: %d frame(s) sampled every %s of %s fps", path, len(numbers), rates.step_text(step),
+             rates.rate_text(timing["rate"]))
     indices = np.array(numbers, dtype=np.int64)
     num, den = timing["rate"]
     return InputSet(
@@ -434,7 +435,7 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
     )
 
 
-def _sample_frames(reader, first, stop, interval, max_frames, last_wanted, progress):
+def _sample_frames(reader, first, stop, step, max_frames, last_wanted, progress):
     """One decode: the indices of the sampled frames, the frames decoded, and whether it ran to the end."""
     numbers = []
     index = -1
@@ -443,7 +444,7 @@ def _sample_frames(reader, first, stop, interval, max_frames, last_wanted, progr
         if index >= stop:
             at_end = False
             break
-        if index >= first and index % interval == 0:
+        if index >= first and rates.keeps_frame(index, step):
             numbers.append(index)
         if progress is not None and math.isfinite(last_wanted) and last_wanted > 0:
             total = max(int(math.ceil(last_wanted)), index + 1)  # the estimate may be short

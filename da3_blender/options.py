@@ -89,6 +89,11 @@ EXPORT_FORMATS = (
     ("exr", "EXR depth passes", "One OpenEXR per view: Z, confidence, sky, camera in the header (needs OpenEXR)"),
     # i10: 3D Gaussians (DA3-GIANT / NESTED only; turns on infer_gs)
     ("gs_ply", "3D Gaussians (.ply)", "3D Gaussian splats as a 3DGS PLY (Giant/Nested models only)"),
+    # i28: into comp (docs/comp.md)
+    ("stmap", "STMaps (lens)", "Undistort/redistort STMaps as float EXR and lens.json with the overscan camera (needs OpenEXR)"),
+    ("nuke", "Nuke script + .chan", "The camera as a Nuke script (Camera2, plate Read, STMap lens nodes) and a .chan file"),
+    ("usd", "USD stage", "Animated camera and point cloud as a USD stage (needs usd-core)"),
+    ("undistorted", "Undistorted plates", "Each plate undistorted into the overscan frame (EXR stays EXR, else PNG)"),
     # issue 27: the depth maps fused into one coloured mesh (needs scikit-image)
     ("mesh", "Proxy mesh", "The depth maps fused into one coloured mesh, as mesh/mesh.glb and mesh/mesh.ply"),
 )
@@ -111,12 +116,24 @@ DEFAULT_EXR_PLATE_FILTER = "nearest"
 DEFAULT_EXR_HALF = False  # float32 channels; half (float16) on request
 EXR_OPTION_KEYS = ("exr_resolution", "exr_half", "exr_plate_filter")  # job options -> exports.export keywords
 
+# -- usd stage (exports/usd.py) ----------------------------------------------------------------------
+USD_FILE_FORMATS = (
+    ("usda", "Text (.usda)", "Readable text layer (usd/shot.usda)"),
+    ("usdc", "Binary (.usdc)", "Crate binary layer: smaller, faster to load (usd/shot.usdc)"),
+)
+DEFAULT_USD_FILE_FORMAT = "usda"
+
 # -- camera exchange (scene/exchange.py): (id, label, description, file extension) --------------------
 CAMERA_EXPORT_FORMATS = (
     ("ABC", "Alembic (.abc)", "Exact motion; lens on every frame (Blender's own importer reads it once)", ".abc"),
     ("FBX", "FBX (.fbx)", "Motion and focal length keyed on every frame", ".fbx"),
+    # i28: into comp (scene/comp_export.py)
+    ("USD", "USD (.usd)", "Blender's own USD exporter: the cameras over the frame range", ".usd"),
+    ("NK", "Nuke script (.nk)", "A Camera2 node keyed on every frame and a Read of the footage", ".nk"),
+    ("CHAN", "Nuke .chan (.chan)", "frame tx ty tz rx ry rz vfov on every frame (rotation order ZXY)", ".chan"),
 )
 CAMERA_EXPORT_EXTENSIONS = tuple(f[3] for f in CAMERA_EXPORT_FORMATS)
+CAMERA_EXPORT_KINDS = ", ".join(f[1] for f in CAMERA_EXPORT_FORMATS)  # "Alembic (.abc), FBX (.fbx), ..."
 
 # -- streaming (long shots: chunks aligned to each other) -------------------------------------------
 CHUNK_ALIGN_CHOICES = (
@@ -211,3 +228,9 @@ INPUT_COLORSPACES = (
 )
 INPUT_COLORSPACE_NAMES = tuple(c[0] for c in INPUT_COLORSPACES)
 DEFAULT_INPUT_COLORSPACE = "auto"
+
+
+# -- the web side (issue 21): `da3 backend`, `da3 gallery`, --use-backend ---------------------------------
+DEFAULT_BACKEND_PORT = 8008  # official DA3's backend port
+DEFAULT_BACKEND_URL = f"http://127.0.0.1:{DEFAULT_BACKEND_PORT}"  # where --use-backend sends work
+DEFAULT_GALLERY_DIR = os.path.join("workspace", "gallery")  # official DA3's gallery folder

@@ -194,12 +194,22 @@ def load_result(path: str | os.PathLike) -> Prediction:
                                 "recreate it") from None
 
 
-def _read_arrays(path: str, name: str) -> dict[str, np.ndarray]:
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata (``meta_json``) of a result file, checked as :func:`load_result` checks it, without
+    reading its arrays ({} for an official file without it); :class:`ResultFormatError` otherwise."""
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise ResultFormatError(f"result file not found: {path}")
+    return _read_meta(_read_arrays(path, name, ("meta_json",)), name)
+
+
+def _read_arrays(path: str, name: str, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     damaged = (f"{name} is not a readable DA3 result (corrupt or truncated npz: {{}}); run DA3 again to "
                "recreate it")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files if keys is None or k in keys}
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
             raise ResultFormatError(damaged.format(str(exc)[:200])) from None

@@ -67,6 +67,28 @@ def to_blender(rate) -> tuple[int, float]:
     return fps, fps * den / num
 
 
+def sample_step(rate_fps: float, want_fps: float | None) -> float:
+    """Frames per kept frame when sampling a shot of ``rate_fps`` at ``want_fps`` (1.0: every frame; ``want_fps``
+    None or 0, or at least the shot's rate, keeps every frame). 24000/1001 at 12 fps: 1.998, not 1."""
+    if not want_fps or want_fps >= rate_fps:
+        return 1.0
+    return float(rate_fps) / float(want_fps)
+
+
+def keeps_frame(index: int, step: float) -> bool:
+    """True when frame ``index`` (0-based from the shot's first frame) is the one nearest a sample instant
+    ``k * step`` (a tie goes to the earlier frame): frames are picked by time, the same rule for a video
+    and a numbered sequence (``inputs.read_video``, ``sequences.read_sequence``)."""
+    if step <= 1.0:
+        return True
+    return math.floor((index + 0.5) / step + 1e-9) > math.floor((index - 0.5) / step + 1e-9)
+
+
+def step_text(step: float) -> str:
+    """``3.0`` -> ``"3"``, ``2.4975`` -> ``"2.5"``: a sampling step for the summaries."""
+    return f"{step:.3g}" if abs(step - round(step)) > 1e-6 else str(int(round(step)))
+
+
 # ---------------------------------------------------------------------------------------------------
 # the rates of a video stream, from ffmpeg's own description of it
 

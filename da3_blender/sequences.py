@@ -99,7 +99,7 @@ def _collect(folder: str, prefix: str, suffix: str, width: int | None, what: str
         if not (name.startswith(prefix) and name.endswith(suffix)) or len(name) <= len(prefix) + len(suffix):
             continue
         digits = name[len(prefix):len(name) - len(suffix)]
-        if not digits.isdigit() or not os.path.isfile(os.path.join(folder, name)):
+        if not (digits.isascii() and digits.isdigit()) or not os.path.isfile(os.path.join(folder, name)):
             continue
         if width and not (len(digits) == width or (len(digits) > width and digits[0] != "0")):
             continue
@@ -217,7 +217,8 @@ def read_sequence(seq: Sequence, fps=None, start=None, end=None, max_frames=None
     """The frames of ``seq`` as an :class:`~.inputs.InputSet` of kind ``"sequence"``.
 
     Sampling is a video's (``inputs.collect_inputs``) on the frame numbers: every frame by default
-    (``fps`` None or 0), else every ``int(rate / fps)``-th number from the first, within ``[start,
+    (``fps`` None or 0), else the number nearest each sample instant ``k / fps`` from the first
+    (``rates.keeps_frame``: 12 fps of 24000/1001 keeps every other number), within ``[start,
     end)`` seconds of the first frame, at most ``max_frames``. The rate is ``frame_rate``, else the
     first plate's EXR ``framesPerSecond``, else ``options.DEFAULT_SEQUENCE_RATE``, snapped to an exact
     rational (:mod:`.rates`). Every kept frame is decoded once here (an unreadable one fails here,
@@ -234,9 +235,9 @@ def read_sequence(seq: Sequence, fps=None, start=None, end=None, max_frames=None
     rate = rates.snap_rate(frame_rate or plates.plate_rate(seq.paths[0]) or DEFAULT_SEQUENCE_RATE)
     per_second = rates.rate_float(rate)
     want = EVERY_FRAME_FPS if fps is None else float(fps)
-    interval = 1 if want == EVERY_FRAME_FPS else max(1, int(per_second / want + 1e-9))
+    step = rates.sample_step(per_second, None if want == EVERY_FRAME_FPS else want)  # picked by time, as a video
     lo, hi = (start or 0.0) * per_second - 1e-9, (np.inf if end is None else end * per_second)
-    keep = [i for i, n in enumerate(seq.numbers) if (n - seq.first) % interval == 0 and lo <= n - seq.first < hi]
+    keep = [i for i, n in enumerate(seq.numbers) if rates.keeps_frame(n - seq.first, step) and lo <= n - seq.first < hi]
     keep = keep[:max_frames] if max_frames else keep
     if not keep:
         raise BadInputError(f"{seq.describe()}: no frames in the chosen range (start {start or 0} s, end {end} s at "
@@ -259,7 +260,7 @@ def read_sequence(seq: Sequence, fps=None, start=None, end=None, max_frames=None
         "rate": [rate[0], rate[1]], "fps": per_second, "average_fps": per_second, "variable_rate": False,
         "frame_count": seq.last - seq.first + 1, "frame_start": seq.first, "frame_range": [seq.first, seq.last],
         "missing": missing[:10000], "missing_text": seq.missing_text() if missing else "",
-        "sample_interval": interval, "duration": (seq.last - seq.first + 1) / per_second,
+        "sample_interval": round(step, 6), "duration": (seq.last - seq.first + 1) / per_second,
         "width": size[0], "height": size[1], "colorspace": plates.plate_transfer(paths[0], colorspace),
     }
     return InputSet(images=ImageFiles(paths, exif_transpose, colorspace), source_paths=paths, frame_numbers=numbers,
@@ -273,7 +274,7 @@ def shot_summary(video: dict | None) -> str:
     between its keys) and how float plates were converted."""
     if not isinstance(video, dict) or not video.get("rate"):
         return ""
-    from .rates import rate_text
+    from .rates import rate_text, step_text
 
     first, last = video.get("frame_range") or (None, None)
     what = os.path.basename(str(video.get("pattern") or video.get("path") or "shot"))
@@ -283,9 +284,10 @@ def shot_summary(video: dict | None) -> str:
     if video.get("variable_rate"):
         parts.append(f"variable frame rate (average {video.get('average_fps', 0):.4g} fps): keyed on the frame "
                      f"numbers at the nominal rate")
-    interval = int(video.get("sample_interval") or 1)
-    parts.append("camera keyed on every frame" if interval == 1 else
-                 f"sampled every {interval} frames: the camera is interpolated between keys (fps 0 keys every frame)")
+    step = float(video.get("sample_interval") or 1)
+    parts.append("camera keyed on every frame" if step <= 1 else
+                 f"sampled every {step_text(step)} frames: the camera is interpolated between keys (fps 0 keys "
+                 "every frame)")
     colorspace = video.get("colorspace")
     if colorspace and not str(colorspace).startswith("display-referred (as read)"):
         parts.append(f"plates {colorspace}")

@@ -1,4 +1,4 @@
-"""Export the DA3 cameras to Alembic (.abc) or FBX (.fbx) for compositing and other 3D programs."""
+"""Export the DA3 cameras to Alembic (.abc), FBX (.fbx), USD (.usd) or Nuke (.nk, .chan) for compositing and other 3D programs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ EXTENSION = {f[0]: f[3] for f in CAMERA_EXPORT_FORMATS}
 
 
 class DA3_OT_export_camera(Operator, ExportHelper):
-    """Write the DA3 cameras over the scene's frame range with Blender's Alembic or FBX exporter"""
+    """Write the DA3 cameras over the scene's frame range: Alembic, FBX or USD (Blender's exporters), a Nuke script or .chan"""
 
     bl_idname = "da3.export_camera"
     bl_label = "Export DA3 Camera"

@@ -70,7 +70,7 @@ class DA3_OT_reconstruct(Operator):
             rt.error, rt.summary = str(ex), ""
             self.report({"ERROR"}, str(ex))
             return {"CANCELLED"}
-        rt.running, rt.error, rt.summary = True, "", ""
+        rt.running, rt.error, rt.summary, rt.warning = True, "", "", ""
         rt.stage, rt.fraction, rt.message, rt.cancel_requested = "", 0.0, "starting the worker", False
         self._run = run
         if _blocking(context):
@@ -165,9 +165,12 @@ class DA3_OT_reconstruct(Operator):
         rt.running, rt.cancel_requested = False, False
         rt.stage, rt.fraction = "", 0.0
         rt.summary, rt.error = (message, "") if ok else ("", message)
+        rt.warning = "; ".join(getattr(run, "warnings", None) or []) if ok else ""
         if not bpy.app.background:
             _redraw(context)
         self.report({"INFO"} if ok else {"WARNING"} if message.startswith("Cancelled") else {"ERROR"}, message)
+        if rt.warning:  # one line of its own (the scene was built: the run finished)
+            self.report({"WARNING"}, rt.warning)
         return {"FINISHED"} if ok else {"CANCELLED"}
 
 

@@ -118,6 +118,7 @@ class Run:
         if not self.keep_results:
             self._remove_output(path)
         s = ev.get("summary") or {}
+        self.warnings = [str(w) for w in s.get("warnings") or []]  # e.g. a failed camera solve (the result is kept)
         size = s.get("size") or ["?", "?"]
         where = getattr(collection, "name", self.name)
         note = collection.get("da3_planes_note") if hasattr(collection, "get") else None

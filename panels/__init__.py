@@ -126,6 +126,8 @@ class DA3_PT_main(_Sidebar, Panel):
             draw_wrapped(layout, context, runtime.error, icon="ERROR", alert=True)
         elif runtime.summary:
             draw_wrapped(layout, context, runtime.summary, icon="CHECKMARK")
+            if runtime.warning:
+                draw_wrapped(layout, context, runtime.warning, icon="ERROR")
         if not online_access():
             draw_wrapped(layout, context, OFFLINE_HINT, icon="INTERNET_OFFLINE")
         row = layout.row(align=True)

@@ -146,20 +146,6 @@ def rotations_to_quaternions(rot: np.ndarray) -> np.ndarray:
     return q
 
 
-def fps_to_blender(fps: float) -> tuple[int, float]:
-    """Stream rate -> (scene.render.fps, fps_base); NTSC rates become n / 1.001 (23.976 -> 24/1.001)."""
-    fps = float(fps)
-    if not math.isfinite(fps) or fps <= 0:
-        raise ValueError(f"invalid frame rate {fps!r}")
-    if abs(fps - round(fps)) < 1e-3:
-        return int(round(fps)), 1.0
-    ntsc = fps * 1.001
-    if abs(ntsc - round(ntsc)) < 2e-3:
-        return int(round(ntsc)), 1.001
-    base = max(1, round(fps))
-    return int(base), base / fps
-
-
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:
     """sRGB-encoded values in 0..1 -> scene-linear (attribute colours are linear)."""
     c = np.asarray(c, dtype=np.float32)

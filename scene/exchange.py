@@ -1,6 +1,8 @@
-"""Camera exchange: the imported cameras written with Blender's own Alembic and FBX exporters.
+"""Camera exchange: the imported cameras written with Blender's own Alembic, FBX and USD exporters, or as
+Nuke files (``.nk``, ``.chan``: :mod:`.comp_export`, our writer; docs/comp.md).
 
-``export_cameras(path, cameras=None, scene=None)`` writes ``path`` (``.abc`` or ``.fbx``) with the
+``export_cameras(path, cameras=None, scene=None)`` writes ``path`` (``.abc``, ``.fbx``, ``.usd``, ``.nk``
+or ``.chan``) with the
 cameras of every DA3 import in the scene (or the given camera objects), over the scene's frame
 range at the scene's fps (still cameras: the current frame only), and nothing else (no points,
 planes or footage). The file holds what
@@ -69,7 +71,12 @@ def fbx_addon_state() -> str:
 
 
 def exporter_problem(ext: str) -> str | None:
-    """None when this Blender can write ``ext`` (".abc"/".fbx"); else what is missing, in a few words."""
+    """None when this Blender can write ``ext`` (".abc"/".fbx"/".usd"; ".nk"/".chan" are ours: always); else
+    what is missing, in a few words."""
+    if ext in (".nk", ".chan"):
+        return None
+    if ext == ".usd":
+        return None if getattr(bpy.app.build_options, "usd", False) else "this Blender is built without USD"
     if ext == ".abc":
         return None if alembic_built() else "this Blender is built without Alembic (no Alembic exporter)"
     state = fbx_addon_state()
@@ -88,12 +95,9 @@ def check_exporter(path) -> str:
     problem = exporter_problem(ext)
     if problem is None:
         return ext
-    (other,) = [e for e in FORMATS if e != ext]
-    other_problem = exporter_problem(other)
-    if other_problem is None:
-        advice = f"export to a {other} file ({FORMATS[other]}) instead"
-    else:
-        advice = f"the {FORMATS[other]} exporter is not available either ({other_problem}), so this Blender cannot export cameras"
+    others = [e for e in FORMATS if e != ext and exporter_problem(e) is None]
+    advice = f"export to a {others[0]} file ({FORMATS[others[0]]}) instead" if others else \
+        "no other camera format is available either, so this Blender cannot export cameras"
     raise BadInputError(f"camera export: cannot write {os.path.basename(os.fspath(path))}: {problem}; {advice}")
 
 
@@ -120,6 +124,7 @@ def export_cameras(path, cameras=None, *, scene=None) -> str:
     if not_cameras:
         raise BadInputError(f"camera export: {', '.join(not_cameras)} are not cameras")
     view_layer = scene.view_layers[0] if bpy.context.scene != scene else bpy.context.view_layer
+    view_layer.update()  # objects just built by a script are in the layer only after an update
     missing = [o.name for o in cams if o.name not in view_layer.objects]
     if missing:
         raise BadInputError(f"camera export: {', '.join(missing)} are not in the scene {scene.name!r}")
@@ -131,6 +136,10 @@ def export_cameras(path, cameras=None, *, scene=None) -> str:
     animated = any(idb.animation_data is not None and idb.animation_data.action is not None
                    for o in cams for idb in (o, o.data))
     start, end = (scene.frame_start, scene.frame_end) if animated else (scene.frame_current, scene.frame_current)
+    if ext in (".nk", ".chan"):  # our own writer (scene/comp_export.py)
+        from .comp_export import write_nuke_file
+
+        return write_nuke_file(out, cams, scene, start, end)
     selected = [o for o in view_layer.objects if o.select_get(view_layer=view_layer)]
     active, frame = view_layer.objects.active, scene.frame_current
     try:
@@ -145,6 +154,12 @@ def export_cameras(path, cameras=None, *, scene=None) -> str:
                     filepath=out, start=start, end=end, selected=True, flatten=False,
                     xsamples=1, gsamples=1, as_background_job=False, init_scene_frame_range=False,
                     evaluation_mode="RENDER", export_custom_properties=False)
+            elif ext == ".usd":  # Blender's USD exporter: the cameras only, Y up as USD expects by default
+                result = bpy.ops.wm.usd_export(
+                    filepath=out, selected_objects_only=True, export_animation=animated, export_cameras=True,
+                    export_meshes=False, export_lights=False, export_curves=False, export_points=False,
+                    export_volumes=False, export_materials=False, export_hair=False, export_armatures=False,
+                    export_shapekeys=False, export_custom_properties=False, evaluation_mode="RENDER")
             else:
                 result = bpy.ops.export_scene.fbx(
                     filepath=out, use_selection=True, object_types={"CAMERA"}, bake_anim=animated,

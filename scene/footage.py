@@ -20,7 +20,6 @@ from ..da3_blender import rates
 from ..da3_blender.errors import BadInputError
 from ..da3_blender.options import MAX_SCENE_FRAME as MAX_FRAME  # Blender's last frame
 from ..da3_blender.prediction import scene_frame_numbers
-from .conventions import fps_to_blender
 
 
 def video_info(pred) -> dict | None:
@@ -61,10 +60,8 @@ def set_scene_timing(scene, video: dict, frames: np.ndarray, frame_start: int) -
     clip (``frame_range``; results before issue 17: ``frame_start`` to ``frame_start + frame_count - 1``),
     at least every keyed frame."""
     rate, fps = video.get("rate"), video.get("fps")
-    if rate:
-        scene.render.fps, scene.render.fps_base = rates.to_blender(rate)
-    elif fps:
-        scene.render.fps, scene.render.fps_base = fps_to_blender(float(fps))
+    if rate or fps:  # results before issue 17 have only the float rate: snapped to its exact rational
+        scene.render.fps, scene.render.fps_base = rates.to_blender(rate or rates.snap_rate(float(fps)))
     frame_range = video.get("frame_range")
     if frame_range:
         start, end = int(frame_range[0]), int(frame_range[1])

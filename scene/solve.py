@@ -27,6 +27,8 @@ def summary_line(pred) -> str | None:
     s = (pred.meta or {}).get("solve")
     if not s:
         return None
+    if s.get("failed"):  # the solve failed after the network: the DA3 cameras were kept (inference.refine_or_keep)
+        return f"camera solve failed, DA3 cameras kept: {s.get('reason')}"
     motion = ", nodal (tripod)" if s.get("motion") == "nodal" else ""
     text = f"solve error {s['rms_px_before']:.2f} -> {s['rms_px']:.2f} px ({s['tracks']} tracks, lens {s['lens']}{motion})"
     return text + (f"; {s['reason']}" if s.get("reason") else "")
@@ -40,6 +42,9 @@ def build(pred, root, cams, names, frames, track, clip_first=None) -> None:
     """
     s = (pred.meta or {}).get("solve")
     if not s:
+        return
+    if s.get("failed"):
+        root["da3_solve_summary"] = summary_line(pred)
         return
     root["da3_solve_rms_px"], root["da3_solve_rms_px_before"] = float(s["rms_px"]), float(s["rms_px_before"])
     root["da3_solve_summary"] = summary_line(pred)

@@ -135,8 +135,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help=f"{', '.join(opt.EXPORT_FORMAT_NAMES)}; join with '-' (default: {opt.DEFAULT_EXPORT_FORMAT})")
     add_exr_arguments(g)
     g.add_argument("--keep-result", action="store_true", help="keep the result .npz next to the .blend")
-    g.add_argument("--export-camera", default=None, metavar="PATH.abc|PATH.fbx",
-                   help="also write the cameras (scene fps and frame range) with Blender's Alembic or FBX exporter")
+    g.add_argument("--export-camera", default=None, metavar="PATH" + "|PATH".join(opt.CAMERA_EXPORT_EXTENSIONS),
+                   help="also write the cameras (scene fps, frame range): Alembic/FBX/USD by Blender, or Nuke .nk/.chan")
     g.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also env {DEBUG_ENV}=1)")
     # render farm (issue 20): plan here, run on a Flamenco farm
     g.add_argument("--submit-flamenco", default=None, metavar="URL", help="plan the shot into --farm-dir and submit it to this Flamenco manager instead of running it here")  # noqa: E501
@@ -177,8 +177,8 @@ def check_args(args: argparse.Namespace) -> dict:
         raise Failure("--farm-dir needs --submit-flamenco URL", code=2)
     if args.submit_flamenco and (args.remote or args.export_camera or args.gaussians):
         raise Failure("--submit-flamenco runs the shot on the farm: leave out --remote, --export-camera and --gaussians", code=2)
-    if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in (".abc", ".fbx"):
-        raise Failure(f"--export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {args.export_camera}", code=2)
+    if args.export_camera and os.path.splitext(args.export_camera)[1].lower() not in opt.CAMERA_EXPORT_EXTENSIONS:
+        raise Failure(f"--export-camera must be one of {opt.CAMERA_EXPORT_KINDS}, got {args.export_camera}", code=2)
     spec = job_from_args(args)
     if args.export_camera:
         check_writable_folder(os.path.dirname(os.path.abspath(args.export_camera)), f"write the cameras to {args.export_camera}")
@@ -446,7 +446,7 @@ def run(argv: list[str]) -> int:
             out = os.path.abspath(args.output)
             os.makedirs(os.path.dirname(out), exist_ok=True)
             bpy.ops.wm.save_as_mainfile(filepath=out, check_existing=False)
-            print(f"{PROG}: {context.window_manager.da3_runtime.summary}")
+            print(f"{PROG}: {(rt := context.window_manager.da3_runtime).summary}" + (f"\n{PROG}: warning: {rt.warning}" * bool(rt.warning)))
             print(f"{PROG}: saved {out}")
             if args.export_camera:
                 camera_file = os.path.abspath(args.export_camera)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import socket
 import threading
@@ -340,3 +341,69 @@ def test_use_backend_says_which_model_runs(server, root, caplog):
                  url, "--process-res", str(RES), "--export-dir", str(root / "which"), "--export-format", "mini_npz"]) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("runs " + server.queue.model in w and "--model" in w for w in warnings), warnings
+
+
+def smuggling(server, root, outer: str, browser: bool) -> bytes:
+    """What a page on any site sends with ``fetch(url, {method: "POST", mode: "no-cors", body})``: a body
+    that is itself a whole ``POST /inference`` request (issue 25)."""
+    port = server.server_address[1]
+    inner_body = json.dumps({"image_paths": images(root), "export_dir": str(root / "smuggled"), "process_res": RES})
+    inner = (f"POST /inference HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+             f"Content-Length: {len(inner_body)}\r\n\r\n{inner_body}")
+    headers = ("Origin: https://evil.example\r\nSec-Fetch-Site: cross-site\r\nContent-Type: text/plain;charset=UTF-8\r\n"
+               if browser else "Content-Type: application/json\r\n")  # the second: a program, no Origin
+    return (f"POST {outer} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {len(inner)}\r\n"
+            f"Connection: keep-alive\r\n\r\n{inner}").encode()
+
+
+def answers_until_closed(server, data: bytes) -> list[int]:
+    """The status of every answer the server sends on one connection (read until it closes, or 5 s)."""
+    sock = socket.create_connection(server.server_address[:2], timeout=5)
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)  # all sent: a server that reads on finds the hidden request, then the end
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    sock.close()
+    return [int(line.split()[1]) for line in got.split(b"\n") if line.startswith(b"HTTP/1.1 ")]
+
+
+def test_a_web_page_cannot_make_the_backend_run_a_job(server, root):
+    before = set(server.queue.tasks)
+    for outer in ("/status", "/nothing", "/task/none"):
+        for browser in (True, False):
+            statuses = answers_until_closed(server, smuggling(server, root, outer, browser))
+            assert len(statuses) == 1 and statuses[0] in (403, 404, 405, 415), (outer, browser, statuses)
+    # a page's own POST /inference: text/plain (no preflight) from another Origin
+    body = json.dumps({"image_paths": images(root), "export_dir": str(root / "smuggled"), "process_res": RES}).encode()
+    for headers in ({"Content-Type": "text/plain;charset=UTF-8", "Origin": "https://evil.example"},
+                    {"Content-Type": "application/json", "Origin": "https://evil.example"}):
+        status, answer = call(server, "POST", "/inference", raw=body, headers=headers)
+        assert status in (403, 415) and answer["success"] is False, answer
+    assert set(server.queue.tasks) == before  # no task queued
+    time.sleep(0.5)
+    assert not (root / "smuggled").exists()  # and no file written
+    assert call(server, "GET", "/status")[0] == 200
+
+
+def test_use_backend_keeps_the_shot_settings(server, root, capsys):
+    """A pattern, --frame-rate and `da3 image`'s stills mode reach the backend (issue 25): the shot's
+    frames by their numbers at the rate given, and one view for one picture of the sequence."""
+    seq = root / "seq"
+    seq.mkdir(exist_ok=True)
+    for i, path in enumerate(images(root)):
+        shutil.copy(path, seq / f"plate.{i + 1001:04d}.png")
+    url = "http://%s:%d" % server.server_address[:2]
+    common = ["--use-backend", "--backend-url", url, "--process-res", str(RES), "--export-format", "depth_vis"]
+    assert main(["auto", str(seq / "plate.####.png"), "--frame-rate", "25", *common, "--export-dir", str(root / "b-shot")]) == 0
+    out = capsys.readouterr().out
+    assert "da3: 2 views" in out and "da3: plate.####.png: frames 1001-1002 at 25 fps" in out, out
+    names = sorted(p.name for p in (root / "b-shot" / "depth_vis").iterdir())
+    assert len(names) == 2 and "1001" in names[0] and "1002" in names[1], names
+    assert main(["image", str(seq / "plate.1001.png"), *common, "--export-dir", str(root / "b-still")]) == 0
+    out = capsys.readouterr().out
+    assert "da3: 1 view " in out and "frames" not in out, out
+    assert len(list((root / "b-still" / "depth_vis").iterdir())) == 1

@@ -25,7 +25,8 @@ def test_headless_export_camera_round_trips(soh_images, fixture_dir, tmp_path):
     bpy = pytest.importorskip("bpy")
     bad = _run(*soh_images, "--output", tmp_path / "x.blend", "--export-camera", tmp_path / "cams.obj")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        f"reconstruct: error: --export-camera must be a .abc (Alembic) or .fbx (FBX) file, got {tmp_path / 'cams.obj'}"]
+        f"reconstruct: error: --export-camera must be one of Alembic (.abc), FBX (.fbx), USD (.usd), "
+        f"Nuke script (.nk), Nuke .chan (.chan), got {tmp_path / 'cams.obj'}"]
     out, cams = tmp_path / "soh.blend", tmp_path / "out" / "cams.abc"
     proc = _run(*soh_images, "--model", fixture_dir, "--output", out, "--process-res", 56, "--device", "cpu",
                 "--no-points", "--no-planes", "--export-camera", cams)

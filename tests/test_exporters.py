@@ -70,7 +70,15 @@ def test_with_the_fbx_addon_disabled_the_export_is_refused_naming_alembic(exchan
 def test_with_neither_exporter_the_message_says_so(exchange, extension, tmp_path, monkeypatch):
     monkeypatch.setattr(exchange, "alembic_built", lambda: False)
     monkeypatch.setattr(exchange, "fbx_addon_state", lambda: "missing")
-    with pytest.raises(_errors(extension).BadInputError, match="add-on is missing.*cannot export cameras"):
+    with pytest.raises(_errors(extension).BadInputError, match=r"add-on is missing.*\.usd file .*instead"):
+        exchange.check_exporter("shot.fbx")  # Blender's USD exporter, then our Nuke files, are left
+    real = exchange.exporter_problem
+    monkeypatch.setattr(exchange, "exporter_problem", lambda ext: "missing" if ext == ".usd" else real(ext))
+    with pytest.raises(_errors(extension).BadInputError, match=r"add-on is missing.*\.nk file .*instead"):
+        exchange.check_exporter("shot.fbx")
+    problems = {ext: "missing" for ext in exchange.FORMATS}
+    monkeypatch.setattr(exchange, "exporter_problem", problems.get)
+    with pytest.raises(_errors(extension).BadInputError, match="cannot export cameras"):
         exchange.check_exporter("shot.fbx")
 
 
@@ -84,7 +92,7 @@ def test_the_panel_operator_refuses_in_one_line(exchange, extension, tmp_path, m
         assert not (tmp_path / "cam.abc").exists()
         # with neither exporter, the button refuses before the file browser opens (background Blender never
         # calls invoke, so it is called as the window manager would)
-        monkeypatch.setattr(exchange, "fbx_addon_state", lambda: "missing")
+        monkeypatch.setattr(exchange, "exporter_problem", lambda ext: "missing")  # no exporter at all
         reports = []
         fake = SimpleNamespace(file_format="ABC", report=lambda kind, text: reports.append((kind, text)))
         assert op.invoke(fake, bpy.context, None) == {"CANCELLED"}

@@ -118,6 +118,97 @@ def test_reruns_are_safe_and_a_new_plan_refuses_old_chunks(frames, tmp_path):
         farm.forward_chunk(plan_dir, count, model=_model())
 
 
+def test_a_failed_solve_step_keeps_the_stitched_shot_and_writes_the_exports(frames, tmp_path, capsys):
+    pytest.importorskip("pycolmap")
+    plan_dir = tmp_path / "plan"
+    exports = tmp_path / "exports"
+    job = build_job([str(frames)], model="depth-anything/DA3-SMALL", device="cpu", options={**ROOM_OPTIONS, "refine": True},
+                    export_dir=str(exports), export_format="mini_npz")
+    farm.plan_shot(job, plan_dir)
+    _run_chunks(plan_dir, 3, _model())
+    _, aligned = farm.align_shot(plan_dir)
+    assert not exports.exists()  # the exports wait for the solve
+    code, stdout, err = _cli(["farm", "solve", str(plan_dir)], capsys)  # flat frames: no feature tracks
+    assert code == 0, err
+    assert "da3 farm: 20 views, the camera solve failed, the DA3 cameras are kept" in stdout
+    saved = load_result(plan_dir / "result.npz")
+    assert saved.meta["solve"]["failed"] and "feature tracks" in saved.meta["solve"]["reason"]
+    np.testing.assert_array_equal(saved.extrinsics, aligned.extrinsics)  # the stitched cameras, kept
+    assert (exports / "exports" / "mini_npz" / "results.npz").is_file()
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "frame000.png").write_bytes((frames / "frame000.png").read_bytes())
+    with pytest.raises(BadInputError, match="refining cameras needs at least 2 views"):
+        farm.plan_shot(build_job([str(one)], device="cpu", options={**ROOM_OPTIONS, "refine": True}), tmp_path / "p1")
+
+
+def test_re_rendered_plates_are_a_new_plan(frames, tmp_path):
+    """Plates rendered again under the same names: the plan id changes (sizes, mtimes), no stale chunk is reused."""
+    import os
+    import shutil
+
+    shot = tmp_path / "room_shot"
+    shutil.copytree(frames, shot)
+    plan_dir = tmp_path / "plan"
+    plan = _plan(shot, plan_dir)
+    _run_chunks(plan_dir, 3, _model())
+    frame = shot / "frame010.png"
+    stamp = frame.stat()
+    frame.write_bytes(frame.read_bytes())  # the same name and bytes, written again (a re-render)
+    os.utime(frame, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    for step in (lambda: farm.forward_chunk(plan_dir, 1, model=_model()), lambda: farm.align_shot(plan_dir)):
+        with pytest.raises(BadInputError, match=r"frame010.png changed since the shot was planned .*da3 farm plan"):
+            step()  # the old plan refuses the changed input, also where its chunk was done
+    replanned = _plan(shot, plan_dir)
+    assert replanned["plan_id"] != plan["plan_id"]
+    model = _model()
+    assert not any(skipped for _, skipped in _run_chunks(plan_dir, 3, model)) and len(model.calls) == 3  # all recomputed
+    assert _plan(shot, plan_dir)["plan_id"] == replanned["plan_id"]  # untouched inputs: the same id again
+
+
+SIGTERM_TASK = """
+import sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import test_farm
+from da3_blender import farm
+from da3_blender.cli import main
+
+farm._load_model = lambda job, device, progress: test_farm._model()
+def slow_save(fh, **arrays):  # the task is killed while it writes its chunk
+    fh.write(b"part of a chunk")
+    fh.flush()
+    open(sys.argv[3], "w").close()
+    time.sleep(60)
+np.savez_compressed = slow_save
+sys.exit(main(["farm", "forward", sys.argv[2], "--chunk", "0", "-q"]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is a POSIX signal")
+def test_a_task_stopped_by_sigterm_leaves_no_temp_file(frames, tmp_path):
+    import os
+    import signal
+    import time
+
+    plan_dir = tmp_path / "plan"
+    _plan(frames, plan_dir)
+    ready = tmp_path / "writing"
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_TASK, str(Path(__file__).parent), str(plan_dir), str(ready)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 120
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), proc.communicate(timeout=10)
+    assert list((plan_dir / "chunks").glob(".tmp-*"))  # the chunk is being written
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["da3: error: da3 farm forward was terminated (signal 15): its partial files "
+                                        "were removed; run it again"]
+    assert not list((plan_dir / "chunks").iterdir())  # no .tmp-*.npz, no chunk
+
+
 def test_plan_refuses_what_chunks_cannot_do(frames, tmp_path):
     with pytest.raises(BadInputError, match="chunk-overlap 1 or more"):
         _plan(frames, tmp_path / "a", chunk_overlap=0, chunk_align="se3")
@@ -177,8 +268,10 @@ def test_openjd_template_passes_openjd_check():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passes validation" in proc.stdout
     text = TEMPLATE.read_text()
-    for step in ("Forward", "Align", "Build"):
+    for step in ("Forward", "Align", "Solve", "Build"):
         assert f"- name: {step}" in text
+    assert "dependsOn: Align\n  script:\n    actions:\n      onRun:\n        command: \"{{Param.Python}}\"\n        args: [\"" \
+           "{{Param.Da3Root}}/scripts/da3_farm.py\", \"solve\"" in text and "dependsOn: Solve" in text  # Align, Solve, Build
     assert "amount.worker.gpu" in text and 'range: "{{Param.Chunks}}"' in text
 
 
@@ -206,13 +299,13 @@ CLIP_OPTIONS = ["--fps", "0", "--chunk-size", "4", "--chunk-overlap", "2", "--pr
 
 @pytest.fixture(scope="module")
 def openjd_shot(clip, fixture_dir, tmp_path_factory):
-    """The clip planned and run by ``openjd run ... --step Align --run-dependencies`` (a process per task)."""
+    """The clip planned and run by ``openjd run ... --step Solve --run-dependencies`` (a process per task)."""
     work = tmp_path_factory.mktemp("openjd")
     plan_dir = work / "plan"
     assert main(["farm", "plan", str(clip), "--out", str(plan_dir), "--model", str(fixture_dir), *CLIP_OPTIONS,
                  "--export-dir", str(work / "farm_exports"), "-q"]) == 0
     proc = subprocess.run([sys.executable, "-m", "openjd", "run", str(TEMPLATE), "-p",
-                           f"file://{plan_dir / 'openjd-params.json'}", "--step", "Align", "--run-dependencies"],
+                           f"file://{plan_dir / 'openjd-params.json'}", "--step", "Solve", "--run-dependencies"],
                           capture_output=True, text=True, timeout=600, cwd=work, env=_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     return work, plan_dir, proc.stdout
@@ -230,6 +323,7 @@ def test_openjd_run_matches_da3_video_streaming(openjd_shot, clip, fixture_dir, 
     plan = farm.read_plan(plan_dir)
     assert len(plan["chunks"]) == 2 <= plan["views"]["count"]  # chunks overlapping by 2 views
     assert log.count("da3 farm: chunk ") == len(plan["chunks"]) and "da3 farm: 6 views from 2 chunks" in log
+    assert "da3 farm: 6 views, nothing to solve: the plan does not refine cameras" in log  # the Solve step ran
 
     assert main(["video", str(clip), "--model", str(fixture_dir), *CLIP_OPTIONS, "--export-dir", str(tmp_path), "-q"]) == 0
     with np.load(tmp_path / "exports" / "mini_npz" / "results.npz", allow_pickle=False) as ref, \

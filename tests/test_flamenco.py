@@ -89,12 +89,12 @@ def _planned(shot, tmp_path) -> Path:
     return plan_dir
 
 
-def test_job_type_compiles_a_forward_task_per_chunk_then_align_then_build():
+def test_job_type_compiles_a_forward_task_per_chunk_then_align_solve_build():
     settings = {"input": "/shots/sh010.mp4", "output": "/shots/sh010.blend", "model": "depth-anything/DA3-SMALL",
                 "chunks": 3, "plan_dir": "/shots/sh010_farm", "da3_root": "/opt/da3"}
     out = compile_job({"settings": settings})
     tasks = {t["name"]: t for t in out["tasks"]}
-    assert list(tasks) == ["forward-0", "forward-1", "forward-2", "align", "build"]
+    assert list(tasks) == ["forward-0", "forward-1", "forward-2", "align", "solve", "build"]
     farm_py = "/opt/da3/scripts/da3_farm.py"
     for k in range(3):
         task = tasks[f"forward-{k}"]
@@ -104,7 +104,9 @@ def test_job_type_compiles_a_forward_task_per_chunk_then_align_then_build():
             "args": [farm_py, "forward", "/shots/sh010_farm", "--chunk", str(k), "--device", "auto"]}}]
     assert tasks["align"]["type"] == "da3-align" and tasks["align"]["dependencies"] == ["forward-0", "forward-1", "forward-2"]
     assert tasks["align"]["commands"][0]["parameters"]["args"] == [farm_py, "align", "/shots/sh010_farm"]
-    assert tasks["build"]["type"] == "da3-build" and tasks["build"]["dependencies"] == ["align"]
+    assert tasks["solve"]["type"] == "da3-align" and tasks["solve"]["dependencies"] == ["align"]  # CPU, after align
+    assert tasks["solve"]["commands"][0]["parameters"]["args"] == [farm_py, "solve", "/shots/sh010_farm"]
+    assert tasks["build"]["type"] == "da3-build" and tasks["build"]["dependencies"] == ["solve"]
     assert tasks["build"]["commands"][0]["parameters"]["args"] == [
         farm_py, "build", "/shots/sh010_farm", "--output", "/shots/sh010.blend", "--blender", "{blender}"]
     assert "error" in compile_job({"settings": {**settings, "chunks": 0}})  # refused, not an empty job

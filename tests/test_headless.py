@@ -126,3 +126,23 @@ def test_folders_given_with_other_inputs_are_read_in_natural_order(tmp_path):
     mode, paths = _script()._expand([str(shots), str(extra)])
     assert mode == "IMAGES"
     assert [Path(p).name for p in paths] == ["frame1.png", "frame2.png", "frame10.png", "extra.png"]
+
+
+def test_a_failed_camera_solve_builds_the_scene_with_one_warning(fixture_dir, tmp_path):
+    """Issue 25 #7: --refine on frames without features: the scene is built and saved, one warning line."""
+    pytest.importorskip("bpy")
+    pytest.importorskip("pycolmap")
+    import numpy as np
+    from PIL import Image
+
+    frames = tmp_path / "flat"
+    frames.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((48, 64, 3), 100 + 20 * i, np.uint8)).save(frames / f"still_{i}.png")
+    out = tmp_path / "flat.blend"
+    proc = _run("--", frames, "--model", fixture_dir, "--output", out, "--process-res", 56, "--device", "cpu",
+                "--no-planes", "--refine")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("reconstruct: warning: ")]
+    assert len(warnings) == 1 and "the camera solve failed, the DA3 cameras are kept" in warnings[0], proc.stdout
+    assert out.is_file() and sum(kind == "CAMERA" for kind in _blend_contents(out).values()) == 1  # a 3-frame shot

@@ -275,9 +275,9 @@ def test_video_sampling_at_2_fps(robot_video):
 
 
 def test_video_frame_numbers_match_extracted_frames(robot_video, robot_frames):
-    # pick a rate whose interval is 30 so frames 30, 90 and 150 are sampled
+    # pick a rate of one frame in 30 so frames 30, 90 and 150 are sampled
     fps = collect_inputs([robot_video], max_frames=1).video["fps"]
-    got = collect_inputs([robot_video], fps=fps / 30.5, frame_start=0)  # frame start 0: scene frame = index
+    got = collect_inputs([robot_video], fps=fps / 30, frame_start=0)  # frame start 0: scene frame = index
     assert got.frame_numbers[:6].tolist() == [0, 30, 60, 90, 120, 150]
     for number, png in zip((30, 90, 150), robot_frames):
         frame = got.images[got.frame_numbers.tolist().index(number)].astype(int)

@@ -191,6 +191,40 @@ def test_cancel_during_model_load_and_save_ends_the_job_without_a_kill(tmp_path,
     assert time.monotonic() - t0 < 120
 
 
+def test_cancel_during_a_hub_download_answers_at_once(tmp_path, monkeypatch, soh_images):
+    """A Hugging Face download is a cancel point: the job ends as cancelled within a moment while the
+    stand-in download (blocking, as a large file on a slow link) is still running; no kill."""
+    import huggingface_hub
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_download(repo_id, filename, **kwargs):  # the hub download, held until the test lets it go
+        started.set()
+        release.wait(60)
+        raise OSError("the stand-in download was let go")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", slow_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no probe request: straight to the (stand-in) download
+    stream = _Stream()
+    worker = stream.worker = Worker(stream)
+    job = {"inputs": [str(p) for p in soh_images], "output": str(tmp_path / "r.npz"), "model": "depth-anything/DA3-SMALL",
+           "device": "cpu", "options": {"process_res": 70}}
+    stream.ended.clear()
+    worker.handle(encode(request("run", "j-hub", job=job)))
+    try:
+        assert started.wait(60), "the download never started"
+        t0 = time.monotonic()
+        worker.handle(encode(request("cancel", "c-hub", job="j-hub")))
+        assert stream.ended.wait(10), "the job did not end while its download ran"
+        waited = time.monotonic() - t0
+        end = next(e for e in stream.events if e.get("job") == "j-hub" and e["event"] in ("result", "error"))
+        assert end["event"] == "error" and end["kind"] == "cancelled", end
+        assert waited < 1.0 and not release.is_set()  # answered while the download still blocks
+        assert worker._job is None and worker.loads == 0 and not (tmp_path / "r.npz").exists()
+    finally:
+        release.set()
+
+
 class _DepthStandIn:
     """A stand-in network (run_inference's contract: forward, model_name, capabilities, device): depth only."""
 
@@ -279,6 +313,49 @@ def test_a_re_export_leaves_no_frames_of_the_older_longer_sequence(tmp_path):
     names = sorted(os.listdir(folder / "depth_vis"))
     assert names == sorted([os.path.basename(p) for p in second] + ["notes.txt", "0003-graded.png"]), names
     assert len(second) == 3
+
+
+def test_a_failed_re_export_leaves_no_mixed_sequence_either(tmp_path, monkeypatch):
+    """R4 on failure: an export that stops after its 2nd picture (a full disk, a cancel) over an older
+    6-frame one leaves that export's 2 frames, not 2 new frames among 4 old ones."""
+    from da3_blender import exports
+    from da3_blender.errors import CancelledError
+    from da3_blender.exports import depth_vis
+    from da3_blender.prediction import Prediction
+
+    def pred(n, seed):
+        rng = np.random.default_rng(seed)
+        return Prediction(depth=rng.uniform(1, 2, (n, 14, 21)).astype(np.float32),
+                          processed_images=rng.integers(0, 255, (n, 14, 21, 3), dtype=np.uint8))
+
+    folder = tmp_path / "shot"
+    old = exports.export(pred(6, 1), "depth_vis-mini_npz", folder)
+    (folder / "depth_vis" / "notes.txt").write_text("mine")
+    real_image, made = depth_vis.depth_vis_image, []
+
+    def stop_at_the_third(p, i):
+        made.append(i)
+        if len(made) == 3:
+            raise CancelledError()
+        return real_image(p, i)
+
+    monkeypatch.setattr(depth_vis, "depth_vis_image", stop_at_the_third)
+    new = pred(6, 2)
+    with pytest.raises(CancelledError):
+        exports.export(new, "mini_npz-depth_vis", folder)
+    names = sorted(os.listdir(folder / "depth_vis"))
+    assert names == sorted([os.path.basename(p) for p in old[:2]] + ["notes.txt"]), names  # the new 2, no old frame
+    for name in names[:2]:  # they are the new export's pictures
+        assert (folder / "depth_vis" / name).read_bytes() == _png_bytes(real_image(new, int(name[:4])))
+    assert (folder / "exports" / "mini_npz" / "results.npz").is_file() and _temp_files(folder) == []
+
+
+def _png_bytes(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 # -- R5: a full local disk while a finished remote result comes back -------------------------------------

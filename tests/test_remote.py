@@ -391,11 +391,11 @@ def test_reconstruct_script_remote_flags(soh_images, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "reconstruct: error: --remote-python and --remote-dir need --remote HOST"
 
 
-def test_readme_gpu_box_command_carries_the_pins():
-    """README's one command for the GPU box is the one envs.DEPENDENCIES gives (no drift)."""
+def test_docs_gpu_box_command_carries_the_pins():
+    """The remote-worker page's one command for the GPU box is the one envs.DEPENDENCIES gives (no drift)."""
     from da3_blender.runtime.ssh import remote_setup_command
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "remote-worker.md").read_text()
     assert remote_setup_command() in readme and "torch==2.13.0" in remote_setup_command()
 
 

@@ -54,6 +54,9 @@ def test_rates_snap_to_exact_rationals_and_blenders_form():
     assert rates.snap_rate(12.5) == (25, 2)  # not a standard rate: kept as it is
     assert rates.snap_rate(49.44) != (50, 1)  # 1.1 % off: not snapped (the average rate is not used anyway)
     assert rates.to_blender((24000, 1001)) == (24, 1.001) and rates.to_blender((25, 2)) == (25, 2.0)
+    # a float rate (results before issue 17) goes through the same function, snapped first
+    assert rates.to_blender(rates.snap_rate(23.976)) == (24, 1.001) == rates.to_blender(rates.snap_rate(23.98))
+    assert rates.to_blender(rates.snap_rate(29.97)) == (30, 1.001) and rates.to_blender(rates.snap_rate(25.0)) == (25, 1.0)
     fps, base = rates.to_blender((30000, 1001))
     assert fps / base == pytest.approx(30000 / 1001, rel=1e-15)
     line = "  Stream #0:0[0x1](und): Video: h264 (High), yuv420p, 1024x576, 4432 kb/s, 49.44 fps, 50 tbr, 12800 tbn"
@@ -89,9 +92,12 @@ def test_ntsc_video_is_exactly_24000_over_1001_from_its_frame_start(ntsc_video):
     np.testing.assert_array_equal(got.timestamps, np.arange(16) * 1001 / 24000)  # exact, no 23.98 drift
     assert rates.to_blender(got.video["rate"]) == (24, 1.001)
     assert "every frame" in sequences.shot_summary(got.video)
-    sampled = collect_inputs([ntsc_video], fps=6)  # every 3rd frame (int(23.976 / 6))
-    assert sampled.frame_numbers.tolist() == [1, 4, 7, 10, 13, 16]
-    assert "interpolated between keys" in sequences.shot_summary(sampled.video)
+    sampled = collect_inputs([ntsc_video], fps=6)  # the frame nearest each 1/6 s: every 4th (3.996 frames)
+    assert sampled.frame_numbers.tolist() == [1, 5, 9, 13]
+    assert "sampled every 4 frames" in sequences.shot_summary(sampled.video)
+    half = collect_inputs([ntsc_video], fps=12)  # 1.998 frames a sample: every other frame, not every frame
+    assert half.frame_numbers.tolist() == list(range(1, 17, 2))
+    np.testing.assert_allclose(half.timestamps, np.arange(8) / 12, atol=0.5 * 1001 / 24000)
 
 
 # ------------------------------------------------------------------------------------- sequences
@@ -110,6 +116,25 @@ def test_pattern_file_and_folder_are_one_shot_with_its_own_numbers_and_gaps(tmp_
     assert collect_inputs([str(folder)], shot="stills").kind == "images"  # `da3 images`, panel "Stills"
     default = collect_inputs([str(folder / "plate.####.png")])
     assert default.video["rate"] == [24, 1]  # no rate given, none in the files: 24
+
+
+# 12 fps of a 30-frame shot: the frame nearest each 1/12 s (a tie goes to the earlier frame)
+TWELVE_FPS = {23.976: list(range(0, 30, 2)), 25.0: [0, 2, 4, 6, 8, 10, 12, 15, 17, 19, 21, 23, 25, 27, 29],
+              29.97: [0, 2, 5, 7, 10, 12, 15, 17, 20, 22, 25, 27]}
+
+
+@pytest.mark.parametrize("rate", sorted(TWELVE_FPS))
+def test_twelve_fps_picks_frames_by_time_on_a_sequence(tmp_path, rate):
+    folder = _write_pngs(tmp_path / "shot", range(1001, 1031))
+    got = collect_inputs([str(folder)], fps=12, frame_rate=rate)
+    assert (got.frame_numbers - 1001).tolist() == TWELVE_FPS[rate]
+    per_second = rates.rate_float(rates.snap_rate(rate))
+    wanted = np.arange(len(got.frame_numbers)) / 12  # one kept frame per instant k / 12, within half a frame of it
+    np.testing.assert_allclose(got.timestamps, wanted, atol=0.5 / per_second + 1e-9)
+    assert len(got.frame_numbers) == int(29.5 / (per_second / 12) + 1e-9) + 1  # every instant nearest a frame of it
+    assert got.video["sample_interval"] == pytest.approx(per_second / 12, rel=1e-6)
+    for index in range(30):  # the video path runs the same rule
+        assert rates.keeps_frame(index, rates.sample_step(per_second, 12.0)) == (index in TWELVE_FPS[rate])
 
 
 def test_sampled_sequence_and_sparse_folders_stay_stills(tmp_path):

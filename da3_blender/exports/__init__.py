@@ -16,6 +16,12 @@ format         file(s)                                            needs
 ``exr``        ``exr/depth.NNNN.exr`` (``exr_plate/`` at plate     depth; the OpenEXR package (optional)
                resolution), NNNN = scene frame number or index
 ``gs_ply``     ``gs_ply/0000.ply``                                Gaussians (``infer_gs``, giant models)
+``stmap``      ``stmap/{undistort,redistort}[.NNNN].exr``,        intrinsics; OpenEXR (see docs/comp.md)
+               ``stmap/lens.json``
+``nuke``       ``nuke/shot.nk``, ``nuke/camera.chan``             cameras (and ``stmap`` with a lens)
+``usd``        ``usd/shot.usda`` (``.usdc``)                      cameras; usd-core (optional)
+``undistorted`` ``undistorted/plate.NNNN.{exr,png}``,             intrinsics; the plate files
+               ``undistorted/camera.json``
 ``mesh``       ``mesh/mesh.glb``, ``mesh/mesh.ply``               cameras, depth; scikit-image (optional)
 =============  =================================================  =======================================
 
@@ -27,24 +33,30 @@ point exports when it has intrinsics, and a single view is then placed at the or
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable
 
 from ..errors import BadInputError
 from ..job import parse_export_format
 from ..options import (DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_EXR_HALF, DEFAULT_EXR_PLATE_FILTER, DEFAULT_EXR_RESOLUTION,
-                       DEFAULT_NUM_MAX_POINTS, EXPORT_FORMAT_NAMES)
+                       DEFAULT_NUM_MAX_POINTS, DEFAULT_USD_FILE_FORMAT, EXPORT_FORMAT_NAMES)
 from ..prediction import Prediction
 from .colmap import export_colmap, read_colmap_text
 from .depth_vis import export_depth_vis
 from .exr import check_exr_options, export_exr
-from ..files import make_folder
+from ..files import make_folder, record_placed
 from .glb import export_glb
 from .gs_ply import check_gs_input, export_gs_ply
 from .mesh import export_mesh
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
+from .comp import check_comp_formats
+from .nuke import export_nuke
+from .stmap import export_stmap
+from .undistort import export_undistorted
+from .usd import export_usd
 
 FORMATS = EXPORT_FORMAT_NAMES  # names and descriptions live in options.EXPORT_FORMATS; the writers below
 POINT_FORMATS = ("glb", "ply", "colmap")
@@ -68,6 +80,7 @@ def export(
     exr_resolution: str = DEFAULT_EXR_RESOLUTION,
     exr_plate_filter: str = DEFAULT_EXR_PLATE_FILTER,
     gs_views_interval: int = 1,
+    usd_format: str = DEFAULT_USD_FILE_FORMAT,
 ) -> list[str]:
     """Write ``prediction`` in every format of ``export_format``; returns the files written, in order.
 
@@ -76,6 +89,7 @@ def export(
     ``exr_*``: the ``exr`` format's options (:func:`.exr.export_exr`: half floats, ``processed`` or
     ``plate`` resolution, ``nearest`` or ``bilinear`` plate resampling).
     ``gs_views_interval``: ``gs_ply`` keeps the Gaussians of every n-th view (official option).
+    ``usd_format``: ``usda`` (text) or ``usdc`` (binary) for the ``usd`` export.
     """
     formats = parse_formats(export_format)
     if export_dir is None or not os.fspath(export_dir):
@@ -92,20 +106,29 @@ def export(
         check_gs_input(prediction)
         if int(gs_views_interval) < 1:
             raise BadInputError(f"gs_views_interval must be at least 1, got {gs_views_interval}")
+    formats = check_comp_formats(prediction, formats, usd_format)  # i28: stmap, nuke, usd, undistorted
     for fmt in formats:
         if fmt in POINT_FORMATS:
             cameras_for_points(prediction, fmt)  # raises with the model to use
     export_dir = make_folder(export_dir)
     settings = {"pct": float(conf_thresh_percentile), "max_points": int(num_max_points), "seed": seed,
                 "show_cameras": bool(show_cameras), "exr_half": bool(exr_half), "exr_resolution": exr_resolution,
-                "exr_plate_filter": exr_plate_filter, "gs_views_interval": int(gs_views_interval)}
+                "exr_plate_filter": exr_plate_filter, "gs_views_interval": int(gs_views_interval),
+                "usd_format": usd_format}
     written: list[str] = []
-    for done, fmt in enumerate(formats):
-        if fmt not in _WRITERS:
-            raise BadInputError(f"export format {fmt!r} has no writer in this version; choose one of {', '.join(_WRITERS)}")
-        written += _WRITERS[fmt](prediction, export_dir, settings)
-        if progress is not None:
-            progress((done + 1) / len(formats))
+    with record_placed() as placed:  # every file put in place, also by a writer that then fails
+        try:
+            for done, fmt in enumerate(formats):
+                if fmt not in _WRITERS:
+                    raise BadInputError(f"export format {fmt!r} has no writer in this version; choose one of "
+                                        f"{', '.join(_WRITERS)}")
+                written += _WRITERS[fmt](prediction, export_dir, settings)
+                if progress is not None:
+                    progress((done + 1) / len(formats))
+        except BaseException:  # failed or cancelled: still no mix of this export's frames and an older one's
+            with contextlib.suppress(OSError):
+                remove_stale_sequence_files(placed)
+            raise
     remove_stale_sequence_files(written)
     return written
 
@@ -145,6 +168,10 @@ _WRITERS: dict[str, Callable[[Prediction, str, dict], list[str]]] = {
     "exr": lambda p, d, s: export_exr(p, d, half=s["exr_half"], resolution=s["exr_resolution"],
                                       plate_filter=s["exr_plate_filter"]),
     "gs_ply": lambda p, d, s: export_gs_ply(p, d, views_interval=s["gs_views_interval"]),
+    "stmap": lambda p, d, s: export_stmap(p, d),
+    "nuke": lambda p, d, s: export_nuke(p, d),
+    "undistorted": lambda p, d, s: export_undistorted(p, d),
+    "usd": lambda p, d, s: export_usd(p, d, s["usd_format"], s["pct"], s["max_points"], s["seed"]),
     "mesh": lambda p, d, s: export_mesh(p, d),
 }
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..cancel import checkpoint
-from ..errors import DA3Error, ModelLoadError
+from ..errors import CancelledError, DA3Error, ModelLoadError
 from .config import check_model_name, model_name_for_repo
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,37 @@ def _probe_hub(repo_id: str, filename: str) -> str | None:
     return None  # any other answer: the download below reports it
 
 
+def cancellable_call(fn, *args, poll: float = 0.1):
+    """``fn(*args)`` on a daemon thread while this one waits at a cancel point every ``poll`` seconds
+    (:func:`da3_blender.cancel.checkpoint`; Ctrl-C in the CLI): a hub download, which has no cancel of its
+    own, stops the job at once. A cancelled download goes on in the background until it ends (the
+    Hugging Face cache keeps it, or its partial file, for the next load)."""
+    import threading
+
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"da3-hub-{getattr(fn, '__name__', 'call')}", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        checkpoint()
+        thread.join(poll)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def _download(repo_id: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub import errors as hf
 
     if not _offline():
-        problem = _probe_hub(repo_id, filename)
+        problem = cancellable_call(_probe_hub, repo_id, filename)
         if problem is not None:
             cached = try_to_load_from_cache(repo_id, filename)
             if isinstance(cached, str) and problem.startswith("cannot reach"):
@@ -97,7 +122,9 @@ def _download(repo_id: str, filename: str) -> Path:
                 return Path(cached)
             raise ModelLoadError(problem)
     try:
-        return Path(hf_hub_download(repo_id, filename))
+        return Path(cancellable_call(hf_hub_download, repo_id, filename))  # a cancel point while it downloads
+    except CancelledError:
+        raise
     except hf.GatedRepoError:
         raise ModelLoadError(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)") from None
     except hf.RepositoryNotFoundError:

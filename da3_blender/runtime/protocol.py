@@ -18,7 +18,7 @@ Events (worker -> client) echo the request ``id`` and name the ``job`` they conc
     progress  stage ("load", "preprocess", "forward", "postprocess", "solve", "export", "save"), fraction, message
               (never empty: a step without its own message repeats its stage's last one)
     loaded    model, device, dtype, loads, seconds
-    result    path, summary {views, size, model, device, seconds, model_loads}
+    result    path, summary {views, size, model, device, seconds, model_loads, shot, warnings}
     error     kind (one of errors.ERROR_KINDS), message (one line), log (the worker's log file, or null)
     unloaded  model (the one released, or null)
     bye

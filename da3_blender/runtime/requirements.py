@@ -35,12 +35,14 @@ DEPENDENCIES = [
 # Installed in the managed environment too, but not required of a custom interpreter: OpenEXR writes the
 # `exr` export (its absence is a one-line error when that format is asked for), OpenImageIO reads plates
 # Pillow cannot (3.0.x needs no numpy 2; 3.1+ requires numpy >= 2, so the numpy-2 Pythons get 3.1),
-# pycolmap solves cameras. Each must equal its pyproject extra (tests/test_envs.py).
+# pycolmap solves cameras, usd-core writes the `usd` export (issue 28; wheels for 3.11 and 3.13 on all four
+# platforms, checked with scripts/check_pins.py). Each must equal its pyproject extra (tests/test_envs.py).
 OPTIONAL_DEPENDENCIES = ["OpenEXR==3.5.3"]
 PLATES_DEPENDENCIES = ['OpenImageIO==3.0.21.0; python_version < "3.13"',
                        'OpenImageIO==3.1.19.0; python_version >= "3.13"']
 SOLVE_DEPENDENCIES = ['pycolmap==4.2.1; platform_machine != "aarch64"']  # no Linux aarch64 wheels
-MANAGED_REQUIREMENTS = DEPENDENCIES + OPTIONAL_DEPENDENCIES + PLATES_DEPENDENCIES + SOLVE_DEPENDENCIES
+USD_DEPENDENCIES = ["usd-core==26.11"]
+MANAGED_REQUIREMENTS = DEPENDENCIES + OPTIONAL_DEPENDENCIES + PLATES_DEPENDENCIES + SOLVE_DEPENDENCIES + USD_DEPENDENCIES
 TORCH_INDEX = "https://download.pytorch.org/whl/{variant}"
 PYPI_INDEX = "https://pypi.org/simple"
 TORCH_VARIANTS = ("cpu", "cu126", "cu128")  # the PyTorch index builds the preferences offer

@@ -29,6 +29,7 @@ import tempfile
 import time
 from typing import Any
 
+from ..confine import confined, inside, is_windows_device
 from ..errors import BadInputError
 from .protocol import CHUNK_SIZE, event
 
@@ -62,9 +63,6 @@ def check_relative(path: Any, what: str = "path") -> list[str]:
     return parts
 
 
-# names Windows reads as a device (CON, NUL, COM1, ...), whatever the extension
-_WINDOWS_DEVICES = frozenset(["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"] + [f"{p}{i}" for p in ("COM", "LPT")
-                                                                                   for i in "123456789¹²³"])
 _NOT_PORTABLE = frozenset('<>:"|?*') | frozenset(chr(i) for i in range(32))
 
 
@@ -78,8 +76,7 @@ def local_path(base: str, path: Any, pathmod=os.path, what: str = "file") -> str
     """
     parts = check_relative(path, what)
     for part in parts:
-        stem = part.split(".")[0].rstrip(" ").upper()
-        if any(c in _NOT_PORTABLE for c in part) or part[-1] in ". " or stem in _WINDOWS_DEVICES:
+        if any(c in _NOT_PORTABLE for c in part) or part[-1] in ". " or is_windows_device(part):
             raise BadInputError(f"{what} {path!r:.200} is not a portable file name (no drive, stream or device "
                                 "names, no <>:\"|?* or trailing dot/space): refused")
     root = pathmod.normpath(pathmod.abspath(base)) if pathmod is os.path else pathmod.normpath(base)
@@ -87,10 +84,6 @@ def local_path(base: str, path: Any, pathmod=os.path, what: str = "file") -> str
     if pathmod.splitdrive(target)[0] != pathmod.splitdrive(root)[0] or pathmod.commonpath([root, target]) != root:
         raise BadInputError(f"{what} {path!r:.200} would land outside {base}: refused")
     return target
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 class _Upload:
@@ -148,7 +141,7 @@ class JobFiles:
         """The absolute path of ``path`` inside job folder ``token``; BadInputError if it would leave it."""
         base = self.folder(token, create=create_parents)
         if isinstance(path, str) and path.startswith("/"):  # absolute: only inside the folder
-            if not _inside(path, base) or path == base:
+            if not inside(path, base) or path == base:
                 raise BadInputError(f"path {path!r:.200} is outside job folder {token}: refused")
             path = path[len(base):].lstrip("/")
         parts = check_relative(path)
@@ -165,7 +158,7 @@ class JobFiles:
                 break  # nothing below a missing part exists
             if stat.S_ISLNK(mode):
                 raise BadInputError(f"path {path!r:.200} goes through a symbolic link in job folder {token}: refused")
-        if not _inside(os.path.realpath(os.path.dirname(target)), os.path.realpath(base)):
+        if not inside(os.path.realpath(os.path.dirname(target)), os.path.realpath(base)):
             raise BadInputError(f"path {path!r:.200} is outside job folder {token}: refused")
         return target
 
@@ -176,8 +169,7 @@ class JobFiles:
         if spec.get("export_dir"):
             named.append(("export folder", spec["export_dir"]))
         for what, path in named:
-            real = os.path.realpath(os.path.expanduser(path))
-            if not any(_inside(real, r) for r in roots):
+            if confined(os.path.expanduser(path), roots) is None:
                 raise BadInputError(f"the {what} {path} is outside this remote worker's job folders: send the file "
                                     "with the job, or add its folder to the path map")
 

@@ -315,6 +315,12 @@ class Worker:
             **kwargs,
         )
         progress.check()
+        from ..inference import solve_warning
+
+        warnings = [w for w in (solve_warning(pred.meta),) if w]  # a failed camera solve: the result is kept
+        for line in warnings:
+            log.warning("job %s: %s", job.id, line)
+            progress("solve", 1.0, f"warning: {line}", force=True)
         n = pred.num_views
         seconds = time.perf_counter() - started
         meta = {  # added to the model, options and video info the inference recorded
@@ -345,6 +351,7 @@ class Worker:
                 "seconds": round(time.perf_counter() - started, 3),
                 "model_loads": self.loads,
                 "shot": shot_summary(pred.meta.get("video")),  # issue 17: frames, rate, gaps, sampling
+                "warnings": warnings,  # one line each, reported as a warning by the operator
             },
         }
 

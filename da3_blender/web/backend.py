@@ -3,24 +3,28 @@
     POST   /inference        official InferenceRequest body -> {success, message, task_id, export_dir, export_format}
     GET    /task/{id}        the task (official TaskStatus fields + stage, files, summary, kind)
     DELETE /task/{id}        cancel a pending/running task; forget a finished one
-    GET    /tasks            all tasks (tasks, active_tasks, completed_tasks, active_count, total_count)
+    GET    /tasks            every task's summary, without its request (tasks, active_tasks, completed_tasks,
+                             active_count, total_count); the whole task is at /task/{id}
     GET    /status           model_loaded, model_dir, device, load_time, uptime, model_loads, queue
     GET    /  /dashboard     the home page and a dashboard of the tasks (polls /tasks)
     GET    /gallery/...      the result gallery (:mod:`.gallery`)
 
 Jobs run one at a time, in order, in our worker process (the same one Blender uses), which keeps
-the model loaded between tasks. Security (:mod:`.security`): loopback only unless
-``--allow-remote`` (then a bearer token), request paths only under ``--allow-root`` folders,
-``--max-body`` and ``--max-images`` limits, one-line JSON errors.
+the model loaded between tasks. Security (:mod:`.security`, docs/backend-security.md): loopback
+only unless ``--allow-remote`` (then a bearer token), no state change from another site's page,
+request paths only under ``--allow-root`` folders, ``--max-body`` and ``--max-images`` limits,
+one-line JSON errors.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import uuid
 
+from .. import options as opt
 from ..errors import BadInputError
 from ..runtime.client import WorkerClient
 from .gallery import STATIC_DIR, GalleryRoutes, vendor_ready
@@ -29,8 +33,7 @@ from .payload import DEFAULT_MAX_IMAGES, job_from_request
 from .security import Roots, check_bind, make_token
 from .tasks import QueueFull, TaskQueue
 
-DEFAULT_PORT = 8008
-DEFAULT_GALLERY_DIR = os.path.join("workspace", "gallery")  # the official default
+DEFAULT_PORT = opt.DEFAULT_BACKEND_PORT
 
 
 class BackendHandler(GalleryRoutes, Handler):
@@ -66,8 +69,9 @@ class BackendHandler(GalleryRoutes, Handler):
                         "export_format": job["export_format"], "processing_time": None})
 
     def delete_task(self, task_id: str) -> None:
-        self._task(task_id)
-        done = self.queue.cancel(task_id)
+        done = self.queue.cancel(task_id)  # one step under the queue's lock: a second DELETE finds it gone
+        if done is None:
+            raise HttpError(404, f"Task {task_id} not found")
         self.send_json({"success": True, "message": f"Task {task_id} {done}", "task_id": task_id, "status": done})
 
     def _task(self, task_id: str):
@@ -93,14 +97,21 @@ def make_server(model: str, device: str = "auto", host: str = "127.0.0.1", port:
     if gallery:
         os.makedirs(gallery, exist_ok=True)
     roots = Roots([*(allow_roots or [os.getcwd()]), *([gallery] if gallery else [])])  # the gallery always
+    handler = type("Handler", (BackendHandler,), {"roots": roots, "gallery_dir": gallery, "max_images": int(max_images)})
+    server = Server((host, port), handler, token=token, max_body=max_body)  # a port in use: one line, nothing made
+    own_dir = work_dir is None  # our temporary folder: removed when the server stops
     work_dir = work_dir or tempfile.mkdtemp(prefix="da3-backend-")
     client = WorkerClient(python=python, log_dir=work_dir)
-    queue = TaskQueue(client, os.path.join(work_dir, "results"), model, device)
-    attrs = {"queue": queue, "roots": roots, "gallery_dir": gallery, "max_images": int(max_images)}
-    server = Server((host, port), type("Handler", (BackendHandler,), attrs), token=token, max_body=max_body)
-    server.queue = queue
+    handler.queue = server.queue = TaskQueue(client, os.path.join(work_dir, "results"), model, device)
     server.roots = roots
-    queue.start()
+
+    def stop() -> None:
+        server.queue.stop()
+        if own_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    server.stop_backend = stop
+    server.queue.start()
     return server
 
 
@@ -119,4 +130,4 @@ def serve_backend(out=None, **kwargs) -> int:
     if server.token:
         lines.append(f"  token      {server.token}   (clients: Authorization: Bearer TOKEN, or DA3_BACKEND_TOKEN)")
     print("\n".join(lines), file=out, flush=True)
-    return serve(server, server.queue.stop)
+    return serve(server, server.stop_backend)

@@ -1,7 +1,7 @@
 """``--use-backend [--backend-url URL]``: send a command's work to a running ``da3 backend``.
 
 The request is the official ``POST /inference`` body (absolute paths: the backend checks them
-against its allowed folders), then ``GET /task/{id}`` is polled for progress until the task ends;
+against its allowed folders) with the shot settings as extension fields (:func:`request_body`), then ``GET /task/{id}`` is polled for progress until the task ends;
 Ctrl+C cancels it (``DELETE /task/{id}``). The token of a backend started with ``--allow-remote``
 comes from ``$DA3_BACKEND_TOKEN``. Standard library only (``urllib``).
 """
@@ -16,11 +16,11 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable
 
+from .. import options as opt
 from ..errors import BadInputError, DA3Error
 from .security import TOKEN_ENV
 from .tasks import STAGES
 
-DEFAULT_BACKEND_URL = "http://127.0.0.1:8008"
 POLL_SECONDS = 0.25
 
 
@@ -29,7 +29,7 @@ class BackendError(DA3Error):
 
 
 class BackendClient:
-    def __init__(self, url: str = DEFAULT_BACKEND_URL, token: str | None = None, timeout: float = 30.0):
+    def __init__(self, url: str = opt.DEFAULT_BACKEND_URL, token: str | None = None, timeout: float = 30.0):
         if not url.startswith(("http://", "https://")):
             raise BadInputError(f"--backend-url {url} must start with http:// or https://")
         self.url = url.rstrip("/")
@@ -97,19 +97,28 @@ class BackendClient:
 
 
 def request_body(spec: dict[str, Any], paths: list[str]) -> dict[str, Any]:
-    """The official ``/inference`` body for a job description and its input files."""
+    """The official ``/inference`` body for a job description and its input files, with the shot
+    (stills or not, frame start, rate, colour space) and a video's or sequence's sampling as our
+    extension fields ``shot`` and ``video`` (official DA3's server ignores them). An image sequence
+    is sent as its one path (a file of it, its folder or a pattern): the server expands it inside
+    its allowed folders, as a direct run would here."""
+    from ..inputs import is_video_path
+    from ..job import is_sequence_job
+
+    sequence = is_sequence_job(spec)
+    if sequence:
+        paths = spec["inputs"]
     body: dict[str, Any] = {
         "image_paths": [os.path.abspath(p) for p in paths],
         "export_dir": os.path.abspath(spec["export_dir"]),
         "export_format": spec["export_format"],
         "export_feat_layers": [],
+        "shot": {k: v for k, v in (spec.get("shot") or {}).items() if v is not None},
     }
     body.update({k: v for k, v in spec["options"].items() if v is not None})
-    if len(paths) == 1 and spec["video"] and any(v is not None for v in spec["video"].values()):
-        from ..inputs import is_video_path
-
-        if is_video_path(paths[0]):
-            body["video"] = {k: v for k, v in spec["video"].items() if v is not None}
+    video = {k: v for k, v in (spec["video"] or {}).items() if v is not None}
+    if video and len(paths) == 1 and (sequence or is_video_path(paths[0])):
+        body["video"] = video
     return body
 
 
@@ -122,4 +131,7 @@ def run_on_backend(url: str, spec: dict[str, Any], paths: list[str], progress: C
         logging.getLogger("da3_blender").warning("the backend at %s runs %s on %s (its own model and device; --model "
                                                  "and --device are not sent)", url, status["model_dir"], status.get("device"))
     task_id = client.submit(request_body(spec, paths))
-    return client.wait(task_id, progress)
+    task = client.wait(task_id, progress)
+    for line in (task.get("summary") or {}).get("warnings") or []:  # e.g. a failed camera solve: the result is kept
+        logging.getLogger("da3_blender").warning("%s", line)
+    return task

@@ -14,7 +14,7 @@ import os
 from .. import options as opt
 
 COMMANDS = ("backend", "gallery", "gradio", "colmap")
-DEFAULT_GALLERY_DIR = os.path.join("workspace", "gallery")  # the official defaults
+DEFAULT_GALLERY_DIR = opt.DEFAULT_GALLERY_DIR
 DEFAULT_WORKSPACE_DIR = os.path.join("workspace", "gradio")
 GALLERY_PORT = 8007
 GRADIO_PORT = 7860

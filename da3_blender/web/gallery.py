@@ -21,6 +21,7 @@ import os
 import sys
 from urllib.parse import quote
 
+from .. import confine
 from ..errors import BadInputError
 from .http import Handler, HttpError, Server, route, serve
 
@@ -94,8 +95,8 @@ def confined(base: str, rel: str) -> str:
     if not parts or any(p in (".", "..") or p.startswith(".") or "\\" in p or "\x00" in p for p in parts):
         raise HttpError(404, "no such file")
     base = os.path.realpath(base)
-    path = os.path.realpath(os.path.join(base, *parts))
-    if not path.startswith(base + os.sep):
+    path = confine.confined(os.path.join(base, *parts), [base], allow_root=False)
+    if path is None:
         raise HttpError(404, "no such file")
     return path
 

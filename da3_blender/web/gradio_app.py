@@ -124,10 +124,12 @@ def launch(model: str, device: str, host: str, port: int, workspace_dir: str, ga
     """``da3 gradio``: serve the app until interrupted. Another host than loopback needs
     ``allow_remote``, and then a login (user ``da3``, the printed token as password)."""
     from ..job import check_device
+    from .http import check_port_free
     from .security import check_bind, make_token
 
     check_device(device)
     check_bind(host, allow_remote)
+    check_port_free(host, port)  # a port in use: one line naming --port, before anything is made
     token = make_token(allow_remote)
     for folder in (workspace_dir, gallery_dir):
         os.makedirs(folder, exist_ok=True)

@@ -4,10 +4,19 @@ Every answer is JSON or a file; every error is one JSON line ``{"success": false
 "kind": "..."}`` (``detail`` as FastAPI writes it, so official clients read it) and the server goes
 on serving. Bodies are read only up to ``max_body`` bytes: a larger ``Content-Length`` is refused
 before anything is read, a chunked body is refused as soon as it passes the limit.
+
+A request's body is never read as the next request: an answer given before the whole body was read
+(a refusal, a route that takes no body) closes the connection (``Connection: close``, then what the
+client still sends is read and dropped for a moment so it gets the answer). ``Content-Length`` must
+be ASCII digits, chunk sizes hex digits; anything else is a 400 and the connection closes. A request
+that changes state (POST, PUT, DELETE) is refused when a browser says it comes from another site
+(``Origin`` not this server's, ``Sec-Fetch-Site`` cross-site) or when its body is not
+``application/json`` (see docs/backend-security.md).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import mimetypes
@@ -21,13 +30,17 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import DA3Error
-from .security import COOKIE, AccessError, bearer, cookie_value, host_of, is_loopback, token_matches
+from .security import (COOKIE, AccessError, bearer, cookie_value, cross_site, host_of, is_loopback,
+                       token_matches)
 
 log = logging.getLogger("da3_blender.web")
 
 DEFAULT_MAX_BODY = 4 << 20  # bytes of a request body (4 MiB: thousands of camera matrices)
 DRAIN_SECONDS = 1.0  # after refusing a body, read (and drop) what the client still sends for this long,
 DRAIN_BYTES = 1 << 20  # and at most this much
+STATE_CHANGING = ("POST", "PUT", "DELETE")
+_DIGITS = re.compile(r"[0-9]{1,18}")  # a Content-Length (ASCII digits only: "²".isdigit() is True)
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")  # a chunk size (int(x, 16) takes "-1", "0x10", "1_0")
 CONTENT_TYPES = {".glb": "model/gltf-binary", ".js": "text/javascript", ".mjs": "text/javascript",
                  ".json": "application/json", ".html": "text/html; charset=utf-8", ".ply": "application/octet-stream",
                  ".npz": "application/octet-stream", ".txt": "text/plain; charset=utf-8"}
@@ -51,12 +64,38 @@ class Server(ThreadingHTTPServer):
         self.loopback_bind = is_loopback(address[0])
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
+        try:
+            super().__init__(address, handler)
+        except OSError as exc:
+            raise bind_error(address[0], address[1], exc) from None
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def bind_error(host: str, port: int, exc: OSError) -> DA3Error:
+    """One line for a server that cannot listen (a port in use, a privileged port, an unknown address)."""
+    from ..errors import BadInputError
+
+    if exc.errno == errno.EADDRINUSE:
+        return BadInputError(f"port {port} on {host} is already in use (another da3 backend or gallery?): stop "
+                             "that one or choose another with --port")
+    if exc.errno == errno.EACCES:
+        return BadInputError(f"port {port} on {host} needs administrator rights: choose one above 1023 with --port")
+    return BadInputError(f"cannot listen on {host} port {port} ({exc.strerror or exc}): check --host and --port")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """:func:`bind_error` now for a server another library binds later (``da3 gradio``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise bind_error(host, port, exc) from None
 
 
 Route = tuple[str, "re.Pattern[str]", Callable[..., None]]
@@ -89,11 +128,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         started = time.perf_counter()
+        self.body_done, self.drained = False, False  # unknown until the framing headers are read
         try:
+            self.body_done = self._body_length() == 0
             url = urlsplit(self.path)
             self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             if self._check_access(method, url.path):
                 return
+            if method in STATE_CHANGING:
+                self._check_state_change()
             for verb, pattern, fn in self.routes():
                 match = pattern.fullmatch(url.path)
                 if match and verb == method:
@@ -113,7 +156,43 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug: one line, and the server keeps serving
             log.exception("internal error in %s %s", method, self.path)
             self.send_error_json(500, f"internal error ({type(exc).__name__}: {exc})"[:500], "internal")
+        finally:
+            if not self.body_done:  # answered before the body was read: it must never be read as a request
+                self.close_connection = True
+                self._flush_and_drain()
         log.debug("%s %s %.3fs", method, self.path, time.perf_counter() - started)
+
+    def _body_length(self) -> int | None:
+        """The body's length from the framing headers (None: chunked); HttpError 400/501 for framing a
+        server and a proxy could read two ways (bad or repeated Content-Length, both headers)."""
+        lengths = self.headers.get_all("Content-Length") or []
+        coding = self.headers.get_all("Transfer-Encoding") or []
+        if coding:
+            if lengths:
+                raise HttpError(400, "a request may not have both Content-Length and Transfer-Encoding", close=True)
+            if len(coding) > 1 or coding[0].strip().lower() != "chunked":
+                raise HttpError(501, f"Transfer-Encoding {', '.join(coding)!r} is not supported (only chunked)",
+                                close=True)
+            return None
+        if not lengths:
+            return 0
+        values = {v.strip() for v in lengths}
+        if len(values) > 1 or not _DIGITS.fullmatch(next(iter(values))):
+            raise HttpError(400, f"bad Content-Length {', '.join(lengths)!r}: one number of ASCII digits", close=True)
+        return int(next(iter(values)))
+
+    def _check_state_change(self) -> None:
+        """A POST/PUT/DELETE from a web page of another site, or with a body a browser may send cross-site
+        without asking (a form's or a no-cors fetch's text/plain): refused."""
+        origin, site = self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site")
+        if cross_site(origin, site, self.headers.get("Host", "")):
+            raise AccessError(f"a web page of another site ({origin or site}) may not use this server: requests "
+                              "that change anything are taken from this server's own pages and from programs only")
+        if not self.body_done:
+            ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                raise HttpError(415, f"send the body as Content-Type: application/json (got {ctype or 'none'!r})",
+                                close=True)
 
     def _check_access(self, method: str, path: str) -> bool:
         """Host and token checks; True when the answer (a redirect) was already sent."""
@@ -142,20 +221,18 @@ class Handler(BaseHTTPRequestHandler):
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise HttpError(415, f"send the body as Content-Type: application/json (got {ctype or 'none'!r})", close=True)
-        chunked = self.headers.get("Transfer-Encoding", "").strip().lower()
-        if chunked:
-            if chunked != "chunked":
-                raise HttpError(501, f"Transfer-Encoding {chunked!r} is not supported", close=True)
+        length = self._body_length()
+        if length is None:
             body = self._read_chunked()
         else:
-            length = self.headers.get("Content-Length")
-            if length is None:
+            if "Content-Length" not in self.headers:
                 raise HttpError(411, "the request needs a Content-Length header", close=True)
-            if not length.strip().isdigit():
-                raise HttpError(400, f"bad Content-Length {length!r}", close=True)
-            if int(length) > self.server.max_body:
-                raise self._too_large(f"{int(length)} bytes")
-            body = self.rfile.read(int(length))
+            if length > self.server.max_body:
+                raise self._too_large(f"{length} bytes")
+            body = self.rfile.read(length)
+            if len(body) < length:
+                raise HttpError(400, f"the body ended after {len(body)} of {length} bytes", close=True)
+        self.body_done = True
         try:
             return json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
@@ -168,25 +245,33 @@ class Handler(BaseHTTPRequestHandler):
         parts, total = [], 0
         while True:
             line = self.rfile.readline(1026)
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                raise HttpError(400, "bad chunk size in a chunked body", close=True) from None
+            size_text = line.split(b";")[0].strip(b" \t\r\n")
+            if not line.endswith(b"\n") or not _HEX.fullmatch(size_text):
+                raise HttpError(400, f"bad chunk size {size_text[:20]!r} in a chunked body (hex digits)", close=True)
+            size = int(size_text, 16)
             if size == 0:
-                while self.rfile.readline(1026) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(parts)
+                for _ in range(100):  # trailers, then the empty line
+                    if self.rfile.readline(1026) in (b"\r\n", b"\n", b""):
+                        return b"".join(parts)
+                raise HttpError(400, "too many trailer lines in a chunked body", close=True)
             total += size
             if total > self.server.max_body:
                 raise self._too_large(f"more than {self.server.max_body} bytes (chunked)")
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(3)
+            data = self.rfile.read(size)
+            if len(data) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise HttpError(400, "a chunk of the chunked body is cut short or not followed by CRLF", close=True)
+            parts.append(data)
 
     def _too_large(self, what: str) -> HttpError:
         return HttpError(413, f"the request body ({what}) is over this server's limit of {self.server.max_body} bytes "
                               "(--max-body)", close=True)
 
     # -- answers -------------------------------------------------------------------------------------
+    def send_response(self, code: int, message: str | None = None) -> None:
+        super().send_response(code, message)
+        if not getattr(self, "body_done", True):  # the body stays unread: this answer ends the connection
+            self.send_header("Connection", "close")
+
     def send_json(self, data: Any, status: int = 200) -> None:
         body = (json.dumps(data, allow_nan=False, default=str) + "\n").encode("utf-8")
         self.send_bytes(body, "application/json", status)
@@ -207,10 +292,19 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.send_json({"success": False, "detail": " ".join(str(detail).split()), "kind": kind}, status)
             if close:
-                self.wfile.flush()
-                self._drain()
+                self._flush_and_drain()
         except OSError:
             self.close_connection = True
+
+    def _flush_and_drain(self) -> None:
+        if getattr(self, "drained", False):
+            return
+        self.drained = True
+        try:
+            self.wfile.flush()
+        except OSError:
+            return
+        self._drain()
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (a malformed request line or header, an unknown method): JSON too."""

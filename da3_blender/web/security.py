@@ -4,8 +4,13 @@
   needs ``--allow-remote``, and then every request needs the token (``Authorization: Bearer TOKEN``,
   or the ``da3_token`` cookie a browser gets by opening the printed ``/?token=TOKEN`` link once).
 * **Host header.** On a loopback bind the ``Host`` header must name a loopback host, so a web page
-  cannot reach the server through DNS rebinding; ``POST`` bodies must be ``application/json`` (a
-  cross-site page cannot send that without a CORS preflight, which is never answered).
+  cannot reach the server through DNS rebinding.
+* **Other sites.** A request that changes state (POST, PUT, DELETE) is refused when its ``Origin``
+  is another site's (:func:`cross_site`) and when its body is not ``application/json`` (a
+  cross-site page cannot send that without a CORS preflight, which is never answered); a body is
+  never read as the next request (:mod:`.http`). See docs/backend-security.md.
+* **Windows.** A UNC (``\\\\server\\share``) or device path is refused before the file system is touched
+  (:func:`da3_blender.confine.windows_refusal`).
 * **Paths.** Every path a request names (images, the export folder) must lie, after resolving
   symbolic links and ``..``, under one of the allowed roots (default: the current folder and the
   gallery folder).
@@ -19,6 +24,7 @@ import os
 import secrets
 from typing import Iterable
 
+from ..confine import confined, windows_refusal
 from ..errors import BadInputError
 
 TOKEN_ENV = "DA3_BACKEND_TOKEN"  # the token a server uses (else a random one) and a client sends
@@ -51,6 +57,18 @@ def host_of(header: str) -> str:
     if header.startswith("["):
         return header[1:header.find("]")] if "]" in header else header
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def cross_site(origin: str | None, fetch_site: str | None, host: str) -> bool:
+    """True when a browser says the request comes from a page of another origin: an ``Origin`` header
+    that is not ``http(s)://`` + this request's ``Host`` (``null`` included), or ``Sec-Fetch-Site``
+    cross-site / same-site. Programs (no ``Origin``) and this server's own pages pass."""
+    if (fetch_site or "").strip().lower() in ("cross-site", "same-site"):
+        return True
+    if origin is None:
+        return False
+    scheme, _, netloc = origin.strip().lower().partition("://")
+    return scheme not in ("http", "https") or not netloc or netloc.rstrip("/") != (host or "").strip().lower()
 
 
 def check_bind(host: str, allow_remote: bool) -> None:
@@ -102,10 +120,13 @@ class Roots:
         """``path`` (absolute, or relative to the server's folder) resolved, or :class:`AccessError`."""
         if not isinstance(path, str) or not path or "\x00" in path:
             raise BadInputError(f"{what} must be a non-empty path")
-        real = os.path.realpath(os.path.abspath(os.path.expanduser(path)))
-        for root in self.roots:
-            if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
-                return real
+        refusal = windows_refusal(path) if os.name == "nt" else None  # before the file system is touched
+        if refusal:
+            raise AccessError(f"{what} {path} is {refusal}: this server reads only local folders; copy the "
+                              "files under an allowed root (--allow-root)")
+        real = confined(os.path.expanduser(path), self.roots, windows=False)
+        if real is not None:
+            return real
         raise AccessError(f"{what} {path} is outside the folders this server may use "
                           f"({', '.join(self.roots)}): start it with --allow-root for that folder")
 

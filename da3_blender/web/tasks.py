@@ -12,13 +12,13 @@ the first task (or one after a model change) pays the load.
 from __future__ import annotations
 
 import collections
-import json
+import copy
 import logging
 import os
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import DA3Error
@@ -57,10 +57,12 @@ class Task:
     kind: str | None = None
     cancel_asked: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        job = data.pop("job")
-        data.pop("cancel_asked")
+    def to_dict(self, details: bool = True) -> dict[str, Any]:
+        """The task's fields; ``details`` False leaves out its ``request`` (up to --max-body of matrices:
+        ``/tasks`` lists summaries, ``/task/{id}`` gives the whole task)."""
+        skip = ("job", "cancel_asked") if details else ("job", "cancel_asked", "request")
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
+        job = self.job
         first = job["inputs"][0] if job["inputs"] else None
         data.update(export_dir=job["export_dir"], export_format=job["export_format"], num_images=len(job["inputs"]),
                     process_res_method=job["options"].get("process_res_method") or DEFAULT_PROCESS_RES_METHOD,
@@ -116,9 +118,12 @@ class TaskQueue:
             return self.tasks.get(task_id)
 
     def cancel(self, task_id: str) -> str:
-        """Cancel a pending or running task, or forget a finished one; returns what was done."""
+        """Cancel a pending or running task, or forget a finished one; returns what was done, or None
+        for a task this queue does not have (never had, or already forgotten by another request)."""
         with self.cond:
-            task = self.tasks[task_id]
+            task = self.tasks.get(task_id)
+            if task is None:
+                return None
             if task.status == "pending":
                 self.pending.remove(task_id)
                 self._finish(task, "cancelled", "cancelled before it started", "cancelled")
@@ -151,7 +156,7 @@ class TaskQueue:
 
     def list(self) -> dict[str, Any]:
         with self.cond:
-            tasks = [t.to_dict() for t in self.tasks.values()]
+            tasks = [t.to_dict(details=False) for t in self.tasks.values()]
         active = [t for t in tasks if t["status"] in ("pending", "running")]
         done = [t for t in tasks if t["status"] in FINISHED]
         return {"tasks": tasks, "active_tasks": active, "completed_tasks": done,
@@ -184,12 +189,14 @@ class TaskQueue:
         job_id = self.client.submit({**task.job, "output": output}, job_id=task.task_id)
         final = self.client.wait_job(job_id, TASK_TIMEOUT, on_event=lambda e: self._event(task, e))
         try:
+            done = final is not None and final.get("event") == "result"
+            files, video = _files_and_shot(output) if done else ([], None)  # read outside the lock
             with self.cond:
                 if final is None:
                     self._finish(task, "failed", "the worker gave no answer", "internal")
-                elif final.get("event") == "result":
-                    task.files = _exported_files(output)
-                    task.summary = final.get("summary")
+                elif done:
+                    task.files = files
+                    task.summary = {**(final.get("summary") or {}), "video": video}
                     n, secs = len(task.job["inputs"]), (task.summary or {}).get("seconds", 0)
                     self._finish(task, "completed", f"completed in {secs:.2f}s ({n} input{'s' * (n != 1)}, "
                                                     f"{len(task.files)} files)", None)
@@ -225,13 +232,16 @@ class TaskQueue:
             del self.tasks[task_id]
 
 
-def _exported_files(result_path: str) -> list[str]:
-    """The exported files a result file records (its ``meta_json``)."""
-    import numpy as np
+def _files_and_shot(result_path: str) -> tuple[list[str], dict[str, Any] | None]:
+    """The exported files a result file records and its shot (``meta["video"]``, as a direct run's
+    summary has it, less the list of missing frames: up to 10,000, its text stays); ([], None) if unreadable."""
+    from ..errors import ResultFormatError
+    from ..prediction import read_meta
 
     try:
-        with np.load(result_path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta_json"]))
-    except (OSError, KeyError, ValueError):
-        return []
-    return [str(f) for f in meta.get("exported_files", [])]
+        meta = read_meta(result_path)
+    except ResultFormatError:
+        return [], None
+    files, video = meta.get("exported_files"), meta.get("video")
+    return ([str(f) for f in files] if isinstance(files, list) else [],
+            {k: v for k, v in video.items() if k != "missing"} if isinstance(video, dict) else None)

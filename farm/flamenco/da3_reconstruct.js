@@ -7,7 +7,9 @@
 // --submit-flamenco URL`, or `da3 farm submit DIR --flamenco URL`.
 //
 // Tasks: one `da3-gpu` task per chunk (`da3_farm.py forward DIR --chunk K`; any order, in parallel),
-// then `da3-align` (stitches the chunks in order: result.npz and the exports) and `da3-build` (the
+// then `align` (type `da3-align`: stitches the chunks in order: result.npz and the exports), `solve`
+// (type `da3-align`: the camera solve of the whole stitched shot when the plan refines cameras, as
+// in-process --refine; pycolmap on the worker; else nothing) and `build` (type `da3-build`: the
 // .blend, headless Blender). Give GPU workers the task type `da3-gpu` in their flamenco-worker.yaml
 // (`task_types`); `da3-align` and `da3-build` need no GPU.
 
@@ -62,16 +64,24 @@ function compileJob(job) {
         alignTask.addDependency(task);
     }
 
+    const solveTask = author.Task("solve", "da3-align");
+    solveTask.addCommand(author.Command("exec", {
+        exe: settings.python,
+        args: [farm, "solve", settings.plan_dir],
+    }));
+    solveTask.addDependency(alignTask);
+
     const buildTask = author.Task("build", "da3-build");
     buildTask.addCommand(author.Command("exec", {
         exe: settings.python,
         args: [farm, "build", settings.plan_dir, "--output", settings.output, "--blender", settings.blender],
     }));
-    buildTask.addDependency(alignTask);
+    buildTask.addDependency(solveTask);
 
     for (const task of forwardTasks) {
         job.addTask(task);
     }
     job.addTask(alignTask);
+    job.addTask(solveTask);
     job.addTask(buildTask);
 }
