@@ -74,7 +74,7 @@ def _box(depth, k, c2w, valid, voxel_size, max_voxels):
     return lo, voxel_size, shape
 
 
-def _band_view(torch, origin, voxel, shape, depth, k, c2w, valid, near, device):
+def _band_view(torch, mark, origin, voxel, shape, depth, k, c2w, valid, near, device):
     """The flat indices (unique) of the voxels within the truncation band along one view's confident rays (every
     ``BAND_STRIDE``-th pixel nearer than ``near``, where a voxel spans that many pixels or more; every pixel beyond)."""
     use = valid & (depth > near)
@@ -92,7 +92,10 @@ def _band_view(torch, origin, voxel, shape, depth, k, c2w, valid, near, device):
     idx = torch.round((pos - t(origin)) / voxel).to(torch.int32).reshape(-1, 3)
     inside = ((idx >= 0) & (idx < torch.as_tensor(shape, device=device, dtype=torch.int32))).all(dim=1)
     idx = idx[inside].long()
-    return torch.unique((idx[:, 0] * shape[1] + idx[:, 1]) * shape[2] + idx[:, 2])
+    mark[(idx[:, 0] * shape[1] + idx[:, 1]) * shape[2] + idx[:, 2]] = True  # each voxel once (no sort)
+    flat = torch.nonzero(mark).squeeze(1)
+    mark[flat] = False
+    return flat
 
 
 def _fuse_view(torch, acc, flat, origin, shape, voxel, image, hw, k, c2w, device):
@@ -153,8 +156,9 @@ def fuse_mesh(depth, intrinsics, extrinsics, conf=None, sky=None, images=None, *
     with torch.no_grad():
         acc = (torch.zeros(count, device=device), torch.zeros(count, device=device),
                torch.zeros(count, 3, device=device) if images is not None else None)
+        mark = torch.zeros(count, dtype=torch.bool, device=device)
         for i in range(n):
-            flat = _band_view(torch, origin, voxel, shape, depth[i], k[i], c2w[i], weight[i] > 0, near, device)
+            flat = _band_view(torch, mark, origin, voxel, shape, depth[i], k[i], c2w[i], weight[i] > 0, near, device)
             planes = [depth[i], weight[i]] + ([] if images is None else list(np.moveaxis(np.asarray(images[i]), -1, 0)))
             image = torch.as_tensor(np.stack(planes, axis=-1).reshape(-1, len(planes)), dtype=torch.float32,
                                     device=device)
