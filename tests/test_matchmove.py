@@ -208,3 +208,18 @@ def test_headless_matchmove_options(tmp_path):
     with pytest.raises(SystemExit) as ex:
         script.parse_args(base + ["--camera-height", "0"])
     assert ex.value.code == 2
+
+
+def test_mesh_without_scikit_image_fails_before_any_work(monkeypatch):
+    import importlib.util
+
+    from da3_blender.errors import MissingDependencyError
+    from da3_blender.matchmove.steps import check_options
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"pip install 'da3-blender\[mesh\]'"):
+        check_options(mesh=True)
+    check_options(mesh=False, up_axis="FLOOR", camera_height=1.5, mesh_max_faces=10)
+    with pytest.raises(BadInputError, match="unknown up axis"):
+        check_options(up_axis="SIDEWAYS")

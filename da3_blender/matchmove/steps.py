@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from .. import options as opt
-from ..errors import BadInputError
+from ..errors import BadInputError, MissingDependencyError
 
 log = logging.getLogger("da3_blender")
 OPTION_KEYS = ("up_axis", "camera_height", "mesh", "mesh_max_faces")  # job options -> run_inference keywords
@@ -22,6 +22,12 @@ def check_options(up_axis=None, camera_height=None, mesh=None, mesh_max_faces=No
     if camera_height is not None and not (isinstance(camera_height, (int, float)) and not isinstance(camera_height, bool)
                                           and 0 < camera_height < float("inf")):
         raise BadInputError(f"camera height must be a positive number of metres, got {camera_height!r}")
+    if mesh:
+        import importlib.util
+
+        if importlib.util.find_spec("skimage") is None:
+            raise MissingDependencyError("the proxy mesh needs scikit-image in the worker's Python: pip install "
+                                         "'da3-blender[mesh]' (scikit-image==0.26.0), or turn Mesh off")
     if mesh_max_faces is not None and (isinstance(mesh_max_faces, bool) or not isinstance(mesh_max_faces, int)
                                        or mesh_max_faces < 1):
         raise BadInputError(f"mesh max faces must be a whole number >= 1, got {mesh_max_faces!r}")
