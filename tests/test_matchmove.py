@@ -223,3 +223,29 @@ def test_mesh_without_scikit_image_fails_before_any_work(monkeypatch):
     check_options(mesh=False, up_axis="FLOOR", camera_height=1.5, mesh_max_faces=10)
     with pytest.raises(BadInputError, match="unknown up axis"):
         check_options(up_axis="SIDEWAYS")
+
+
+def test_the_run_step_fuses_records_and_moves(scene, tmp_path):
+    """What a job with mesh / up_axis / camera_height does after the network: the result keeps the mesh and the floor."""
+    pytest.importorskip("skimage")
+    from da3_blender.job import build_job
+    from da3_blender.matchmove.steps import after_inference
+
+    pred, w2c_true, _ = scene
+    job = build_job([str(tmp_path)], str(tmp_path / "r.npz"), options={"mesh": True, "mesh_max_faces": 5000,
+                                                                        "up_axis": "FLOOR", "camera_height": 1.6})
+    assert job["options"]["up_axis"] == "FLOOR"
+    with pytest.raises(BadInputError, match="up axis"):
+        build_job([str(tmp_path)], str(tmp_path / "r.npz"), options={"up_axis": "floor!"})
+    with pytest.raises(BadInputError, match="camera height"):
+        build_job([str(tmp_path)], str(tmp_path / "r.npz"), options={"camera_height": 0})
+    stages = []
+    fresh = Prediction(depth=pred.depth, conf=pred.conf, sky=pred.sky, extrinsics=pred.extrinsics,
+                       intrinsics=pred.intrinsics, processed_images=pred.processed_images)
+    moved = after_inference(fresh, lambda *a: stages.append(a[0]), mesh=True, mesh_max_faces=5000,
+                            up_axis="FLOOR", camera_height=1.6)
+    assert "postprocess" in stages and 0 < len(moved.mesh.faces) <= 5000
+    back = load_result(save_result(tmp_path / "r.npz", moved))
+    assert back.meta["floor"]["normal"] == pytest.approx([0, 0, 1], abs=1e-6)
+    assert np.percentile(np.abs(back.mesh.vertices[:, 2]), 5) < 0.01  # the mesh's floor at Z = 0 too
+    assert c2w_of(back)[0, 2, 3] == pytest.approx(1.6, rel=1e-4)
