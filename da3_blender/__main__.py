@@ -1,5 +1,5 @@
 """``python -m da3_blender ...`` is the ``da3`` command line."""
 
-from .cli import main
+from .commands.main import main
 
 raise SystemExit(main())

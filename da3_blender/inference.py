@@ -22,10 +22,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import forward, options, postprocess, preprocess, streaming, view_inputs
+from . import options
 from .errors import BadInputError
 from .matchmove import steps as matchmove_steps
-from .postprocess import METRIC_FOCAL_BASE  # noqa: F401  (kept importable from here)
+from .inputs import views as view_inputs
+from .pipeline import forward, postprocess, preprocess, streaming
+from .pipeline.postprocess import METRIC_FOCAL_BASE  # noqa: F401  (kept importable from here)
 from .prediction import FRAME_NUMBERS_KEY, SCENE_FRAMES, Prediction
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ def run_inference(
     ``infer_gs`` (implied by the ``gs_ply`` export) also predicts 3D Gaussians (DA3-GIANT / NESTED):
     ``pred.gaussians``, in the prediction's world frame (see ``postprocess.gaussians_in_prediction_frame``).
 
-    Long shots (:mod:`da3_blender.streaming`): ``chunk_size`` views per pass (None: one pass; "auto": from the
+    Long shots (:mod:`da3_blender.pipeline.streaming`): ``chunk_size`` views per pass (None: one pass; "auto": from the
     device), ``chunk_overlap`` shared views, chunks aligned by ``chunk_align`` (sim3, se3, auto) or to known
     poses; per-chunk figures in ``pred.meta["chunks"]``.
     ``refine`` (False, True or a lens: fixed, zoom, radial; pycolmap; ``refine_motion`` auto, free, nodal) bundle-adjusts

@@ -33,15 +33,14 @@ into the model's display-referred input (auto, srgb, linear).
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Iterable
 
 from . import options as opt
 from .errors import BadInputError
+from .inputs.checks import VIDEO_KEYS, check_frame_start, check_video
+from .inputs.checks import is_number as _is_number, is_whole as _is_whole
 
 FIELDS = ("inputs", "output", "model", "device", "dtype", "video", "options", "export_dir", "export_format", "shot")
-VIDEO_KEYS = ("fps", "start", "end", "max_frames")
 STREAMING_KEYS = ("chunk_size", "chunk_overlap", "chunk_align")
 SHOT_KEYS = ("mode", "frame_start", "frame_rate", "colorspace")
 
@@ -76,14 +75,6 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_whole(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy integers too
-
-
 def _one_of(value, table, what: str) -> str:
     ids = table if isinstance(table[0], str) else opt.choice_ids(table)
     if value not in ids:
@@ -107,22 +98,6 @@ def parse_export_format(export_format) -> list[str]:
             f"valid formats are {', '.join(opt.EXPORT_FORMAT_NAMES)}, joined with '-' (e.g. 'glb-mini_npz')"
         )
     return list(dict.fromkeys(names))
-
-
-def check_video(video: dict[str, Any]) -> dict[str, Any]:
-    """fps >= 0 (0: every frame), start >= 0, end after start, max_frames >= 1; None = not set."""
-    for key in ("fps", "start", "end"):
-        value = video.get(key)
-        if value is not None and not (_is_number(value) and value >= 0):
-            raise BadInputError(f"video {key} must be a number >= 0, got {value!r}"
-                                + (" (0 takes every frame)" if key == "fps" else ""))
-    start, end = video.get("start"), video.get("end")
-    if end is not None and end <= (start or 0):
-        raise BadInputError(f"video end ({end!r} s) must be after start ({start or 0} s)")
-    max_frames = video.get("max_frames")
-    if max_frames is not None and not (_is_whole(max_frames) and max_frames >= 1):
-        raise BadInputError(f"video max_frames must be a whole number >= 1, got {max_frames!r}")
-    return {k: video.get(k) for k in VIDEO_KEYS}
 
 
 def check_streaming(chunk_size=None, chunk_overlap=None, chunk_align=None) -> None:
@@ -185,15 +160,6 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     if faces is not None and faces < 1:
         raise BadInputError(f"mesh max faces must be at least 1, got {faces}")
     return dict(options)
-
-
-def check_frame_start(frame_start) -> int:
-    """The scene frame of a video's first frame: a whole number in Blender's frames (0..1048574)."""
-    if isinstance(frame_start, bool) or not isinstance(frame_start, numbers.Integral) \
-            or not 0 <= frame_start <= opt.MAX_SCENE_FRAME:
-        raise BadInputError(f"frame start must be a whole number from 0 to {opt.MAX_SCENE_FRAME} (e.g. 1, or 1001 "
-                            f"for a VFX plate), got {frame_start!r}")
-    return int(frame_start)
 
 
 def check_shot(shot: Any) -> dict[str, Any]:
@@ -292,15 +258,15 @@ def build_job(inputs: str | Iterable[str], output: str | None = None, *, model: 
 
 def is_video_job(job: dict[str, Any]) -> bool:
     """True when the job's single input is a video file (by its extension)."""
-    from .inputs import is_video_path  # numpy only (Blender has it), imported when needed
+    from .inputs.paths import is_video_path  # standard library only
 
     paths = job["inputs"]
     return len(paths) == 1 and is_video_path(paths[0])
 
 
 def is_sequence_job(job: dict[str, Any]) -> bool:
-    """True when the job's single input is an image sequence taken as one shot (see :mod:`.sequences`)."""
-    from .sequences import find_sequence  # standard library only
+    """True when the job's single input is an image sequence taken as one shot (see :mod:`.inputs.sequences`)."""
+    from .inputs.sequences import find_sequence  # standard library only
 
     paths, shot = job["inputs"], job.get("shot") or {}
     if len(paths) != 1 or shot.get("mode") == "stills":

@@ -59,9 +59,9 @@ import numpy as np
 
 from .errors import ResultFormatError
 from .files import open_atomic
-from .gaussians import Gaussians
 from .matchmove.mesh import Mesh
-from .tracks import Tracks
+from .results.gaussians import Gaussians
+from .results.tracks import Tracks
 
 RESULT_FORMAT = "da3-blender-result"
 RESULT_VERSION = 1

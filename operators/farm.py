@@ -25,7 +25,7 @@ class DA3_OT_submit_flamenco(Operator):
         return not session.is_running()
 
     def execute(self, context):
-        from ..da3_blender import flamenco
+        from ..da3_blender.farm import flamenco
         from .gather import gather
 
         prefs = get_preferences(context)

@@ -10,7 +10,7 @@ from bpy.types import Operator, OperatorFileListElement
 from bpy_extras.io_utils import ImportHelper
 
 from ..da3_blender.errors import DA3Error
-from ..da3_blender.inputs import IMAGE_EXTENSIONS, natural_key
+from ..da3_blender.inputs.paths import IMAGE_EXTENSIONS, natural_key
 from ..properties import add_properties, copy_import_settings, import_options, import_properties
 from . import session
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from ..da3_blender.errors import BadInputError
-from ..da3_blender.inputs import frame_number_from_name, natural_key
+from ..da3_blender.inputs.paths import frame_number_from_name, natural_key
 from .validate import image_size
 
 

@@ -12,8 +12,8 @@ import struct
 import bpy
 
 from ..da3_blender.errors import BadInputError, MissingDependencyError
-from ..da3_blender.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_folder_images
-from ..da3_blender.sequences import find_sequence
+from ..da3_blender.inputs.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_folder_images
+from ..da3_blender.inputs.sequences import find_sequence
 
 
 def _ext(path: str) -> str:

@@ -3,7 +3,7 @@
 A result's ``frame_numbers`` are scene frames (a video's frame ``k`` is ``frame_start + k``, chosen
 when it ran; a sequence's frames keep their own numbers); results written before that (no
 ``meta["frame_numbers"]``) stored the 0-based video frame, and ``frame_start`` is added here. The
-scene runs at the footage's exact rate (``meta["video"]["rate"]``, :mod:`da3_blender.rates`) over the
+scene runs at the footage's exact rate (``meta["video"]["rate"]``, :mod:`da3_blender.inputs.rates`) over the
 whole clip, and the clip (a movie, or an image sequence Blender reads itself) starts at the scene
 frame of its first frame, so the background shows the frame the camera was solved from.
 The background is a viewport overlay (``show_background_images``); renders do not include it.
@@ -16,7 +16,7 @@ import os
 import bpy
 import numpy as np
 
-from ..da3_blender import rates
+from ..da3_blender.inputs import rates
 from ..da3_blender.errors import BadInputError
 from ..da3_blender.options import MAX_SCENE_FRAME as MAX_FRAME  # Blender's last frame
 from ..da3_blender.prediction import scene_frame_numbers

@@ -13,7 +13,7 @@ Gaussian rasteriser: real splatting integrates each Gaussian's density along the
 draws semi-transparent ellipsoids. Good for previews, layout and fly-throughs of the animated camera.
 
 Which Gaussians are kept is the ``gs_ply`` export's choice (border and depth-percentile pruning,
-``da3_blender.gaussians.per_pixel_mask``), then a seeded subset above ``max_count``. Positions, axes
+``da3_blender.results.gaussians.per_pixel_mask``), then a seeded subset above ``max_count``. Positions, axes
 and sizes go through the importer's conventions (first camera at the origin, up axis, scale).
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from ..da3_blender.gaussians import per_pixel_mask
+from ..da3_blender.results.gaussians import per_pixel_mask
 from ..da3_blender.geometry import quaternion_to_rotation, rotation_to_quaternion, to_4x4
 from .compat import ensure_node_tree, set_positions
 from .conventions import srgb_to_linear

@@ -64,7 +64,7 @@ def measure(args, work: Path) -> dict:
     """Forward and align per chunk in this process (model loaded once), and one farm task as its own process."""
     import torch
 
-    from da3_blender import farm
+    from da3_blender.farm import tasks as farm
     from da3_blender.api import DepthAnything3
     from da3_blender.job import build_job
 
@@ -105,7 +105,7 @@ def measure(args, work: Path) -> dict:
 
 def predict(m: dict, args) -> list[tuple[int, float, float]]:
     """(workers, forward wall, total wall) in seconds for a ``--shot-frames`` shot with the same chunks."""
-    from da3_blender.streaming import plan_chunks
+    from da3_blender.pipeline.streaming import plan_chunks
 
     chunks = len(plan_chunks(args.shot_frames, args.chunk, args.overlap))
     per_task = m["forward_s"] + m["task_overhead_s"]
@@ -155,7 +155,7 @@ def main() -> int:
               f"the rest: result.npz)")
         print(f"farm task start-up  {m['task_overhead_s']:8.3f} s   (process, torch, model load; one task "
               f"{m['task_s']:.2f} s)")
-        from da3_blender.streaming import plan_chunks
+        from da3_blender.pipeline.streaming import plan_chunks
 
         print(f"\n{args.shot_frames} frames -> {len(plan_chunks(args.shot_frames, args.chunk, args.overlap))} chunks")
         print(f"{'workers':>8} {'forward wall s':>15} {'total wall s':>13} {'speed-up':>9}")

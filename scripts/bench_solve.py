@@ -61,7 +61,7 @@ def child_infer(folder: str) -> dict:
     import torch
 
     from da3_blender.api import DepthAnything3
-    from da3_blender.inputs import collect_inputs
+    from da3_blender.inputs.collect import collect_inputs
 
     torch.manual_seed(0)
     model = DepthAnything3("da3-small", device="cpu")

@@ -48,7 +48,7 @@ def child(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from da3_blender.api import DepthAnything3
-    from da3_blender.inputs import collect_inputs
+    from da3_blender.inputs.collect import collect_inputs
 
     torch.manual_seed(0)
     model = DepthAnything3(args.model, device="cpu")
@@ -78,7 +78,7 @@ def accuracy(frames: int = 120) -> None:
     import numpy as np
     from test_streaming import RoomModel, global_fit, run
 
-    from da3_blender import streaming
+    from da3_blender.pipeline import streaming
 
     print(f"{'chunk':>5} {'overlap':>7} {'views/frame':>11} {'RMS/path':>9} {'worst residual':>14}")
     for size, overlap in [(8, 1), (8, 2), (8, 4), (16, 2), (16, 4), (16, 8), (32, 8)]:

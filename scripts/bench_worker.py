@@ -54,7 +54,7 @@ def main() -> int:
 
     from da3_blender.api import DepthAnything3
     from da3_blender.devices import resolve_device
-    from da3_blender.inputs import collect_inputs
+    from da3_blender.inputs.collect import collect_inputs
     from da3_blender.prediction import save_result
 
     device = resolve_device(args.device)

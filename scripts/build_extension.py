@@ -129,8 +129,8 @@ class ExcludePatterns:
             negate = raw.startswith("!")
             pattern = raw[1:] if negate else raw
             dir_only = pattern.endswith("/")
-            pattern = pattern.strip("/") if dir_only else pattern
-            anchored = pattern.startswith("/") or "/" in pattern
+            pattern = pattern.rstrip("/") if dir_only else pattern
+            anchored = "/" in pattern  # a leading "/" (``/farm/``: the root's farm/, not da3_blender/farm/) or a path
             regex = re.compile(_glob_regex(pattern.lstrip("/")) + r"\Z")
             self.rules.append((negate, dir_only, anchored, regex))
 

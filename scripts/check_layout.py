@@ -1,5 +1,7 @@
 """List layout violations: a module over 500 lines or a function over 80 lines (tests and benchmarks
-excepted), and imports inside ``da3_blender/runtime`` that run the wrong way.
+excepted), imports inside ``da3_blender/runtime`` that run the wrong way, any import cycle between the
+project's modules (every ``import`` counts, also one inside a function: a deferred import is still a
+two-way dependency), and more than 12 modules at ``da3_blender``'s top level (the rest live in packages).
 
     python scripts/check_layout.py            # prints one line per violation, exit 1 if any
 
@@ -22,6 +24,10 @@ MAX_FUNCTION_LINES = 80
 CHECKED = ("da3_blender", "operators", "panels", "scene", "scripts", "__init__.py", "properties.py",
            "preferences.py")
 EXEMPT_PREFIXES = ("tests", "scripts/bench_")
+# the import graph: these packages and the root modules (the extension's __init__.py, properties, preferences)
+GRAPH_PACKAGES = ("da3_blender", "operators", "panels", "scene")
+GRAPH_SKIP = ("static", "vendor", "node_modules", "__pycache__")
+MAX_TOP_MODULES = 12  # da3_blender/*.py, __init__.py not counted
 
 # layer of each runtime module: a module may import runtime modules of a lower or equal layer only
 RUNTIME_LAYERS = {"protocol": 1, "requirements": 1, "transfer": 1, "worker": 2, "client": 3, "client_remote": 3, "ssh": 3,
@@ -119,8 +125,126 @@ def import_violations(root: Path = ROOT) -> list[str]:
     return out
 
 
+def project_modules(root: Path = ROOT) -> dict[str, Path]:
+    """Dotted name -> file of every module of the import graph (a package by its own name; the root
+    ``__init__.py`` as ``__root__``)."""
+    out = {}
+    for top in GRAPH_PACKAGES:
+        for dirpath, dirnames, filenames in os.walk(root / top):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in GRAPH_SKIP)
+            for f in sorted(filenames):
+                if f.endswith(".py"):
+                    parts = list((Path(dirpath) / f).relative_to(root).with_suffix("").parts)
+                    out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = Path(dirpath) / f
+    for path in sorted(root.glob("*.py")):
+        out["__root__" if path.stem == "__init__" else path.stem] = path
+    return out
+
+
+def _resolve(name: str, modules) -> str | None:
+    """The deepest project module that the dotted ``name`` names (``a.b.func`` -> ``a.b``), or None."""
+    parts = name.split(".")
+    while parts:
+        if ".".join(parts) in modules:
+            return ".".join(parts)
+        parts.pop()
+    return None
+
+
+def module_imports(mod: str, path: Path, modules) -> set[str]:
+    """The project modules ``mod`` imports anywhere in its file (inside functions too), relative imports
+    resolved (the root modules' ``from .x`` / ``from ..x`` name the extension's own packages)."""
+    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+    if mod == "__root__" or package == "__root__":
+        package = ""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(filter(None, (_resolve(a.name, modules) for a in node.names)))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".") if package else []
+                base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for a in node.names:
+                full = f"{target}.{a.name}" if target else a.name
+                hit = full if full in modules else _resolve(target, modules) if target else None
+                if hit:
+                    found.add(hit)
+    found.discard(mod)
+    return found
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    modules = project_modules(root)
+    return {mod: module_imports(mod, path, modules) for mod, path in modules.items()}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted; sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out = []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10000))
+    try:
+        for v in sorted(graph):
+            if v not in index:
+                visit(v)
+    finally:
+        sys.setrecursionlimit(limit)
+    return sorted(out)
+
+
+def cycle_violations(root: Path = ROOT) -> list[str]:
+    """One line per import cycle among the project's modules (deferred imports included)."""
+    graph = import_graph(root)
+    out = []
+    for comp in import_cycles(graph):
+        members = set(comp)
+        edges = ", ".join(f"{a} -> {b}" for a in comp for b in sorted(graph[a] & members))
+        out.append(f"import cycle: {' <-> '.join(comp)} ({edges}): move the shared piece down into a module "
+                   "both can import")
+    return out
+
+
+def top_level_violations(root: Path = ROOT) -> list[str]:
+    """``da3_blender``'s top level keeps at most MAX_TOP_MODULES modules (the core); the rest are packages."""
+    names = sorted(p.name for p in (root / "da3_blender").glob("*.py") if p.name != "__init__.py")
+    if len(names) > MAX_TOP_MODULES:
+        return [f"da3_blender/: {len(names)} top-level modules (max {MAX_TOP_MODULES}): {', '.join(names)}; "
+                "put the rest in a package"]
+    return []
+
+
 def main() -> int:
-    problems = size_violations() + import_violations()
+    problems = size_violations() + import_violations() + cycle_violations() + top_level_violations()
     for p in problems:
         print(p)
     print(f"check_layout: {len(problems)} violation{'s' * (len(problems) != 1)}", file=sys.stderr)

@@ -56,12 +56,12 @@ QUANTILE_SAMPLES = 100_000  # both codes subsample the sky-fill quantile above t
 
 def load_images(kind: str, process_res: int) -> torch.Tensor:
     """(1,N,3,H,W) ImageNet-normalised: the example photos if present, else smooth random images."""
-    from da3_blender.preprocess import preprocess_images
+    from da3_blender.pipeline.preprocess import preprocess_images
 
     names = {"soh": ["SOH/000.png", "SOH/010.png"], "robot": [f"robot_frames/robot_unitree_f{i:03d}.png" for i in (30, 90, 150)]}[kind]
     paths = [EXAMPLES / n for n in names]
     if all(p.is_file() for p in paths):
-        from da3_blender.inputs import load_image
+        from da3_blender.inputs.images import load_image
 
         images = [load_image(p) for p in paths]
     else:

@@ -5,7 +5,7 @@
 
 Nothing to install but the requirements: this folder is put on ``sys.path`` (the Python needs torch
 and the pinned packages, e.g. the extension's managed environment). Same exit codes and one-line
-errors as ``da3`` (see ``da3_blender/farm_cli.py``).
+errors as ``da3`` (see ``da3_blender/commands/farm.py``).
 """
 
 import sys
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from da3_blender.cli import main  # noqa: E402
+from da3_blender.commands.main import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main(["farm", *sys.argv[1:]]))

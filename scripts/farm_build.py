@@ -3,7 +3,7 @@
     blender -b --factory-startup -P scripts/farm_build.py -- DIR --output shot.blend [build options]
     python scripts/farm_build.py DIR --output shot.blend [build options]          (bpy module)
 
-Usually run by ``da3 farm build DIR`` (``da3_blender/farm.py`` picks Blender or the bpy module). The
+Usually run by ``da3 farm build DIR`` (``da3_blender/farm/tasks.py`` picks Blender or the bpy module). The
 extension is registered as ``scripts/reconstruct.py`` registers it, its panel settings take the build
 options (the same ``--no-planes``, ``--plane-detail`` ... as the headless script), and the result is
 imported with the panel's builders (``scene/importer.py``). The .blend is written atomically (a

@@ -24,12 +24,12 @@ if str(REPO_ROOT) not in sys.path:  # the core's option tables and job checks (s
     sys.path.insert(0, str(REPO_ROOT))
 
 from da3_blender import options as opt  # noqa: E402
-from da3_blender.cli import (DEBUG_ENV, add_exr_arguments, add_refine_argument, add_shot_arguments,  # noqa: E402
-                             add_streaming_arguments, add_video_arguments, debug_wanted, exr_options, shot_from_args)
+from da3_blender.commands.common import (DEBUG_ENV, add_exr_arguments, add_refine_argument, add_shot_arguments,  # noqa: E402
+                                         add_streaming_arguments, add_video_arguments, debug_wanted, exr_options, shot_from_args)
 from da3_blender.errors import BadInputError  # noqa: E402
 from da3_blender.matchmove.steps import add_build_arguments as add_matchmove_arguments, scene_settings as mm_settings  # noqa: E402,E501
 from da3_blender.files import check_writable_folder  # noqa: E402
-from da3_blender.sequences import find_sequence, is_pattern  # noqa: E402
+from da3_blender.inputs.sequences import find_sequence, is_pattern  # noqa: E402
 
 PACKAGE = "da3_for_blender"  # the manifest id
 PROG = "reconstruct"
@@ -305,7 +305,7 @@ def _raise(ex):
 
 def _expand(inputs: list[str], stills: bool = False) -> tuple[str, list[str]]:
     """(input mode, paths) for the panel's settings; folders listed as every surface lists them."""
-    from da3_blender.inputs import is_video_path, list_folder_images
+    from da3_blender.inputs.paths import is_video_path, list_folder_images
     paths = [os.path.abspath(p) for p in inputs]
     if len(paths) == 1 and not stills and not os.path.isdir(paths[0]) and find_sequence(paths[0]) is not None:
         return "SEQUENCE", paths  # a pattern or one file of a sequence (a folder: FOLDER, detected as a shot)
@@ -392,7 +392,7 @@ def configure(context, package: str, args) -> dict:
 def submit_flamenco(args) -> int:
     """``--submit-flamenco URL``: plan the shot with the worker Python and submit it (nothing is built here)."""
     from da3_blender.errors import DA3Error
-    from da3_blender.flamenco import plan_and_submit
+    from da3_blender.farm.flamenco import plan_and_submit
 
     python = args.python or (sys.executable if importlib.util.find_spec("torch") else None)
     if python is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from da3_blender.cli import main
+from da3_blender.commands.main import main
 from da3_blender.web.backend import make_server
 
 RES = 140

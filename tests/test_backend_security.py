@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from da3_blender import confine
-from da3_blender.cli import main
+from da3_blender import files as confine
+from da3_blender.commands.main import main
 from da3_blender.errors import BadInputError
 from da3_blender.web import security
 from da3_blender.web.backend import make_server
@@ -332,8 +332,8 @@ def test_one_file_of_a_sequence_is_a_still_unless_the_request_asks_for_a_shot(ro
 
 
 def test_a_frame_number_is_ascii_digits(tmp_path):
-    from da3_blender.inputs import natural_key
-    from da3_blender.sequences import find_sequence
+    from da3_blender.inputs.paths import natural_key
+    from da3_blender.inputs.sequences import find_sequence
 
     for name in ("plate.1.png", "plate.2.png", "plate.\u00b2.png", "\u00b2"):  # "²".isdigit() is True, int("²") fails
         png(tmp_path / name) if name.endswith(".png") else (tmp_path / name).write_text("")
@@ -342,7 +342,8 @@ def test_a_frame_number_is_ascii_digits(tmp_path):
 
 
 def test_use_backend_sends_the_shot(root):
-    from da3_blender.cli import build_parser, job_from_args
+    from da3_blender.commands.common import job_from_args
+    from da3_blender.commands.main import build_parser
     from da3_blender.web.client import request_body
 
     pattern = str(root / "plate" / "plate.####.png")
@@ -363,7 +364,7 @@ def test_use_backend_sends_the_shot(root):
 def test_one_reader_of_a_results_metadata(tmp_path):
     """``prediction.read_meta`` (the check ``load_result`` makes) is what the backend's task queue and the
     farm read a result's ``meta_json`` with."""
-    from da3_blender import farm
+    from da3_blender.farm import tasks as farm
     from da3_blender.errors import ResultFormatError
     from da3_blender.prediction import RESULT_FORMAT, RESULT_VERSION, read_meta
     from da3_blender.web.tasks import _files_and_shot

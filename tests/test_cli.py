@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from da3_blender import geometry
-from da3_blender.cli import ProgressPrinter, main
+from da3_blender.commands.common import ProgressPrinter
+from da3_blender.commands.main import main
 from da3_blender.exports import read_colmap_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -349,7 +350,7 @@ def test_unknown_model(capsys, tiny_png, tmp_path):
 
 
 def test_model_default_and_env(monkeypatch):
-    from da3_blender.cli import build_parser
+    from da3_blender.commands.main import build_parser
 
     monkeypatch.delenv("DA3_MODEL", raising=False)
     assert build_parser().parse_args(["image", "x.png"]).model == "depth-anything/DA3-SMALL"
@@ -398,19 +399,19 @@ def test_progress_printer_tty_and_plain():
 
 
 def test_interrupt_and_internal_errors(monkeypatch, capsys, tiny_png):
-    from da3_blender import cli
+    from da3_blender.commands import reconstruct
 
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run", interrupted)
+    monkeypatch.setattr(reconstruct, "run", interrupted)
     code, _, err = da3(capsys, "image", tiny_png)
     assert code == 130 and err.strip() == "da3: interrupted"
 
     def bug(args):
         raise ZeroDivisionError("division by zero\nsecond line")
 
-    monkeypatch.setattr(cli, "run", bug)
+    monkeypatch.setattr(reconstruct, "run", bug)
     code, _, err = da3(capsys, "image", tiny_png)
     assert_one_line_error(code, err, "internal error", "ZeroDivisionError", "please report")
     assert code == 1
@@ -418,12 +419,12 @@ def test_interrupt_and_internal_errors(monkeypatch, capsys, tiny_png):
 
 @pytest.mark.parametrize("error", [MemoryError(), RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")])
 def test_out_of_memory_outside_the_network_is_not_reported_as_a_bug(monkeypatch, capsys, tiny_png, error):
-    from da3_blender import cli
+    from da3_blender.commands import reconstruct
 
     def run(args):
         raise error
 
-    monkeypatch.setattr(cli, "run", run)
+    monkeypatch.setattr(reconstruct, "run", run)
     code, _, err = da3(capsys, "image", tiny_png)
     assert_one_line_error(code, err, "out of memory", "smaller model", "fewer frames")
     assert code == 2 and "report" not in err

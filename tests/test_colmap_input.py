@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from da3_blender.cli import main
-from da3_blender.colmap_input import colmap_views, pinhole_matrix, read_model
+from da3_blender.commands.main import main
+from da3_blender.inputs.colmap import colmap_views, pinhole_matrix, read_model
 from da3_blender.exports import read_colmap_text
 from da3_blender.exports.colmap import Camera, qvec_to_rotmat
 

@@ -132,7 +132,7 @@ def test_no_lens_no_stmap_nodes_and_bad_input(tmp_path):
 
 
 def test_da3_export_command_writes_comp_files_and_refuses_in_one_line(tmp_path, capsys):
-    from da3_blender.cli import main
+    from da3_blender.commands.main import main
     from da3_blender.prediction import save_result
 
     save_result(tmp_path / "shot.npz", shot())

@@ -100,7 +100,7 @@ def test_missing_plates_are_one_line(plates, tmp_path):
 def test_a_video_result_undistorts_its_own_frames(robot_video, tmp_path):
     """A video's views are decoded from the movie by their frame numbers (scene frame - the video's start
     frame): with no distortion each output is the decoded frame itself."""
-    from da3_blender.inputs import read_video
+    from da3_blender.inputs.collect import read_video
 
     source = read_video(str(robot_video), fps=0, max_frames=4, frame_start=1001)
     frames = [np.asarray(f) for f in source.images]

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from da3_blender import options as opt
-from da3_blender.cli import build_parser, main
+from da3_blender.commands.main import build_parser, main
 from da3_blender.errors import BadInputError
 from da3_blender.job import build_job
 

@@ -1,4 +1,4 @@
-"""Render-farm jobs (da3_blender/farm.py, ``da3 farm``, farm/openjd/da3-shot.yaml): a shot planned, its
+"""Render-farm jobs (da3_blender/farm/tasks.py, ``da3 farm``, farm/openjd/da3-shot.yaml): a shot planned, its
 chunks run as separate steps, stitched and built, giving what in-process streaming gives.
 
 The fast tests use the ground-truth stand-in of tests/test_streaming.py (a camera in a box room, each
@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from da3_blender import farm
-from da3_blender.cli import main
+from da3_blender.farm import tasks as farm
+from da3_blender.commands.main import main
 from da3_blender.errors import BadInputError
 from da3_blender.inference import run_inference
-from da3_blender.inputs import collect_inputs
+from da3_blender.inputs.collect import collect_inputs
 from da3_blender.job import build_job
 from da3_blender.prediction import load_result
 
@@ -171,8 +171,7 @@ import sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import test_farm
-from da3_blender import farm
-from da3_blender.cli import main
+from da3_blender.commands.main import main
 
 farm._load_model = lambda job, device, progress: test_farm._model()
 def slow_save(fh, **arrays):  # the task is killed while it writes its chunk

@@ -12,12 +12,13 @@ import pytest
 
 pytest.importorskip("pycolmap")
 
-from da3_blender import farm  # noqa: E402
-from da3_blender.cli import main  # noqa: E402
+from da3_blender.farm import tasks as farm  # noqa: E402
+from da3_blender.commands.main import main  # noqa: E402
 from da3_blender.errors import BadInputError  # noqa: E402
-from da3_blender.farm_solve import solve_shot  # noqa: E402
+from da3_blender.farm.solve import solve_shot  # noqa: E402
 from da3_blender.inference import run_inference  # noqa: E402
-from da3_blender.inputs import collect_inputs, load_image  # noqa: E402
+from da3_blender.inputs.collect import collect_inputs
+from da3_blender.inputs.images import load_image  # noqa: E402
 from da3_blender.job import build_job  # noqa: E402
 from da3_blender.prediction import load_result  # noqa: E402
 
@@ -30,7 +31,7 @@ OPTIONS = {"process_res": 112, "chunk_size": 6, "chunk_overlap": 3, "refine": Tr
 
 
 def _model(shot):
-    from da3_blender.preprocess import normalize, prepare_images
+    from da3_blender.pipeline.preprocess import normalize, prepare_images
 
     model = solve_tests.ShotModel(shot, N)
     pre = prepare_images([load_image(p) for p in shot["paths"][:N]], process_res=112, method="upper_bound_resize")

@@ -90,7 +90,7 @@ def test_the_licence_is_an_spdx_string():
 def test_video_progress_never_counts_past_its_total(robot_video):
     """The total shown is estimated from the container (duration x average fps: 173 for robot_unitree.mp4)
     while 174 frames decode: the count grows with the frames read, never past its total."""
-    from da3_blender import inputs
+    from da3_blender.inputs import collect as inputs
 
     seen = []
     got = inputs.collect_inputs([robot_video], fps=0, progress=lambda s, f, m: seen.append((f, m)))
@@ -108,7 +108,7 @@ def test_video_progress_never_counts_past_its_total(robot_video):
 
 def test_progress_messages_are_never_empty():
     """The network reports bare fractions: the CLI and the worker repeat the stage's message."""
-    from da3_blender.cli import ProgressPrinter
+    from da3_blender.commands.common import ProgressPrinter
     from da3_blender.runtime.worker import _Job, _Progress
 
     class Stream:
@@ -217,12 +217,12 @@ def test_an_internal_worker_error_names_the_log(monkeypatch, tmp_path):
 
 
 def test_debug_prints_the_traceback(monkeypatch, capsys):
-    from da3_blender import cli
+    from da3_blender.commands import main as cli, reconstruct
 
     def bug(args):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(cli, "run", bug)
+    monkeypatch.setattr(reconstruct, "run", bug)
     monkeypatch.delenv("DA3_DEBUG", raising=False)
     assert cli.main(["image", "x.png"]) == 1
     err = capsys.readouterr().err
@@ -277,7 +277,7 @@ def test_headless_output_in_a_file_is_refused_before_any_work(tmp_path):
 
 
 def test_headless_unknown_export_format_gets_the_cli_message(tmp_path, capsys):
-    from da3_blender.cli import main
+    from da3_blender.commands.main import main
 
     img = tmp_path / "a.png"
     img.write_bytes(b"")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from da3_blender import farm, flamenco
-from da3_blender.cli import main
+from da3_blender.farm import tasks as farm, flamenco
+from da3_blender.commands.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_TYPE_JS = ROOT / "farm" / "flamenco" / "da3_reconstruct.js"

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from da3_blender import geometry  # noqa: E402
 from da3_blender.errors import BadInputError, ModelLoadError  # noqa: E402
-from da3_blender.gaussians import Gaussians  # noqa: E402
+from da3_blender.results.gaussians import Gaussians  # noqa: E402
 from da3_blender.model.config import NetConfig  # noqa: E402
 from da3_blender.model.dpt import GSDPT  # noqa: E402
 from da3_blender.model.gs_adapter import GaussianAdapter, similarity_transform  # noqa: E402
@@ -226,7 +226,7 @@ def test_nested_gaussians_take_the_metric_scale(monkeypatch):
 
 def test_gs_ply_export_turns_the_head_on(small_gs_model, tmp_path):
     """``export_format="gs_ply"`` alone is enough (as the CLI's ``--export-format gs_ply``)."""
-    from da3_blender.gaussians import per_pixel_mask
+    from da3_blender.results.gaussians import per_pixel_mask
     from da3_blender.inference import run_inference
 
     pred = run_inference(small_gs_model, _images(2), process_res=56, export_dir=tmp_path, export_format="gs_ply")
@@ -236,7 +236,7 @@ def test_gs_ply_export_turns_the_head_on(small_gs_model, tmp_path):
 
 
 def test_models_without_the_head_refuse_before_any_work(monkeypatch):
-    from da3_blender import preprocess
+    from da3_blender.pipeline import preprocess
     from da3_blender.api import DepthAnything3
     from da3_blender.inference import run_inference
 

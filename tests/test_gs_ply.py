@@ -12,7 +12,7 @@ import pytest
 from da3_blender.errors import BadInputError
 from da3_blender.exports import export, parse_formats
 from da3_blender.exports.gs_ply import export_gs_ply
-from da3_blender.gaussians import Gaussians, per_pixel_mask
+from da3_blender.results.gaussians import Gaussians, per_pixel_mask
 from da3_blender.prediction import Prediction
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from da3_blender import geometry, preprocess
+from da3_blender import geometry
+from da3_blender.pipeline import preprocess
 from da3_blender.errors import BadInputError, CancelledError, OutOfMemoryError
 from da3_blender.inference import run_inference
 
@@ -113,7 +114,7 @@ def _synthetic_rig(n, width, height):
 
 @pytest.fixture(scope="module")
 def soh_arrays(soh_images):
-    from da3_blender.inputs import load_image
+    from da3_blender.inputs.images import load_image
 
     return [load_image(p) for p in soh_images]
 
@@ -167,7 +168,7 @@ def test_in_memory_inputs_and_provenance(model, soh_images):
 
 
 def test_video_frames_keep_their_provenance(model, robot_video):
-    from da3_blender.inputs import collect_inputs
+    from da3_blender.inputs.collect import collect_inputs
 
     frames = collect_inputs([robot_video], fps=2, max_frames=2)
     pred = run_inference(model, frames, process_res=70)

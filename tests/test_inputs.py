@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from da3_blender.errors import BadInputError
-from da3_blender.inputs import collect_inputs, frame_number_from_name, load_image
+from da3_blender.inputs.collect import collect_inputs
+from da3_blender.inputs.paths import frame_number_from_name
+from da3_blender.inputs.images import load_image
 
 
 def _rgb(width=32, height=24, seed=0) -> np.ndarray:
@@ -353,7 +355,7 @@ def test_video_frame_numbers_are_blenders(robot_video):
 
 def test_video_decoder_falls_back_to_the_older_option_spelling(robot_video, monkeypatch):
     """ffmpeg before 5.1 has no -fps_mode: the next spelling is tried, remembered, and gives the same frames."""
-    from da3_blender import inputs
+    from da3_blender.inputs import collect as inputs
 
     expected = collect_inputs([robot_video], fps=2, end=2.0)
     monkeypatch.setattr(inputs, "_PASSTHROUGH_OPTIONS", (["-no_such_option", "passthrough"], list(inputs._passthrough[0])))
@@ -389,7 +391,8 @@ def test_video_decoding_stopped_early_ends_ffmpeg(robot_video, monkeypatch):
 def test_video_frames_are_decoded_on_demand_and_holding_them_all_is_refused(robot_video, monkeypatch):
     """collect_inputs keeps no frame: iterating decodes them one at a time (no memory limit applies);
     indexing holds them all, which is refused before decoding when over half the RAM."""
-    from da3_blender import devices, inputs
+    from da3_blender import devices
+    from da3_blender.inputs import collect as inputs
 
     info = collect_inputs([robot_video], max_frames=1).video
     frame_bytes = info["width"] * info["height"] * 3

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from da3_blender import options as opt
-from da3_blender.cli import build_parser, job_from_args
+from da3_blender.commands.main import build_parser
+from da3_blender.commands.common import job_from_args
 from da3_blender.errors import BadInputError
 from da3_blender.job import (
     OPTION_TYPES,
@@ -107,7 +108,7 @@ def test_export_formats_are_the_options_names_and_each_has_a_writer():
 
 
 def test_core_checks_use_the_options_tables():
-    from da3_blender import preprocess
+    from da3_blender.pipeline import preprocess
     from da3_blender.model import dinov2, precision
 
     assert tuple(preprocess.METHODS) == opt.choice_ids(opt.PROCESS_RES_METHODS)
@@ -175,7 +176,7 @@ def test_streaming_options_reach_the_inference_keywords(headless, files, tmp_pat
     (["--chunk-align", "affine"], "affine"),
 ])
 def test_bad_streaming_options_fail_in_one_line_before_any_work(capsys, files, tmp_path, argv, match):
-    from da3_blender.cli import main
+    from da3_blender.commands.main import main
 
     _, video = files
     code = main(["video", str(video), "--export-dir", str(tmp_path / "o"), *argv])

@@ -1,5 +1,6 @@
-"""The project's layout rules (scripts/check_layout.py): module and function sizes, and the runtime
-package's one-way imports (core <- server <- client <- environments), also as the worker really runs."""
+"""The project's layout rules (scripts/check_layout.py): module and function sizes, the runtime
+package's one-way imports (core <- server <- client <- environments), also as the worker really runs,
+no import cycle anywhere (deferred imports included) and a small top level of da3_blender."""
 
 from __future__ import annotations
 
@@ -38,6 +39,47 @@ def test_the_check_finds_an_upward_import_and_a_cycle(tmp_path):
     (tmp_path / "da3_blender" / "big.py").write_text("def g():\n" + "    x = 1\n" * 90 + "\n" * 420)
     sizes = check_layout.size_violations(tmp_path)
     assert any("big.py: module has" in v for v in sizes) and any("g: function has 91 lines" in v for v in sizes)
+
+
+def test_no_import_cycle_and_a_small_top_level():
+    """The house drawn from its imports (every ``import``, inside functions too) has no cycle, and
+    ``da3_blender/`` keeps at most 12 top-level modules."""
+    graph = check_layout.import_graph()
+    assert check_layout.cycle_violations() == []
+    assert check_layout.top_level_violations() == []
+    # the graph is the real one: the job reads inputs/, inputs/ never reads the job or the commands
+    assert "da3_blender.inputs.checks" in graph["da3_blender.job"]
+    assert not any(dep == "da3_blender.job" or dep.startswith("da3_blender.commands")
+                   for mod, deps in graph.items() if mod.startswith("da3_blender.inputs") for dep in deps)
+    assert "da3_blender.commands.common" in graph["da3_blender.commands.farm"]
+    assert not any("da3_blender.commands.main" in deps for mod, deps in graph.items() if mod != "da3_blender.__main__")
+    assert "da3_blender.farm.tasks" in graph["operators.farm"] or "da3_blender.farm.flamenco" in graph["operators.farm"]
+
+
+def test_the_check_finds_a_deferred_cycle_and_a_crowded_top_level(tmp_path):
+    """The check can fail: a cycle through an import inside a function (relative, across packages, and
+    through the extension's root modules) is reported with its modules; 13 top-level modules are too many."""
+    pkg = tmp_path / "da3_blender"
+    (pkg / "inputs").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "inputs" / "__init__.py").write_text("")
+    (pkg / "job.py").write_text("from .inputs.paths import is_video_path\n")
+    (pkg / "inputs" / "paths.py").write_text("def f():\n    from .. import job\n    return job\n")
+    (pkg / "options.py").write_text("")
+    (tmp_path / "operators").mkdir()
+    (tmp_path / "operators" / "__init__.py").write_text("from ..da3_blender import options\nfrom .. import properties\n")
+    (tmp_path / "properties.py").write_text("def g():\n    import operators\n")
+    found = check_layout.cycle_violations(tmp_path)
+    assert len(found) == 2, found
+    assert any("da3_blender.inputs.paths <-> da3_blender.job" in v for v in found), found
+    assert any("operators <-> properties" in v for v in found), found
+    assert check_layout.top_level_violations(tmp_path) == []
+    (pkg / "inputs" / "paths.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "properties.py").write_text("")
+    assert check_layout.cycle_violations(tmp_path) == []
+    for i in range(12):
+        (pkg / f"m{i}.py").write_text("")
+    assert any("14 top-level modules (max 12)" in v for v in check_layout.top_level_violations(tmp_path))
 
 
 def test_the_worker_process_never_loads_the_client_side(tmp_path):

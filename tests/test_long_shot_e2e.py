@@ -52,7 +52,7 @@ def _check_track(pred, n_min=200):
 
 
 def test_cli_streams_a_long_video(long_video, fixture_dir, tmp_path):
-    from da3_blender.cli import main
+    from da3_blender.commands.main import main
 
     out = tmp_path / "cli"
     code = main(["video", str(long_video), "--fps", "0", *CHUNK, "--process-res", str(RES), "--model", str(fixture_dir),

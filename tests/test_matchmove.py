@@ -168,7 +168,7 @@ def _ply_xyz(path):
 
 def test_cli_export_in_the_floor_world(scene, tmp_path, capsys):
     pytest.importorskip("skimage")
-    from da3_blender.cli import main
+    from da3_blender.commands.main import main
 
     pred, w2c_true, ids = scene
     path = save_result(tmp_path / "shot.npz", pred)

@@ -11,14 +11,7 @@ import torch
 from PIL import Image
 
 from da3_blender.errors import BadInputError
-from da3_blender.preprocess import (
-    METHODS,
-    bound_size,
-    denormalize_to_uint8,
-    preprocess_images,
-    processed_size,
-    resize_area,
-)
+from da3_blender.pipeline.preprocess import METHODS, bound_size, denormalize_to_uint8, preprocess_images, processed_size, resize_area
 
 CASES = {
     "single_000": lambda soh, robot: [soh[0]],

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from da3_blender import plates, rates, sequences
+from da3_blender.inputs import plates, rates, sequences
 from da3_blender.errors import BadInputError, MissingDependencyError
-from da3_blender.inputs import collect_inputs
+from da3_blender.inputs.collect import collect_inputs
 from da3_blender.prediction import Prediction, scene_frame_numbers
 
 W, H = 64, 36
@@ -277,7 +277,7 @@ def test_cli_auto_takes_a_sequence_as_a_shot_and_images_keeps_stills(tmp_path, f
     """``da3 auto`` on a pattern: one shot keyed on its own numbers (EXR and depth_vis named by them, gaps
     left out, every frame by default); ``da3 images`` on its folder: stills."""
     pytest.importorskip("OpenEXR")
-    from da3_blender.cli import main
+    from da3_blender.commands.main import main
 
     folder = _write_pngs(tmp_path / "plate", [1001, 1002, 1004])
     out = tmp_path / "out"
@@ -295,7 +295,7 @@ def test_cli_auto_takes_a_sequence_as_a_shot_and_images_keeps_stills(tmp_path, f
 
 @pytest.mark.slow  # runs the fixture model
 def test_cli_frame_start_numbers_a_videos_exports(tmp_path, fixture_dir, ntsc_video):
-    from da3_blender.cli import main
+    from da3_blender.commands.main import main
 
     out = tmp_path / "out"
     code = main(["video", str(ntsc_video), "--fps", "0", "--max-frames", "3", "--frame-start", "1001", "--model",

@@ -157,7 +157,7 @@ def test_exr_plate_becomes_what_blender_shows(plate):
     """Scene-linear EXR through OpenImageIO (clamp + sRGB transfer) gives the PNG Blender wrote with its
     Standard view, within a code value (half floats), with the gap and the rate kept."""
     pytest.importorskip("OpenImageIO")
-    from da3_blender.inputs import collect_inputs
+    from da3_blender.inputs.collect import collect_inputs
 
     exr = collect_inputs([plate["exr"]], frame_rate=23.976)
     png = collect_inputs([plate["png"]], frame_rate=23.976)
@@ -167,7 +167,7 @@ def test_exr_plate_becomes_what_blender_shows(plate):
         diff = np.abs(a.astype(int) - b.astype(int))
         assert diff.mean() < 0.6 and diff.max() <= 2
     assert (np.asarray(png.images[0]) == 255).any()  # the highlights clip, as in Blender's view
-    from da3_blender.plates import read_plate
+    from da3_blender.inputs.plates import read_plate
 
     layered = read_plate(str(plate["folder"] / "multilayer" / f"render.{FRAMES[0]}.exr"))
     assert np.abs(layered.astype(int) - png.images[0].astype(int)).max() <= 2  # the Combined pass, found by name
@@ -180,7 +180,7 @@ def test_shot_end_to_end_frame_numbers_rates_and_poses(plate, tmp_path, extensio
     import bpy
 
     from da3_blender.inference import run_inference
-    from da3_blender.inputs import collect_inputs
+    from da3_blender.inputs.collect import collect_inputs
     from da3_blender.prediction import save_result
 
     shot = collect_inputs([plate["png"]], frame_rate=23.976)
@@ -270,7 +270,7 @@ def test_robot_video_scene_rate_is_blenders_clip_rate(robot_video, extension):
     """The scene rate of robot_unitree.mp4 is what Blender's own movie clip of it shows (50), not 49.44."""
     import bpy
 
-    from da3_blender.inputs import collect_inputs
+    from da3_blender.inputs.collect import collect_inputs
 
     clip = bpy.data.movieclips.load(str(robot_video), check_existing=False)
     try:
@@ -278,7 +278,7 @@ def test_robot_video_scene_rate_is_blenders_clip_rate(robot_video, extension):
     finally:
         bpy.data.movieclips.remove(clip)
     video = collect_inputs([robot_video], fps=0, max_frames=1).video
-    fps, base = _mod("da3_blender.rates").to_blender(video["rate"])
+    fps, base = _mod("da3_blender.inputs.rates").to_blender(video["rate"])
     assert fps / base == blender_fps == 50
 
 

@@ -193,8 +193,8 @@ class ShotModel:
 @pytest.mark.slow
 def test_inference_refines_the_stitched_shot_and_exports_its_tracks(shot, tmp_path):
     from da3_blender.inference import run_inference
-    from da3_blender.inputs import load_image
-    from da3_blender.preprocess import normalize, prepare_images
+    from da3_blender.inputs.images import load_image
+    from da3_blender.pipeline.preprocess import normalize, prepare_images
 
     n = 12
     model = ShotModel(shot, n)
@@ -213,7 +213,8 @@ def test_inference_refines_the_stitched_shot_and_exports_its_tracks(shot, tmp_pa
 
 
 def test_refine_option_on_every_surface(tmp_path):
-    from da3_blender.cli import build_parser, job_from_args
+    from da3_blender.commands.main import build_parser
+    from da3_blender.commands.common import job_from_args
     from da3_blender.job import build_job
     from da3_blender.inference import run_inference
 

@@ -89,7 +89,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import test_solve_failure as t
 from da3_blender import api
-from da3_blender.cli import main
+from da3_blender.commands.main import main
 
 api.DepthAnything3.from_pretrained = classmethod(lambda cls, *a, **k: t.room.RoomModel(t.N))
 sys.exit(main(["images", sys.argv[2], "--refine", "--process-res", str(t.room.W), "--device", "cpu",

@@ -15,7 +15,7 @@ from test_scene import counts, empty_file, mod  # noqa: E402,F401  (the scene te
 def prediction(rng, n=2, h=12, w=16, on_pixels=True):
     """Random cameras and depth; Gaussians at the pixels' points (``on_pixels``), random axes/sizes."""
     geometry = mod("da3_blender.geometry")
-    Gaussians = mod("da3_blender.gaussians").Gaussians
+    Gaussians = mod("da3_blender.results.gaussians").Gaussians
     Prediction = mod("da3_blender.prediction").Prediction
     k = np.tile(np.array([[14.0, 0, w / 2], [0, 15.0, h / 2], [0, 0, 1]]), (n, 1, 1))
     ext = np.zeros((n, 3, 4))
@@ -56,7 +56,7 @@ def test_one_instance_per_kept_gaussian_with_its_transform():
     rng = np.random.default_rng(0)
     pred = prediction(rng)
     splats, geometry = mod("scene.splats"), mod("da3_blender.geometry")
-    keep = mod("da3_blender.gaussians").per_pixel_mask(pred.depth).reshape(-1)
+    keep = mod("da3_blender.results.gaussians").per_pixel_mask(pred.depth).reshape(-1)
     root = mod("scene.importer").import_prediction(pred, options=options(up_axis="Z_UP", scale=2.5))
     (obj,) = role(root, "splats").objects
     mats = instances(obj)
@@ -88,7 +88,7 @@ def test_gaussians_sit_on_the_point_cloud_of_their_pixels():
     pts.data.vertices.foreach_get("co", co)
     n, h, w = pred.depth.shape
     assert len(co) == 3 * n * h * w  # every pixel is a point (in pixel order)
-    keep = np.flatnonzero(mod("da3_blender.gaussians").per_pixel_mask(pred.depth))
+    keep = np.flatnonzero(mod("da3_blender.results.gaussians").per_pixel_mask(pred.depth))
     pos = np.empty(len(obj.data.vertices) * 3, np.float32)
     obj.data.vertices.foreach_get("co", pos)
     np.testing.assert_allclose(pos.reshape(-1, 3), co.reshape(-1, 3)[keep], atol=2e-4)
@@ -116,7 +116,7 @@ def test_a_known_pose_result_keeps_its_world_splats_points_and_cameras():
     pts.data.vertices.foreach_get("co", co)
     pos = np.empty(len(obj.data.vertices) * 3, np.float32)
     obj.data.vertices.foreach_get("co", pos)
-    keep = np.flatnonzero(mod("da3_blender.gaussians").per_pixel_mask(pred.depth))
+    keep = np.flatnonzero(mod("da3_blender.results.gaussians").per_pixel_mask(pred.depth))
     np.testing.assert_allclose(pos.reshape(-1, 3), co.reshape(-1, 3)[keep], atol=2e-4)
     world = mod("da3_blender.geometry").unproject_depth(pred.depth, pred.intrinsics, pred.extrinsics).reshape(-1, 3)
     np.testing.assert_allclose(co.reshape(-1, 3), 2.0 * world @ conv.up_matrix("Z_UP").T, atol=2e-4)

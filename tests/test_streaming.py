@@ -1,4 +1,4 @@
-"""Long shots in chunks (da3_blender.streaming through run_inference), on a synthetic stand-in network.
+"""Long shots in chunks (da3_blender.pipeline.streaming through run_inference), on a synthetic stand-in network.
 
 The stand-in sees a camera moving inside a box room. Every test image carries its frame number in its
 pixels, so the stand-in knows which frames a forward got; it returns their ray-cast ground-truth depth
@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from da3_blender import geometry, options, streaming
+from da3_blender import geometry, options
+from da3_blender.pipeline import streaming
 from da3_blender.errors import BadInputError, CancelledError, DA3Error, OutOfMemoryError
 from da3_blender.inference import run_inference
-from da3_blender.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from da3_blender.pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 H, W = 28, 42  # processed size: process_res 42 leaves 42x28 images as they are
 K = np.array([[30.0, 0, W / 2], [0, 30.0, H / 2], [0, 0, 1]])
@@ -323,7 +324,7 @@ def test_the_real_network_single_pass_and_chunked(small_net):
 def test_a_video_streams_frame_by_frame(small_net, robot_video, monkeypatch):
     """The sampled frames are decoded one at a time during the run (never held as a list of full-size
     frames) and give the same processed images as the frames read up front."""
-    from da3_blender.inputs import VideoFrames, collect_inputs
+    from da3_blender.inputs.collect import VideoFrames, collect_inputs
 
     frames = collect_inputs([robot_video], fps=4, max_frames=7)
     upfront = [np.array(f) for f in frames.images]  # iterating: one decode pass

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from da3_blender.cli import main
+from da3_blender.commands.main import main
 from da3_blender.web import gallery
 from da3_blender.web.http import Server
 

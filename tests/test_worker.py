@@ -274,7 +274,7 @@ def test_result_is_atomic_and_matches_in_process_api(worker, fixture_dir, soh_im
     assert meta["created"] and meta["package_version"]
 
     from da3_blender.api import DepthAnything3
-    from da3_blender.inputs import collect_inputs
+    from da3_blender.inputs.collect import collect_inputs
 
     model = DepthAnything3.from_pretrained(fixture_dir, device="cpu")
     ref = model.inference(collect_inputs([str(p) for p in soh_images]), **SMALL)

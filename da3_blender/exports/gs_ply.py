@@ -8,7 +8,7 @@ with ``sh_dc_only=False`` also ``f_rest_0..23`` (bands 1-2, colour-major as 3DGS
 
 Pruning (official defaults): Gaussians of border pixels (``int(8/256*H)`` rows, ``int(8/256*W)``
 columns), of pixels deeper than their view's 90 % depth quantile, and of views not on the
-``views_interval`` grid are dropped (:func:`da3_blender.gaussians.per_pixel_mask`).
+``views_interval`` grid are dropped (:func:`da3_blender.results.gaussians.per_pixel_mask`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..files import make_folder
-from ..gaussians import per_pixel_mask
+from ..results.gaussians import per_pixel_mask
 from ..prediction import Prediction
 from .ply import write_ply
 

@@ -64,7 +64,8 @@ def _is_exr(path: str) -> bool:
 
 def _video_frames(pred: Prediction):
     """The frames of a video result, decoded in view order, or None for image files."""
-    from ..inputs import VideoFrames, is_video_path
+    from ..inputs.collect import VideoFrames
+    from ..inputs.paths import is_video_path
 
     paths = [str(p) for p in pred.source_paths]
     video = (pred.meta or {}).get("video") or {}

@@ -371,7 +371,7 @@ class RemoteJob(threading.Thread):
 
 def _sequence_files(local: str, job: dict) -> list[str] | None:
     """The frames a pattern or one file of an image sequence stands for (sent together), else None."""
-    from ..sequences import find_sequence
+    from ..inputs.sequences import find_sequence
 
     if os.path.isdir(local) or (job.get("shot") or {}).get("mode") == "stills":
         return None
@@ -380,7 +380,7 @@ def _sequence_files(local: str, job: dict) -> list[str] | None:
 
 
 def _is_input_file(name: str) -> bool:
-    from ..inputs import IMAGE_EXTENSIONS
+    from ..inputs.paths import IMAGE_EXTENSIONS
 
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 from typing import Any
 
-from ..confine import confined, inside, is_windows_device
+from ..files import confined, inside, is_windows_device
 from ..errors import BadInputError
 from .protocol import CHUNK_SIZE, event
 

@@ -25,7 +25,7 @@ from ..errors import BadInputError, CancelledError, DA3Error
 from ..cancel import cancellable
 from ..files import check_writable_folder, remove_stale_temp_files
 from ..job import inference_kwargs, video_kwargs
-from ..sequences import shot_summary
+from ..inputs.sequences import shot_summary
 from .protocol import (LOG_DIR_ENV, LOG_FILE, PROTOCOL_VERSION, TRANSFER_REQUESTS, UNTRUSTED_MARKER, UNTRUSTED_STATUS,
                        ProtocolError, check_request, decode, encode, error_event, event, normalize_job, read_line,
                        request_id)
@@ -297,7 +297,7 @@ class Worker:
         exif = spec["options"].get("exif_transpose", True)
         matrices = _check_values(spec)
 
-        from ..inputs import collect_inputs
+        from ..inputs.collect import collect_inputs
 
         progress("load", 0.0, "reading inputs")
         inputs = collect_inputs(spec["inputs"], exif_transpose=exif, progress=progress.part(0.0, INPUTS_SHARE),

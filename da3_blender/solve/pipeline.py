@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import BadInputError, MissingDependencyError
 from ..options import DEFAULT_REFINE_LENS, DEFAULT_REFINE_MOTION, REFINE_LENSES, REFINE_MOTIONS, choice_ids
 from ..prediction import Prediction
-from ..tracks import Tracks
+from ..results.tracks import Tracks
 from . import features as feat
 from .bundle import Rig, adjust, residuals
 from .motion import MIN_TRACKS, choose_motion, retriangulate
@@ -113,7 +113,8 @@ def _check(pred: Prediction, images, lens: str, motion: str) -> list:
 
 def _source_frames(pred: Prediction):
     """The prediction's own source frames (image files, or the video's frames), read in order."""
-    from ..inputs import VideoFrames, is_video_path
+    from ..inputs.collect import VideoFrames
+    from ..inputs.paths import is_video_path
 
     paths = [str(p) for p in pred.source_paths]
     if not all(paths):
@@ -125,7 +126,7 @@ def _source_frames(pred: Prediction):
 
 
 def _load(item, i: int, size) -> np.ndarray:
-    from ..inputs import load_image
+    from ..inputs.images import load_image
 
     if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
         img = load_image(item)

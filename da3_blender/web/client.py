@@ -102,7 +102,7 @@ def request_body(spec: dict[str, Any], paths: list[str]) -> dict[str, Any]:
     extension fields ``shot`` and ``video`` (official DA3's server ignores them). An image sequence
     is sent as its one path (a file of it, its folder or a pattern): the server expands it inside
     its allowed folders, as a direct run would here."""
-    from ..inputs import is_video_path
+    from ..inputs.paths import is_video_path
     from ..job import is_sequence_job
 
     sequence = is_sequence_job(spec)

@@ -21,7 +21,7 @@ import os
 import sys
 from urllib.parse import quote
 
-from .. import confine
+from .. import files as confine
 from ..errors import BadInputError
 from .http import Handler, HttpError, Server, route, serve
 

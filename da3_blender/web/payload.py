@@ -37,7 +37,7 @@ FIELDS = ("image_paths", "export_dir", "export_format", "export_feat_layers", "v
 def job_from_request(body: Any, roots: Roots, model: str, device: str, default_export_dir: str,
                      max_images: int = DEFAULT_MAX_IMAGES) -> dict[str, Any]:
     """The worker job for a request body (``output`` left for the task queue to fill)."""
-    from ..inputs import is_video_path
+    from ..inputs.paths import is_image_path, is_video_path
 
     if not isinstance(body, dict):
         raise BadInputError("the body must be a JSON object with at least 'image_paths'")
@@ -83,7 +83,7 @@ def request_shot(shot: Any) -> dict[str, Any]:
 def _sequence(given: str, real: str, shot: dict[str, Any], roots: Roots) -> bool:
     """True when the one path of a request that asks for a shot is an image sequence, every frame of
     which lies under the allowed roots (a frame linked from elsewhere is refused)."""
-    from ..sequences import find_sequence
+    from ..inputs.sequences import find_sequence
 
     seq = find_sequence(real, forced=shot["mode"] == "sequence")
     if seq is None:
@@ -94,7 +94,7 @@ def _sequence(given: str, real: str, shot: dict[str, Any], roots: Roots) -> bool
 
 
 def _check_files(given_paths: list[str], inputs: list[str]) -> None:
-    from ..inputs import is_image_path, is_video_path
+    from ..inputs.paths import is_image_path, is_video_path
 
     for given, real in zip(given_paths, inputs):
         if not os.path.isfile(real):

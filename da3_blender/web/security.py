@@ -24,7 +24,7 @@ import os
 import secrets
 from typing import Iterable
 
-from ..confine import confined, windows_refusal
+from ..files import confined, windows_refusal
 from ..errors import BadInputError
 
 TOKEN_ENV = "DA3_BACKEND_TOKEN"  # the token a server uses (else a random one) and a client sends

@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from .errors import BadInputError, DA3Error, MissingDependencyError
+from ..errors import BadInputError, DA3Error, MissingDependencyError
 
 OIIO_EXTENSIONS = (".exr", ".dpx", ".cin", ".hdr")  # formats only OpenImageIO reads here
 INSTALL_HINT = "pip install 'OpenImageIO==3.0.21.0' (or the project's [plates] extra)"
@@ -206,7 +206,7 @@ def read_with_pillow(path, exif_transpose: bool = True) -> np.ndarray:
     except UnidentifiedImageError:
         if _ext(path) in (".tif", ".tiff") and importlib.util.find_spec("OpenImageIO") is not None:
             return read_plate(path)  # float or 32-bit TIFF plates
-        from .inputs import IMAGE_EXTENSIONS
+        from .paths import IMAGE_EXTENSIONS
 
         if _ext(path) in IMAGE_EXTENSIONS:
             raise BadInputError(f"{path} is damaged or not really a {_ext(path)} file; export or copy it again") from None

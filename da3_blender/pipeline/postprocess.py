@@ -10,9 +10,9 @@ import logging
 import numpy as np
 import torch
 
-from . import geometry
-from .errors import BadInputError
-from .prediction import Prediction
+from .. import geometry
+from ..errors import BadInputError
+from ..prediction import Prediction
 
 log = logging.getLogger("da3_blender.inference")
 
@@ -78,8 +78,8 @@ def gaussians_in_prediction_frame(raw: dict, pred: Prediction, sim3=None):
     scale (as for depth and cameras) and, when the prediction was moved onto the user's poses, the
     same Sim(3) (``sim3``: pred ~ s R input + t, inverted here).
     """
-    from .gaussians import Gaussians
-    from .model.gs_adapter import similarity_transform
+    from ..results.gaussians import Gaussians
+    from ..model.gs_adapter import similarity_transform
 
     pose_scale = float(torch.as_tensor(raw.get("pose_scale", 1.0)).reshape(-1)[0])
     gs = similarity_transform(raw, (pred.scale_factor or 1.0) / pose_scale)

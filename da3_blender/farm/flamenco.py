@@ -18,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .errors import BadInputError, DA3Error
+from ..errors import BadInputError, DA3Error
 
 JOB_TYPE = "da3-reconstruct"
 PYTHON_VARIABLE = "{da3_python}"  # define it in flamenco-manager.yaml (variables:), per platform
@@ -30,12 +30,12 @@ TIMEOUT_S = 30.0
 def job_for_plan(plan: dict, plan_dir: str, *, python: str | None = None, blender: str | None = None,
                  priority: int = 50, name: str | None = None, submitter_platform: str | None = None,
                  da3_root: str | None = None) -> dict:
-    """The ``SubmittedJob`` of a planned shot (``da3_blender.farm.read_plan``) in ``plan_dir``.
+    """The ``SubmittedJob`` of a planned shot (``da3_blender.farm.tasks.read_plan``) in ``plan_dir``.
 
     ``da3_root``: the DA3 for Blender folder on the workers (a checkout: its ``scripts/da3_farm.py``
     runs the steps); default this one, refused when it has no ``scripts/`` (an installed extension).
     """
-    from .farm import openjd_params
+    from .tasks import openjd_params
 
     root = workers_root(da3_root)
 
@@ -66,7 +66,7 @@ def job_for_plan(plan: dict, plan_dir: str, *, python: str | None = None, blende
 
 def workers_root(da3_root: str | None = None) -> str:
     """The DA3 folder the workers run the steps from: ``da3_root``, else this one if it has ``scripts/``."""
-    from .farm import REPO_ROOT
+    from .tasks import REPO_ROOT
 
     if da3_root:
         return da3_root
@@ -131,8 +131,8 @@ def plan_and_submit(job: dict, manager_url: str, plan_dir: str, python: str, *, 
     import os
     import subprocess
 
-    from .farm import REPO_ROOT, read_plan
-    from .files import make_folder, open_atomic
+    from .tasks import REPO_ROOT, read_plan
+    from ..files import make_folder, open_atomic
 
     jobs_url(manager_url)  # a bad URL or no DA3 folder for the workers fails before any work
     workers_root(da3_root)

@@ -1,6 +1,6 @@
 """The network passes of one run: :class:`ViewRunner` (one ``model.forward`` over a range of views and
 that range's post-processing), :func:`single_pass` over every view, and :func:`run_chunks`, the long-shot
-orchestration that stitches chunks with :mod:`da3_blender.streaming` (numpy only).
+orchestration that stitches chunks with :mod:`da3_blender.pipeline.streaming` (numpy only).
 
 The model is driven only through ``model.forward(...)`` (tests swap in a ground-truth stand-in).
 """
@@ -14,9 +14,10 @@ import time
 import numpy as np
 import torch
 
-from . import devices, postprocess, preprocess, streaming
-from .errors import CancelledError, DA3Error
-from .prediction import Prediction
+from .. import devices
+from . import postprocess, preprocess, streaming
+from ..errors import CancelledError, DA3Error
+from ..prediction import Prediction
 
 log = logging.getLogger("da3_blender.inference")
 
@@ -41,7 +42,7 @@ class ViewRunner:
             x = tensor.to(device=self.device, dtype=torch.float32)[None]
             ex_t = in_t = None
             if self.extr is not None:
-                from .model.transforms import normalize_extrinsics
+                from ..model.transforms import normalize_extrinsics
 
                 ex_t = normalize_extrinsics(torch.as_tensor(self.extr[start:end], dtype=torch.float32, device=self.device)[None])
                 in_t = torch.as_tensor(self.proc_k[start:end], dtype=torch.float32, device=self.device)[None]
@@ -89,7 +90,7 @@ def single_pass(run: ViewRunner, n: int, report):
 
 
 def run_chunks(run: ViewRunner, n: int, chunks: list[tuple[int, int]], align: str, report):
-    """Every chunk through the network, aligned and stitched (see :mod:`da3_blender.streaming`).
+    """Every chunk through the network, aligned and stitched (see :mod:`da3_blender.pipeline.streaming`).
 
     Returns ``(pred, alignment to the user's poses or None, per-chunk meta)``. The processed images are
     written over the input images in place once no later chunk needs them (the same values a single

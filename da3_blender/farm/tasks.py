@@ -3,14 +3,14 @@
 One shot is a *plan folder* (``DIR``) that every worker sees (shared storage):
 
 * ``plan``: reads the inputs once and writes ``DIR/plan.json`` (the job, every view with its source
-  and frame number, the chunks with their overlap; :func:`da3_blender.streaming.chunk_plan`, the
+  and frame number, the chunks with their overlap; :func:`da3_blender.pipeline.streaming.chunk_plan`, the
   rule in-process streaming uses) and ``DIR/openjd-params.json`` (the parameters of
   ``farm/openjd/da3-shot.yaml`` for this shot);
 * ``forward --chunk K``: one chunk's forward (``run_inference`` in one pass over the chunk's views,
   exactly what in-process streaming runs for that chunk) -> ``DIR/chunks/K.npz`` (result format);
 * ``align``: the chunks stitched in order as in-process streaming stitches them
-  (:class:`da3_blender.streaming.Stitcher`) -> ``DIR/result.npz`` (File > Import) and the exports;
-* ``solve``: the stitched shot's camera solve (:mod:`da3_blender.farm_solve`, as in-process ``--refine``;
+  (:class:`da3_blender.pipeline.streaming.Stitcher`) -> ``DIR/result.npz`` (File > Import) and the exports;
+* ``solve``: the stitched shot's camera solve (:mod:`da3_blender.farm.solve`, as in-process ``--refine``;
   chunks never solve) -> ``DIR/result.npz`` and the exports, which wait for it; a no-op without refine;
 * ``build``: ``result.npz`` into a .blend by headless Blender (``scripts/farm_build.py``).
 
@@ -31,9 +31,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import options as opt
-from .errors import BadInputError, DA3Error
-from .files import open_atomic, remove_stale_temp_files
+from .. import options as opt
+from ..errors import BadInputError, DA3Error
+from ..files import open_atomic, remove_stale_temp_files
 
 PLAN_FORMAT = "da3-farm-plan"
 PLAN_VERSION = 2  # 2: input stamps in the plan id, chunks never solve (the Solve step does)
@@ -41,7 +41,7 @@ PLAN_FILE = "plan.json"
 PARAMS_FILE = "openjd-params.json"
 RESULT_FILE = "result.npz"
 CHUNKS_DIR = "chunks"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "farm_build.py"
 TEMPLATE = REPO_ROOT / "farm" / "openjd" / "da3-shot.yaml"
 AUTO_BLENDER = "auto"  # build: blender on PATH, else this Python's bpy module
@@ -61,8 +61,9 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
     ``python``: the interpreter the farm runs the commands with (default: this one); ``blend``: the
     .blend the Build step writes (default ``out_dir/<shot>.blend``).
     """
-    from . import devices, inputs, streaming
-    from .job import inference_kwargs, normalize_job, video_kwargs
+    from .. import devices
+    from ..inputs.collect import collect_inputs
+    from ..job import inference_kwargs, normalize_job, video_kwargs
 
     progress = progress or _nothing
     job = normalize_job(job, need_output=False)
@@ -71,13 +72,15 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
     if job["export_dir"]:
         job["export_dir"] = os.path.abspath(job["export_dir"])
     out_dir = os.path.abspath(out_dir)
-    source = inputs.collect_inputs(job["inputs"], exif_transpose=job["options"].get("exif_transpose", True),
+    source = collect_inputs(job["inputs"], exif_transpose=job["options"].get("exif_transpose", True),
                                    progress=progress, **video_kwargs(job))
     n = len(source)
     hw = _processed_size(source, job["options"])
     kwargs = inference_kwargs(job)
     size, overlap = kwargs.get("chunk_size"), kwargs.get("chunk_overlap")
     device = devices.resolve_device(job["device"]) if size == opt.AUTO_CHUNK else job["device"]
+    from ..pipeline import streaming
+
     chunking = streaming.chunk_plan(n, size, overlap, device, hw, job["model"])
     size, overlap, chunks = chunking if chunking is not None else (n, 0, [(0, n)])
     if len(chunks) > 1 and overlap < 1:
@@ -150,7 +153,7 @@ def _check_farm_job(job: dict) -> None:
 
 def _processed_size(source, options: dict) -> tuple[int, int]:
     """(H, W) every view is processed at; one line if they differ (chunks would crop them differently)."""
-    from . import preprocess
+    from ..pipeline import preprocess
 
     res = options.get("process_res", opt.DEFAULT_PROCESS_RES)
     method = options.get("process_res_method", opt.DEFAULT_PROCESS_RES_METHOD)
@@ -244,8 +247,8 @@ def _chunk(plan: dict, index) -> dict:
 
 def _farm_meta(path: str) -> dict:
     """The ``farm`` entry of a result file's metadata, read without loading its arrays ({} if unreadable)."""
-    from .errors import ResultFormatError
-    from .prediction import read_meta
+    from ..errors import ResultFormatError
+    from ..prediction import read_meta
 
     try:
         meta = read_meta(path)
@@ -262,10 +265,11 @@ def _chunk_done(path: str, plan: dict, index: int) -> bool:
 
 
 def chunk_inputs(plan: dict, start: int, end: int):
-    """The :class:`~da3_blender.inputs.InputSet` of views ``start..end`` (decoding only those)."""
+    """The :class:`~da3_blender.inputs.images.InputSet` of views ``start..end`` (decoding only those)."""
     import numpy as np
 
-    from . import inputs
+    from ..inputs.collect import VideoFrames
+    from ..inputs.images import ImageFiles, InputSet
 
     views = plan["views"]
     exif = plan["job"]["options"].get("exif_transpose", True)
@@ -274,11 +278,11 @@ def chunk_inputs(plan: dict, start: int, end: int):
     video = views["video"]
     if views["kind"] == "video":
         first = int(video.get("frame_start", 0))  # frame_numbers are scene frames: decoded index + frame start
-        images = inputs.VideoFrames(video["path"], [f - first for f in numbers], video["width"], video["height"])
+        images = VideoFrames(video["path"], [f - first for f in numbers], video["width"], video["height"])
     else:
-        images = inputs.ImageFiles(paths, exif)
+        images = ImageFiles(paths, exif)
     times = [math.nan if t is None else t for t in views["timestamps"][start:end]]
-    return inputs.InputSet(images=images, source_paths=list(paths), frame_numbers=np.asarray(numbers, dtype=np.int64),
+    return InputSet(images=images, source_paths=list(paths), frame_numbers=np.asarray(numbers, dtype=np.int64),
                            timestamps=np.asarray(times, dtype=np.float64), kind=views["kind"], video=video)
 
 
@@ -289,9 +293,9 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
     ``model``: a loaded model (else the plan's, on ``device`` or the plan's device). A chunk already
     computed for this plan is skipped unless ``force``.
     """
-    from .inference import run_inference
-    from .job import STREAMING_KEYS, inference_kwargs
-    from .prediction import save_result
+    from ..inference import run_inference
+    from ..job import STREAMING_KEYS, inference_kwargs
+    from ..prediction import save_result
 
     progress = progress or _nothing
     plan = read_plan(plan_dir)
@@ -303,7 +307,7 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
         return out, True
     job = plan["job"]
     if device is not None:
-        from .job import check_device
+        from ..job import check_device
 
         check_device(device)
     source = chunk_inputs(plan, chunk["start"], chunk["end"])
@@ -318,8 +322,8 @@ def forward_chunk(plan_dir, index: int, device: str | None = None, model=None, f
 
 
 def _load_model(job: dict, device: str, progress):
-    from . import devices
-    from .api import DepthAnything3
+    from .. import devices
+    from ..api import DepthAnything3
 
     device = devices.resolve_device(device)
     progress("model", 0.0, f"loading {job['model']} on {device}")
@@ -333,7 +337,7 @@ def _load_model(job: dict, device: str, progress):
 
 
 def _load_chunk(plan_dir, plan: dict, index: int):
-    from .prediction import load_result
+    from ..prediction import load_result
 
     chunk = plan["chunks"][index]
     part = load_result(chunk_path(plan_dir, index))
@@ -351,8 +355,8 @@ def stitch(plan_dir, plan: dict | None = None, progress=None):
     """The plan's chunk results stitched as in-process streaming stitches them -> Prediction."""
     import numpy as np
 
-    from . import streaming
-    from .model.config import capabilities
+    from ..pipeline import streaming
+    from ..model.config import capabilities
 
     progress = progress or _nothing
     plan = plan or read_plan(plan_dir)
@@ -397,7 +401,7 @@ def refines(plan: dict) -> bool:
 
 def align_shot(plan_dir, progress=None) -> tuple[str, object]:
     """Stitch the chunks, write the exports (unless Solve will) and ``DIR/result.npz`` -> ``(path, prediction)``."""
-    from .prediction import save_result
+    from ..prediction import save_result
 
     progress = progress or _nothing
     plan = read_plan(plan_dir)
@@ -413,8 +417,8 @@ def export_shot(pred, job: dict, progress) -> None:
     """The job's exports of the shot (none without an export folder); their paths to ``meta["exported_files"]``."""
     if not job["export_dir"]:
         return
-    from . import exports
-    from .files import make_folder
+    from .. import exports
+    from ..files import make_folder
 
     options = job["options"]
     make_folder(job["export_dir"])

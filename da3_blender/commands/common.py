@@ -1,20 +1,8 @@
-"""The ``da3`` command line: photos, a folder or a video in, a 3D scene (GLB, PLY, COLMAP, npz) out.
+"""What every ``da3`` command shares: the option groups, the parsed line as a job (:func:`job_from_args`),
+the input kind, progress on a terminal (:class:`ProgressPrinter`) and running a checked job (:func:`run_job`).
 
-    da3 auto INPUT                      # a file, a folder of images or a video, detected
-    da3 image PATH
-    da3 images DIR [--image-extensions png,jpg]
-    da3 video PATH [--fps 2 --start 1.5 --end 8 --max-frames 30]
-    da3 export RESULT.npz --export-format glb-exr   # a kept result in other formats, no model run
-    da3 farm plan|forward|align|build|submit ...   # a long shot as render-farm tasks (da3_blender.farm)
-    da3 colmap MODEL_DIR --image-dir DIR   # a COLMAP model's cameras as known poses
-    da3 backend | gallery | gradio      # the web side: see da3_blender/web/ (any command: --use-backend)
-
-Common options: ``--model`` (repo id or local folder; default ``depth-anything/DA3-SMALL`` or
-``$DA3_MODEL``), ``--device``, ``--process-res``, ``--export-dir``, ``--export-format`` ("-"-joined
-npz, mini_npz, glb, ply, colmap, depth_vis) and more, see ``da3 <command> --help``.
-
-Errors are one line on stderr (``da3: error: ...``): exit 2 for a problem with the input, the
-options, the model or the device, 1 for a bug, 130 when interrupted.
+Imported by every command module (:mod:`.reconstruct`, :mod:`.export`, :mod:`.farm`, :mod:`.colmap`,
+:mod:`.web`) and the dispatcher (:mod:`.main`); it imports none of them.
 """
 
 from __future__ import annotations
@@ -25,10 +13,9 @@ import os
 import sys
 from typing import Sequence
 
-from . import options as opt
-from .errors import BadInputError, CancelledError, DA3Error
-from .matchmove.steps import add_arguments as add_matchmove_arguments, after_inference as matchmove_after, \
-    options_from_args as matchmove_options
+from .. import options as opt
+from ..errors import BadInputError
+from ..matchmove.steps import add_arguments as add_matchmove_arguments, options_from_args as matchmove_options
 
 DEFAULT_EXPORT_DIR = "da3_output"
 DEBUG_ENV = "DA3_DEBUG"  # DA3_DEBUG=1: print the traceback of an error (as --debug)
@@ -134,83 +121,15 @@ def shot_from_args(args, stills: bool = False) -> dict:
             "frame_rate": getattr(args, "frame_rate", None), "colorspace": getattr(args, "input_colorspace", None)}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    default_model = opt.default_model()
-    methods = opt.choice_ids(opt.PROCESS_RES_METHODS)
-    common = _Parser(add_help=False)
-    g = common.add_argument_group("model and device")
-    g.add_argument("--model", default=default_model,
-                   help=f"Hugging Face repo id or local model folder (default: {default_model}; env {opt.MODEL_ENV})")
-    g.add_argument("--device", default=opt.DEFAULT_DEVICE,
-                   help=f"{opt.DEVICE_HELP} (default: {opt.DEFAULT_DEVICE}: CUDA, then MPS, then CPU)")
-    g = common.add_argument_group("processing")
-    g.add_argument("--process-res", type=int, default=opt.DEFAULT_PROCESS_RES,
-                   help=f"longest (or shortest) side in pixels (default: {opt.DEFAULT_PROCESS_RES})")
-    g.add_argument("--process-res-method", default=opt.DEFAULT_PROCESS_RES_METHOD, choices=methods)
-    g.add_argument("--use-ray-pose", action="store_true", help="solve cameras from the ray map (slower, often better)")
-    g.add_argument("--ref-view-strategy", default=opt.DEFAULT_REF_VIEW_STRATEGY,
-                   choices=opt.choice_ids(opt.REF_VIEW_STRATEGIES))
-    g.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (use stored pixel order)")
-    add_refine_argument(g)
-    add_streaming_arguments(g)
-    g = common.add_argument_group("export")
-    g.add_argument("--export-dir", default=DEFAULT_EXPORT_DIR,
-                   help=f"output folder, created if needed; files in it are overwritten (default: ./{DEFAULT_EXPORT_DIR})")
-    g.add_argument("--export-format", default=opt.DEFAULT_EXPORT_FORMAT,
-                   help=f"'-'-joined formats: {', '.join(opt.EXPORT_FORMAT_NAMES)} (default: {opt.DEFAULT_EXPORT_FORMAT})")
-    g.add_argument("--conf-thresh-percentile", type=float, default=opt.DEFAULT_CONF_THRESH_PERCENTILE,
-                   help=f"drop the least confident points below this percentile (glb, ply, colmap; default: "
-                        f"{opt.DEFAULT_CONF_THRESH_PERCENTILE:g})")
-    g.add_argument("--num-max-points", type=int, default=opt.DEFAULT_NUM_MAX_POINTS,
-                   help=f"point budget of glb/ply (default: {opt.DEFAULT_NUM_MAX_POINTS})")
-    g.add_argument("--no-cameras", dest="show_cameras", action="store_false", help="no camera frustums in the glb")
-    add_exr_arguments(g)
-    add_matchmove_arguments(g)  # issue 27: --up-axis, --camera-height, --mesh-max-faces
-    g = common.add_argument_group("backend (issue 21)")
-    g.add_argument("--use-backend", action="store_true",
-                   help="send the work to a running `da3 backend` (its model stays loaded) instead of running here")
-    g.add_argument("--backend-url", default=opt.DEFAULT_BACKEND_URL,
-                   help=f"the backend's address (default: {opt.DEFAULT_BACKEND_URL}; token: env DA3_BACKEND_TOKEN)")
-    g = common.add_argument_group("output")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors and the file list")
-    g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")
-
-    video, video_only = _Parser(add_help=False), _Parser(add_help=False)  # auto: 1 fps for a video, every frame of a
-    add_video_arguments(video.add_argument_group("video and sequences"))  # sequence; `da3 video`: the official 1 fps
-    add_video_arguments(video_only.add_argument_group("video"), default_fps=opt.DEFAULT_VIDEO_FPS)
-    for parent in (video, video_only):
-        add_shot_arguments(parent.add_argument_group("shots: frame numbers, rates, plates"))
-
-    exts = _Parser(add_help=False)
-    exts.add_argument("--image-extensions", default=None,
-                      help="comma-separated extensions to take from the folder, e.g. png,jpg (default: all image types)")
-
-    parser = _Parser(prog="da3", description="Depth Anything 3: images or a video to depth, cameras and a 3D scene.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    p = sub.add_parser("auto", parents=[common, video, exts],
-                       help="detect an image, a folder of images, an image sequence (plate.####.exr) or a video")
-    p.add_argument("input", metavar="INPUT")
-    p = sub.add_parser("image", parents=[common], help="one image file")
-    p.add_argument("input", metavar="PATH")
-    p = sub.add_parser("images", parents=[common, exts], help="every image in a folder (sorted by name)")
-    p.add_argument("input", metavar="DIR")
-    p = sub.add_parser("video", parents=[common, video_only], help="frames sampled from a video file")
-    p.add_argument("input", metavar="PATH")
-    p = sub.add_parser("export", parents=[common], help="export a kept result (.npz) again (model options unused)")
-    p.add_argument("input", metavar="RESULT.npz")
-    p.add_argument("--usd-format", choices=opt.choice_ids(opt.USD_FILE_FORMATS), default=opt.DEFAULT_USD_FILE_FORMAT)
-    from .farm_cli import add_parser as add_farm_parser  # render farms (issue 20)
-
-    add_farm_parser(sub, common, video)
-    from .web.commands import add_commands  # backend, gallery, gradio, colmap (issue 21)
-
-    add_commands(sub, common)
-    return parser
+def debug_wanted(argv: Sequence[str] | None = None) -> bool:
+    """``--debug`` among the arguments or ``DA3_DEBUG`` set (to anything but 0/empty)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def job_from_args(args) -> dict:
     """The job description (:mod:`da3_blender.job`) of a parsed command line, checked before any work."""
-    from .job import build_job
+    from ..job import build_job
 
     video = None
     if hasattr(args, "fps"):
@@ -238,6 +157,9 @@ def job_from_args(args) -> dict:
                      shot=shot_from_args(args, stills=args.command in ("image", "images")))
 
 
+# --------------------------------------------------------------------------------------------
+# inputs
+
 
 def _extensions(text: str) -> tuple[str, ...]:
     exts = tuple(sorted({"." + e.strip().lower().lstrip(".") for e in text.split(",") if e.strip()}))
@@ -248,8 +170,8 @@ def _extensions(text: str) -> tuple[str, ...]:
 
 def input_kind(path: str, command: str = "auto") -> str:
     """"image", "images", "sequence" or "video" for ``path``; BadInputError when it does not fit ``command``."""
-    from . import inputs
-    from .sequences import find_sequence, is_pattern
+    from ..inputs.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_path, is_video_path
+    from ..inputs.sequences import find_sequence, is_pattern
 
     if command == "auto" and (is_pattern(path) or os.path.exists(path)) and find_sequence(path) is not None:
         return "sequence"  # a pattern, a folder that is one numbered sequence, or one file of it
@@ -257,35 +179,18 @@ def input_kind(path: str, command: str = "auto") -> str:
         raise BadInputError(f"{path} does not exist: check the path")
     if os.path.isdir(path):
         kind = "images"
-    elif inputs.is_video_path(path):
+    elif is_video_path(path):
         kind = "video"
-    elif inputs.is_image_path(path):
+    elif is_image_path(path):
         kind = "image"
     else:
-        known = ", ".join(sorted(set(inputs.IMAGE_EXTENSIONS) | set(inputs.VIDEO_EXTENSIONS)))
+        known = ", ".join(sorted(set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS)))
         raise BadInputError(f"{path} is neither an image nor a video file (known types: {known})")
     if command != "auto" and kind != command:
         hint = {"image": "da3 image FILE", "images": "da3 images FOLDER", "video": "da3 video FILE"}[kind]
         what = {"image": "an image file", "images": "a folder", "video": "a video file"}[kind]
         raise BadInputError(f"{path} is {what}, not what `da3 {command}` takes: use {hint} or da3 auto")
     return kind
-
-
-def collect(args, spec: dict, progress=None):
-    """The InputSet for the parsed command line and its job."""
-    from . import inputs
-    from .job import video_kwargs
-
-    kind = input_kind(args.input, args.command)
-    exif = spec["options"].get("exif_transpose", True)
-    shot = video_kwargs(spec)
-    plates = {"shot": "stills", "colorspace": shot["colorspace"]}
-    if kind == "images" and getattr(args, "image_extensions", None):
-        files = inputs.list_folder_images(args.input, _extensions(args.image_extensions))
-        return inputs.collect_inputs(files, exif_transpose=exif, progress=progress, **plates)
-    if kind in ("image", "images"):  # a folder is listed by inputs (all image types, natural order)
-        return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress, **plates)
-    return inputs.collect_inputs([args.input], exif_transpose=exif, progress=progress, **video_kwargs(spec))
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,38 +242,27 @@ def _quiet(*_args, **_kwargs):
     return None
 
 
-# --------------------------------------------------------------------------------------------
-# main
-
-
-def run(args) -> int:
-    """Execute a parsed command line; raises DA3Error on failure."""
-    spec = job_from_args(args)
-    input_kind(args.input, args.command)
-    return run_job(args, spec, lambda progress: collect(args, spec, progress=progress), lambda: backend_paths(args))
-
-
 def backend_paths(args) -> list[str]:
     """The input files a backend request names: a folder is listed here, in natural order."""
-    from . import inputs
+    from ..inputs.paths import list_folder_images
 
     if os.path.isdir(args.input):
         exts = _extensions(args.image_extensions) if getattr(args, "image_extensions", None) else None
-        return inputs.list_folder_images(args.input, exts)
+        return list_folder_images(args.input, exts)
     return [args.input]
 
 
 def run_job(args, spec: dict, source, paths) -> int:
     """Run a checked job here (``source(progress)`` gives its InputSet) or, with ``--use-backend``, on
     the backend (``paths()`` gives its input files); prints the summary and the files written."""
-    from .job import inference_kwargs
+    from ..job import inference_kwargs
 
     formats = spec["export_format"].split("-")
     printer = _quiet if args.quiet else ProgressPrinter()
     failed = True
     try:
         if getattr(args, "use_backend", False):
-            from .web.client import run_on_backend
+            from ..web.client import run_on_backend
 
             task = run_on_backend(args.backend_url, spec, paths(), progress=printer)
             summary = task.get("summary") or {}
@@ -384,7 +278,7 @@ def run_job(args, spec: dict, source, paths) -> int:
             printer.close(failed)
     out = os.path.abspath(spec["export_dir"])
     print(f"da3: {n} view{'s' * (n != 1)} at {w}x{h} -> {out} ({len(files)} file{'s' * (len(files) != 1)}: {', '.join(formats)})")
-    from .sequences import shot_summary
+    from ..inputs.sequences import shot_summary
 
     if shot_summary(video):
         print(f"da3: {shot_summary(video)}")
@@ -394,10 +288,10 @@ def run_job(args, spec: dict, source, paths) -> int:
 
 
 def _run_here(spec: dict, source, printer, kwargs: dict):
-    from . import devices
-    from .api import DepthAnything3
-    from .files import make_folder
-    from .inference import run_inference
+    from .. import devices
+    from ..api import DepthAnything3
+    from ..files import make_folder
+    from ..inference import run_inference
 
     device = devices.resolve_device(spec["device"])
     inputs = source(printer)
@@ -409,90 +303,56 @@ def _run_here(spec: dict, source, printer, kwargs: dict):
                          progress=printer, exif_transpose=spec["options"].get("exif_transpose", True), **kwargs)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def parent_parsers():
+    """The option groups the commands share: (common, video, video_only, exts) argparse parents."""
+    default_model = opt.default_model()
+    methods = opt.choice_ids(opt.PROCESS_RES_METHODS)
+    common = _Parser(add_help=False)
+    g = common.add_argument_group("model and device")
+    g.add_argument("--model", default=default_model,
+                   help=f"Hugging Face repo id or local model folder (default: {default_model}; env {opt.MODEL_ENV})")
+    g.add_argument("--device", default=opt.DEFAULT_DEVICE,
+                   help=f"{opt.DEVICE_HELP} (default: {opt.DEFAULT_DEVICE}: CUDA, then MPS, then CPU)")
+    g = common.add_argument_group("processing")
+    g.add_argument("--process-res", type=int, default=opt.DEFAULT_PROCESS_RES,
+                   help=f"longest (or shortest) side in pixels (default: {opt.DEFAULT_PROCESS_RES})")
+    g.add_argument("--process-res-method", default=opt.DEFAULT_PROCESS_RES_METHOD, choices=methods)
+    g.add_argument("--use-ray-pose", action="store_true", help="solve cameras from the ray map (slower, often better)")
+    g.add_argument("--ref-view-strategy", default=opt.DEFAULT_REF_VIEW_STRATEGY,
+                   choices=opt.choice_ids(opt.REF_VIEW_STRATEGIES))
+    g.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (use stored pixel order)")
+    add_refine_argument(g)
+    add_streaming_arguments(g)
+    g = common.add_argument_group("export")
+    g.add_argument("--export-dir", default=DEFAULT_EXPORT_DIR,
+                   help=f"output folder, created if needed; files in it are overwritten (default: ./{DEFAULT_EXPORT_DIR})")
+    g.add_argument("--export-format", default=opt.DEFAULT_EXPORT_FORMAT,
+                   help=f"'-'-joined formats: {', '.join(opt.EXPORT_FORMAT_NAMES)} (default: {opt.DEFAULT_EXPORT_FORMAT})")
+    g.add_argument("--conf-thresh-percentile", type=float, default=opt.DEFAULT_CONF_THRESH_PERCENTILE,
+                   help=f"drop the least confident points below this percentile (glb, ply, colmap; default: "
+                        f"{opt.DEFAULT_CONF_THRESH_PERCENTILE:g})")
+    g.add_argument("--num-max-points", type=int, default=opt.DEFAULT_NUM_MAX_POINTS,
+                   help=f"point budget of glb/ply (default: {opt.DEFAULT_NUM_MAX_POINTS})")
+    g.add_argument("--no-cameras", dest="show_cameras", action="store_false", help="no camera frustums in the glb")
+    add_exr_arguments(g)
+    add_matchmove_arguments(g)  # issue 27: --up-axis, --camera-height, --mesh-max-faces
+    g = common.add_argument_group("backend (issue 21)")
+    g.add_argument("--use-backend", action="store_true",
+                   help="send the work to a running `da3 backend` (its model stays loaded) instead of running here")
+    g.add_argument("--backend-url", default=opt.DEFAULT_BACKEND_URL,
+                   help=f"the backend's address (default: {opt.DEFAULT_BACKEND_URL}; token: env DA3_BACKEND_TOKEN)")
+    g = common.add_argument_group("output")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors and the file list")
+    g.add_argument("--debug", action="store_true", help=f"print the traceback of an error (also env {DEBUG_ENV}=1)")
 
+    video, video_only = _Parser(add_help=False), _Parser(add_help=False)  # auto: 1 fps for a video, every frame of a
+    add_video_arguments(video.add_argument_group("video and sequences"))  # sequence; `da3 video`: the official 1 fps
+    add_video_arguments(video_only.add_argument_group("video"), default_fps=opt.DEFAULT_VIDEO_FPS)
+    for parent in (video, video_only):
+        add_shot_arguments(parent.add_argument_group("shots: frame numbers, rates, plates"))
 
-def debug_wanted(argv: Sequence[str] | None = None) -> bool:
-    """``--debug`` among the arguments or ``DA3_DEBUG`` set (to anything but 0/empty)."""
-    argv = sys.argv[1:] if argv is None else argv
-    return "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+    exts = _Parser(add_help=False)
+    exts.add_argument("--image-extensions", default=None,
+                      help="comma-separated extensions to take from the folder, e.g. png,jpg (default: all image types)")
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``da3`` console script; returns the exit code (never raises)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return _main(argv)
-    except BaseException as exc:
-        debug = debug_wanted(argv)
-        code, line = _error_line(exc, debug)
-        if line is None:
-            return code
-        if debug and not isinstance(exc, (_UsageError, KeyboardInterrupt)):
-            import traceback
-
-            traceback.print_exception(exc, file=sys.stderr)
-        print(line, file=sys.stderr)
-        return code
-
-
-def _main(argv: list[str]) -> int:
-    from .farm_cli import split_build_options
-
-    parser = build_parser()
-    argv, build_options = split_build_options(argv)  # da3 farm build DIR -- OPTIONS
-    args = parser.parse_args(argv)
-    if args.command is None:
-        raise _UsageError("choose a command: auto, image, images, video, export, colmap, farm, backend, gallery or "
-                          "gradio (see da3 --help)")
-    logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
-                        format="da3: warning: %(message)s", stream=sys.stderr)
-    if args.command == "export":
-        return export_result(args)
-    if args.command == "farm":
-        from .farm_cli import run as run_farm
-
-        return run_farm(args, build_options)
-    from .web.commands import COMMANDS, run_command
-
-    if args.command in COMMANDS:
-        return run_command(args)
-    return run(args)
-
-
-def export_result(args) -> int:
-    """``da3 export RESULT.npz``: a kept result (the worker's, the npz export, official DA3) in other formats.
-    A damaged file is one line (``prediction.load_result``), before any file is written."""
-    from . import exports
-    from .prediction import load_result
-
-    formats = exports.parse_formats(args.export_format)
-    pred = matchmove_after(load_result(args.input), lambda *a: None, formats=formats, **matchmove_options(args))
-    files = exports.export(pred, export_format="-".join(formats), export_dir=args.export_dir,
-                           conf_thresh_percentile=args.conf_thresh_percentile, num_max_points=args.num_max_points,
-                           show_cameras=args.show_cameras, usd_format=args.usd_format) or []
-    print(f"da3: {args.input} -> {os.path.abspath(args.export_dir)} ({len(files)} file{'s' * (len(files) != 1)})")
-    for f in files:
-        print(f"  {f}")
-    return 0
-
-
-def _error_line(exc: BaseException, debug: bool = False) -> tuple[int, str | None]:
-    """(exit code, the one line for stderr, or None to print nothing) for what ``_main`` raised."""
-    if isinstance(exc, KeyboardInterrupt):
-        return 130, "da3: interrupted"
-    if isinstance(exc, CancelledError):
-        return 130, f"da3: error: {_one_line(exc)}"
-    if isinstance(exc, _UsageError):
-        return 2, f"da3: error: {_one_line(exc)}"
-    if isinstance(exc, DA3Error):
-        return (1 if exc.kind == "internal" else 2), f"da3: error: {_one_line(exc)}"
-    if isinstance(exc, SystemExit):  # --help, --version
-        return (exc.code if isinstance(exc.code, int) else 0), None
-    from .devices import is_out_of_memory, out_of_memory_error
-
-    if is_out_of_memory(exc):  # out of memory is not a bug
-        return 2, f"da3: error: {_one_line(out_of_memory_error(exc))}"
-    hint = "" if debug else f" (--debug or {DEBUG_ENV}=1 shows the traceback)"
-    return 1, f"da3: error: internal error ({type(exc).__name__}: {_one_line(exc)[:300]}); please report it{hint}"
+    return common, video, video_only, exts

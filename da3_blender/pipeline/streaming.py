@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import geometry, options
-from .errors import BadInputError
-from .prediction import Prediction
+from .. import geometry, options
+from ..errors import BadInputError
+from ..prediction import Prediction
 
 log = logging.getLogger("da3_blender")
 
@@ -86,7 +86,7 @@ class ChunkFit:
 def check_options(chunk_size, chunk_overlap, chunk_align) -> ChunkOptions:
     """Validate the chunk keywords (one-line :class:`BadInputError`), before any work: the checks every
     surface shares (:func:`da3_blender.job.check_streaming`)."""
-    from .job import check_streaming
+    from ..job import check_streaming
 
     check_streaming(chunk_size, chunk_overlap, chunk_align)
     return ChunkOptions(chunk_size, chunk_overlap, chunk_align)

@@ -17,8 +17,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from .errors import BadInputError
-from .options import SEQUENCE_MIN_DENSITY
+from ..errors import BadInputError
+from ..options import SEQUENCE_MIN_DENSITY
 
 _PLACEHOLDER_RE = re.compile(r"#+|@+|%0?\d*d")
 _NUMBERED_RE = re.compile(r"^(?P<prefix>.*?)(?P<digits>\d+)(?P<suffix>\.[A-Za-z0-9]+)$")
@@ -81,7 +81,7 @@ def is_pattern(path) -> bool:
 
 
 def _image_extensions() -> tuple[str, ...]:
-    from .inputs import IMAGE_EXTENSIONS  # numpy: imported when needed
+    from .paths import IMAGE_EXTENSIONS  # numpy: imported when needed
 
     return IMAGE_EXTENSIONS
 
@@ -227,8 +227,8 @@ def read_sequence(seq: Sequence, fps=None, start=None, end=None, max_frames=None
     import numpy as np
 
     from . import plates, rates
-    from .inputs import ImageFiles, InputSet, _check_video_options, load_image
-    from .options import DEFAULT_SEQUENCE_RATE, EVERY_FRAME_FPS
+    from .images import ImageFiles, InputSet, _check_video_options, load_image
+    from ..options import DEFAULT_SEQUENCE_RATE, EVERY_FRAME_FPS
 
     _check_video_options(fps, start, end, max_frames)
     plates.check_readable(seq.paths[:1])  # before any work: OpenImageIO for EXR/DPX

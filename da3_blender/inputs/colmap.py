@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import BadInputError
-from .exports.colmap import Camera, Image, qvec_to_rotmat, read_colmap_text
+from ..errors import BadInputError
+from ..exports.colmap import Camera, Image, qvec_to_rotmat, read_colmap_text
 
 # COLMAP's camera model ids: (name, number of parameters)
 CAMERA_MODELS = {0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4), 3: ("RADIAL", 5),
@@ -127,7 +127,7 @@ def colmap_views(model_dir: str, image_dir: str, undistorted: bool = False) -> C
     """The views of ``model_dir`` whose image files are in ``image_dir``, checked before any work."""
     from PIL import Image as PILImage
 
-    from .inputs import natural_key
+    from .paths import natural_key
 
     if not os.path.isdir(image_dir):
         raise BadInputError(f"--image-dir {image_dir} is not a folder")

@@ -17,7 +17,7 @@ import argparse
 import json
 import os
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 
 def add_parser(sub, common, video) -> None:
@@ -75,13 +75,13 @@ def split_build_options(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def run(args, build_options=()) -> int:
     """Execute ``da3 farm ...``; raises DA3Error on failure."""
-    from .cli import ProgressPrinter, _quiet
+    from .common import ProgressPrinter, _quiet
 
     step = getattr(args, "farm_command", None)
     if step is None:
         raise BadInputError("choose a farm step: plan, forward, align, solve, build or submit (see da3 farm --help)")
     args.build_options = list(build_options)
-    from .cancel import terminate_as_cancel
+    from ..cancel import terminate_as_cancel
 
     printer = _quiet if getattr(args, "quiet", False) else ProgressPrinter()
     failed = True
@@ -98,8 +98,8 @@ def run(args, build_options=()) -> int:
 
 def _jobs(args) -> list[dict]:
     """The job of each shot on the command line (or in --job), checked before any work."""
-    from .cli import input_kind, job_from_args
-    from .job import normalize_job
+    from .common import input_kind, job_from_args
+    from ..job import normalize_job
 
     if args.job:
         if args.inputs:
@@ -114,7 +114,7 @@ def _jobs(args) -> list[dict]:
     if args.export_format and not args.export_dir:
         raise BadInputError("--export-format needs --export-dir (a farm job exports only when asked)")
     if args.export_dir and not args.export_format:
-        from .options import DEFAULT_EXPORT_FORMAT
+        from ..options import DEFAULT_EXPORT_FORMAT
 
         args.export_format = DEFAULT_EXPORT_FORMAT
     jobs = []
@@ -122,7 +122,7 @@ def _jobs(args) -> list[dict]:
         input_kind(path, "auto")
         shot = argparse.Namespace(**{**vars(args), "input": path})
         if args.export_dir and len(args.inputs) > 1:
-            from .farm import _shot_name
+            from ..farm.tasks import _shot_name
 
             shot.export_dir = os.path.join(args.export_dir, _shot_name([path]))
         jobs.append(job_from_args(shot))
@@ -130,7 +130,7 @@ def _jobs(args) -> list[dict]:
 
 
 def _plan(args, printer) -> int:
-    from . import farm
+    from ..farm import tasks as farm
 
     jobs = _jobs(args)
     if args.python and not os.path.isfile(args.python):
@@ -158,7 +158,7 @@ def _plan(args, printer) -> int:
 
 
 def _forward(args, printer) -> int:
-    from . import farm
+    from ..farm import tasks as farm
 
     path, skipped = farm.forward_chunk(args.plan_dir, args.chunk, device=args.device, force=args.force, progress=printer)
     note = " (already done for this plan; --force runs it again)" if skipped else ""
@@ -167,7 +167,7 @@ def _forward(args, printer) -> int:
 
 
 def _align(args, printer) -> int:
-    from . import farm
+    from ..farm import tasks as farm
 
     path, pred = farm.align_shot(args.plan_dir, progress=printer)
     chunks = pred.meta["chunks"]
@@ -180,7 +180,7 @@ def _align(args, printer) -> int:
 
 
 def _solve(args, printer) -> int:
-    from .farm_solve import solve_shot
+    from ..farm.solve import solve_shot
 
     path, pred, solved = solve_shot(args.plan_dir, progress=printer)
     s = pred.meta.get("solve") or {}
@@ -197,7 +197,7 @@ def _solve(args, printer) -> int:
 
 
 def _build(args, printer) -> int:
-    from . import farm
+    from ..farm import tasks as farm
 
     command = farm.build_command(args.plan_dir, args.output, args.blender, args.build_options)
     printer("build", 0.0, f"{os.path.basename(command[0])} building {os.path.join(args.plan_dir, farm.RESULT_FILE)}")
@@ -207,7 +207,7 @@ def _build(args, printer) -> int:
 
 
 def _submit(args, printer) -> int:
-    from . import farm, flamenco
+    from ..farm import tasks as farm, flamenco
 
     plan = farm.read_plan(args.plan_dir)
     job = flamenco.job_for_plan(plan, os.path.abspath(args.plan_dir), python=args.python, blender=args.blender,

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import BadInputError
-from .options import PROCESS_RES_METHODS, choice_ids
+from ..errors import BadInputError
+from ..options import PROCESS_RES_METHODS, choice_ids
 
 log = logging.getLogger("da3_blender")
 
@@ -194,7 +194,7 @@ def denormalize_to_uint8(tensor) -> np.ndarray:
 def _as_rgb_uint8(img, index: int) -> np.ndarray:
     arr = np.asarray(img)
     if arr.dtype != np.uint8:
-        raise BadInputError(f"image {index} has dtype {arr.dtype}; pass HxWx3 uint8 RGB (da3_blender.inputs.load_image gives that)")
+        raise BadInputError(f"image {index} has dtype {arr.dtype}; pass HxWx3 uint8 RGB (da3_blender.inputs.images.load_image gives that)")
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     elif arr.ndim == 3 and arr.shape[2] == 1:

@@ -10,8 +10,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from . import geometry
-from .errors import BadInputError
+from .. import geometry
+from ..errors import BadInputError
 
 
 def _is_input_set(obj) -> bool:
@@ -46,7 +46,7 @@ def image_source(image, exif_transpose: bool):
         raise BadInputError("no images given: pass at least one image path, PIL image or HxWx3 uint8 array")
 
     def read():
-        from .inputs import load_image
+        from .images import load_image
 
         for item in items:
             if isinstance(item, (str, os.PathLike)):
@@ -65,7 +65,7 @@ class PathSource:
     video = None
 
     def __init__(self, paths: list[str]):
-        from .inputs import frame_number_from_name
+        from .paths import frame_number_from_name
 
         self.source_paths = paths
         # the same rule as inputs.collect_inputs, so both paths give the same provenance

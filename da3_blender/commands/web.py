@@ -1,10 +1,9 @@
-"""The argparse side of ``da3 backend``, ``da3 gallery``, ``da3 gradio`` and ``da3 colmap``.
+"""The argparse side of ``da3 backend``, ``da3 gallery`` and ``da3 gradio`` (:mod:`da3_blender.web`).
 
     da3 backend [--model-dir M] [--device D] [--host 127.0.0.1] [--port 8008] [--gallery-dir DIR]
                 [--allow-root DIR]... [--allow-remote] [--max-body BYTES] [--max-images N]
     da3 gallery [--gallery-dir DIR] [--host 127.0.0.1] [--port 8007]
     da3 gradio  [--model-dir M] [--host 127.0.0.1] [--port 7860] [--workspace-dir DIR] [--gallery-dir DIR]
-    da3 colmap MODEL_DIR --image-dir DIR [--undistorted] [the common options of `da3 images`]
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import os
 
 from .. import options as opt
 
-COMMANDS = ("backend", "gallery", "gradio", "colmap")
+COMMANDS = ("backend", "gallery", "gradio")
 DEFAULT_GALLERY_DIR = opt.DEFAULT_GALLERY_DIR
 DEFAULT_WORKSPACE_DIR = os.path.join("workspace", "gradio")
 GALLERY_PORT = 8007
@@ -28,9 +27,9 @@ def _serving(p, port: int) -> None:
 
 
 def add_commands(sub, common) -> None:
-    from .backend import DEFAULT_PORT
-    from .http import DEFAULT_MAX_BODY
-    from .payload import DEFAULT_MAX_IMAGES
+    from ..web.backend import DEFAULT_PORT
+    from ..web.http import DEFAULT_MAX_BODY
+    from ..web.payload import DEFAULT_MAX_IMAGES
 
     model = opt.default_model()
     p = sub.add_parser("backend", help="serve the model over local HTTP (kept loaded; official routes)")
@@ -59,56 +58,22 @@ def add_commands(sub, common) -> None:
     p.add_argument("--workspace-dir", default=DEFAULT_WORKSPACE_DIR, help=f"uploads and runs (default: {DEFAULT_WORKSPACE_DIR})")
     p.add_argument("--gallery-dir", default=DEFAULT_GALLERY_DIR, help=f"each run's results are also listed here (default: {DEFAULT_GALLERY_DIR})")
 
-    p = sub.add_parser("colmap", parents=[common], help="a COLMAP model's images with its cameras as known poses")
-    p.add_argument("input", metavar="MODEL_DIR", help="the sparse model folder (cameras/images .txt or .bin)")
-    p.add_argument("--image-dir", required=True, help="folder of the model's images (names as in the model)")
-    p.add_argument("--undistorted", action="store_true",
-                   help="the images are already undistorted: take the cameras' pinhole part, ignore their distortion")
-    p.add_argument("--no-align-to-input-ext-scale", dest="align_to_input_ext_scale", action="store_false",
-                   help="keep the model's own scale instead of the COLMAP poses' scale")
-
 
 def run_command(args) -> int:
     if args.command == "backend":
-        from .backend import serve_backend
+        from ..web.backend import serve_backend
 
         return serve_backend(model=args.model, device=args.device, host=args.host, port=args.port,
                              gallery_dir=args.gallery_dir, allow_roots=args.allow_root, allow_remote=args.allow_remote,
                              max_body=args.max_body, max_images=args.max_images, python=args.python)
     if args.command == "gallery":
-        from .gallery import serve_gallery
+        from ..web.gallery import serve_gallery
 
         return serve_gallery(args.gallery_dir, args.host, args.port, args.allow_remote)
     if args.command == "gradio":
-        from .gradio_app import launch
+        from ..web.gradio_app import launch
 
         return launch(model=args.model, device=args.device, host=args.host, port=args.port,
                       workspace_dir=args.workspace_dir, gallery_dir=args.gallery_dir, process_res=args.process_res,
                       allow_remote=args.allow_remote)
-    return run_colmap(args)
-
-
-def run_colmap(args) -> int:
-    """``da3 colmap``: the model's images with its cameras as known poses (extrinsics + intrinsics)."""
-    import logging
-
-    from ..cli import job_from_args, run_job
-    from ..colmap_input import colmap_views
-    from ..job import build_job
-
-    views = colmap_views(args.input, args.image_dir, args.undistorted)
-    if views.skipped:
-        logging.getLogger("da3_blender").warning("%d image(s) of the model are not in %s, left out: %s",
-                                                 len(views.skipped), args.image_dir, ", ".join(views.skipped[:5]))
-    base = job_from_args(args)  # the common options, checked
-    options = {**base["options"], "extrinsics": views.extrinsics.tolist(), "intrinsics": views.intrinsics.tolist(),
-               "align_to_input_ext_scale": args.align_to_input_ext_scale}
-    spec = build_job(views.paths, model=base["model"], device=base["device"], options=options,
-                     export_dir=base["export_dir"], export_format=base["export_format"])
-
-    def source(progress):
-        from ..inputs import collect_inputs
-
-        return collect_inputs(views.paths, exif_transpose=spec["options"].get("exif_transpose", True), progress=progress)
-
-    return run_job(args, spec, source, lambda: views.paths)
+    raise ValueError(f"not a web command: {args.command}")

@@ -19,145 +19,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from ..errors import BadInputError
+from ..options import DEFAULT_VIDEO_FPS, EVERY_FRAME_FPS  # fps None: the official 1 fps; 0: every frame
 from . import rates
-from .errors import BadInputError
-from .job import check_frame_start
-from .options import DEFAULT_VIDEO_FPS, EVERY_FRAME_FPS  # fps None: the official 1 fps; 0: every frame
+from .checks import check_frame_start
+from .images import ImageFiles, InputSet, _check_video_options, load_image
+from .paths import frame_number_from_name, is_video_path, list_folder_images
 
 log = logging.getLogger("da3_blender")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp", ".bmp",
-                    ".exr", ".dpx", ".cin", ".hdr")  # the last four through OpenImageIO (plates.py)
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".mts", ".m2ts", ".3gp", ".ogv")
 VIDEO_MEMORY_FRACTION = 0.5  # indexing VideoFrames holds every full-size frame: at most this share of the RAM
-
-
-
-@dataclass
-class InputSet:
-    """The views to reconstruct, with where each came from."""
-
-    images: list  # HxWx3 uint8 RGB arrays, or a sequence reading them on demand (ImageFiles, VideoFrames)
-    source_paths: list  # str per view (the video's path for every frame of a video)
-    frame_numbers: np.ndarray  # int64 per view: its scene frame (video: index + frame_start; sequence: its own
-    #                            number), or the trailing digits of a still's name, else -1
-    timestamps: np.ndarray  # float64 seconds per view from the shot's first frame (video, sequence), NaN for stills
-    kind: str = "images"  # "images", "video" or "sequence"
-    video: dict | None = field(default=None)  # path, fps, rate [num, den], frame_count, frame_range, width, height...
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def _ext(path) -> str:
-    return os.path.splitext(os.fspath(path))[1].lower()
-
-
-def is_image_path(path) -> bool:
-    return _ext(path) in IMAGE_EXTENSIONS
-
-
-def is_video_path(path) -> bool:
-    return _ext(path) in VIDEO_EXTENSIONS
-
-
-def frame_number_from_name(path) -> int:
-    """Trailing digits of the file stem (``shot_1001.png`` -> 1001), else -1."""
-    m = re.search(r"(\d+)$", Path(os.fspath(path)).stem)
-    return int(m.group(1)) if m else -1
-
-
-def natural_key(name: str):
-    """Sort key putting ``frame2`` before ``frame10`` (case-insensitive)."""
-    return [(0, int(t), "") if t.isdecimal() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t]
-
-
-# ----------------------------------------------------------------------------------------------
-# images
-
-
-def load_image(path, exif_transpose: bool = True, colorspace: str = "auto") -> np.ndarray:
-    """Read one image file as HxWx3 uint8 RGB.
-
-    ``exif_transpose`` applies the EXIF orientation (phone photos); the official DA3 applies none,
-    so pass False for exact parity with it. EXR, DPX, Cineon and HDR plates, and images Pillow cannot
-    decode, are read through OpenImageIO (:mod:`.plates`, ``colorspace`` as there).
-    """
-    from . import plates
-
-    if plates.needs_oiio(path):
-        return plates.read_plate(path, colorspace)
-    image = plates.read_with_pillow(path, exif_transpose)
-    return plates.to_display_uint8(image / 255.0, True) if colorspace == "linear" else image
-
-
-class ImageFiles:
-    """Image files as a read-only sequence of HxWx3 uint8 arrays, each read when it is used.
-
-    :func:`collect_inputs` has already decoded every file once (so a damaged one fails there);
-    holding them all is left to the consumer, and ``run_inference`` holds one at a time.
-    """
-
-    def __init__(self, paths: list[str], exif_transpose: bool = True, colorspace: str = "auto"):
-        self.paths = list(paths)
-        self.exif_transpose = exif_transpose
-        self.colorspace = colorspace
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _load(self, path) -> np.ndarray:
-        return load_image(path, exif_transpose=self.exif_transpose, colorspace=self.colorspace)
-
-    def __getitem__(self, item):
-        if isinstance(item, slice):
-            return [self._load(p) for p in self.paths[item]]
-        return self._load(self.paths[item])
-
-    def __iter__(self):
-        for path in self.paths:
-            yield self._load(path)
-
-
-# ----------------------------------------------------------------------------------------------
-# collecting a set of inputs
-
-
-def list_folder_images(folder, extensions=None) -> list[str]:
-    """The image files of ``folder`` in natural order (frame2 before frame10), hidden files skipped.
-
-    The one folder listing of every surface (CLI, worker, panel, headless). ``extensions`` (e.g.
-    ``(".png", ".jpg")``) narrows :data:`IMAGE_EXTENSIONS`. :class:`BadInputError` if none is there.
-    """
-    folder = os.fspath(folder)
-    wanted = tuple(e.lower() for e in extensions) if extensions else IMAGE_EXTENSIONS
-    names = sorted((n for n in os.listdir(folder) if not n.startswith(".")), key=natural_key)
-    files = [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
-    images = [f for f in files if _ext(f) in wanted]
-    skipped = [os.path.basename(f) for f in files if _ext(f) not in wanted]
-    if skipped:
-        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        log.info("%s: skipped %d file(s) of other types: %s%s", folder, len(skipped), ", ".join(skipped[:5]), more)
-    if not images:
-        videos = [n for n in skipped if is_video_path(n)]
-        hint = f"; to use a video, give the video file itself ({videos[0]})" if videos else ""
-        raise BadInputError(
-            f"no images in folder {folder} (looked for {', '.join(wanted)}){hint}; choose a folder of photos or frames"
-        )
-    return images
-
-
-def _check_video_options(fps, start, end, max_frames) -> None:
-    """The one video-option check (:func:`da3_blender.job.check_video`), before any frame is read."""
-    from .job import check_video
-
-    check_video({"fps": fps, "start": start, "end": end, "max_frames": max_frames})
 
 
 def collect_inputs(paths, fps=None, start=None, end=None, max_frames=None, exif_transpose: bool = True, progress=None,
@@ -237,7 +111,7 @@ def _imageio_ffmpeg():
     try:
         import imageio_ffmpeg
     except ImportError as exc:
-        from .errors import MissingDependencyError
+        from ..errors import MissingDependencyError
 
         raise MissingDependencyError(
             f"reading videos needs imageio-ffmpeg ({exc}); install the pinned dependencies"
@@ -313,7 +187,7 @@ def _count_frames(path: str) -> int:
 
 def _check_frames_fit(path, count, width, height) -> None:
     """Refuse to hold ``count`` full-resolution frames at once when they cannot fit in memory."""
-    from .devices import system_memory
+    from ..devices import system_memory
 
     total = system_memory()[1]
     need = count * width * height * 3

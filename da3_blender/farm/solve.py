@@ -3,7 +3,7 @@
 In-process ``--refine`` on a long shot solves the stitched prediction once, from every source frame
 (``inference.refine_or_keep``); the farm does the same after ``align``: ``DIR/result.npz`` (marked
 ``meta["farm"]["solve"] = "pending"`` by ``align`` when the job refines) is refined from the plan's
-source frames (:func:`da3_blender.farm.chunk_inputs` over all views: the decodable frames of a video),
+source frames (:func:`da3_blender.farm.tasks.chunk_inputs` over all views: the decodable frames of a video),
 the job's exports are written, and ``result.npz`` is replaced (``"solve": "done"``). Chunks never
 solve. A solve that fails keeps the stitched cameras with the reason and a warning, as in process.
 Running it again does nothing until ``align`` runs again.
@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import os
 
-from . import farm
-from .errors import BadInputError
+from . import tasks as farm
+from ..errors import BadInputError
 
 
 def solve_shot(plan_dir, progress=None) -> tuple[str, object, bool]:
     """Refine the stitched shot of the plan in ``plan_dir`` -> ``(DIR/result.npz, prediction, solved)``;
     ``solved`` False: nothing to do (the plan does not refine, or this result was solved already)."""
-    from . import options as opt
-    from .inference import refine_or_keep
-    from .prediction import load_result, save_result
-    from .solve.pipeline import lens_for_refine, require_pycolmap
+    from .. import options as opt
+    from ..inference import refine_or_keep
+    from ..prediction import load_result, save_result
+    from ..solve.pipeline import lens_for_refine, require_pycolmap
 
     progress = progress or farm._nothing
     plan = farm.read_plan(plan_dir)
