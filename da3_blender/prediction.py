@@ -129,6 +129,29 @@ def scene_frame_numbers(pred: Prediction, frame_start: int = 1) -> np.ndarray:
     return numbers
 
 
+def video_frame_indices(pred: Prediction) -> np.ndarray | None:
+    """Each view's frame in its video file as decoded (0-based, int64), to read the frames again (the camera
+    solve, Blender's clip frame = index + 1); None when the views are not frames of one video (images,
+    sequences, stills, or a view without a frame number). Results before scene frames stored the index."""
+    meta = pred.meta or {}
+    video = meta.get("video")
+    numbers = np.asarray(pred.frame_numbers, dtype=np.int64)
+    if not isinstance(video, dict) or video.get("kind", "video") != "video" or len(numbers) == 0 or np.any(numbers < 0):
+        return None
+    if meta.get(FRAME_NUMBERS_KEY) != SCENE_FRAMES:
+        return numbers
+    return video_indices(numbers, video)
+
+
+def video_indices(scene_frames, video: dict) -> np.ndarray:
+    """Scene frames of a video's views -> their 0-based decoded indices: the video's frame 0 is scene
+    frame ``video["frame_start"]`` (``inputs.read_video``; its ``frame_range`` starts there too)."""
+    start = video.get("frame_start")
+    if start is None:
+        start = (video.get("frame_range") or [0])[0]
+    return np.asarray(scene_frames, dtype=np.int64) - int(start)
+
+
 def save_result(path: str | os.PathLike, pred: Prediction, meta: dict[str, Any] | None = None) -> str:
     """Write ``pred`` atomically (temp file in the same folder, then rename). Returns the path."""
     path = os.fspath(path)

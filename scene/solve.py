@@ -1,7 +1,8 @@
 """A camera solve in the scene (``pred.meta["solve"]``, ``pred.tracks``; see da3_blender/solve).
 
-* every camera gets the custom property ``da3_solve_error`` (RMS px of its view), keyed per frame on
-  an animated camera so the Graph Editor shows the bad frames; the collection holds the shot's
+* every camera gets the custom property ``da3_solve_error`` (RMS px of its view; -1 for a view with no
+  tracks, where nothing was measured: ``per_view_rms_px`` holds None there), keyed per frame (constant)
+  on an animated camera so the Graph Editor shows the bad frames; the collection holds the shot's
   ``da3_solve_rms_px`` and ``da3_solve_rms_px_before``;
 * the tracks become tracking markers of a MovieClip of the footage (the video, or the numbered image
   sequence), the longest :data:`MAX_TRACKS` of them, so the Clip Editor shows them and Blender's own
@@ -19,7 +20,11 @@ import os
 import bpy
 import numpy as np
 
+from ..da3_blender.prediction import video_frame_indices
+from .compat import action_fcurves
+
 MAX_TRACKS = 400  # markers are bpy data: the longest tracks only
+NO_TRACKS = -1.0  # da3_solve_error of a view with no tracks (no error is negative; 0.0 would read as perfect)
 
 
 def summary_line(pred) -> str | None:
@@ -31,6 +36,9 @@ def summary_line(pred) -> str | None:
         return f"camera solve failed, DA3 cameras kept: {s.get('reason')}"
     motion = ", nodal (tripod)" if s.get("motion") == "nodal" else ""
     text = f"solve error {s['rms_px_before']:.2f} -> {s['rms_px']:.2f} px ({s['tracks']} tracks, lens {s['lens']}{motion})"
+    kept = s.get("kept_input_camera") or []
+    if kept and not s.get("reason"):
+        text += f"; {len(kept)} view(s) kept their input camera (the solve raised their error): {kept[:8]}"
     return text + (f"; {s['reason']}" if s.get("reason") else "")
 
 
@@ -48,23 +56,25 @@ def build(pred, root, cams, names, frames, track, clip_first=None) -> None:
         return
     root["da3_solve_rms_px"], root["da3_solve_rms_px_before"] = float(s["rms_px"]), float(s["rms_px_before"])
     root["da3_solve_summary"] = summary_line(pred)
-    per_view = [v if v is not None else 0.0 for v in s["per_view_rms_px"]]
+    per_view = [NO_TRACKS if v is None else float(v) for v in s["per_view_rms_px"]]
     if frames is not None and cams:
         cam = cams[0]
         for i in np.argsort(frames):
-            cam["da3_solve_error"] = float(per_view[i])
+            _set_error(cam, per_view[i])
             cam.keyframe_insert('["da3_solve_error"]', frame=float(frames[i]))
+        _constant_keys(cam)
     else:
         for cam, value in zip(cams, per_view):
-            cam["da3_solve_error"] = float(value)
+            _set_error(cam, value)
     clip = _clip(pred, track)
     if clip is None:
         return
     root["da3_solve_clip"] = clip.name
     clip.tracking.settings.use_tripod_solver = s.get("motion") == "nodal"  # Blender's solver continues as a pan
-    if frames is not None and clip_first is not None:  # a video: on the scene frames the camera keys use
+    if frames is not None and clip_first is not None:  # a video or sequence: on the scene frames the camera keys use
         clip.frame_start = int(clip_first)
-        clip_of_view = np.asarray(frames, dtype=np.int64) - int(clip_first) + 1
+        decoded = video_frame_indices(pred)  # a video: its clip's frame k + 1 is the decoded frame k
+        clip_of_view = decoded + 1 if decoded is not None else np.asarray(frames, dtype=np.int64) - int(clip_first) + 1
     else:
         clip_of_view = clip_frames(pred)
     if pred.tracks is not None:
@@ -72,6 +82,22 @@ def build(pred, root, cams, names, frames, track, clip_first=None) -> None:
     if s.get("distortion"):
         set_lens(clip, pred, s["distortion"])
         distortion_groups(clip, track)
+
+
+def _set_error(cam, value: float) -> None:
+    cam["da3_solve_error"] = value
+    cam.id_properties_ui("da3_solve_error").update(
+        description="RMS reprojection error of this view's tracked features in source pixels (camera solve); "
+                    "-1: no tracks on this frame, nothing measured", min=NO_TRACKS)
+
+
+def _constant_keys(cam) -> None:
+    """Each view's error holds until the next view's (no blend into a -1 "no tracks" key)."""
+    action = cam.animation_data.action if cam.animation_data else None
+    for fc in action_fcurves(action, cam) if action is not None else []:
+        if fc.data_path == '["da3_solve_error"]':
+            for key in fc.keyframe_points:
+                key.interpolation = "CONSTANT"
 
 
 def _clip(pred, track):

@@ -172,6 +172,7 @@ import numpy as np
 sys.path.insert(0, sys.argv[1])
 import test_farm
 from da3_blender.commands.main import main
+from da3_blender.farm import tasks as farm
 
 farm._load_model = lambda job, device, progress: test_farm._model()
 def slow_save(fh, **arrays):  # the task is killed while it writes its chunk

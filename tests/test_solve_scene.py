@@ -155,3 +155,34 @@ def test_tripod_pan_gives_one_camera_position_and_a_tripod_clip(nodal_shot, exte
     assert np.degrees(np.arccos(np.clip((np.trace(rotations[0].T @ rotations[-1]) - 1) / 2, -1, 1))) > 5  # and pans
     clip = bpy.data.movieclips[root["da3_solve_clip"]]
     assert clip.tracking.settings.use_tripod_solver
+
+
+def test_a_view_without_tracks_reads_no_tracks_not_zero(solved, extension):
+    """per_view_rms_px None (no tracks on that frame): da3_solve_error is -1 on that frame (0.0 would read as
+    a perfect view), its tooltip says so, and the animated camera's keys hold (no blend into the -1)."""
+    import copy
+
+    bpy = pytest.importorskip("bpy")
+    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
+    shot = copy.copy(solved)
+    per_view = list(solved.meta["solve"]["per_view_rms_px"])
+    per_view[3] = None
+    shot.meta = dict(solved.meta, solve=dict(solved.meta["solve"], per_view_rms_px=per_view))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    importer.import_prediction(shot, "stills")
+    cams = sorted((ob for ob in bpy.data.objects if ob.type == "CAMERA"), key=lambda ob: ob.name)
+    values = [float(c["da3_solve_error"]) for c in cams]
+    assert values.count(-1.0) == 1 and all(v > 0 for v in values if v != -1.0)
+    assert "no tracks" in cams[0].id_properties_ui("da3_solve_error").as_dict()["description"]
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    shot.meta["video"] = {"path": "/nonexistent/shot.mp4", "fps": 24.0, "frame_count": VIEWS, "width": 960, "height": 540}
+    shot.frame_numbers = np.arange(VIEWS)
+    importer.import_prediction(shot, "video")
+    cam = next(ob for ob in bpy.data.objects if ob.type == "CAMERA")
+    start = bpy.context.scene.frame_start
+    seen = []
+    for frame in (start + 2, start + 3, start + 3.5, start + 4):
+        bpy.context.scene.frame_set(int(frame), subframe=frame % 1)
+        seen.append(float(cam["da3_solve_error"]))
+    assert seen[1] == -1.0 and seen[2] == -1.0  # held through the frame, not blended towards frame 4
+    assert seen[0] == pytest.approx(per_view[2], rel=1e-5) and seen[3] == pytest.approx(per_view[4], rel=1e-5)

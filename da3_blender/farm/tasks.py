@@ -270,6 +270,7 @@ def chunk_inputs(plan: dict, start: int, end: int):
 
     from ..inputs.collect import VideoFrames
     from ..inputs.images import ImageFiles, InputSet
+    from ..prediction import video_indices
 
     views = plan["views"]
     exif = plan["job"]["options"].get("exif_transpose", True)
@@ -277,8 +278,7 @@ def chunk_inputs(plan: dict, start: int, end: int):
     numbers = views["frame_numbers"][start:end]
     video = views["video"]
     if views["kind"] == "video":
-        first = int(video.get("frame_start", 0))  # frame_numbers are scene frames: decoded index + frame start
-        images = VideoFrames(video["path"], [f - first for f in numbers], video["width"], video["height"])
+        images = VideoFrames(video["path"], [int(f) for f in video_indices(numbers, video)], video["width"], video["height"])
     else:
         images = ImageFiles(paths, exif)
     times = [math.nan if t is None else t for t in views["timestamps"][start:end]]

@@ -62,8 +62,8 @@ def triangulate(rig: Rig, tracks: TrackSet) -> np.ndarray:
     uv = undistort(rig, tracks.obs_xy, tracks.obs_view)
     P = np.concatenate([rig.R, rig.t[:, :, None]], axis=2)[tracks.obs_view]  # (O,3,4)
     rows = np.concatenate([uv[:, 0, None, None] * P[:, 2:3] - P[:, 0:1], uv[:, 1, None, None] * P[:, 2:3] - P[:, 1:2]], axis=1)  # (O,2,4)
-    lengths = np.bincount(tracks.obs_track, minlength=n_tracks)
-    starts = np.concatenate([[0], np.cumsum(lengths)])
+    starts = tracks.starts
+    lengths = np.diff(starts)
     for length in np.unique(lengths):
         ids = np.nonzero(lengths == length)[0]
         idx = starts[ids][:, None] + np.arange(length)[None, :]  # observations are sorted by track
@@ -82,7 +82,7 @@ def triangulation_angles(rig: Rig, points: np.ndarray, tracks: TrackSet) -> np.n
     rays /= np.maximum(np.linalg.norm(rays, axis=1, keepdims=True), 1e-12)
     widest = np.full(tracks.num_tracks, 1.0)
     first = np.zeros_like(rays)
-    starts = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_track, minlength=tracks.num_tracks))])
+    starts = tracks.starts
     first[:] = rays[starts[tracks.obs_track]]
     last = rays[starts[tracks.obs_track + 1] - 1]
     np.minimum.at(widest, tracks.obs_track, np.sum(rays * first, axis=1))
@@ -123,7 +123,7 @@ def to_reconstruction(pycolmap, rig: Rig, points: np.ndarray, tracks: TrackSet, 
                                camera_id=int(camera_of_view[v]) + 1, image_id=v + 1)
         pose = pycolmap.Rigid3d(np.concatenate([rig.R[v], rig.t[v][:, None]], axis=1))
         rec.add_image_with_trivial_frame(image, pose)
-    track_starts = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_track, minlength=len(points)))])
+    track_starts = tracks.starts
     views1, idx = (tracks.obs_view + 1).tolist(), index_in_view.tolist()
     point_ids = []
     for p in range(len(points)):

@@ -44,6 +44,12 @@ class TrackSet:
     def num_tracks(self) -> int:
         return int(self.obs_track.max()) + 1 if len(self.obs_track) else 0
 
+    @property
+    def starts(self) -> np.ndarray:
+        """(T+1,): track t's observations are ``starts[t]:starts[t + 1]`` (they are sorted by track), so
+        ``starts[:-1]`` are the tracks' first observations."""
+        return np.concatenate([[0], np.cumsum(np.bincount(self.obs_track, minlength=self.num_tracks))]).astype(np.int64)
+
     def subset(self, keep: np.ndarray) -> "TrackSet":
         """The observations in ``keep`` (bool mask), tracks with fewer than 2 dropped and renumbered."""
         t, v, xy, f = self.obs_track[keep], self.obs_view[keep], self.obs_xy[keep], self.obs_feature[keep]

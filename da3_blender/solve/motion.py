@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..cancel import checkpoint
 from ..errors import BadInputError
 from . import nodal
 from . import features as feat
@@ -29,6 +30,7 @@ MIN_ANGLE_DEG = 0.2  # tracks whose rays meet at a narrower angle do not fix dep
 # bundle adjustment rounds: (Cauchy loss scale px or None for least squares, outlier threshold px after it);
 # the last threshold is at least FINAL_MEDIANS times the median error (noisier footage keeps its tracks)
 ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.0), (None, None))
+COMPLETE_AFTER = 1  # after this round every track of the free solve is placed again for the refined cameras
 FINAL_MEDIANS = 3.0
 NODAL_CHECK_PX = 20.0  # a free solve whose move makes less parallax than this (px) is checked against nodal,
 NODAL_CHECK_RMS_PX = 1.0  # and so is one that is not sub-pixel (a pan a free solve cannot explain)
@@ -66,17 +68,22 @@ def _weak_views(tracks: feat.TrackSet, n: int) -> set:
     return set(np.nonzero(np.bincount(tracks.obs_view, minlength=n) < MIN_VIEW_OBSERVATIONS)[0].tolist())
 
 
-def _rounds(rig: Rig, points: np.ndarray, tracks, adjust_round, hold, progress, span) -> tuple:
+def _rounds(rig: Rig, points: np.ndarray, tracks, adjust_round, hold, progress, span, complete=None) -> tuple:
     """Bundle adjustment rounds (ROUNDS) with outliers dropped between them; views left with too few
-    tracks are put back by ``hold(rig, view)`` and held there."""
+    tracks are put back by ``hold(rig, view)`` and held there. After round ``COMPLETE_AFTER``,
+    ``complete(rig)`` gives every track of the shot placed for the refined cameras (points, tracks), and
+    the outlier filter that follows keeps what fits: observations lost to the input cameras' errors come back."""
     weak: set = set()
     for r, (loss, threshold) in enumerate(ROUNDS):
         new_weak = _weak_views(tracks, len(rig.R)) - weak
-        for v in new_weak:  # too few tracks: back to the input pose, held there
+        for v in sorted(new_weak):  # too few tracks: back to the input pose, held there
             hold(rig, v)
         weak |= new_weak
         rig, points = adjust_round(rig, points, tracks, sorted(weak), loss)
+        checkpoint()
         report(progress, span[0] + (span[1] - span[0]) * (r + 1) / len(ROUNDS), f"bundle adjustment {r + 1}/{len(ROUNDS)}")
+        if complete is not None and r == COMPLETE_AFTER:
+            points, tracks = complete(rig)
         if threshold is not None:
             err, front = residuals(rig, points, tracks)
             if r == len(ROUNDS) - 2:
@@ -92,20 +99,32 @@ def _rounds(rig: Rig, points: np.ndarray, tracks, adjust_round, hold, progress, 
 
 
 def _bundle(pycolmap, rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, sizes, progress, span=(0.7, 0.85)):
-    """The free solve: tracks triangulated from the input cameras, every pose, the lens and the points adjusted."""
+    """The free solve: tracks triangulated from the input cameras, every pose, the lens and the points
+    adjusted; the rig and points come back in the prediction's frame (:func:`_to_input_frame`)."""
+    all_tracks = tracks
     points, tracks = _initial_points(rig0, tracks)
+    gauge = []  # the similarity adjustment frame -> input frame, fixed once a view is held (see _to_input_frame)
 
     def adjust_round(rig, points, tracks, held, loss):
         return adjust(pycolmap, rig, points, tracks, camera_of_view=camera_of_view, model=model, sizes=sizes,
                       constant_views=held, loss_scale=loss)
 
     def hold(rig, v):
-        rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
+        if not gauge:
+            gauge.append(_gauge(rig, rig_in))
+        s, r_m, t_m = gauge[0]  # the input pose in the adjustment's frame: the final similarity puts it back exactly
+        rig.R[v] = rig_in.R[v] @ r_m
+        rig.t[v] = -rig.R[v] @ (r_m.T @ (rig_in.centres[v] - t_m) / s)
 
     if tracks.num_tracks < MIN_TRACKS:
         raise BadInputError(f"the camera solve could triangulate {tracks.num_tracks} tracks (needs {MIN_TRACKS}): the "
                             "input cameras barely move; a pan from a tripod solves as nodal (motion 'auto' or 'nodal')")
-    return _rounds(rig0.copy(), points, tracks, adjust_round, hold, progress, span)
+    rig, points, tracks, weak = _rounds(rig0.copy(), points, tracks, adjust_round, hold, progress, span,
+                                        complete=lambda rig: _initial_points(rig, all_tracks))
+    rig, points = _similarity(rig, points, gauge[0] if gauge else _gauge(rig, rig_in))
+    for v in weak:  # exactly their input pose (the similarity put them back up to its rounding)
+        rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
+    return rig, points, tracks, weak
 
 
 def _bundle_nodal(rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, progress, span=(0.85, 0.95)):
@@ -126,17 +145,26 @@ def _bundle_nodal(rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, progres
     return _rounds(rig, d, tracks, adjust_round, hold, progress, span)
 
 
-def _restore_gauge(rig: Rig, points: np.ndarray, rig_in: Rig) -> tuple[Rig, np.ndarray]:
-    """The similarity that puts view 0 back at its input pose and restores the spread of the centres."""
+def _gauge(rig: Rig, rig_in: Rig) -> tuple[float, np.ndarray, np.ndarray]:
+    """The similarity ``x -> s r_m x + t_m`` from the adjustment's frame to the prediction's: view 0 back at
+    its input pose, the spread of the centres restored.
+
+    Once a view is held at its input pose the adjustment's scale is pinned by two constant poses, so the
+    similarity in force when the first one was held stays the frame's (held views go in through it and
+    come back out exactly)."""
     c_ref, c_in = rig.centres, rig_in.centres
     spread_ref = np.sum(np.linalg.norm(c_ref - c_ref[0], axis=1))
     spread_in = np.sum(np.linalg.norm(c_in - c_in[0], axis=1))
     s = spread_in / spread_ref if spread_ref > 1e-12 and spread_in > 1e-12 else 1.0
     r_m = rig_in.R[0].T @ rig.R[0]
-    t_m = c_in[0] - s * r_m @ c_ref[0]
+    return s, r_m, c_in[0] - s * r_m @ c_ref[0]
+
+
+def _similarity(rig: Rig, points: np.ndarray, gauge) -> tuple[Rig, np.ndarray]:
+    s, r_m, t_m = gauge
     out = rig.copy()
     out.R = rig.R @ r_m.T
-    centres = s * c_ref @ r_m.T + t_m
+    centres = s * rig.centres @ r_m.T + t_m
     out.t = -np.einsum("nij,nj->ni", out.R, centres)
     return out, s * points @ r_m.T + t_m
 
@@ -155,7 +183,7 @@ def _nodal_points(pred, rig: Rig, d: np.ndarray, tracks, centre: np.ndarray) -> 
     """Track positions for a nodal solve: along each direction at DA3's depth where its first observation
     lies (only for display and export: no projection depends on it), else at the median depth."""
     depth = None if pred is None or pred.depth is None else np.asarray(pred.depth, dtype=np.float64)
-    first = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_track, minlength=len(d)))[:-1]])
+    first = tracks.starts[:-1]
     views, xy = tracks.obs_view[first], tracks.obs_xy[first]
     z_cam = np.einsum("tij,tj->ti", rig.R[views], d)[:, 2]
     dist = np.ones(len(d))
@@ -185,21 +213,17 @@ class Candidate:
 def _free(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress) -> tuple[Candidate, bool]:
     """The free solve, and whether a nodal one should be tried too (it failed to be sub-pixel or barely moves)."""
     rig, points, tracks, weak = _bundle(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress)
-    error = rms(residuals(rig, points, tracks)[0])
+    error = rms(residuals(rig, points, tracks)[0])  # of the cameras as they come out
     check_nodal = parallax_px(rig, points, tracks) < NODAL_CHECK_PX or not error <= NODAL_CHECK_RMS_PX
-    rig, points = _restore_gauge(rig, points, rig_in)
-    for v in weak:  # exactly their input pose (the gauge fit moved them by its rounding)
-        rig.R[v], rig.t[v] = rig_in.R[v], rig_in.t[v]
     return Candidate(rig, points, tracks, weak, error), check_nodal
 
 
 def _nodal(pred, rig0, rig_in, tracks, camera_of_view, model, progress) -> Candidate:
     rig, d, tracks, weak = _bundle_nodal(rig0, rig_in, tracks, camera_of_view, model, progress)
-    error = rms(residuals(rig, d, tracks)[0])
     centre = rig_in.centres[0]  # view 0 keeps its pose: the whole shot turns about its centre
     points = _nodal_points(pred, rig, d, tracks, centre)
     rig.t = -np.einsum("nij,j->ni", rig.R, centre)
-    return Candidate(rig, points, tracks, weak, error)
+    return Candidate(rig, points, tracks, weak, rms(residuals(rig, points, tracks)[0]))
 
 
 def choose_motion(pycolmap, pred, rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, sizes, motion,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cancel import checkpoint
 from .bundle import Rig, undistort
 from .features import TrackSet
 
@@ -140,7 +141,7 @@ def _normal_equations(prob: _Problem, res, j_cam, j_dir, w, lam):
     det = C[:, 0, 0] * C[:, 1, 1] - C[:, 0, 1] * C[:, 1, 0]
     Cinv = np.stack([C[:, 1, 1], -C[:, 0, 1], -C[:, 1, 0], C[:, 0, 0]], 1).reshape(T, 2, 2) / det[:, None, None]
     B = np.matmul(j_cam_t, j_dir)  # (O,m,2)
-    starts = np.concatenate([[0], np.cumsum(np.bincount(t, minlength=T))])  # observations are sorted by track
+    starts = tracks.starts
     chunk = max(1, SCHUR_FLOATS // (2 * P))
     for t0 in range(0, T, chunk):
         t1 = min(T, t0 + chunk)
@@ -162,6 +163,7 @@ def adjust(rig: Rig, d: np.ndarray, tracks: TrackSet, *, camera_of_view, radial:
     prob = _Problem(rig, tracks, camera_of_view, radial, {0, *held_views})
     lam = 1e-4
     for _ in range(MAX_ITERATIONS):
+        checkpoint()
         res, _, j_cam, j_dir = prob.project(rig, d, True)
         w, cost = _robust(np.sum(res * res, axis=1), loss_scale)
         improved = False

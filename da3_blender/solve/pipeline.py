@@ -16,13 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..cancel import checkpoint
 from ..errors import BadInputError, MissingDependencyError
 from ..options import DEFAULT_REFINE_LENS, DEFAULT_REFINE_MOTION, REFINE_LENSES, REFINE_MOTIONS, choice_ids
-from ..prediction import Prediction
+from ..prediction import Prediction, video_frame_indices
 from ..results.tracks import Tracks
 from . import features as feat
-from .bundle import Rig, adjust, residuals
-from .motion import MIN_TRACKS, choose_motion, retriangulate
+from .bundle import Rig
+from .compare import judge
+from .motion import MIN_TRACKS, choose_motion
 from .motion import rms as _rms
 from .motion import report as _report
 
@@ -119,9 +121,13 @@ def _source_frames(pred: Prediction):
     paths = [str(p) for p in pred.source_paths]
     if not all(paths):
         raise BadInputError("refine needs the source frames: pass the images (paths or collect_inputs) in view order")
-    if len(set(paths)) == 1 and is_video_path(paths[0]) and np.all(np.asarray(pred.frame_numbers) >= 0):
+    if len(set(paths)) == 1 and is_video_path(paths[0]):
+        indices = video_frame_indices(pred)
+        if indices is None or np.any(indices < 0):
+            raise BadInputError(f"{paths[0]}: this result does not say which frames of the video its views are; "
+                                "pass the frames (collect_inputs of the video, as the run read it) in view order")
         width, height = (int(v) for v in pred.orig_size[0])
-        return VideoFrames(paths[0], [int(f) for f in pred.frame_numbers], width, height)
+        return VideoFrames(paths[0], [int(f) for f in indices], width, height)
     return paths
 
 
@@ -144,6 +150,7 @@ def _features(pycolmap, frames, pred: Prediction, progress) -> feat.Features:
     xy, desc, rgb = [], [], []
     n = pred.num_views
     for i, item in enumerate(frames):  # in order: a video decodes once, frame by frame
+        checkpoint()
         img = _load(item, i, pred.orig_size[i])
         a, b = feat.extract(pycolmap, extractor, img)
         xy.append(a)
@@ -158,6 +165,7 @@ def _tracks(pycolmap, features: feat.Features, rig: Rig, progress) -> feat.Track
     pairs = feat.select_pairs(extr)
     verified = {}
     for k, (i, j) in enumerate(pairs):
+        checkpoint()
         m = feat.match_pair(features.desc[i], features.desc[j])
         m = feat.verify_pair(pycolmap, features.xy[i], features.xy[j], m)
         if len(m):
@@ -189,40 +197,11 @@ def _lens_setup(rig: Rig, sizes: np.ndarray, lens: str) -> tuple[Rig, np.ndarray
     return out, camera_of_view, "RADIAL" if lens == "radial" else "SIMPLE_PINHOLE"
 
 
-def _per_view(err: np.ndarray, views: np.ndarray, n: int) -> list:
-    sums = np.bincount(views, weights=err * err, minlength=n)
-    counts = np.bincount(views, minlength=n)
-    return [float(np.sqrt(s / c)) if c else None for s, c in zip(sums, counts)]
-
-
-def _measure_input(pycolmap, rig_in: Rig, tracks, sizes, solved_points) -> np.ndarray:
-    """Each observation's error through the input cameras, each point placed best for them (least
-    squares from the linear triangulation or from the solved point, whichever fits its track better)."""
-    linear, _ = retriangulate(rig_in, tracks)
-    n = len(rig_in.R)
-    candidates = [linear]
-    for start in (linear, solved_points):
-        candidates.append(adjust(pycolmap, rig_in, start, tracks, camera_of_view=np.arange(n), model="PINHOLE",
-                                 sizes=sizes, refine_cameras=False)[1])
-    best = None
-    worst = float(np.hypot(*np.max(sizes, axis=0)))  # no observation is further off than the frame's diagonal
-    for points in candidates:
-        err, front = residuals(rig_in, points, tracks)
-        err = np.where(front, np.minimum(err, worst), worst)
-        cost = np.bincount(tracks.obs_track, weights=err ** 2, minlength=len(points))
-        if best is None:
-            best, best_cost = err, cost
-        else:
-            better = cost < best_cost
-            best, best_cost = np.where(better[tracks.obs_track], err, best), np.minimum(cost, best_cost)
-    return best
-
-
 def _track_colours(features, tracks: feat.TrackSet) -> np.ndarray:
     """(T,3) uint8: the colour under each track's first observation (grey when unknown)."""
     if features is None or not features.rgb:
         return np.full((tracks.num_tracks, 3), 128, np.uint8)
-    first = np.concatenate([[0], np.cumsum(np.bincount(tracks.obs_track))[:-1]])
+    first = tracks.starts[:-1]
     return np.array([features.rgb[v][f] for v, f in zip(tracks.obs_view[first], tracks.obs_feature[first])],
                     np.uint8).reshape(-1, 3)
 
@@ -240,33 +219,35 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     tracks = feat.strongest_tracks(_tracks(pycolmap, features, rig_in, progress), MAX_SOLVE_TRACKS)
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
     chosen, used = choose_motion(pycolmap, pred, rig0, rig_in, tracks, camera_of_view, model, sizes, motion, progress)
-    rig, points, tracks, weak = chosen.rig, chosen.points, chosen.tracks, chosen.held
-    colours = _track_colours(features, tracks)
-    err_after, _ = residuals(rig, points, tracks)
-    err_before = _measure_input(pycolmap, rig_in, tracks, sizes, points)
+    points, weak = chosen.points, chosen.held
+    colours = _track_colours(features, chosen.tracks)
+    verdict = judge(pycolmap, rig_in, chosen.rig, points, chosen.tracks, tracks, sizes)
+    rig = verdict.rig
     figures = {
         "lens": lens,
         "motion": used,
-        "rms_px": _rms(err_after),
-        "rms_px_before": _rms(err_before),
-        "per_view_rms_px": _per_view(err_after, tracks.obs_view, n),
-        "per_view_rms_px_before": _per_view(err_before, tracks.obs_view, n),
-        "tracks": tracks.num_tracks,
-        "observations": int(len(tracks.obs_view)),
-        "distortion": {"model": "radial", "k1": float(rig.k[0, 0]), "k2": float(rig.k[0, 1])} if lens == "radial" else None,
+        "rms_px": _rms(verdict.after),
+        "rms_px_before": _rms(verdict.before),
+        "per_view_rms_px": verdict.per_view(verdict.after, n),  # None: no tracks in that view
+        "per_view_rms_px_before": verdict.per_view(verdict.before, n),
+        "tracks": verdict.tracks,
+        "observations": int(len(verdict.views)),
+        "distortion": {"model": "radial", "k1": float(chosen.rig.k[0, 0]), "k2": float(chosen.rig.k[0, 1])}
+        if lens == "radial" else None,
         "focal_px": [float(f) for f in rig.f[:, 0]],
         "kept_input_pose": [int(v) for v in weak],
+        "kept_input_camera": [int(v) for v in verdict.kept_input_camera],
         "reason": None,
     }
     if not figures["rms_px"] < figures["rms_px_before"]:
         figures.update(rms_px=figures["rms_px_before"], per_view_rms_px=figures["per_view_rms_px_before"],
-                       distortion=None, focal_px=[float(f) for f in rig_in.f[:, 0]],
-                       reason=f"the solve did not lower the error ({_rms(err_after):.3f} px vs "
+                       distortion=None, focal_px=[float(f) for f in rig_in.f[:, 0]], kept_input_camera=list(range(n)),
+                       reason=f"the solve did not lower the error ({_rms(verdict.after):.3f} px vs "
                               f"{figures['rms_px_before']:.3f} px): the input cameras are kept")
         rig = rig_in
     figures["seconds"] = time.monotonic() - started
     _report(progress, 1.0, f"solve error {figures['rms_px_before']:.2f} -> {figures['rms_px']:.2f} px")
-    return figures, Solve(rig, rig_in, points, tracks, weak, sizes, colours)
+    return figures, Solve(rig, rig_in, points, chosen.tracks, weak, sizes, colours)
 
 
 def _apply(pred: Prediction, rig: Rig, figures: dict) -> Prediction:
