@@ -325,7 +325,8 @@ def test_headless_build_option_names_are_scene_settings(extension):
                               ref_view_strategy="first", conf_thresh_percentile=10.0, num_max_points=10, plane_detail=2,
                               plane_texture="original", up_axis="KEEP", keys="CONSTANT", chunk_size=8,
                               chunk_overlap=2, chunk_align="se3", scale=2.0, export_dir=None, export_format=None,
-                              gaussians=True, refine="radial", refine_motion="nodal")
+                              gaussians=True, refine="radial", refine_motion="nodal", camera_height=1.6,
+                              shadow_catcher=True, mesh=True, mesh_max_faces=1000, mesh_holdout=True)
     import importlib
 
     names = set(importlib.import_module(f"{extension.__name__}.properties").DA3Settings.__annotations__)

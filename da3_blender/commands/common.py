@@ -15,6 +15,7 @@ from typing import Sequence
 
 from .. import options as opt
 from ..errors import BadInputError
+from ..matchmove.steps import add_arguments as add_matchmove_arguments, options_from_args as matchmove_options
 
 DEFAULT_EXPORT_DIR = "da3_output"
 DEBUG_ENV = "DA3_DEBUG"  # DA3_DEBUG=1: print the traceback of an error (as --debug)
@@ -147,7 +148,7 @@ def job_from_args(args) -> dict:
         "chunk_align": args.chunk_align, "loop_closure": False if args.no_loop_closure else None,
         "refine": args.refine,
         "refine_motion": args.refine_motion,
-        **exr_options(args),
+        **exr_options(args), **matchmove_options(args),
     }
     if os.path.exists(args.export_dir) and not os.path.isdir(args.export_dir):
         raise BadInputError(f"--export-dir {args.export_dir} is a file: choose a folder")
@@ -335,6 +336,7 @@ def parent_parsers():
                    help=f"point budget of glb/ply (default: {opt.DEFAULT_NUM_MAX_POINTS})")
     g.add_argument("--no-cameras", dest="show_cameras", action="store_false", help="no camera frustums in the glb")
     add_exr_arguments(g)
+    add_matchmove_arguments(g)  # issue 27: --up-axis, --camera-height, --mesh-max-faces
     g = common.add_argument_group("backend (issue 21)")
     g.add_argument("--use-backend", action="store_true",
                    help="send the work to a running `da3 backend` (its model stays loaded) instead of running here")
