@@ -342,6 +342,11 @@ class DA3Settings(PropertyGroup):
     chunk_align: EnumProperty(name="Alignment", items=enum_items(opt.CHUNK_ALIGN_CHOICES),
                               default=opt.DEFAULT_CHUNK_ALIGN,
                               description="How each chunk is fitted onto the previous ones")
+    loop_closure: BoolProperty(
+        name="Close loops", default=opt.DEFAULT_LOOP_CLOSURE,
+        description=f"A shot of {opt.LOOP_MIN_FRAMES} frames or more that comes back to a place it saw (an orbit, a "
+                    "walk around a building) is pulled closed: the chunks that meet are run together once more",
+    )
 
     # build
     keep_results: BoolProperty(

@@ -60,6 +60,7 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "chunk_size": (int, str),  # int >= 2, or "auto"
     "chunk_overlap": (int,),
     "chunk_align": (str,),
+    "loop_closure": (bool,),  # streamed shots that revisit a place close their loops (options.DEFAULT_LOOP_CLOSURE)
     "infer_gs": (bool,),  # 3D Gaussians (GIANT / NESTED models)
     "refine": (bool, str),  # camera solve: False, True (options.DEFAULT_REFINE_LENS) or a lens of options.REFINE_LENSES
     "refine_motion": (str,),  # the solve's camera motion: options.REFINE_MOTIONS (auto, free, nodal)

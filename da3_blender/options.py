@@ -155,6 +155,12 @@ AUTO_CHUNK = "auto"  # chunk_size "auto": chosen from the device (streaming.auto
 DEFAULT_VIDEO_CHUNK_SIZE = AUTO_CHUNK  # videos stream by default; image sets run in one pass
 
 
+# loop closure (da3_blender/pipeline/streaming_loops.py): on by default for streamed shots of at least LOOP_MIN_FRAMES
+# frames (five chunks of the CPU's 8 with overlap 2: fewer leave no chunk two apart that could revisit another)
+DEFAULT_LOOP_CLOSURE = True
+LOOP_MIN_FRAMES = 32
+
+
 def default_chunk_overlap(chunk_size: int) -> int:
     """Views shared by two consecutive chunks when the user gives none."""
     return max(2, int(chunk_size) // 4)
@@ -195,6 +201,8 @@ REFINE_LENSES = (
     ("fixed", "Fixed lens", "One focal length for the whole shot (prime lens)"),
     ("zoom", "Zoom", "A focal length per frame (zoom lens)"),
     ("radial", "Fixed + distortion", "One focal length with radial lens distortion k1, k2 (wide or cheap lenses)"),
+    ("known", "Known lens", "The lens given (camera report, tracked camera or the result's own) is held: only the "
+                            "camera poses are solved"),
 )
 DEFAULT_REFINE_LENS = "fixed"
 REFINE_MOTIONS = (

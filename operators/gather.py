@@ -51,6 +51,7 @@ def streaming_options(settings) -> dict:
         "chunk_size": int(settings.chunk_size) if settings.chunk_size else opt.AUTO_CHUNK,
         "chunk_overlap": int(settings.chunk_overlap) if settings.chunk_overlap else None,  # None: automatic
         "chunk_align": settings.chunk_align,
+        "loop_closure": bool(settings.loop_closure),
     }
 
 

@@ -257,6 +257,7 @@ class DA3_PT_long_shots(_Sub, Panel):
         col.prop(s, "chunk_size", text="Chunk size (0: auto)")
         col.prop(s, "chunk_overlap", text="Overlap (0: auto)")
         col.prop(s, "chunk_align")
+        col.prop(s, "loop_closure")
         col = layout.column(align=True)
         col.label(text="Depth planes", icon="MESH_GRID")
         col.prop(s, "planes_every")

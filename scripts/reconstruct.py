@@ -202,7 +202,7 @@ def job_from_args(args: argparse.Namespace) -> dict:
         "num_max_points": args.num_max_points,
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
-        "chunk_align": args.chunk_align,
+        "chunk_align": args.chunk_align, "loop_closure": False if getattr(args, "no_loop_closure", False) else None,
         "refine": args.refine, "refine_motion": args.refine_motion,
         **exr_options(args),
     }
@@ -239,7 +239,7 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "interpolation": args.keys,
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
-        "chunk_align": args.chunk_align,
+        "chunk_align": args.chunk_align, "loop_closure": not getattr(args, "no_loop_closure", False),
         "refine_lens": args.refine, "refine_motion": args.refine_motion,
         "frame_start": getattr(args, "frame_start", None),  # issue 17 (shots)
         "frame_rate": getattr(args, "frame_rate", None),
