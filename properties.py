@@ -151,6 +151,30 @@ def import_properties() -> dict:
         "up_axis": EnumProperty(
             name="Up axis", default=opt.DEFAULT_UP_AXIS, items=enum_items(opt.UP_AXES),
             description="How the reconstruction is oriented in the scene"),
+        **matchmove_properties(),
+    }
+
+
+def matchmove_properties() -> dict:
+    """Issue 27: the scale from the camera height, the proxy mesh, the shadow catcher."""
+    return {
+        "camera_height": FloatProperty(
+            name="Camera height", default=0.0, min=0.0, soft_max=100.0, unit="LENGTH",
+            description="Scale the scene so the first camera is this high above the floor found (0: keep the scale)"),
+        "build_mesh": BoolProperty(
+            name="Proxy mesh", default=False,
+            description="Fuse the depth maps into one coloured mesh of the set, to catch shadows and occlude CG "
+                        "(needs scikit-image in the worker's Python)"),
+        "mesh_max_faces": IntProperty(
+            name="Mesh triangles", default=opt.DEFAULT_MESH_MAX_FACES, min=1000, soft_max=5_000_000,
+            description="Decimate the proxy mesh to at most this many triangles"),
+        "mesh_holdout": BoolProperty(
+            name="Mesh as holdout", default=False,
+            description="The proxy mesh cuts CG out where the set is in front of it, instead of rendering itself"),
+        "shadow_catcher": BoolProperty(
+            name="Shadow catcher", default=False,
+            description="A plane on the floor that renders only the shadows CG casts on it, over the footage "
+                        "(transparent film, the plate behind the camera)"),
     }
 
 
@@ -188,6 +212,11 @@ def import_options(source):
         planes_max_views=source.planes_max_views,
         planes_every=source.planes_every,
         standard_view_transform=source.standard_view_transform,
+        camera_height=source.camera_height,
+        mesh=source.build_mesh,
+        mesh_max_faces=source.mesh_max_faces,
+        mesh_holdout=source.mesh_holdout,
+        shadow_catcher=source.shadow_catcher,
     )
     known = {f.name for f in dataclasses.fields(ImportOptions)}
     return ImportOptions(**{k: v for k, v in values.items() if k in known})
@@ -313,6 +342,11 @@ class DA3Settings(PropertyGroup):
     chunk_align: EnumProperty(name="Alignment", items=enum_items(opt.CHUNK_ALIGN_CHOICES),
                               default=opt.DEFAULT_CHUNK_ALIGN,
                               description="How each chunk is fitted onto the previous ones")
+    loop_closure: BoolProperty(
+        name="Close loops", default=opt.DEFAULT_LOOP_CLOSURE,
+        description=f"A shot of {opt.LOOP_MIN_FRAMES} frames or more that comes back to a place it saw (an orbit, a "
+                    "walk around a building) is pulled closed: the chunks that meet are run together once more",
+    )
 
     # build
     keep_results: BoolProperty(

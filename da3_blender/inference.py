@@ -24,6 +24,7 @@ import numpy as np
 
 from . import options
 from .errors import BadInputError
+from .matchmove import steps as matchmove_steps
 from .inputs import views as view_inputs
 from .pipeline import forward, postprocess, preprocess, streaming
 from .pipeline.postprocess import METRIC_FOCAL_BASE  # noqa: F401  (kept importable from here)
@@ -59,9 +60,11 @@ def run_inference(
     chunk_align: str = "auto",
     refine: bool | str = False,
     refine_motion: str = options.DEFAULT_REFINE_MOTION,
+    loop_closure: bool = options.DEFAULT_LOOP_CLOSURE,
     exr_resolution: str = options.DEFAULT_EXR_RESOLUTION,
     exr_half: bool = options.DEFAULT_EXR_HALF,
     exr_plate_filter: str = options.DEFAULT_EXR_PLATE_FILTER,
+    **matchmove,
 ) -> Prediction:
     """Run ``model`` (a :class:`da3_blender.api.DepthAnything3`) on images and return a Prediction.
 
@@ -71,22 +74,19 @@ def run_inference(
     one by one), so only processed-size images are ever held for the whole set.
     ``extrinsics`` (N,4,4) or (N,3,4) world-to-camera OpenCV and ``intrinsics`` (N,3,3) in pixels of
     the original images condition the network on known cameras (any-view models only).
-    ``progress(stage, fraction, message)`` is called for the stages load, preprocess, forward,
-    postprocess, export; raising :class:`CancelledError` from it cancels the run.
-    ``ray_pose_seed`` seeds the RANSAC of ``use_ray_pose`` (the official code leaves it unseeded).
+    ``progress(stage, fraction, message)`` is called for the stages load, preprocess, forward, postprocess,
+    export; raising :class:`CancelledError` from it cancels the run. ``ray_pose_seed`` seeds ``use_ray_pose``'s RANSAC.
     ``infer_gs`` (implied by the ``gs_ply`` export) also predicts 3D Gaussians (DA3-GIANT / NESTED):
     ``pred.gaussians``, in the prediction's world frame (see ``postprocess.gaussians_in_prediction_frame``).
 
     Long shots (:mod:`da3_blender.pipeline.streaming`): ``chunk_size`` views per pass (None: one pass; "auto": from the
     device), ``chunk_overlap`` shared views, chunks aligned by ``chunk_align`` (sim3, se3, auto) or to known
-    poses; per-chunk figures in ``pred.meta["chunks"]``.
-    ``refine`` (False, True or a lens: "fixed", "zoom", "radial"; needs pycolmap; ``refine_motion`` auto, free,
-    nodal) bundle-adjusts the cameras on the source frames after the network (the whole stitched shot when
-    streaming), stage "solve"; the figures go to ``pred.meta["solve"]`` (:mod:`da3_blender.solve`); a solve that
-    fails after the network keeps the unrefined result and its exports (:func:`refine_or_keep`).
-    ``exr_*``: the ``exr`` export's resolution (processed or plate), half floats and plate filter.
+    poses; per-chunk figures in ``pred.meta["chunks"]``; ``loop_closure``: :mod:`.pipeline.streaming_loops`.
+    ``refine`` (False, True or a lens of options.REFINE_LENSES; ``refine_motion``) bundle-adjusts the cameras on the
+    source frames (the whole shot); figures in ``pred.meta["solve"]``; a failed solve keeps the unrefined result
+    (:func:`refine_or_keep`). ``exr_*``: the exr export's options; ``matchmove``: :mod:`.matchmove.steps`.
     """
-    report = _Reporter(progress)
+    report, _ = _Reporter(progress), matchmove_steps.check_options(**matchmove)
     plan = _check_options(model, export_dir, export_format, process_res, process_res_method, infer_gs, chunk_size,
                           chunk_overlap, chunk_align, exr_resolution, exr_plate_filter, refine, refine_motion)
     report("load", 0.0, "reading images")
@@ -97,18 +97,18 @@ def run_inference(
     device = forward.model_device(model)
     run = forward.ViewRunner(model, device, pre.images, extr, proc_k, use_ray_pose, ref_view_strategy, ray_pose_seed,
                              metric_units, model_name, align_to_input_ext_scale, plan.infer_gs)
-    pred, alignment, streaming_meta = _forward(run, n, plan.chunking, align, report)
+    pred, alignment, streaming_meta = _forward(run, n, plan.chunking, align, report, loop_closure)
     del run
     _add_provenance(pred, pre, source, n)
     pred.meta = _meta(model_name, source, process_res=process_res, process_res_method=process_res_method,
                       ref_view_strategy=ref_view_strategy, use_ray_pose=use_ray_pose, pose_conditioned=extr is not None,
-                      user_intrinsics=intr is not None,
-                      align_to_input_ext_scale=align_to_input_ext_scale if extr is not None else None)
+                      user_intrinsics=intr is not None, align_to_input_ext_scale=align_to_input_ext_scale if extr is not None else None)
     _add_run_meta(pred, alignment, streaming_meta)
     report("postprocess", 1.0, "")
     if plan.refine_lens is not None:  # the whole (stitched) shot, from its source frames
         pred = refine_or_keep(pred, [image] if isinstance(image, (str, os.PathLike)) else image, plan.refine_lens,
                               refine_motion, report)
+    pred = matchmove_steps.after_inference(pred, report, formats=plan.formats, device=device, **matchmove)
     if export_dir is not None:
         _export(pred, export_dir, plan.formats, report, conf_thresh_percentile=conf_thresh_percentile,
                 num_max_points=num_max_points, show_cameras=show_cameras, exr_half=bool(exr_half),
@@ -246,17 +246,20 @@ def _preprocess(items, n: int, intr, process_res: int, process_res_method: str, 
     return pre
 
 
-def _forward(run: forward.ViewRunner, n: int, chunking, align: str, report):
+def _forward(run: forward.ViewRunner, n: int, chunking, align: str, report, loop_closure: bool = False):
     """One pass, or chunks for a long shot -> (pred, alignment or None, streaming meta or None)."""
     plan = streaming.chunk_plan(n, chunking.size, chunking.overlap, run.device, run.images.shape[1:3], run.model_name)
     if plan is None:
         pred, alignment = forward.single_pass(run, n, report)
         return pred, alignment, None
     size, overlap, ranges = plan
-    pred, alignment, chunks = forward.run_chunks(run, n, ranges, align, report)
+    loop_closure = bool(loop_closure) and n >= options.LOOP_MIN_FRAMES  # streaming_loops: on for long shots
+    pred, alignment, chunks = forward.run_chunks(run, n, ranges, align, report, loop_closure)
     report("postprocess", 0.0, "building the prediction")
-    return pred, alignment, {"chunk_size": int(size), "chunk_overlap": int(overlap), "chunk_align": align,
-                             "chunks": chunks}
+    meta = {"chunk_size": int(size), "chunk_overlap": int(overlap), "chunk_align": align, "chunks": chunks}
+    if pred.meta and "loop_closure" in pred.meta:
+        meta["loop_closure"] = pred.meta["loop_closure"]
+    return pred, alignment, meta
 
 
 def _add_provenance(pred: Prediction, pre, source, n: int) -> None:

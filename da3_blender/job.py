@@ -60,6 +60,7 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "chunk_size": (int, str),  # int >= 2, or "auto"
     "chunk_overlap": (int,),
     "chunk_align": (str,),
+    "loop_closure": (bool,),  # streamed shots that revisit a place close their loops (options.DEFAULT_LOOP_CLOSURE)
     "infer_gs": (bool,),  # 3D Gaussians (GIANT / NESTED models)
     "refine": (bool, str),  # camera solve: False, True (options.DEFAULT_REFINE_LENS) or a lens of options.REFINE_LENSES
     "refine_motion": (str,),  # the solve's camera motion: options.REFINE_MOTIONS (auto, free, nodal)
@@ -67,6 +68,11 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "exr_resolution": (str,),
     "exr_half": (bool,),
     "exr_plate_filter": (str,),
+    # the matchmove scene (issue 27): the exports' world, the scale from the first camera's height, the proxy mesh
+    "up_axis": (str,),
+    "camera_height": (int, float),
+    "mesh": (bool,),
+    "mesh_max_faces": (int,),
 }
 
 
@@ -147,6 +153,13 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         _one_of(options["exr_resolution"], opt.EXR_RESOLUTIONS, "exr resolution")
     if options.get("exr_plate_filter") is not None:
         _one_of(options["exr_plate_filter"], opt.EXR_PLATE_FILTERS, "exr filter")
+    if options.get("up_axis") is not None:
+        _one_of(options["up_axis"], opt.UP_AXES, "up axis")
+    height, faces = options.get("camera_height"), options.get("mesh_max_faces")
+    if height is not None and not (_is_number(height) and height > 0):
+        raise BadInputError(f"camera height must be a positive number of metres, got {height!r}")
+    if faces is not None and faces < 1:
+        raise BadInputError(f"mesh max faces must be at least 1, got {faces}")
     return dict(options)
 
 

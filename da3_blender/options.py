@@ -101,6 +101,8 @@ EXPORT_FORMATS = (
     ("nuke", "Nuke script + .chan", "The camera as a Nuke script (Camera2, plate Read, STMap lens nodes) and a .chan file"),
     ("usd", "USD stage", "Animated camera and point cloud as a USD stage (needs usd-core)"),
     ("undistorted", "Undistorted plates", "Each plate undistorted into the overscan frame (EXR stays EXR, else PNG)"),
+    # issue 27: the depth maps fused into one coloured mesh (needs scikit-image)
+    ("mesh", "Proxy mesh", "The depth maps fused into one coloured mesh, as mesh/mesh.glb and mesh/mesh.ply"),
 )
 EXPORT_FORMAT_NAMES = tuple(f[0] for f in EXPORT_FORMATS)
 DEFAULT_EXPORT_FORMAT = "glb"  # CLI default
@@ -153,6 +155,12 @@ AUTO_CHUNK = "auto"  # chunk_size "auto": chosen from the device (streaming.auto
 DEFAULT_VIDEO_CHUNK_SIZE = AUTO_CHUNK  # videos stream by default; image sets run in one pass
 
 
+# loop closure (da3_blender/pipeline/streaming_loops.py): on by default for streamed shots of at least LOOP_MIN_FRAMES
+# frames (five chunks of the CPU's 8 with overlap 2: fewer leave no chunk two apart that could revisit another)
+DEFAULT_LOOP_CLOSURE = True
+LOOP_MIN_FRAMES = 32
+
+
 def default_chunk_overlap(chunk_size: int) -> int:
     """Views shared by two consecutive chunks when the user gives none."""
     return max(2, int(chunk_size) // 4)
@@ -168,8 +176,12 @@ def choice_ids(table) -> tuple[str, ...]:
 UP_AXES = (
     ("Z_UP", "Z up", "Blender's Z up: the first camera sits at the origin looking along +Y"),
     ("KEEP", "As computed", "The first camera's own axes (OpenCV: Y down, Z forward), unrotated"),
+    ("FLOOR", "Floor", "The floor found in the result at Z = 0, Z up, the origin under the first camera, which "
+                       "looks along +Y (Z up with a note when no floor is found)"),  # issue 27
 )
-DEFAULT_UP_AXIS = "Z_UP"
+DEFAULT_UP_AXIS = "FLOOR"  # Blender: the floor when one is found, else Z_UP; the da3 command keeps DA3's world
+FALLBACK_UP_AXIS = "Z_UP"  # FLOOR without a floor
+DEFAULT_MESH_MAX_FACES = 500_000  # the fused proxy mesh (issue 27), decimated to at most this many triangles
 PLANE_TEXTURES = (
     ("processed", "Processed", "The image at processing resolution, stored in the .blend"),
     ("original", "Original", "The source image file at full resolution"),
@@ -189,6 +201,8 @@ REFINE_LENSES = (
     ("fixed", "Fixed lens", "One focal length for the whole shot (prime lens)"),
     ("zoom", "Zoom", "A focal length per frame (zoom lens)"),
     ("radial", "Fixed + distortion", "One focal length with radial lens distortion k1, k2 (wide or cheap lenses)"),
+    ("known", "Known lens", "The lens given (camera report, tracked camera or the result's own) is held: only the "
+                            "camera poses are solved"),
 )
 DEFAULT_REFINE_LENS = "fixed"
 REFINE_MOTIONS = (

@@ -59,6 +59,7 @@ import numpy as np
 
 from .errors import ResultFormatError
 from .files import open_atomic
+from .matchmove.mesh import Mesh
 from .results.gaussians import Gaussians
 from .results.tracks import Tracks
 
@@ -87,6 +88,7 @@ class Prediction:
     meta: dict[str, Any] = field(default_factory=dict)
     gaussians: Gaussians | None = None  # N*H*W 3D Gaussians (infer_gs), prediction world frame
     tracks: Tracks | None = None  # camera-solve feature tracks (solve.refine), prediction world frame
+    mesh: Any = None  # matchmove.mesh.Mesh: the fused proxy mesh (issue 27), prediction world frame
 
     def __post_init__(self):
         n, h, w = self.depth.shape
@@ -179,6 +181,8 @@ def save_result(path: str | os.PathLike, pred: Prediction, meta: dict[str, Any] 
         arrays.update(pred.gaussians.to_arrays())
     if pred.tracks is not None:
         arrays.update(pred.tracks.to_arrays())
+    if pred.mesh is not None:
+        arrays.update(pred.mesh.to_arrays())
     with open_atomic(path) as fh:
         np.savez_compressed(fh, **arrays)
     return path
@@ -297,6 +301,10 @@ def _prediction_from_arrays(data: dict[str, np.ndarray], meta: dict[str, Any], n
     problem = None if tracks is None else tracks.check(n)
     if problem:
         raise ResultFormatError(f"{name}: {problem}; run DA3 again to recreate it")
+    try:
+        mesh = Mesh.from_arrays(data)
+    except ValueError as err:
+        raise ResultFormatError(f"{name}: {err}; run DA3 again to recreate it") from None
     return Prediction(
         depth=depth,
         processed_images=get("image", (n, h, w, 3), np.uint8),
@@ -314,4 +322,5 @@ def _prediction_from_arrays(data: dict[str, np.ndarray], meta: dict[str, Any], n
         meta=meta,
         gaussians=gaussians,
         tracks=tracks,
+        mesh=mesh,
     )

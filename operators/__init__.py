@@ -5,9 +5,10 @@ from __future__ import annotations
 import bpy
 from bpy.app.handlers import persistent
 
-from . import environment, export_camera, farm, files, reconstruct, session
+from . import environment, export_camera, farm, files, matchmove, reconstruct, session
 
-CLASSES = reconstruct.CLASSES + files.CLASSES + environment.CLASSES + export_camera.CLASSES + farm.CLASSES
+CLASSES = (reconstruct.CLASSES + files.CLASSES + environment.CLASSES + export_camera.CLASSES + farm.CLASSES
+           + matchmove.CLASSES)
 
 
 @persistent

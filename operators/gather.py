@@ -51,6 +51,7 @@ def streaming_options(settings) -> dict:
         "chunk_size": int(settings.chunk_size) if settings.chunk_size else opt.AUTO_CHUNK,
         "chunk_overlap": int(settings.chunk_overlap) if settings.chunk_overlap else None,  # None: automatic
         "chunk_align": settings.chunk_align,
+        "loop_closure": bool(settings.loop_closure),
     }
 
 
@@ -117,12 +118,15 @@ def gather(context) -> Setup:
     if settings.refine_cameras:
         options["refine"] = settings.refine_lens
         options["refine_motion"] = settings.refine_motion
+    if build.mesh:  # issue 27: the worker fuses the proxy mesh (on its GPU when it has one)
+        options.update(mesh=True, mesh_max_faces=int(build.mesh_max_faces))
     if settings.max_points:  # 0 (no limit) applies to the scene's points; exports keep their default
         options["num_max_points"] = int(settings.max_points)
     options.update(streaming_options(settings))
     if settings.use_selected_cameras:
         scale = build.scale if isinstance(build.scale, (int, float)) else 1.0
-        options["extrinsics"], options["intrinsics"] = known_poses(context, images, build.up_axis, scale)
+        up = opt.FALLBACK_UP_AXIS if build.up_axis == "FLOOR" else build.up_axis  # known poses keep their world
+        options["extrinsics"], options["intrinsics"] = known_poses(context, images, up, scale)
     if remote is None:  # a remote worker downloads into its own cache
         _check_download(model, worker)
     name = _job_name(settings.input_mode, inputs)

@@ -81,6 +81,19 @@ def draw_import_settings(layout, data, long_shots: bool = True) -> None:
     row.prop(data, "scale_mode")
     if data.scale_mode == "FACTOR":
         row.prop(data, "scale_factor", text="")
+    draw_matchmove_settings(layout, data)
+
+
+def draw_matchmove_settings(layout, data) -> None:
+    """Issue 27: the floor's scale, the proxy mesh and the shadow catcher."""
+    col = layout.column(heading="Matchmove")
+    col.prop(data, "camera_height")
+    col.prop(data, "shadow_catcher")
+    col.prop(data, "build_mesh")
+    sub = col.column(align=True)
+    sub.active = data.build_mesh
+    sub.prop(data, "mesh_max_faces")
+    sub.prop(data, "mesh_holdout")
 
 
 class DA3_UL_images(UIList):
@@ -120,6 +133,9 @@ class DA3_PT_main(_Sidebar, Panel):
         row = layout.row(align=True)
         row.operator("da3.import_result", text="Import Result", icon="IMPORT")
         row.operator("da3.unload_model", text="Unload Model", icon="X")
+        row = layout.row(align=True)  # issue 27: the tracker's overrides, on the selected points
+        row.operator("da3.set_floor", text="Set Floor", icon="AXIS_TOP")
+        row.operator("da3.set_scale", text="Set Scale", icon="DRIVER_DISTANCE")
         layout.operator("da3.submit_flamenco", icon="NETWORK_DRIVE")  # render farm (issue 20)
 
 
@@ -241,6 +257,7 @@ class DA3_PT_long_shots(_Sub, Panel):
         col.prop(s, "chunk_size", text="Chunk size (0: auto)")
         col.prop(s, "chunk_overlap", text="Overlap (0: auto)")
         col.prop(s, "chunk_align")
+        col.prop(s, "loop_closure")
         col = layout.column(align=True)
         col.label(text="Depth planes", icon="MESH_GRID")
         col.prop(s, "planes_every")

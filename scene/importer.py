@@ -26,9 +26,10 @@ from ..da3_blender import options as opt
 from ..da3_blender.options import DEFAULT_CONF_THRESH_PERCENTILE, DEFAULT_NUM_MAX_POINTS
 from ..da3_blender.prediction import Prediction, load_result
 from . import cameras, footage, materials, planes, points, splats, tracking
+from . import matchmove as mm
 from . import solve as solve_scene
 from .conventions import (
-    UP_AXES, camera_matrices, fallback_intrinsics, intrinsics_to_blender, relative_extrinsics, up_matrix,
+    camera_matrices, fallback_intrinsics, intrinsics_to_blender, relative_extrinsics,
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr", ".tga", ".dpx", ".cin", ".hdr")
@@ -49,7 +50,12 @@ class ImportOptions:
     plane_edge_threshold: float = 0.1  # drop faces whose corner depths differ more (max/min - 1); <= 0 keeps all
     plane_texture: str = opt.DEFAULT_PLANE_TEXTURE  # or "original" (the source image file, if it exists)
     pack_images: bool = True  # pack original images into the .blend (processed ones always are)
-    up_axis: str = opt.DEFAULT_UP_AXIS  # or "KEEP" (the first camera's OpenCV frame)
+    up_axis: str = opt.DEFAULT_UP_AXIS  # FLOOR (Z_UP when no floor is found), Z_UP or KEEP (the first camera's frame)
+    camera_height: float = 0.0  # > 0: scale so the first camera is this high above the floor (needs a floor)
+    mesh: bool = False  # issue 27: the fused proxy mesh (the result's, else fused here: needs scikit-image)
+    mesh_max_faces: int = opt.DEFAULT_MESH_MAX_FACES
+    mesh_holdout: bool = False  # the mesh cuts CG out (holdout) instead of showing
+    shadow_catcher: bool = False  # a floor plane catching CG shadows over the plate (needs a floor)
     scale: str | float = "predicted"  # "predicted" (as is), "metric" (needs a metric result) or a factor
     fixed_intrinsics: bool = False  # video: median lens/shifts instead of keys
     intrinsics_tolerance: float = 1e-4  # video: key lens (relative) / shifts only if they vary more
@@ -69,8 +75,10 @@ def _check_options(opts: ImportOptions) -> None:
     def bad(msg):
         raise BadInputError(f"import option {msg}")
 
-    if opts.up_axis not in UP_AXES:
-        bad(f"up_axis={opts.up_axis!r} is unknown; use one of {sorted(UP_AXES)}")
+    if opts.up_axis not in opt.choice_ids(opt.UP_AXES):
+        bad(f"up_axis={opts.up_axis!r} is unknown; use one of {', '.join(opt.choice_ids(opt.UP_AXES))}")
+    if not (opts.camera_height >= 0 and math.isfinite(opts.camera_height)) or int(opts.mesh_max_faces) < 1:
+        bad(f"camera_height={opts.camera_height} must be >= 0 (0: none) and mesh_max_faces={opts.mesh_max_faces} >= 1")
     for key, table in (("plane_texture", opt.PLANE_TEXTURES), ("interpolation", opt.KEY_INTERPOLATIONS)):
         if getattr(opts, key) not in opt.choice_ids(table):
             bad(f"{key}={getattr(opts, key)!r} is unknown; use one of {', '.join(opt.choice_ids(table))}")
@@ -162,7 +170,6 @@ def _validate(pred: Prediction, opts: ImportOptions) -> dict:
         "sizes": sizes,
         "w2c_rel": w2c_rel,
         "reference": reference,  # world-to-camera of the frame built in (identity: the result's own world)
-        "up": up_matrix(opts.up_axis),
         "scale": _resolve_scale(pred, opts.scale),
         "video": video,
         "frames": frames,
@@ -216,6 +223,7 @@ def import_prediction(pred: Prediction, name: str | None = None, options: Import
     opts = options or ImportOptions()
     _check_options(opts)
     geo = _validate(pred, opts)
+    mm.resolve_world(pred, opts, geo, in_input_world(pred))  # issue 27: the FLOOR world, the camera-height scale
     label, key = source_of(pred, name, _fallback_source)
     scene = scene or bpy.context.scene
     token = f"pending:{uuid.uuid4().hex}"
@@ -274,7 +282,7 @@ def _build(pred, opts, geo, label, key, scene, track):
     up, scale, k_proc, w2c_rel = geo["up"], geo["scale"], geo["k_proc"], geo["w2c_rel"]
     typical = _typical_depth(pred) * scale
     root = track(bpy.data.collections.new(f"DA3 {label}"))
-    root["da3_role"], root["da3_key"], root["da3_up_axis"], root["da3_scale"] = "root", key, opts.up_axis, scale
+    root["da3_role"], root["da3_key"], root["da3_scale"] = "root", key, scale
     root["da3_kind"] = (geo["video"].get("kind") or "video") if geo["video"] is not None else "images"
     if geo["assumed_fov"]:
         root["da3_assumed_fov"] = float(opts.fallback_fov)
@@ -340,7 +348,7 @@ def _build(pred, opts, geo, label, key, scene, track):
         else:
             cams = cameras.still_cameras(names, mats, params, sizes, track, display_size=0.1 * typical)
         for cam in cams:
-            cam["da3_up_axis"], cam["da3_scale"] = opts.up_axis, scale
+            cam["da3_up_axis"], cam["da3_scale"] = geo["up_axis"], scale
             col.objects.link(cam)
     if (pred.meta or {}).get("solve"):  # i18: camera solve figures, tracks, lens distortion
         view_frames, first = None, None
@@ -348,6 +356,7 @@ def _build(pred, opts, geo, label, key, scene, track):
             view_frames = footage.scene_frames(pred, opts.frame_start)
             first = footage.clip_start(geo["video"], opts.frame_start)
         solve_scene.build(pred, root, cams if opts.cameras else [], names, view_frames, track, first)
+    mm.build(pred, opts, geo, label, root, _child, track, cams, scene)  # records the world; mesh, shadow catcher
     return root, cams
 
 

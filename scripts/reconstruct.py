@@ -27,6 +27,7 @@ from da3_blender import options as opt  # noqa: E402
 from da3_blender.commands.common import (DEBUG_ENV, add_exr_arguments, add_refine_argument, add_shot_arguments,  # noqa: E402
                                          add_streaming_arguments, add_video_arguments, debug_wanted, exr_options, shot_from_args)
 from da3_blender.errors import BadInputError  # noqa: E402
+from da3_blender.matchmove.steps import add_build_arguments as add_matchmove_arguments, scene_settings as mm_settings  # noqa: E402,E501
 from da3_blender.files import check_writable_folder  # noqa: E402
 from da3_blender.inputs.sequences import find_sequence, is_pattern  # noqa: E402
 
@@ -84,11 +85,11 @@ def add_build_arguments(p) -> None:
                    help=f"one plane vertex every this many pixels; 1 is the finest (default: {opt.DEFAULT_PLANE_STRIDE})")
     g.add_argument("--plane-texture", type=_lower_choice(opt.choice_ids(opt.PLANE_TEXTURES)), default=None,
                    help=f"processed or original images on the planes (default: {opt.DEFAULT_PLANE_TEXTURE})")
-    g.add_argument("--up-axis", type=_lower_choice(opt.choice_ids(opt.UP_AXES)), default=None,
-                   help="z_up (Blender Z up) or keep (the first camera's OpenCV frame) (default: z_up)")
+    g.add_argument("--up-axis", type=_lower_choice(opt.choice_ids(opt.UP_AXES)), default=None, help="floor (the floor at Z = 0; z_up without one), z_up or keep (the first camera's OpenCV frame) (default: floor)")
     g.add_argument("--scale", type=_scale, default=None,
                    help="predicted, metric (metric models) or a factor for depth and camera positions (default: predicted)")
     g.add_argument("--fixed-lens", action="store_true", help="video: one lens for the whole shot, no lens keys")
+    add_matchmove_arguments(g)  # issue 27: --camera-height, --shadow-catcher, --mesh, --mesh-max-faces, --mesh-holdout
     g.add_argument("--keys", type=_lower_choice(opt.choice_ids(opt.KEY_INTERPOLATIONS)), default=None,
                    help="camera key interpolation: linear or constant (default: linear)")
 
@@ -139,10 +140,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="also write the cameras (scene fps, frame range): Alembic/FBX/USD by Blender, or Nuke .nk/.chan")
     g.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also env {DEBUG_ENV}=1)")
     # render farm (issue 20): plan here, run on a Flamenco farm
-    g.add_argument("--submit-flamenco", default=None, metavar="URL",
-                   help="plan the shot into --farm-dir and submit it to this Flamenco manager instead of running it here")
-    g.add_argument("--farm-dir", default=None, metavar="DIR",
-                   help="with --submit-flamenco: the plan folder, on storage the workers see (default: <output>_farm)")
+    g.add_argument("--submit-flamenco", default=None, metavar="URL", help="plan the shot into --farm-dir and submit it to this Flamenco manager instead of running it here")  # noqa: E501
+    g.add_argument("--farm-dir", default=None, metavar="DIR", help="with --submit-flamenco: the plan folder, on storage the workers see (default: <output>_farm)")  # noqa: E501
     args = p.parse_args(argv)
     try:
         check_args(args)
@@ -153,6 +152,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> dict:
     """Every argument checked before any work (outputs included); returns the job they describe."""
+    mm_settings(args)  # issue 27: camera height, mesh budget
     for path in args.inputs:
         if not os.path.exists(path) and not is_pattern(path):
             raise Failure(f"input not found: {path}", code=2)
@@ -202,7 +202,7 @@ def job_from_args(args: argparse.Namespace) -> dict:
         "num_max_points": args.num_max_points,
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
-        "chunk_align": args.chunk_align,
+        "chunk_align": args.chunk_align, "loop_closure": False if getattr(args, "no_loop_closure", False) else None,
         "refine": args.refine, "refine_motion": args.refine_motion,
         **exr_options(args),
     }
@@ -239,13 +239,13 @@ def scene_settings(args: argparse.Namespace) -> dict:
         "interpolation": args.keys,
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
-        "chunk_align": args.chunk_align,
+        "chunk_align": args.chunk_align, "loop_closure": not getattr(args, "no_loop_closure", False),
         "refine_lens": args.refine, "refine_motion": args.refine_motion,
         "frame_start": getattr(args, "frame_start", None),  # issue 17 (shots)
         "frame_rate": getattr(args, "frame_rate", None),
         "input_colorspace": getattr(args, "input_colorspace", None),
     }
-    s.update({k: v for k, v in optional.items() if v is not None})
+    s.update({k: v for k, v in optional.items() if v is not None}, **mm_settings(args))
     if any(getattr(args, k) is not None for k in ("chunk_size", "chunk_overlap", "chunk_align")):
         s["chunking"] = "ALWAYS"  # asked for on the command line: chunk image sets too (videos chunk by default)
     if args.scale is not None:

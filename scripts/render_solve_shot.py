@@ -4,7 +4,7 @@ A closed room with walls and floor in varied high-frequency procedural textures 
 bricks, checkers) and textured boxes, all emission-only (no lighting noise), rendered with Cycles at
 a few samples: cheap, and SIFT finds thousands of features. The camera walks an arc while panning.
 
-    blender -b -P scripts/render_solve_shot.py -- OUT_DIR --frames 48 --size 960x540 [--path nodal]
+    blender -b -P scripts/render_solve_shot.py -- OUT_DIR --frames 48 --size 960x540 [--path nodal|orbit]
     python scripts/render_solve_shot.py OUT_DIR ...            (with the bpy module)
 
 Writes ``OUT_DIR/frame_NNNN.png`` rendered with ``OVERSCAN`` extra pixels on each side and cropped
@@ -77,7 +77,9 @@ def _texture(kind, scale, seed):
     return build
 
 
-def build_scene(width, height, lens=24.0, samples=4):
+def build_scene(width, height, lens=24.0, samples=4, repeat=False):
+    """The room; ``repeat``: opposite walls and the boxes repeat each other (the room is the same turned
+    half a turn about its vertical axis), so a view and the view half an orbit later look alike."""
     import bpy
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -96,14 +98,27 @@ def build_scene(width, height, lens=24.0, samples=4):
     # room 12 x 12 x 5 m: floor, ceiling, four walls, each its own texture
     planes = [((0, 0, 0), (0, 0, 0)), ((0, 0, 5), (math.pi, 0, 0)), ((0, 6, 2.5), (math.pi / 2, 0, 0)),
               ((0, -6, 2.5), (-math.pi / 2, 0, 0)), ((6, 0, 2.5), (0, -math.pi / 2, 0)), ((-6, 0, 2.5), (0, math.pi / 2, 0))]
+    if repeat:  # the -y and -x walls: the +y and +x walls turned half a turn about z (same texture coordinates)
+        planes[3], planes[5] = ((0, -6, 2.5), (math.pi / 2, 0, math.pi)), ((-6, 0, 2.5), (0, -math.pi / 2, math.pi))
+    materials = {}
     for i, (loc, rot) in enumerate(planes):
         bpy.ops.mesh.primitive_plane_add(size=12, location=loc, rotation=rot)
-        bpy.context.object.data.materials.append(_emission(f"wall{i}", _texture(kinds[i % 4], 3.0 + i, i)))
+        j = {3: 2, 5: 4}.get(i, i) if repeat else i
+        materials.setdefault(j, _emission(f"wall{j}", _texture(kinds[j % 4], 3.0 + j, j)))
+        bpy.context.object.data.materials.append(materials[j])
     rng = np.random.default_rng(7)
-    for i in range(9):
-        loc = (rng.uniform(-3.5, 3.5), rng.uniform(0.5, 4.5), rng.uniform(0.3, 1.5))
-        bpy.ops.mesh.primitive_cube_add(size=rng.uniform(0.6, 1.4), location=loc, rotation=(0, 0, rng.uniform(0, 3)))
-        bpy.context.object.data.materials.append(_emission(f"box{i}", _texture(kinds[(i + 1) % 4], 4.0 + i, 10 + i)))
+    for i in range(5 if repeat else 9):
+        if repeat:  # around the orbit, each box with its twin half a turn away
+            a, r = rng.uniform(0, math.pi), rng.uniform(3.0, 4.5)
+            loc = (r * math.cos(a), r * math.sin(a), rng.uniform(0.3, 1.5))
+        else:
+            loc = (rng.uniform(-3.5, 3.5), rng.uniform(0.5, 4.5), rng.uniform(0.3, 1.5))
+        size, turn = rng.uniform(0.6, 1.4), rng.uniform(0, 3)
+        mat = _emission(f"box{i}", _texture(kinds[(i + 1) % 4], 4.0 + i, 10 + i))
+        for twin in ((False, True) if repeat else (False,)):
+            where = (-loc[0], -loc[1], loc[2]) if twin else loc
+            bpy.ops.mesh.primitive_cube_add(size=size, location=where, rotation=(0, 0, turn + (math.pi if twin else 0)))
+            bpy.context.object.data.materials.append(mat)
     bpy.ops.object.camera_add()
     cam = bpy.context.object
     cam.data.lens, cam.data.sensor_width, cam.data.sensor_fit = lens, 36.0, "HORIZONTAL"
@@ -111,18 +126,25 @@ def build_scene(width, height, lens=24.0, samples=4):
     return scene, cam
 
 
-PATHS = ("arc", "nodal")
+PATHS = ("arc", "nodal", "orbit")
 
 
 def camera_path(frames: int, path: str = "arc"):
     """Locations and look-at targets. ``arc``: a 3 m arc sideways and forwards while panning across the
-    boxes. ``nodal``: a tripod pan (one location) of 50 degrees across the room with a tilt."""
+    boxes. ``nodal``: a tripod pan (one location) of 50 degrees across the room with a tilt. ``orbit``: a
+    full turn on a circle of 1.2 m about the room's centre looking outwards, ending a step before its start
+    (in the ``repeat`` room)."""
     from mathutils import Vector
 
     out = []
     for i in range(frames):
         t = i / max(frames - 1, 1)
-        if path == "nodal":
+        if path == "orbit":
+            a = 2 * math.pi * i / frames
+            loc = Vector((1.2 * math.cos(a), 1.2 * math.sin(a), 1.6 + 0.15 * math.sin(3 * a)))
+            look = a + 0.35  # outwards and a little along the way
+            target = Vector((loc.x + 4 * math.cos(look), loc.y + 4 * math.sin(look), 1.1))
+        elif path == "nodal":
             loc = Vector((0.3, -3.5, 1.6))
             target = Vector((3.5 - 6.5 * t, 3.0, 1.2 + 0.8 * math.sin(2 * math.pi * t)))
         else:
@@ -149,7 +171,8 @@ def render_shot(out_dir, frames=48, width=960, height=540, samples=4, lens=24.0,
     from PIL import Image
 
     os.makedirs(os.path.join(out_dir, "overscan"), exist_ok=True)
-    scene, cam = build_scene(width, height, lens=lens * width / (width + 2 * OVERSCAN[0]), samples=samples)
+    scene, cam = build_scene(width, height, lens=lens * width / (width + 2 * OVERSCAN[0]), samples=samples,
+                             repeat=path == "orbit")
     extr, intr = [], []
     for i, (loc, target) in enumerate(camera_path(frames, path)):
         cam.location = loc
@@ -206,7 +229,8 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--size", default="960x540")
     parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--path", choices=PATHS, default="arc", help="the camera path (nodal: a tripod pan)")
+    parser.add_argument("--path", choices=PATHS, default="arc",
+                        help="the camera path (nodal: a tripod pan; orbit: a full turn that returns to its start)")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     render_shot(args.out_dir, args.frames, width, height, args.samples, path=args.path)

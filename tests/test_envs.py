@@ -27,9 +27,9 @@ def test_pins_equal_pyproject():
     extras = project["optional-dependencies"]
     assert requirements.OPTIONAL_DEPENDENCIES == extras["exr"]
     assert requirements.PLATES_DEPENDENCIES == extras["plates"] and requirements.SOLVE_DEPENDENCIES == extras["solve"]
-    assert requirements.USD_DEPENDENCIES == extras["usd"]
+    assert requirements.USD_DEPENDENCIES == extras["usd"] and requirements.MESH_DEPENDENCIES == extras["mesh"]
     assert requirements.MANAGED_REQUIREMENTS == (requirements.DEPENDENCIES + extras["exr"] + extras["plates"]
-                                                 + extras["solve"] + extras["usd"])
+                                                 + extras["solve"] + extras["usd"] + extras["mesh"])
     # the test environment (Python 3.11, Linux x86_64) installs what the 3.11 rows of the table name
     here = requirements.requirements_for("3.11", "linux-x86_64")
     assert all(pin in here for pin in extras["test"] if requirements.requirement_name(pin) in

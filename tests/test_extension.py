@@ -689,7 +689,7 @@ def test_build_choices_and_defaults_come_from_options(registered):
         assert tuple(item.identifier for item in prop.enum_items) == opt.choice_ids(table)
         assert prop.default == default == getattr(importer.ImportOptions(), name)
     assert s.bl_rna.properties["plane_stride"].default == opt.DEFAULT_PLANE_STRIDE == importer.ImportOptions().plane_stride
-    assert set(conventions.UP_AXES) == set(opt.choice_ids(opt.UP_AXES))
+    assert set(conventions.UP_AXES) | {"FLOOR"} == set(opt.choice_ids(opt.UP_AXES))  # FLOOR: from the floor found (issue 27)
     with pytest.raises(BadInputError, match="interpolation='BEZIER' is unknown; use one of LINEAR, CONSTANT"):
         importer._check_options(importer.ImportOptions(interpolation="BEZIER"))
 

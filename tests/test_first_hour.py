@@ -311,21 +311,23 @@ def test_headless_build_options_reach_the_scene_settings(tmp_path):
     assert s["scale_mode"] == "METRIC" and "plane_stride" not in s and "chunk_size" not in s
 
 
-def test_headless_build_option_names_are_scene_settings(extension):
+def test_headless_build_option_names_are_scene_settings(extension, tmp_path):
     """Every setting the headless script fills exists on scene.da3_settings (streaming ones once the panel has them)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("reconstruct_names", SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    import argparse
-
-    args = argparse.Namespace(no_points=False, no_planes=False, no_cameras=False, keep_result=False, use_ray_pose=False,
-                              fixed_lens=False, device="cpu", process_res=140, process_res_method="upper_bound_resize",
-                              ref_view_strategy="first", conf_thresh_percentile=10.0, num_max_points=10, plane_detail=2,
-                              plane_texture="original", up_axis="KEEP", keys="CONSTANT", chunk_size=8,
-                              chunk_overlap=2, chunk_align="se3", scale=2.0, export_dir=None, export_format=None,
-                              gaussians=True, refine="radial", refine_motion="nodal")
+    # every option the script has, set away from its default, parsed by the script's own parser
+    (tmp_path / "in.png").write_bytes(b"")
+    args = script.parse_args([str(tmp_path / "in.png"), "--output", str(tmp_path / "out.blend"), "--no-points", "--no-planes", "--no-cameras",
+                              "--keep-result", "--use-ray-pose", "--fixed-lens", "--device", "cpu", "--process-res", "140",
+                              "--ref-view-strategy", "first", "--conf-thresh-percentile", "10", "--num-max-points", "10",
+                              "--plane-detail", "2", "--plane-texture", "original", "--up-axis", "keep", "--keys",
+                              "constant", "--chunk-size", "8", "--chunk-overlap", "2", "--chunk-align", "se3", "--scale",
+                              "2", "--refine", "radial", "--refine-motion", "nodal", "--dtype", "fp32", "--mesh",
+                              "--mesh-max-faces", "1000", "--mesh-holdout", "--camera-height", "1.6", "--gaussians",
+                              "--shadow-catcher", "--no-loop-closure"])
     import importlib
 
     names = set(importlib.import_module(f"{extension.__name__}.properties").DA3Settings.__annotations__)

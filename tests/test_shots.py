@@ -137,6 +137,16 @@ def test_twelve_fps_picks_frames_by_time_on_a_sequence(tmp_path, rate):
         assert rates.keeps_frame(index, rates.sample_step(per_second, 12.0)) == (index in TWELVE_FPS[rate])
 
 
+@pytest.mark.parametrize("rate", sorted(TWELVE_FPS))
+def test_where_max_frames_stops_reading_is_the_last_frame_kept(rate):
+    """A video sampled with max_frames stops decoding after the last frame it keeps (its progress total)."""
+    step = rates.sample_step(rates.rate_float(rates.snap_rate(rate)), 12.0)
+    for first in (0, 1, 3):
+        kept = [i for i in TWELVE_FPS[rate] if i >= first]
+        assert [rates.nth_kept_index(first, n, step) for n in range(len(kept))] == kept
+    assert [rates.nth_kept_index(5, n, 1.0) for n in range(3)] == [5, 6, 7]  # every frame
+
+
 def test_sampled_sequence_and_sparse_folders_stay_stills(tmp_path):
     folder = _write_pngs(tmp_path / "shot", range(1, 13))
     got = collect_inputs([str(folder)], fps=8, frame_rate=24)  # every 3rd number from the first

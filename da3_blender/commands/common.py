@@ -15,6 +15,7 @@ from typing import Sequence
 
 from .. import options as opt
 from ..errors import BadInputError
+from ..matchmove.steps import add_arguments as add_matchmove_arguments, options_from_args as matchmove_options
 
 DEFAULT_EXPORT_DIR = "da3_output"
 DEBUG_ENV = "DA3_DEBUG"  # DA3_DEBUG=1: print the traceback of an error (as --debug)
@@ -63,24 +64,24 @@ def exr_options(args) -> dict:
 
 
 def add_streaming_arguments(g) -> None:
-    """``--chunk-size``, ``--chunk-overlap``, ``--chunk-align`` (shared with scripts/reconstruct.py)."""
+    """``--chunk-size``, ``--chunk-overlap``, ``--chunk-align``, ``--no-loop-closure`` (shared with reconstruct.py)."""
     g.add_argument("--chunk-size", type=chunk_size_arg, default=None, metavar="N|auto",
-                   help=f"views per chunk for long shots, each chunk one pass of the network, aligned on the "
-                        f"overlap; {opt.AUTO_CHUNK} picks it from the device's memory (default: "
-                        f"{opt.DEFAULT_VIDEO_CHUNK_SIZE} for videos, one pass for images)")
+                   help=f"views per chunk for long shots, each chunk one pass of the network, aligned on the overlap; "
+                        f"{opt.AUTO_CHUNK}: from the device (default: {opt.DEFAULT_VIDEO_CHUNK_SIZE} for videos, one pass for images)")
     g.add_argument("--chunk-overlap", type=int, default=None, metavar="N",
                    help="views shared by consecutive chunks (default: a quarter of the chunk, at least 2)")
     g.add_argument("--chunk-align", default=None, choices=opt.CHUNK_ALIGN_NAMES,
                    help="how chunks are aligned: sim3 (with scale), se3 (rigid, metric models) or auto "
                         f"(by model; default: {opt.DEFAULT_CHUNK_ALIGN})")
+    g.add_argument("--no-loop-closure", action="store_true", help="leave a streamed shot's loops open (docs/loop-closure.md)")
 
 
 def add_refine_argument(g) -> None:
-    """``--refine [fixed|zoom|radial]``: the camera solve (shared with scripts/reconstruct.py)."""
+    """``--refine [fixed|zoom|radial|known]``: the camera solve (shared with scripts/reconstruct.py)."""
     g.add_argument("--refine", nargs="?", const=opt.DEFAULT_REFINE_LENS, default=None,
                    choices=opt.choice_ids(opt.REFINE_LENSES),
-                   help="refine the cameras by tracking features and bundle adjustment (needs pycolmap); the "
-                        f"lens: fixed (one focal length), zoom (per frame), radial (with distortion k1, k2); "
+                   help="refine the cameras by tracking features and bundle adjustment (needs pycolmap); the lens: fixed "
+                        "(one focal length), zoom (per frame), radial (with k1, k2), known (held: only the poses solved); "
                         f"--refine alone: {opt.DEFAULT_REFINE_LENS}")
     g.add_argument("--refine-motion", default=None, choices=opt.choice_ids(opt.REFINE_MOTIONS),
                    help="the camera's motion for --refine: free (it travels), nodal (a pan from a tripod: one "
@@ -144,10 +145,10 @@ def job_from_args(args) -> dict:
         "exif_transpose": not args.no_exif,
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
-        "chunk_align": args.chunk_align,
+        "chunk_align": args.chunk_align, "loop_closure": False if args.no_loop_closure else None,
         "refine": args.refine,
         "refine_motion": args.refine_motion,
-        **exr_options(args),
+        **exr_options(args), **matchmove_options(args),
     }
     if os.path.exists(args.export_dir) and not os.path.isdir(args.export_dir):
         raise BadInputError(f"--export-dir {args.export_dir} is a file: choose a folder")
@@ -335,6 +336,7 @@ def parent_parsers():
                    help=f"point budget of glb/ply (default: {opt.DEFAULT_NUM_MAX_POINTS})")
     g.add_argument("--no-cameras", dest="show_cameras", action="store_false", help="no camera frustums in the glb")
     add_exr_arguments(g)
+    add_matchmove_arguments(g)  # issue 27: --up-axis, --camera-height, --mesh-max-faces
     g = common.add_argument_group("backend (issue 21)")
     g.add_argument("--use-backend", action="store_true",
                    help="send the work to a running `da3 backend` (its model stays loaded) instead of running here")

@@ -17,10 +17,12 @@ def export_result(args) -> int:
     """``da3 export RESULT.npz``: a kept result (the worker's, the npz export, official DA3) in other formats.
     A damaged file is one line (``prediction.load_result``), before any file is written."""
     from .. import exports
+    from ..matchmove.steps import after_inference, options_from_args
     from ..prediction import load_result
 
     formats = exports.parse_formats(args.export_format)
-    pred = load_result(args.input)  # exports.export checks everything, then makes the folder
+    # exports.export checks everything, then makes the folder; issue 27: the floor, the mesh, --up-axis/--camera-height
+    pred = after_inference(load_result(args.input), lambda *a: None, formats=formats, **options_from_args(args))
     files = exports.export(pred, export_format="-".join(formats), export_dir=args.export_dir,
                            conf_thresh_percentile=args.conf_thresh_percentile, num_max_points=args.num_max_points,
                            show_cameras=args.show_cameras, usd_format=args.usd_format) or []

@@ -22,6 +22,7 @@ format         file(s)                                            needs
 ``usd``        ``usd/shot.usda`` (``.usdc``)                      cameras; usd-core (optional)
 ``undistorted`` ``undistorted/plate.NNNN.{exr,png}``,             intrinsics; the plate files
                ``undistorted/camera.json``
+``mesh``       ``mesh/mesh.glb``, ``mesh/mesh.ply``               cameras, depth; scikit-image (optional)
 =============  =================================================  =======================================
 
 Point exports lift pixels at their centres (K in pixel-edge coordinates), deliberately fixing the
@@ -47,6 +48,7 @@ from .exr import check_exr_options, export_exr
 from ..files import make_folder, record_placed
 from .glb import export_glb
 from .gs_ply import check_gs_input, export_gs_ply
+from .mesh import export_mesh
 from .npz import check_npz_input, export_mini_npz, export_npz
 from .ply import export_ply
 from .points import cameras_for_points
@@ -170,6 +172,7 @@ _WRITERS: dict[str, Callable[[Prediction, str, dict], list[str]]] = {
     "nuke": lambda p, d, s: export_nuke(p, d),
     "undistorted": lambda p, d, s: export_undistorted(p, d),
     "usd": lambda p, d, s: export_usd(p, d, s["usd_format"], s["pct"], s["max_points"], s["seed"]),
+    "mesh": lambda p, d, s: export_mesh(p, d),
 }
 
 __all__ = ["FORMATS", "export", "parse_formats", "read_colmap_text"]

@@ -92,6 +92,15 @@ def alignment_transform(w2c0: np.ndarray, points_world: np.ndarray) -> np.ndarra
     return t_center @ a
 
 
+def world_alignment(pred: Prediction) -> np.ndarray:
+    """A result moved into a world (``meta["world"]``, issue 27) keeps it: Z up -> glTF Y up, no re-centring;
+    ``KEEP`` (OpenCV axes) -> glTF axes."""
+    a = np.eye(4)
+    a[:3, :3] = np.diag([1.0, -1.0, -1.0]) if pred.meta["world"].get("up_axis") not in ("FLOOR", "Z_UP") else \
+        np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+    return a
+
+
 def transform(mat: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 4x4 to (M,3) points, in float64."""
     return np.asarray(points, dtype=np.float64) @ mat[:3, :3].T + mat[:3, 3]
@@ -139,7 +148,7 @@ def export_glb(
 ) -> list[str]:
     k, w2c = cameras_for_points(pred, "glb")
     points = build_points(pred, glb_conf_threshold(pred.conf, conf_thresh_percentile), k, w2c)
-    align = alignment_transform(w2c[0], points.xyz)
+    align = world_alignment(pred) if (pred.meta or {}).get("world") else alignment_transform(w2c[0], points.xyz)
     points.xyz = transform(align, points.xyz).astype(np.float32)
     points = points.take(np.isfinite(points.xyz).all(axis=1))
     points = subsample(points, num_max_points, seed)

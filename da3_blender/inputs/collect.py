@@ -271,7 +271,7 @@ def read_video(path, fps=None, start=None, end=None, max_frames=None, progress=N
         expected = int(round(reader.duration * timing["average_fps"]))  # an estimate for progress
         last_wanted = min(expected, stop) if expected else stop
         if max_frames is not None:  # reading stops at the last frame kept
-            last_wanted = min(last_wanted, first + math.ceil(int(max_frames) * step) + 1)
+            last_wanted = min(last_wanted, rates.nth_kept_index(first, int(max_frames) - 1, step) + 1)
         numbers, decoded, at_end = _sample_frames(reader, first, stop, step, max_frames, last_wanted, progress)
         width, height, duration = reader.width, reader.height, reader.duration
     if not numbers:

@@ -84,6 +84,17 @@ def keeps_frame(index: int, step: float) -> bool:
     return math.floor((index + 0.5) / step + 1e-9) > math.floor((index - 0.5) / step + 1e-9)
 
 
+def nth_kept_index(first: int, n: int, step: float) -> int:
+    """The index of the ``n``-th (0-based) frame :func:`keeps_frame` keeps at or after frame ``first``: the
+    frame nearest the sample instant ``k * step`` is ``ceil(k * step - 0.5)``."""
+    if step <= 1.0:
+        return first + n
+    k = max(0, math.floor((first - 0.5) / step))
+    while math.ceil(k * step - 0.5 - 1e-9) < first:
+        k += 1
+    return math.ceil((k + n) * step - 0.5 - 1e-9)
+
+
 def step_text(step: float) -> str:
     """``3.0`` -> ``"3"``, ``2.4975`` -> ``"2.5"``: a sampling step for the summaries."""
     return f"{step:.3g}" if abs(step - round(step)) > 1e-6 else str(int(round(step)))

@@ -89,12 +89,13 @@ def single_pass(run: ViewRunner, n: int, report):
     return pred, alignment
 
 
-def run_chunks(run: ViewRunner, n: int, chunks: list[tuple[int, int]], align: str, report):
+def run_chunks(run: ViewRunner, n: int, chunks: list[tuple[int, int]], align: str, report, loop_closure=False):
     """Every chunk through the network, aligned and stitched (see :mod:`da3_blender.pipeline.streaming`).
 
-    Returns ``(pred, alignment to the user's poses or None, per-chunk meta)``. The processed images are
-    written over the input images in place once no later chunk needs them (the same values a single
-    pass gives), so they cost no second copy.
+    ``loop_closure``: close the loops of a shot that revisits a place (:mod:`.streaming_loops`; figures in
+    ``pred.meta["loop_closure"]``). Returns ``(pred, alignment to the user's poses or None, per-chunk
+    meta)``. The processed images are written over the input images in place once no later chunk needs
+    them (the same values a single pass gives), so they cost no second copy.
     """
     stitcher = streaming.Stitcher(n, with_scale=align == "sim3")
     images = run.images
@@ -123,9 +124,24 @@ def run_chunks(run: ViewRunner, n: int, chunks: list[tuple[int, int]], align: st
             images[converted:next_start] = preprocess.denormalize_to_uint8(preprocess.normalize(images[converted:next_start]))
             converted = next_start
     report("forward", 1.0, f"{count} chunks")
+    figures = None
+    if loop_closure and run.extr is None:  # known poses: the chunks are in the user's frame already
+        from .streaming_loops import close_loops
+
+        figures = close_loops(images, stitcher, chunks, report, lambda views, progress: _views(run, views, progress))
     pred = stitcher.prediction(images)
+    if figures is not None:
+        pred.meta = {**(pred.meta or {}), "loop_closure": figures}
     log.info("streaming: %s", streaming.chunk_residual_summary(stitcher.chunks))
     return pred, first_alignment, stitcher.chunks
+
+
+def _views(run: ViewRunner, views: list, progress) -> Prediction:
+    """Any views (a loop chunk: two places of the shot) through the network together, unaligned."""
+    part = to_prediction(run.forward(preprocess.normalize(run.images[views]), 0, len(views), progress), len(views))
+    if run.proc_k is not None:
+        part.intrinsics = np.asarray(run.proc_k, dtype=np.float32)[views]
+    return part
 
 
 def _one_chunk(run: ViewRunner, stitcher, k: int, start: int, end: int, first_alignment, label: str, progress):

@@ -42,7 +42,9 @@ PLATES_DEPENDENCIES = ['OpenImageIO==3.0.21.0; python_version < "3.13"',
                        'OpenImageIO==3.1.19.0; python_version >= "3.13"']
 SOLVE_DEPENDENCIES = ['pycolmap==4.2.1; platform_machine != "aarch64"']  # no Linux aarch64 wheels
 USD_DEPENDENCIES = ["usd-core==26.11"]
-MANAGED_REQUIREMENTS = DEPENDENCIES + OPTIONAL_DEPENDENCIES + PLATES_DEPENDENCIES + SOLVE_DEPENDENCIES + USD_DEPENDENCIES
+MESH_DEPENDENCIES = ["scikit-image==0.26.0"]  # issue 27: marching cubes of the fused proxy mesh
+MANAGED_REQUIREMENTS = (DEPENDENCIES + OPTIONAL_DEPENDENCIES + PLATES_DEPENDENCIES + SOLVE_DEPENDENCIES + USD_DEPENDENCIES
+                        + MESH_DEPENDENCIES)
 TORCH_INDEX = "https://download.pytorch.org/whl/{variant}"
 PYPI_INDEX = "https://pypi.org/simple"
 TORCH_VARIANTS = ("cpu", "cu126", "cu128")  # the PyTorch index builds the preferences offer

@@ -99,6 +99,9 @@ def residuals(rig: Rig, points: np.ndarray, tracks: TrackSet) -> tuple[np.ndarra
 
 # -- pycolmap --------------------------------------------------------------------------------------
 
+HELD_LENS_MODEL = "PINHOLE"  # fx, fy, cx, cy as given and held: a known lens (and measuring the input cameras)
+
+
 def _camera(pycolmap, cam_id: int, model: str, size, f, c, k):
     params = {"SIMPLE_PINHOLE": [f[0], *c], "PINHOLE": [*f, *c], "RADIAL": [f[0], *c, *k]}[model]
     cam = pycolmap.Camera.create_from_model_name(cam_id, model, float(f[0]), int(size[0]), int(size[1]))
@@ -153,12 +156,13 @@ def from_reconstruction(rec, rig: Rig, camera_of_view: np.ndarray, model: str, p
 def adjust(pycolmap, rig: Rig, points: np.ndarray, tracks: TrackSet, *, camera_of_view, model, sizes,
            constant_views=(), refine_cameras=True, loss_scale=None, threads=-1) -> tuple[Rig, np.ndarray]:
     """Bundle adjustment (pycolmap/Ceres). View 0 and ``constant_views`` keep their poses; with
-    ``refine_cameras=False`` only the points move (the error of the cameras as they are)."""
+    ``refine_cameras=False`` only the points move (the error of the cameras as they are); the
+    :data:`HELD_LENS_MODEL` keeps its intrinsics (a known lens: only the poses are solved)."""
     rec, point_ids = to_reconstruction(pycolmap, rig, points, tracks, camera_of_view, model, sizes)
     options = pycolmap.BundleAdjustmentOptions()
     options.print_summary = False
     options.refine_principal_point = False
-    options.refine_focal_length = refine_cameras
+    options.refine_focal_length = refine_cameras and model != HELD_LENS_MODEL
     options.refine_extra_params = refine_cameras and model == "RADIAL"
     options.refine_rig_from_world = refine_cameras
     options.ceres.solver_options.num_threads = threads

@@ -22,7 +22,7 @@ from ..cancel import checkpoint
 from ..errors import BadInputError
 from . import nodal
 from . import features as feat
-from .bundle import Rig, adjust, project, residuals, triangulate, triangulation_angles
+from .bundle import HELD_LENS_MODEL, Rig, adjust, project, residuals, triangulate, triangulation_angles
 
 MIN_TRACKS = 30  # fewer verified tracks than this: nothing to solve with
 MIN_VIEW_OBSERVATIONS = 15  # a view seeing fewer tracks keeps its input pose
@@ -137,7 +137,7 @@ def _bundle_nodal(rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, progres
 
     def adjust_round(rig, d, tracks, held, loss):
         return nodal.adjust(rig, d, tracks, camera_of_view=camera_of_view, radial=model == "RADIAL",
-                            held_views=held, loss_scale=loss)
+                            held_views=held, loss_scale=loss, hold_lens=model == HELD_LENS_MODEL)
 
     def hold(rig, v):
         rig.R[v] = rig_in.R[v]

@@ -59,7 +59,7 @@ def directions(rig: Rig, tracks: TrackSet) -> np.ndarray:
 class _Problem:
     """The residuals and Jacobians of one nodal bundle adjustment (fixed layout of the camera parameters)."""
 
-    def __init__(self, rig: Rig, tracks: TrackSet, camera_of_view, radial: bool, held_views):
+    def __init__(self, rig: Rig, tracks: TrackSet, camera_of_view, radial: bool, held_views, hold_lens=False):
         self.tracks, self.radial = tracks, radial
         n = len(rig.R)
         self.cams = np.asarray(camera_of_view).reshape(-1)
@@ -73,6 +73,8 @@ class _Problem:
         self.free = np.ones(self.n_params, bool)
         for v in held_views:
             self.free[3 * v:3 * v + 3] = False
+        if hold_lens:  # a known lens: only the rotations (and directions) move
+            self.free[3 * n:] = False
         self.n = n
 
     def project(self, rig: Rig, d: np.ndarray, jacobians: bool):
@@ -84,15 +86,15 @@ class _Problem:
         r2 = np.sum(u * u, axis=1)
         k1, k2 = rig.k[v, 0], rig.k[v, 1]
         s = 1 + k1 * r2 + k2 * r2 * r2
-        f = rig.f[v, 0]
-        res = (s[:, None] * u) * f[:, None] + rig.c[v] - self.tracks.obs_xy
+        f, fxy = rig.f[v, 0], rig.f[v]  # fx = fy unless a known lens says otherwise (then it is held)
+        res = (s[:, None] * u) * fxy + rig.c[v] - self.tracks.obs_xy
         if not jacobians:
             return res, z
         du_dp = np.zeros((len(p), 2, 3))
         du_dp[:, 0, 0] = du_dp[:, 1, 1] = 1 / z
         du_dp[:, :, 2] = -u / z[:, None]
         dg_du = s[:, None, None] * np.eye(2) + ((2 * k1 + 4 * k2 * r2)[:, None, None] * u[:, :, None] * u[:, None, :])
-        D = f[:, None, None] * dg_du @ du_dp  # (O,2,3) pixels per camera-frame point
+        D = fxy[:, :, None] * dg_du @ du_dp  # (O,2,3) pixels per camera-frame point
         j_rot = -D @ _hat(p)
         j_dir = D @ (R @ _basis(d)[t])
         blocks = [j_rot, (s[:, None] * u)[:, :, None]]
@@ -158,9 +160,10 @@ def _normal_equations(prob: _Problem, res, j_cam, j_dir, w, lam):
 
 
 def adjust(rig: Rig, d: np.ndarray, tracks: TrackSet, *, camera_of_view, radial: bool, held_views=(),
-           loss_scale=None) -> tuple[Rig, np.ndarray]:
-    """Nodal bundle adjustment from ``rig`` (``t`` ignored: centre at the origin) and directions ``d``."""
-    prob = _Problem(rig, tracks, camera_of_view, radial, {0, *held_views})
+           loss_scale=None, hold_lens=False) -> tuple[Rig, np.ndarray]:
+    """Nodal bundle adjustment from ``rig`` (``t`` ignored: centre at the origin) and directions ``d``;
+    ``hold_lens``: the focal lengths stay as given (a known lens)."""
+    prob = _Problem(rig, tracks, camera_of_view, radial, {0, *held_views}, hold_lens)
     lam = 1e-4
     for _ in range(MAX_ITERATIONS):
         checkpoint()

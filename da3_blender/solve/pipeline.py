@@ -22,7 +22,8 @@ from ..options import DEFAULT_REFINE_LENS, DEFAULT_REFINE_MOTION, REFINE_LENSES,
 from ..prediction import Prediction, video_frame_indices
 from ..results.tracks import Tracks
 from . import features as feat
-from .bundle import Rig
+from . import loops
+from .bundle import HELD_LENS_MODEL, Rig
 from .compare import judge
 from .motion import MIN_TRACKS, choose_motion
 from .motion import rms as _rms
@@ -181,9 +182,12 @@ def _tracks(pycolmap, features: feat.Features, rig: Rig, progress) -> feat.Track
 
 
 def _lens_setup(rig: Rig, sizes: np.ndarray, lens: str) -> tuple[Rig, np.ndarray, str]:
-    """The starting lens: one camera per source size (``fixed``/``radial``) or per view (``zoom``)."""
+    """The starting lens: one camera per source size (``fixed``/``radial``) or per view (``zoom``);
+    ``known``: each view's own intrinsics as given, held (bundle.HELD_LENS_MODEL)."""
     out = rig.copy()
     n = len(rig.R)
+    if lens == "known":
+        return out, np.arange(n), HELD_LENS_MODEL
     if lens == "zoom":
         camera_of_view = np.arange(n)
     else:
@@ -216,7 +220,9 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     sizes = np.asarray(pred.orig_size, dtype=np.int64)
     rig_in = input_rig(pred)
     features = _features(pycolmap, frames, pred, progress)
-    tracks = feat.strongest_tracks(_tracks(pycolmap, features, rig_in, progress), MAX_SOLVE_TRACKS)
+    tracks = _tracks(pycolmap, features, rig_in, progress)
+    found, _ = loops.loop_pairs(pycolmap, features, rig_in, pred, progress)  # places seen again (solve/loops.py)
+    tracks = feat.strongest_tracks(loops.merge(features, tracks, found), MAX_SOLVE_TRACKS)
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
     chosen, used = choose_motion(pycolmap, pred, rig0, rig_in, tracks, camera_of_view, model, sizes, motion, progress)
     points, weak = chosen.points, chosen.held
@@ -237,6 +243,8 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
         "focal_px": [float(f) for f in rig.f[:, 0]],
         "kept_input_pose": [int(v) for v in weak],
         "kept_input_camera": [int(v) for v in verdict.kept_input_camera],
+        "loop_pairs": len(found),
+        "longest_track_gap": loops.longest_gap(chosen.tracks),
         "reason": None,
     }
     if not figures["rms_px"] < figures["rms_px_before"]:
@@ -271,8 +279,9 @@ def refine(pred: Prediction, images=None, *, lens: str = DEFAULT_REFINE_LENS, mo
     """A new Prediction with bundle-adjusted cameras and ``meta["solve"]`` (see the module docstring).
 
     ``images``: the source frames in view order (paths, arrays, or an ``inputs.collect_inputs`` set;
-    None: ``pred.source_paths``). ``lens``: ``fixed`` (one focal length), ``zoom`` (one per view) or
-    ``radial`` (one focal length with k1, k2). ``motion``: ``auto`` (free, or nodal when a pan about
+    None: ``pred.source_paths``). ``lens``: ``fixed`` (one focal length), ``zoom`` (one per view),
+    ``radial`` (one focal length with k1, k2) or ``known`` (the prediction's intrinsics, e.g. the ones the
+    user gave, are held: only the poses are solved). ``motion``: ``auto`` (free, or nodal when a pan about
     one point explains the tracks as well), ``free`` or ``nodal`` (a tripod shot: one centre, only the
     rotations and the lens move); ``meta["solve"]["motion"]`` says which. ``progress(stage, fraction, message)`` is called with
     stage ``"solve"``; raising :class:`CancelledError` from it cancels. Depth is left as it is (the
