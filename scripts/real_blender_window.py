@@ -25,6 +25,9 @@ KINDS = ("objects", "meshes", "materials", "images", "cameras", "collections", "
 TIMEOUT = float(os.environ.get("DA3_WINDOW_TIMEOUT", "600"))
 
 
+SCROLLS = 12  # x 6 wheel steps: from the top of the DA3 sidebar down to its Build section
+
+
 def parse():
     ap = argparse.ArgumentParser(prog="real_blender_window")
     ap.add_argument("--video", required=True)
@@ -178,7 +181,24 @@ def tick():
     if step == "cancelled-settled":
         shot("5-cancelled")
         STATE["checks"]["cancelled"] = {"error": rt.error, "counts": counts()}
-        ok = counts() == STATE["mid"] and rt.error.startswith("Cancelled")
+        STATE["ok"] = counts() == STATE["mid"] and rt.error.startswith("Cancelled")
+        STATE["step"], STATE["scrolls"] = "scroll", 0
+        return 0.2
+    if step == "scroll":  # the wheel over the sidebar, as a user scrolls down to the Build section
+        window, area, _ = view3d()
+        ui = next(r for r in area.regions if r.type == "UI")
+        x, y = ui.x + ui.width // 2, ui.y + ui.height // 2
+        window.event_simulate(type="MOUSEMOVE", value="NOTHING", x=x, y=y)
+        for _ in range(6):
+            window.event_simulate(type="WHEELDOWNMOUSE", value="PRESS", x=x, y=y)
+        STATE["scrolls"] += 1
+        if STATE["scrolls"] < SCROLLS:
+            return 0.1
+        STATE["step"] = "build"
+        return 1.0
+    if step == "build":
+        shot("6-build")  # the Build section: up axis (Floor), proxy mesh, shadow catcher (docs/images/panel_build.png)
+        ok = STATE["ok"]
         finish(ok, None if ok else f"cancel changed the scene or said otherwise: {STATE['checks']['cancelled']}")
         return None
     return None
