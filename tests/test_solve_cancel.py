@@ -135,3 +135,47 @@ def test_a_cancel_during_a_long_round_ends_it_within_two_seconds():
     assert not thread.is_alive() and isinstance(outcome[0], CancelledError), outcome
     assert waited < 2.0, f"the cancel took {waited:.2f} s"
     assert not _children("bundle_child") and not Path(f"/proc/{pids[0]}").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the child processes from /proc")
+def test_a_worker_cancelled_during_the_bundle_adjustment_answers_and_keeps_its_model(fixture_dir, shot, tmp_path):
+    """The whole path as Blender drives it: a solve job (the rendered shot, known cameras off by 1 degree)
+    in a real worker with every round in a child (threshold 0), cancelled once the bundle adjustment
+    runs: the worker answers ``cancelled`` within 2 s, leaves no child behind, and the next job runs on
+    the model it had loaded (no second load)."""
+    from da3_blender.runtime.client import WorkerClient
+
+    import solve_helpers as H
+
+    n = 8
+    e, k = H.perturb(shot["extrinsics"][:n], shot["intrinsics"][:n], seed=2)
+    job = {"inputs": [str(p) for p in shot["paths"][:n]], "output": str(tmp_path / "solve.npz"), "model": str(fixture_dir),
+           "device": "cpu", "options": {"process_res": 140, "refine": "fixed", "refine_motion": "free",
+                                        "extrinsics": e.tolist(), "intrinsics": k.tolist()}}
+    client = WorkerClient(python=sys.executable, env={isolate.CHILD_MIN_ENV: "0"})
+    try:
+        job_id = client.submit(job)
+
+        def in_bundle(event):
+            assert event.get("event") not in ("result", "error"), f"the job ended before the cancel: {event}"
+            return event.get("event") == "progress" and event.get("stage") == "solve" and event.get("fraction", 0) >= 0.7
+
+        assert client.wait_for(in_bundle, 180) is not None, "the solve never reached its bundle adjustment"
+        asked = time.monotonic()
+        client.cancel(job_id)
+        end = client.wait_job(job_id, 10)
+        waited = time.monotonic() - asked
+        assert end is not None and end["event"] == "error" and end["kind"] == "cancelled", end
+        assert waited < 2.0, f"the worker answered the cancel after {waited:.2f} s"
+        worker = client._proc.pid
+        children = Path(f"/proc/{worker}/task")
+        left = [pid for task in children.iterdir() for pid in (task / "children").read_text().split()]
+        assert not left, f"the worker left child processes {left}"
+
+        again = {**job, "output": str(tmp_path / "again.npz"), "inputs": job["inputs"][:2],
+                 "options": {"process_res": 140}}
+        end = client.wait_job(client.submit(again), 120)
+        assert end is not None and end["event"] == "result" and end["summary"]["model_loads"] == 1, end
+    finally:
+        client.shutdown()
