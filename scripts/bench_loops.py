@@ -49,11 +49,8 @@ def child(folder: str, lens: str, loops_on: bool) -> dict:
     out = solve.refine(pred, H.render_solve_shot.frame_paths(folder, n), lens=lens)
     seconds = time.perf_counter() - start
     s = out.meta["solve"]
-    rot, pos = H.gauge_errors(out.extrinsics, shot["extrinsics"])
-    focal = np.abs(np.asarray(s["focal_px"]) / shot["intrinsics"][:, 0, 0] - 1).max()
-    return {"seconds": seconds, "rms": s["rms_px"], "rot": float(rot.max()), "pos": float(pos.max()),
-            "rot_in": float(rot_in.max()), "pos_in": float(pos_in.max()), "focal": float(focal),
-            "loop_pairs": s["loop_pairs"], "gap": s["longest_track_gap"], "tracks": s["tracks"]}
+    return {"seconds": seconds, **H.solve_figures(out, shot), "rot_in": float(rot_in.max()),
+            "pos_in": float(pos_in.max()), "loop_pairs": s["loop_pairs"], "gap": s["longest_track_gap"]}
 
 
 def main() -> int:

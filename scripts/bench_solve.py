@@ -38,7 +38,6 @@ def shot_dir(root: Path, frames: int, width: int, height: int) -> Path:
 
 
 def child_refine(folder: str, lens: str) -> dict:
-    import numpy as np
     import solve_helpers as H
 
     from da3_blender import solve
@@ -51,10 +50,7 @@ def child_refine(folder: str, lens: str) -> dict:
     out = solve.refine(pred, H.render_solve_shot.frame_paths(folder, n), lens=lens)
     seconds = time.perf_counter() - start
     s = out.meta["solve"]
-    rot, pos = H.gauge_errors(out.extrinsics, shot["extrinsics"])
-    focal = np.abs(np.asarray(s["focal_px"]) / shot["intrinsics"][:, 0, 0] - 1).max()
-    return {"seconds": seconds, "rms": s["rms_px"], "before": s["rms_px_before"], "rot": float(rot.max()),
-            "pos": float(pos.max()), "focal": float(focal), "tracks": s["tracks"], "motion": s["motion"]}
+    return {"seconds": seconds, **H.solve_figures(out, shot), "before": s["rms_px_before"], "motion": s["motion"]}
 
 
 def child_infer(folder: str) -> dict:

@@ -29,7 +29,7 @@ PROG = "farm-build"
 SCENE_DEFAULTS = dict(keep_result=False, use_ray_pose=False, gaussians=False, fixed_lens=False, device=None,
                       process_res=None, process_res_method=None, ref_view_strategy=None, chunk_size=None,
                       chunk_overlap=None, chunk_align=None, export_dir=None, export_format=None, refine=None,
-                      refine_motion=None)
+                      refine_motion=None, dtype=None)
 
 
 class _Parser(argparse.ArgumentParser):

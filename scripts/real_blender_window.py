@@ -181,9 +181,15 @@ def tick():
     if step == "cancelled-settled":
         shot("5-cancelled")
         STATE["checks"]["cancelled"] = {"error": rt.error, "counts": counts()}
-        STATE["ok"] = counts() == STATE["mid"] and rt.error.startswith("Cancelled")
-        STATE["step"], STATE["scrolls"] = "scroll", 0
+        STATE.update(ok=counts() == STATE["mid"] and rt.error.startswith("Cancelled"), step="scroll", scrolls=0)
         return 0.2
+    if step in ("scroll", "build"):
+        return documentation_steps(step)
+    return None
+
+
+def documentation_steps(step):
+    """After the checks: the sidebar scrolled with the wheel down to its Build section, for the README."""
     if step == "scroll":  # the wheel over the sidebar, as a user scrolls down to the Build section
         window, area, _ = view3d()
         ui = next(r for r in area.regions if r.type == "UI")

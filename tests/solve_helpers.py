@@ -163,3 +163,27 @@ def nodal_shot(tmp_path_factory):
     info["folder"] = str(folder)
     info["paths"] = render_solve_shot.frame_paths(folder, NODAL_FRAMES)
     return info
+
+
+def solve_figures(out, shot) -> dict:
+    """What a solve reached on a ground-truth shot: RMS, worst rotation (degrees) and position (fraction of the
+    path) after the gauge fit, worst focal error (fraction), tracks (the benchmarks' columns)."""
+    s = out.meta["solve"]
+    rot, pos = gauge_errors(out.extrinsics, shot["extrinsics"])
+    focal = np.abs(np.asarray(s["focal_px"]) / shot["intrinsics"][:, 0, 0] - 1).max()
+    return {"rms": s["rms_px"], "rot": float(rot.max()), "pos": float(pos.max()), "focal": float(focal),
+            "tracks": s["tracks"]}
+
+
+def hide_pycolmap(monkeypatch) -> None:
+    """Make ``import pycolmap`` fail as on a Python without it."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pycolmap(name, *args, **kwargs):
+        if name == "pycolmap":
+            raise ImportError("No module named 'pycolmap'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pycolmap)

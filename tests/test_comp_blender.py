@@ -31,7 +31,8 @@ def scene_shot(extension, tmp_path_factory):
     save_result(tmp / "shot.npz", pred)
     importer = importlib.import_module(f"{extension.__name__}.scene.importer")
     importer.import_result_file(str(tmp / "shot.npz"),
-                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0))
+                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0,
+                                                       up_axis="Z_UP"))  # DA3's world, as the exports' default
     exchange = importlib.import_module(f"{extension.__name__}.scene.exchange")
     scene = bpy.context.scene
     (cam,) = exchange.imported_cameras(scene)
@@ -90,7 +91,8 @@ def test_the_panel_operator_writes_a_nuke_script(scene_shot, extension, tmp_path
     bpy.ops.wm.read_factory_settings(use_empty=True)
     importer = importlib.import_module(f"{extension.__name__}.scene.importer")
     importer.import_result_file(str(tmp / "shot.npz"),
-                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0))
+                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0,
+                                                       up_axis="Z_UP"))  # DA3's world, as the exports' default
     op = importlib.import_module(f"{extension.__name__}.operators.export_camera").DA3_OT_export_camera
     bpy.utils.register_class(op)
     try:
@@ -110,7 +112,8 @@ def test_still_cameras_become_one_camera_per_frame_like_the_nuke_export(extensio
     save_result(tmp_path / "stills.npz", pred)
     importer = importlib.import_module(f"{extension.__name__}.scene.importer")
     importer.import_result_file(str(tmp_path / "stills.npz"),
-                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0))
+                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0,
+                                                       up_axis="Z_UP"))  # DA3's world, as the exports' default
     exchange = importlib.import_module(f"{extension.__name__}.scene.exchange")
     assert len(exchange.imported_cameras(bpy.context.scene)) == 3
     exchange.export_cameras(tmp_path / "stills.chan")
@@ -150,7 +153,8 @@ def test_the_scene_nk_reads_the_footage_clip(extension, robot_video, tmp_path):
     save_result(tmp_path / "video.npz", pred)
     importer = importlib.import_module(f"{extension.__name__}.scene.importer")
     importer.import_result_file(str(tmp_path / "video.npz"),
-                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0))
+                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0,
+                                                       up_axis="Z_UP"))  # DA3's world, as the exports' default
     exchange = importlib.import_module(f"{extension.__name__}.scene.exchange")
     exchange.export_cameras(tmp_path / "video.nk")
     nodes = {k.get("name"): k for _, k in read_nk((tmp_path / "video.nk").read_text())}

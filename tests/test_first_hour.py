@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import warnings
 from pathlib import Path
 
 import numpy as np

@@ -141,16 +141,7 @@ def test_bad_input_one_line_errors(shot, tmp_path):
 
 
 def test_missing_pycolmap_is_one_line_before_any_work(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_pycolmap(name, *args, **kwargs):
-        if name == "pycolmap":
-            raise ImportError("No module named 'pycolmap'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pycolmap)
+    H.hide_pycolmap(monkeypatch)
     pred = H.prediction(np.tile(np.eye(4)[:3], (2, 1, 1)), np.tile(np.diag([500.0, 500.0, 1.0]), (2, 1, 1)), (64, 48))
     with pytest.raises(MissingDependencyError, match=r"pip install pycolmap==4\.2\.1") as err:
         solve.refine(pred, ["/nonexistent/a.png", "/nonexistent/b.png"])  # fails before reading the images

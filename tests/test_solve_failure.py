@@ -4,7 +4,6 @@ line; a solve that fails after the network keeps the unrefined result and its ex
 
 from __future__ import annotations
 
-import builtins
 import importlib.util
 import json
 import logging
@@ -23,6 +22,7 @@ pytest.importorskip("pycolmap")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_extension import registered  # noqa: E402,F401  (the extension enabled on a scene of its own)
+import solve_helpers as H  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("room_scene", Path(__file__).with_name("test_streaming.py"))
 room = importlib.util.module_from_spec(_spec)
@@ -46,14 +46,7 @@ def test_what_the_solve_needs_is_checked_before_the_network(monkeypatch):
         run_inference(mono, room.frame_images(N), process_res=room.W, refine="zoom")
     with pytest.raises(BadInputError, match="unknown refine lens 'fish'"):
         run_inference(NeverRun(N), room.frame_images(N), process_res=room.W, refine="fish")
-    real_import = builtins.__import__
-
-    def no_pycolmap(name, *args, **kwargs):
-        if name == "pycolmap":
-            raise ImportError("No module named 'pycolmap'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pycolmap)
+    H.hide_pycolmap(monkeypatch)
     with pytest.raises(MissingDependencyError, match=r"pip install pycolmap==4\.2\.1"):
         run_inference(NeverRun(N), room.frame_images(N), process_res=room.W, refine=True)
 

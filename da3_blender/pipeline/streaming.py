@@ -33,7 +33,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import geometry, options
-from ..errors import BadInputError
 from ..prediction import Prediction
 
 log = logging.getLogger("da3_blender")

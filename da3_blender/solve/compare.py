@@ -20,7 +20,8 @@ import numpy as np
 
 from ..cancel import checkpoint
 from . import features as feat
-from .bundle import Rig, adjust, residuals, triangulate
+from .bundle import Rig, residuals, triangulate
+from .isolate import adjust
 from .motion import FINAL_MEDIANS, ROUNDS
 
 WORSE_RATIO, WORSE_SLACK_PX = 1.05, 0.05  # a view is worse when after > ratio x before + slack (px)

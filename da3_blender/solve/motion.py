@@ -22,7 +22,8 @@ from ..cancel import checkpoint
 from ..errors import BadInputError
 from . import nodal
 from . import features as feat
-from .bundle import HELD_LENS_MODEL, Rig, adjust, project, residuals, triangulate, triangulation_angles
+from .bundle import HELD_LENS_MODEL, Rig, project, residuals, triangulate, triangulation_angles
+from .isolate import adjust  # a long round runs in a child process: a cancel stops it
 
 MIN_TRACKS = 30  # fewer verified tracks than this: nothing to solve with
 MIN_VIEW_OBSERVATIONS = 15  # a view seeing fewer tracks keeps its input pose

@@ -37,7 +37,7 @@ FIELDS = ("image_paths", "export_dir", "export_format", "export_feat_layers", "v
 def job_from_request(body: Any, roots: Roots, model: str, device: str, default_export_dir: str,
                      max_images: int = DEFAULT_MAX_IMAGES) -> dict[str, Any]:
     """The worker job for a request body (``output`` left for the task queue to fill)."""
-    from ..inputs.paths import is_image_path, is_video_path
+    from ..inputs.paths import is_video_path
 
     if not isinstance(body, dict):
         raise BadInputError("the body must be a JSON object with at least 'image_paths'")
