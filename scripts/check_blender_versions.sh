@@ -7,6 +7,12 @@
 #      tests that start a worker run in 2., 3. and 5.);
 #   5. scripts/check_real_blender.sh: Debian 13's real Blender 4.3 binary, headless and in an Xvfb window.
 # Runs every step, prints each one's time, exits 1 if any failed. Extra pytest arguments are passed on.
+# CI time (issue 26): the tests of 2.-5. are separate processes that share nothing (own venvs, own temp folders;
+# 5. its own Debian root): they run as three concurrent streams on the two cores (numpy 2 | bpy 4.2 then bpy 5.3 |
+# the real Blender), each stream's output printed whole, in this order, when all have ended.
+# DA3_CI_BACKGROUND=DIR (.ci/run): steps 1. and the set-up of 2.-4. were started in the background at the
+# start of CI (network- and disk-bound: PyPI, venv installs); DIR holds each one's log and exit status
+# (scripts/ci_background.sh), printed and honoured here instead of running them again.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -28,6 +34,7 @@ BPY53_TESTS=("${BPY42_TESTS[@]}" tests/test_splats.py
              --deselect tests/test_headless.py::test_video_to_a_blend
              --deselect tests/test_headless.py::test_a_failing_run_fails_in_one_line)
 failed=()
+BG=${DA3_CI_BACKGROUND:-}
 
 step() {  # step NAME COMMAND...
   local t0=$SECONDS
@@ -35,12 +42,50 @@ step() {  # step NAME COMMAND...
   if "${@:2}"; then echo "== $1: ok ($((SECONDS - t0)) s)"; else echo "== $1: FAILED ($((SECONDS - t0)) s)"; failed+=("$1"); fi
 }
 
-step "check_pins" .venv/bin/python scripts/check_pins.py
-step "set up .venv-np2, .venv-bpy42 and .venv-bpy53" bash scripts/setup_envs.sh all
-step "worker tests under numpy 2" .venv-np2/bin/python -m pytest -q -p no:cacheprovider "${NP2_TESTS[@]}" "$@"
-step "Blender-side tests on bpy 4.2 LTS" .venv-bpy42/bin/python -m pytest -q -p no:cacheprovider "${BPY42_TESTS[@]}" "$@"
-step "Blender-side tests on bpy 5.3 (Python 3.13)" .venv-bpy53/bin/python -m pytest -q -p no:cacheprovider "${BPY53_TESTS[@]}" "$@"
-step "real Blender binary and window" bash scripts/check_real_blender.sh
+step_or_background() {  # step_or_background NAME JOB COMMAND...: JOB's result from $BG if it ran there, else run it
+  if [ -n "$BG" ]; then
+    echo "== $1 (in the background since the start of CI)"
+    if bash scripts/ci_background.sh wait "$BG" "$2"; then echo "== $1: ok"; else echo "== $1: FAILED"; failed+=("$1"); fi
+  else
+    step "$1" "${@:3}"
+  fi
+}
+
+stream() {  # stream LOG STEP...: steps (NAME|COMMAND...) one after the other into LOG; LOG.failed names the failed
+  local log=$1; shift  # (pytest steps get this script's extra arguments)
+  : > "$log.failed"
+  for spec in "$@"; do
+    local name=${spec%%|*} t0=$SECONDS
+    read -r -a cmd <<< "${spec#*|}"
+    echo "== $name" >> "$log"
+    [ "${cmd[1]:-}" != -m ] || cmd+=("${EXTRA[@]}")
+    if "${cmd[@]}" >> "$log" 2>&1; then echo "== $name: ok ($((SECONDS - t0)) s)" >> "$log"
+    else echo "== $name: FAILED ($((SECONDS - t0)) s)" >> "$log"; echo "$name" >> "$log.failed"; fi
+  done
+}
+
+EXTRA=("$@")
+step_or_background "check_pins" check_pins .venv/bin/python scripts/check_pins.py
+step_or_background "set up .venv-np2, .venv-bpy42 and .venv-bpy53" setup_envs bash scripts/setup_envs.sh all
+TMP=$(mktemp -d)
+P="-m pytest -q -p no:cacheprovider"
+t0=$SECONDS
+echo "== steps 2.-5. in three concurrent streams (numpy 2 | bpy 4.2, bpy 5.3 | real Blender); each stream's log follows when all end"
+stream "$TMP/np2" "worker tests under numpy 2|.venv-np2/bin/python $P ${NP2_TESTS[*]}" &
+pids=($!)
+stream "$TMP/bpy" "Blender-side tests on bpy 4.2 LTS|.venv-bpy42/bin/python $P ${BPY42_TESTS[*]}" \
+                  "Blender-side tests on bpy 5.3 (Python 3.13)|.venv-bpy53/bin/python $P ${BPY53_TESTS[*]}" &
+pids+=($!)
+stream "$TMP/real" "real Blender binary and window|bash scripts/check_real_blender.sh" &
+pids+=($!)
+wait "${pids[@]}"
+for log in "$TMP/np2" "$TMP/bpy" "$TMP/real"; do
+  cat "$log"
+  mapfile -t names < "$log.failed"
+  [ ${#names[@]} -eq 0 ] || failed+=("${names[@]}")
+done
+rm -rf "$TMP"
+echo "== the three streams took $((SECONDS - t0)) s together"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "check_blender_versions: failed: ${failed[*]}" >&2
   exit 1

@@ -94,13 +94,53 @@ def radial_frames(folder, shot, k1, k2=0.0) -> list[np.ndarray]:
     return frames
 
 
+CACHE_ENV = "DA3_TEST_CACHE"  # where rendered shots are kept between runs; "off": render into this run's tmp
+
+
+def rendered_shot(tmp_path_factory, name: str, **kwargs) -> Path:
+    """The folder of ``render_solve_shot.render_shot(**kwargs)``, rendered once per machine (issue 26, CI time).
+
+    The render is deterministic (a fixed scene, Cycles at fixed samples and seed), so it is kept, read-only, in
+    ``$DA3_TEST_CACHE`` (default ``~/.cache/da3-tests``) under a key of the render script's bytes, the
+    arguments and the Blender version: any change to one renders again. Rendered into this run's tmp first and
+    moved into place in one rename, so a crash or a concurrent run never leaves half a shot there.
+    """
+    pytest.importorskip("bpy")
+    import hashlib
+    import shutil
+    import tempfile
+
+    import bpy
+
+    cache = os.environ.get(CACHE_ENV, "").strip() or str(Path.home() / ".cache" / "da3-tests")
+    recipe = Path(render_solve_shot.__file__).read_bytes() + json.dumps([kwargs, bpy.app.version_string],
+                                                                         sort_keys=True).encode()
+    final = Path(cache) / f"{name}-{hashlib.sha256(recipe).hexdigest()[:16]}"
+    if cache.lower() != "off" and (final / "cameras.json").is_file():
+        return final
+    folder = tmp_path_factory.mktemp(name)
+    render_solve_shot.render_shot(str(folder), **kwargs)
+    if cache.lower() == "off":
+        return folder
+    staging = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
+        shutil.copytree(folder, staging / "shot")
+        os.rename(staging / "shot", final)  # atomic; fails if another run got there first (the same bytes)
+    except OSError:
+        pass  # a read-only or full cache: this run's render serves
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return final if (final / "cameras.json").is_file() else folder
+
+
 @pytest.fixture(scope="session")
 def shot(tmp_path_factory):
     folder = os.environ.get("DA3_SOLVE_SHOT")  # a shot rendered before (scripts/render_solve_shot.py), to rerun faster
     if not folder:
-        pytest.importorskip("bpy")
-        folder = tmp_path_factory.mktemp("solve_shot")
-        render_solve_shot.render_shot(str(folder), frames=FRAMES, width=960, height=540)
+        folder = rendered_shot(tmp_path_factory, "solve_shot", frames=FRAMES, width=960, height=540)
     info = load_shot(folder)
     info["folder"] = str(folder)
     info["paths"] = render_solve_shot.frame_paths(folder, FRAMES)
@@ -117,9 +157,8 @@ def nodal_shot(tmp_path_factory):
     """A tripod pan (scripts/render_solve_shot.py --path nodal): one camera position, 40 frames of 960x540."""
     folder = os.environ.get("DA3_SOLVE_NODAL_SHOT")
     if not folder:
-        pytest.importorskip("bpy")
-        folder = tmp_path_factory.mktemp("solve_nodal_shot")
-        render_solve_shot.render_shot(str(folder), frames=NODAL_FRAMES, width=960, height=540, path="nodal")
+        folder = rendered_shot(tmp_path_factory, "solve_nodal_shot", frames=NODAL_FRAMES, width=960, height=540,
+                               path="nodal")
     info = load_shot(folder)
     info["folder"] = str(folder)
     info["paths"] = render_solve_shot.frame_paths(folder, NODAL_FRAMES)
