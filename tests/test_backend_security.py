@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from da3_blender import files as confine
+from da3_blender import files
 from da3_blender.commands.main import main
 from da3_blender.errors import BadInputError
 from da3_blender.web import security
@@ -256,13 +256,13 @@ def test_one_confinement_rule(tmp_path):
     (tmp_path / "base-other").mkdir()
     (base / "out").symlink_to(tmp_path)
     real = os.path.realpath(base)
-    assert confine.inside(os.path.join(real, "sub"), real) and confine.inside(real, real)
-    assert not confine.inside(real + "-other", real)
-    assert confine.confined(str(base / "sub" / ".." / "sub"), [real]) == os.path.join(real, "sub")
-    assert confine.confined(str(base), [real]) == real
-    assert confine.confined(str(base), [real], allow_root=False) is None
+    assert files.inside(os.path.join(real, "sub"), real) and files.inside(real, real)
+    assert not files.inside(real + "-other", real)
+    assert files.confined(str(base / "sub" / ".." / "sub"), [real]) == os.path.join(real, "sub")
+    assert files.confined(str(base), [real]) == real
+    assert files.confined(str(base), [real], allow_root=False) is None
     for escape in (base / ".." / "base-other", base / "out" / "base-other", tmp_path / "base-other", "", "a\x00b"):
-        assert confine.confined(str(escape), [real]) is None, escape
+        assert files.confined(str(escape), [real]) is None, escape
 
 
 WINDOWS_REFUSED = [r"\\server\share\plate.0001.exr", "//server/share/a.png", r"\\?\C:\shots\a.png",
@@ -273,9 +273,9 @@ WINDOWS_FINE = [r"C:\shots\plate.0001.exr", r"D:\a\b.png", "shots/console.png", 
 
 def test_windows_unc_and_device_paths_are_refused_before_any_file_access(tmp_path, monkeypatch):
     for path in WINDOWS_REFUSED:
-        assert confine.windows_refusal(path), path
+        assert files.windows_refusal(path), path
     for path in WINDOWS_FINE:
-        assert confine.windows_refusal(path) is None, path
+        assert files.windows_refusal(path) is None, path
     roots = Roots([str(tmp_path)])
     touched = []
     monkeypatch.setattr(security.os, "name", "nt")

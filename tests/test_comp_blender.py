@@ -19,6 +19,14 @@ Z_TO_Y = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
 N = 5
 
 
+def import_in_da3_world(extension, path) -> None:
+    """The result's cameras into the scene in DA3's world (Z_UP), the world the exports it is compared with use
+    (Blender's default is FLOOR, issue 27)."""
+    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
+    importer.import_result_file(path, importer.ImportOptions(points=False, planes=False, conf_percentile=0.0,
+                                                             max_points=0, up_axis="Z_UP"))
+
+
 def camera_node(path):
     return [k for c, k in read_nk(path.read_text()) if c == "Camera2"][0]
 
@@ -29,10 +37,7 @@ def scene_shot(extension, tmp_path_factory):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     pred = shot(n=N)
     save_result(tmp / "shot.npz", pred)
-    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
-    importer.import_result_file(str(tmp / "shot.npz"),
-                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0,
-                                                       up_axis="Z_UP"))  # DA3's world, as the exports' default
+    import_in_da3_world(extension, str(tmp / "shot.npz"))
     exchange = importlib.import_module(f"{extension.__name__}.scene.exchange")
     scene = bpy.context.scene
     (cam,) = exchange.imported_cameras(scene)
@@ -89,10 +94,7 @@ def test_usd_from_blenders_exporter_reads_back_onto_the_camera(scene_shot):
 def test_the_panel_operator_writes_a_nuke_script(scene_shot, extension, tmp_path):
     pred, tmp, exchange, scene, frames = scene_shot
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
-    importer.import_result_file(str(tmp / "shot.npz"),
-                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0,
-                                                       up_axis="Z_UP"))  # DA3's world, as the exports' default
+    import_in_da3_world(extension, str(tmp / "shot.npz"))
     op = importlib.import_module(f"{extension.__name__}.operators.export_camera").DA3_OT_export_camera
     bpy.utils.register_class(op)
     try:
@@ -110,10 +112,7 @@ def test_still_cameras_become_one_camera_per_frame_like_the_nuke_export(extensio
     pred.meta = {}
     pred.source_paths = [f"/photos/view_{i}.jpg" for i in range(3)]
     save_result(tmp_path / "stills.npz", pred)
-    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
-    importer.import_result_file(str(tmp_path / "stills.npz"),
-                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0,
-                                                       up_axis="Z_UP"))  # DA3's world, as the exports' default
+    import_in_da3_world(extension, str(tmp_path / "stills.npz"))
     exchange = importlib.import_module(f"{extension.__name__}.scene.exchange")
     assert len(exchange.imported_cameras(bpy.context.scene)) == 3
     exchange.export_cameras(tmp_path / "stills.chan")
@@ -151,10 +150,7 @@ def test_the_scene_nk_reads_the_footage_clip(extension, robot_video, tmp_path):
                           "frame_range": [1, 10], "frame_count": 10, "width": 240, "height": 136}
     pred.meta["input_kind"] = "video"
     save_result(tmp_path / "video.npz", pred)
-    importer = importlib.import_module(f"{extension.__name__}.scene.importer")
-    importer.import_result_file(str(tmp_path / "video.npz"),
-                                importer.ImportOptions(points=False, planes=False, conf_percentile=0.0, max_points=0,
-                                                       up_axis="Z_UP"))  # DA3's world, as the exports' default
+    import_in_da3_world(extension, str(tmp_path / "video.npz"))
     exchange = importlib.import_module(f"{extension.__name__}.scene.exchange")
     exchange.export_cameras(tmp_path / "video.nk")
     nodes = {k.get("name"): k for _, k in read_nk((tmp_path / "video.nk").read_text())}

@@ -21,7 +21,7 @@ import os
 import sys
 from urllib.parse import quote
 
-from .. import files as confine
+from ..files import confined as confined_path
 from ..errors import BadInputError
 from .http import Handler, HttpError, Server, route, serve
 
@@ -95,7 +95,7 @@ def confined(base: str, rel: str) -> str:
     if not parts or any(p in (".", "..") or p.startswith(".") or "\\" in p or "\x00" in p for p in parts):
         raise HttpError(404, "no such file")
     base = os.path.realpath(base)
-    path = confine.confined(os.path.join(base, *parts), [base], allow_root=False)
+    path = confined_path(os.path.join(base, *parts), [base], allow_root=False)
     if path is None:
         raise HttpError(404, "no such file")
     return path
