@@ -5,6 +5,7 @@ sampled frame (random-weight fixture model, tiny processing resolution, a video 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,7 +81,9 @@ def test_worker_streams_a_long_video(long_video, fixture_dir, tmp_path):
     assert end is not None and end["event"] == "result", end
     n = _check_track(load_result(end["path"]))
     messages = [e.get("message", "") for e in events if e.get("event") == "progress" and e.get("stage") == "forward"]
-    assert any("chunk 2/" in m for m in messages)  # progress says which chunk
+    # progress says which chunk: events are throttled to one per 0.1 s (runtime/worker.py), so a chunk that runs
+    # faster than that (16 views of 56 px in bf16) may pass unseen; a later chunk's label must reach the user
+    assert any(int(c) >= 2 for m in messages for c in re.findall(r"chunk (\d+)/", m)), messages
     assert any("ETA" in m or "left" in m for m in messages)  # ...and how long is left after the first
     assert n >= 200
 
