@@ -1,12 +1,15 @@
 """Features, matches and tracks for the camera solve (pycolmap SIFT, numpy matching).
 
-SIFT runs on each source frame at its own resolution (pycolmap, CPU). Descriptors are matched
-between nearby frames (a sequential window) and some wider pairs whose input cameras look the same
-way, by mutual nearest neighbour with Lowe's ratio test (a matrix product in numpy: far faster than
-pycolmap's brute-force matcher on a CPU), then verified by a fundamental matrix (pycolmap's
-LO-RANSAC). Verified matches are chained into tracks (one keypoint per view; a track that reaches a
-view twice is dropped). Keypoints are in COLMAP's convention (top-left corner (0, 0), the first
-pixel's centre (0.5, 0.5)), the pixel-edge convention of our intrinsics.
+SIFT runs on each source frame (pycolmap, CPU), reduced by a whole factor when its long side is over
+SIFT_MAX_SIDE (a 1080p frame at half size: a quarter of the pixels, about 2,500 features instead of the
+4,096 kept at full size, and the matching, quadratic in them, 2.6x less work); solve/subpixel.py then
+aligns the tracks' observations at the source resolution. Descriptors are matched between nearby
+frames (a sequential window) and some wider pairs whose input cameras look the same way, by mutual
+nearest neighbour with Lowe's ratio test (a matrix product in numpy: far faster than pycolmap's
+brute-force matcher on a CPU), then verified by a fundamental matrix (pycolmap's LO-RANSAC). Verified
+matches are chained into tracks (one keypoint per view; a track that reaches a view twice is dropped).
+Keypoints are in COLMAP's convention (top-left corner (0, 0), the first pixel's centre (0.5, 0.5)),
+the pixel-edge convention of our intrinsics.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ WINDOW = 5  # each frame is matched with the next WINDOW frames
 WIDE_STEPS = (8, 13, 21, 34)  # and with frames this far ahead when their input cameras look alike
 WIDE_MAX_ANGLE_DEG = 40.0
 MAX_FEATURES = 4096
+SIFT_MAX_SIDE = 1024  # SIFT runs on the frame reduced by a whole factor until its long side is at most this
 RATIO = 0.8
 MIN_PAIR_INLIERS = 15
 F_MAX_ERROR_PX = 3.0
@@ -29,6 +33,8 @@ class Features:
     xy: list  # per view (M,2) float64 source pixels
     desc: list  # per view (M,128) float32, L2-normalised
     rgb: list | None = None  # per view (M,3) uint8 colour under each keypoint
+    shape: list | None = None  # per view (M,2) SIFT scale (source pixels) and orientation (radians)
+    factor: int = 1  # the largest whole factor SIFT's frames were reduced by (sift_factor)
 
 
 @dataclass
@@ -70,11 +76,27 @@ def colours_at(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.asarray(img[row, col, :3], dtype=np.uint8).reshape(-1, 3)
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
+def to_gray_float(image: np.ndarray) -> np.ndarray:
+    """float32 luminance (0-255) of an RGB(A) or grey frame."""
     img = np.asarray(image)
     if img.ndim == 3:
-        img = img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return img.astype(np.float32)
+
+
+def to_gray(image: np.ndarray, factor: int = 1) -> np.ndarray:
+    """uint8 luminance, reduced by the whole ``factor`` (the mean of each factor x factor block; the
+    rows and columns past the last whole block are left out)."""
+    img = to_gray_float(image)
+    if factor > 1:
+        h, w = img.shape[0] // factor, img.shape[1] // factor
+        img = img[:h * factor, :w * factor].astype(np.float32).reshape(h, factor, w, factor).mean(axis=(1, 3))
     return np.ascontiguousarray(np.clip(np.rint(img), 0, 255).astype(np.uint8))
+
+
+def sift_factor(width: int, height: int) -> int:
+    """The whole factor the frame is reduced by for SIFT: its long side at most SIFT_MAX_SIDE."""
+    return max(1, -(-max(int(width), int(height)) // SIFT_MAX_SIDE))
 
 
 def make_extractor(pycolmap, threads: int = -1):
@@ -87,17 +109,26 @@ def make_extractor(pycolmap, threads: int = -1):
 
 def extract(pycolmap, extractor, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(xy (M,2) float64, descriptors (M,128) float32 unit length) of one frame."""
-    keypoints, descriptors = extractor.extract_from_uint8_array(to_gray(image))
+    kp, desc = extract_keypoints(pycolmap, extractor, image)
+    return kp[:, :2], desc
+
+
+def extract_keypoints(pycolmap, extractor, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keypoints (M,4) float64: x, y, scale in source pixels and orientation, descriptors (M,128) float32
+    unit length) of one frame, SIFT run on it reduced by :func:`sift_factor`."""
+    img = np.asarray(image)
+    factor = sift_factor(img.shape[1], img.shape[0])
+    keypoints, descriptors = extractor.extract_from_uint8_array(to_gray(img, factor))
     if len(keypoints) == 0:
-        return np.zeros((0, 2)), np.zeros((0, 128), dtype=np.float32)
+        return np.zeros((0, 4)), np.zeros((0, 128), dtype=np.float32)
     kp = pycolmap.keypoints_to_matrix(keypoints).astype(np.float64)  # x, y, scale, orientation
+    kp[:, :3] *= factor  # pixel-edge convention: a reduced pixel's centre (i + 0.5) is factor * (i + 0.5) here
     desc = np.asarray(descriptors.data, dtype=np.float32)
     if len(kp) > MAX_FEATURES:  # pycolmap's CPU SIFT does not cap (8,000+ at 1080p): keep the largest scales, as COLMAP does
         keep = np.sort(np.argsort(-kp[:, 2], kind="stable")[:MAX_FEATURES])
         kp, desc = kp[keep], desc[keep]
-    xy = kp[:, :2]
     desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
-    return xy, desc
+    return kp, desc
 
 
 def select_pairs(extrinsics: np.ndarray) -> list[tuple[int, int]]:
@@ -120,12 +151,12 @@ def match_pair(desc1: np.ndarray, desc2: np.ndarray) -> np.ndarray:
     sim = desc1 @ desc2.T
     idx = np.arange(len(desc1))
     best12 = np.argmax(sim, axis=1)
-    best21 = np.argmax(desc2 @ desc1.T, axis=1)  # a second product: argmax down columns is ~7x slower
     first = sim[idx, best12]
+    column_best = sim.max(axis=0)  # mutual: i is its best's best (max down columns is fast, argmax ~7x slower)
     sim[idx, best12] = -np.inf  # the second best is the best of the rest (faster than a partition)
     second = sim.max(axis=1)
     d1, d2 = np.sqrt(np.maximum(2 - 2 * first, 0)), np.sqrt(np.maximum(2 - 2 * second, 0))
-    ok = (best21[best12] == idx) & (d1 < RATIO * d2)
+    ok = (first >= column_best[best12]) & (d1 < RATIO * d2)
     return np.stack([idx[ok], best12[ok]], axis=1)
 
 

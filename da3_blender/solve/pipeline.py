@@ -22,7 +22,7 @@ from ..options import DEFAULT_REFINE_LENS, DEFAULT_REFINE_MOTION, REFINE_LENSES,
 from ..prediction import Prediction, video_frame_indices
 from ..results.tracks import Tracks
 from . import features as feat
-from . import loops
+from . import loops, subpixel
 from .bundle import HELD_LENS_MODEL, Rig
 from .compare import judge
 from .motion import MIN_TRACKS, choose_motion
@@ -35,6 +35,7 @@ LENS_MODELS = choice_ids(REFINE_LENSES)
 MOTIONS = choice_ids(REFINE_MOTIONS)
 MAX_SOLVE_TRACKS = 12_000  # the longest tracks go to the bundle adjustment (its time grows with them)
 PYCOLMAP_PIN = "pycolmap==4.2.1"
+SUBPIXEL = True  # align the tracks at the source resolution when SIFT ran on reduced frames
 
 
 @dataclass
@@ -148,17 +149,30 @@ def _load(item, i: int, size) -> np.ndarray:
 
 def _features(pycolmap, frames, pred: Prediction, progress) -> feat.Features:
     extractor = feat.make_extractor(pycolmap)
-    xy, desc, rgb = [], [], []
+    xy, desc, rgb, shape = [], [], [], []
     n = pred.num_views
     for i, item in enumerate(frames):  # in order: a video decodes once, frame by frame
         checkpoint()
         img = _load(item, i, pred.orig_size[i])
-        a, b = feat.extract(pycolmap, extractor, img)
-        xy.append(a)
-        desc.append(b)
-        rgb.append(feat.colours_at(img, a))
+        kp, d = feat.extract_keypoints(pycolmap, extractor, img)
+        xy.append(kp[:, :2])
+        shape.append(kp[:, 2:4])
+        desc.append(d)
+        rgb.append(feat.colours_at(img, kp[:, :2]))
         _report(progress, 0.4 * (i + 1) / n, f"features {i + 1}/{n}")
-    return feat.Features(xy, desc, rgb)
+    factor = max(feat.sift_factor(int(w), int(h)) for w, h in pred.orig_size)
+    return feat.Features(xy, desc, rgb, shape, factor)
+
+
+def _subpixel(features: feat.Features, tracks: feat.TrackSet, frames, pred: Prediction, progress) -> feat.TrackSet:
+    """Tracks aligned at the source resolution when SIFT ran on reduced frames (solve/subpixel.py)."""
+    if features.factor <= 1 or not SUBPIXEL:
+        return tracks
+    _report(progress, 0.7, "tracks: sub-pixel alignment")
+    images = (_load(item, i, pred.orig_size[i]) for i, item in enumerate(frames))
+    tracks, moved = subpixel.refine(tracks, features.shape, images, max_shift_px=float(features.factor))
+    log.info("sub-pixel alignment moved %d of %d observations", moved, len(tracks.obs_track))
+    return tracks
 
 
 def _tracks(pycolmap, features: feat.Features, rig: Rig, progress) -> feat.TrackSet:
@@ -223,6 +237,7 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     tracks = _tracks(pycolmap, features, rig_in, progress)
     found, _ = loops.loop_pairs(pycolmap, features, rig_in, pred, progress)  # places seen again (solve/loops.py)
     tracks = feat.strongest_tracks(loops.merge(features, tracks, found), MAX_SOLVE_TRACKS)
+    tracks = _subpixel(features, tracks, frames, pred, progress)
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
     chosen, used = choose_motion(pycolmap, pred, rig0, rig_in, tracks, camera_of_view, model, sizes, motion, progress)
     points, weak = chosen.points, chosen.held
