@@ -14,7 +14,8 @@ not converge, moves further than the reduction factor, has too little texture or
 :data:`MIN_NCC` with its reference afterwards keeps its SIFT position.
 
 The frames are read once more, in view order (a video decodes again, frame by frame), and only the
-patches are kept (a few tens of MB for a few thousand tracks, never the frames). Numpy only.
+patches are kept, never the frames: about 1 KB an observation (float16), 100 MB for the 97,000
+observations of a 50-frame 1080p shot. Numpy only.
 """
 
 from __future__ import annotations
@@ -78,12 +79,12 @@ def _pair_similarity(tracks: TrackSet, ref_obs: np.ndarray, shape: np.ndarray) -
 
 
 def _windows(tracks: TrackSet, images, axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(O, S, S) float32 patches (S = 2 * (RADIUS + MARGIN) + 1) around every observation, sampled along
+    """(O, S, S) float16 patches (S = 2 * (RADIUS + MARGIN) + 1) around every observation, sampled along
     its ``axes`` (O,2,2) (columns: the patch's x and y steps in source pixels), and which lay inside."""
     half = RADIUS + MARGIN
     size = 2 * half + 1
     offsets = _offsets(half)
-    out = np.zeros((len(tracks.obs_view), size, size), np.float32)
+    out = np.zeros((len(tracks.obs_view), size, size), np.float16)  # 0-255 to 1/8 of a level: half the memory
     inside = np.zeros(len(tracks.obs_view), bool)
     order = np.argsort(tracks.obs_view, kind="stable")
     bounds = np.searchsorted(tracks.obs_view[order], np.arange(int(tracks.obs_view.max()) + 2))
@@ -178,7 +179,7 @@ def refine(tracks: TrackSet, shape: list, images, max_shift_px: float) -> tuple[
     for a in range(0, len(targets), CHUNK):
         checkpoint()
         sel = targets[a:a + CHUNK]
-        shift, ok = _align(windows[ref_obs[sel]], windows[sel])
+        shift, ok = _align(windows[ref_obs[sel]].astype(np.float32), windows[sel].astype(np.float32))
         delta = np.einsum("oij,oj->oi", axes[sel], shift)
         ok &= np.linalg.norm(delta, axis=1) <= max_shift_px
         new_xy[sel[ok]] += delta[ok]
