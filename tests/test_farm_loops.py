@@ -6,7 +6,6 @@ its frames as PNG files (lossless: the stand-in recognises each frame by its pix
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import os
 import shutil
@@ -37,6 +36,7 @@ _spec.loader.exec_module(shots)
 N = 48
 OPTIONS = {"process_res": shots.W_PX, "chunk_size": shots.CHUNK, "chunk_overlap": shots.OVERLAP}
 TOLERANCE = 1e-4  # of the path's size (the orbit's radius, 1 m): cameras and depth, farm against in process
+# (measured: 2.4e-7, float32 rounding: the Loops task's model puts the loop chunks in another gauge and scale)
 
 
 def _frames(folder: Path, turn: float):
@@ -65,8 +65,8 @@ def orbit(tmp_path_factory):
     """The orbit (400 degrees: the last chunk sees the first one's place again), aligned by the farm."""
     work = tmp_path_factory.mktemp("orbit")
     frames, truth = _frames(work / "orbit", 400.0)
-    plan, model, aligned = _aligned(frames, truth, work / "plan")
-    return frames, truth, work / "plan", model, aligned
+    _plan, _model, aligned = _aligned(frames, truth, work / "plan")
+    return frames, truth, work / "plan", aligned
 
 
 def _copy(plan_dir: Path, tmp_path: Path) -> Path:
@@ -87,7 +87,7 @@ def _assert_same(got, ref):
 
 
 def test_farm_loops_step_gives_in_process_loop_closure(orbit, tmp_path):
-    frames, truth, shared, model, aligned = orbit
+    frames, truth, shared, aligned = orbit
     plan_dir = _copy(shared, tmp_path)
     exports = tmp_path / "exports" / "exports" / "mini_npz" / "results.npz"
     assert aligned.meta["farm"]["loops"] == "pending" and aligned.meta["farm"]["solve"] is None
@@ -95,12 +95,13 @@ def test_farm_loops_step_gives_in_process_loop_closure(orbit, tmp_path):
     with pytest.raises(BadInputError, match=r"loops of .* are not closed yet: run `da3 farm loops"):
         farm.build_command(plan_dir)
 
-    model = copy.deepcopy(model)  # the stand-in as the chunks left it: the same calls as in process
+    model = shots.DriftingModel(*truth)  # the task's own model (another gauge and scale than the chunks')
     path, got, closed = close_shot_loops(plan_dir, model=model)
     ref_model = shots.DriftingModel(*truth)
     ref = run_inference(ref_model, collect_inputs([str(frames)]), **OPTIONS)
-    assert closed and model.calls == ref_model.calls  # the same chunks, then the same loop chunks
-    assert any(c != list(range(c[0], c[0] + len(c))) for c in model.calls)  # a loop chunk ran (two places)
+    count = len(farm.read_plan(plan_dir)["chunks"])
+    assert closed and model.calls and model.calls == ref_model.calls[count:]  # the same loop chunks as in process
+    assert all(c != list(range(c[0], c[0] + len(c))) for c in model.calls)  # each from two places of the shot
     figures, expected = got.meta["streaming"]["loop_closure"], ref.meta["streaming"]["loop_closure"]
     assert figures["loops"] and figures["loops"] == expected["loops"]
     assert (figures["candidates"], figures["rejected"]) == (expected["candidates"], expected["rejected"])
@@ -114,7 +115,8 @@ def test_farm_loops_step_gives_in_process_loop_closure(orbit, tmp_path):
     assert saved.meta["farm"]["loops"] == "done" and exports.is_file()  # the last step wrote the exports
     with np.load(exports, allow_pickle=False) as npz:
         np.testing.assert_allclose(npz["extrinsics"], ref.extrinsics, rtol=0, atol=TOLERANCE)
-    assert close_shot_loops(plan_dir, model=model)[2] is False and len(model.calls) == len(ref_model.calls)  # done
+    calls = len(model.calls)
+    assert close_shot_loops(plan_dir, model=model)[2] is False and len(model.calls) == calls  # done: nothing again
     farm.build_command(plan_dir)  # closed: it builds
 
 
@@ -126,18 +128,14 @@ def test_without_a_loop_the_farm_result_is_align_s(tmp_path):
     assert closed and got.meta["streaming"]["loop_closure"]["loops"] == [] and len(model.calls) == calls  # no loop chunk
     np.testing.assert_array_equal(got.extrinsics, aligned.extrinsics)
     np.testing.assert_array_equal(got.depth, aligned.depth)
-    ref = run_inference(shots.DriftingModel(*truth), collect_inputs([str(frames)]), **OPTIONS)
-    _assert_same(got, ref)
-    assert ref.meta["streaming"]["loop_closure"]["loops"] == []
 
-    _, _, off = _aligned(frames, truth, tmp_path / "off", loop_closure=False)  # off: Align's result is final
-    assert off.meta["farm"]["loops"] is None and "loop_closure" not in off.meta["streaming"]
-    assert close_shot_loops(tmp_path / "off")[2] is False  # nothing to do (no model loaded)
-    np.testing.assert_array_equal(load_result(tmp_path / "off" / "result.npz").extrinsics, aligned.extrinsics)
+    job = build_job([str(frames)], device="cpu", options={**OPTIONS, "loop_closure": False})
+    off = farm.plan_shot(job, tmp_path / "off")  # off: Align's result is final, as a short shot's (test_farm)
+    assert farm.closes_loops(plan) and not farm.closes_loops(off) and off["plan_id"] != plan["plan_id"]
 
 
-def test_solve_waits_for_the_loops_and_the_cli_says_what_it_did(orbit, tmp_path, capsys):
-    frames, truth, shared, model, _aligned_pred = orbit
+def test_solve_waits_for_the_loops_and_the_cli_says_what_it_did(orbit, tmp_path, capsys, monkeypatch):
+    frames, truth, shared, _aligned_pred = orbit
     plan_dir = _copy(shared, tmp_path)
     result = load_result(plan_dir / "result.npz")
     result.meta["farm"]["solve"] = "pending"  # as a plan with --refine leaves it
@@ -148,11 +146,8 @@ def test_solve_waits_for_the_loops_and_the_cli_says_what_it_did(orbit, tmp_path,
         solve_shot(plan_dir)
     assert main(["farm", "loops", str(plan_dir), "--device", "tpu"]) == 2
     assert capsys.readouterr().err.strip().startswith("da3: error: unknown device 'tpu'")
-    farm._load_model, load = (lambda job, device, progress: copy.deepcopy(model)), farm._load_model
-    try:
-        assert main(["farm", "loops", str(plan_dir), "-q"]) == 0
-    finally:
-        farm._load_model = load
+    monkeypatch.setattr(farm, "_load_model", lambda job, device, progress: shots.DriftingModel(*truth))
+    assert main(["farm", "loops", str(plan_dir), "-q"]) == 0
     out = capsys.readouterr().out
     figures = load_result(plan_dir / "result.npz").meta["streaming"]["loop_closure"]
     closed, found = len(figures["loops"]), figures["candidates"]
