@@ -93,8 +93,8 @@ def run(args, build_options=()) -> int:
     failed = True
     try:
         with terminate_as_cancel(f"da3 farm {step}"):  # a killed task leaves no .tmp-* file
-            code = {"plan": _plan, "forward": _forward, "align": _align, "loops": _loops, "solve": _solve, "build": _build,
-                    "submit": _submit}[step](args, printer)
+            code = {"plan": _plan, "forward": _forward, "align": _align, "loops": _loops, "solve": _solve,
+                    "build": _build, "submit": _submit}[step](args, printer)
         failed = False
         return code
     finally:

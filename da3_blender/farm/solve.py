@@ -1,8 +1,8 @@
 """The render farm's Solve step (``da3 farm solve DIR``): the camera solve of the whole stitched shot.
 
 In-process ``--refine`` on a long shot solves the stitched prediction once, from every source frame
-(``inference.refine_or_keep``); the farm does the same after ``align`` (and ``loops``, :mod:`.loops`): ``DIR/result.npz`` (marked
-``meta["farm"]["solve"] = "pending"`` by ``align`` when the job refines) is refined from the plan's
+(``inference.refine_or_keep``); the farm does the same after ``align`` and ``loops`` (:mod:`.loops`):
+``DIR/result.npz`` (marked ``meta["farm"]["solve"] = "pending"`` by ``align`` when the job refines) is refined from the plan's
 source frames (:func:`da3_blender.farm.tasks.chunk_inputs` over all views: the decodable frames of a video),
 the job's exports are written, and ``result.npz`` is replaced (``"solve": "done"``). Chunks never
 solve. A solve that fails keeps the stitched cameras with the reason and a warning, as in process.
