@@ -38,7 +38,7 @@ def make_shot(path: Path, frames: int, width: int, height: int, source: Path) ->
     w, h = meta["size"]
     clip = [np.asarray(Image.frombytes("RGB", (w, h), f).resize((width, height), Image.BICUBIC)) for f in reader]
     order = clip + clip[-2:0:-1]
-    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=24, quality=8, macro_block_size=8)
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=24, quality=8, macro_block_size=2)
     writer.send(None)
     for i in range(frames):
         writer.send(np.ascontiguousarray(order[i % len(order)]))
