@@ -50,9 +50,13 @@ def test_bf16_attention_in_chunks_equals_one_chunk(monkeypatch):
     torch.testing.assert_close(cpu_attention.attention(q, k, v), whole, rtol=0, atol=0)
 
 
-def test_only_bf16_cpu_tensors_take_it():
-    assert cpu_attention.wants_bf16_cpu_attention(torch.zeros(1, dtype=torch.bfloat16))
-    assert not cpu_attention.wants_bf16_cpu_attention(torch.zeros(1))
+def test_only_the_bf16_weight_path_on_a_cpu_takes_it():
+    """Our CPU bf16 path (weights stored in bf16) takes it; autocast over fp32 weights (the official
+    GPU policy, which check_precision.py emulates on a CPU as the yardstick) and fp32 keep SDPA."""
+    bf16 = torch.zeros(1, dtype=torch.bfloat16)
+    assert cpu_attention.wants_bf16_cpu_attention(bf16, torch.bfloat16)
+    assert not cpu_attention.wants_bf16_cpu_attention(bf16, torch.float32)
+    assert not cpu_attention.wants_bf16_cpu_attention(torch.zeros(1), torch.float32)
 
 
 def test_full_resolution_strips_equal_the_whole_map():

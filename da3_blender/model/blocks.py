@@ -39,7 +39,7 @@ class Attention(nn.Module):
             cos, sin = (t.to(q.dtype) for t in rope)
             q = q * cos + rotate_halves(q) * sin
             k = k * cos + rotate_halves(k) * sin
-        if cpu_attention.wants_bf16_cpu_attention(q):
+        if cpu_attention.wants_bf16_cpu_attention(q, self.qkv.weight.dtype):
             x = cpu_attention.attention(q, k, v)  # bf16 products: SDPA is no faster than fp32 there
         else:
             x = F.scaled_dot_product_attention(q, k, v)

@@ -24,9 +24,10 @@ CHUNK_BYTES = 16 << 20  # bf16 scores of one query chunk (all heads): bounds the
 MIN_ROWS = 64
 
 
-def wants_bf16_cpu_attention(q: torch.Tensor) -> bool:
-    """True where :func:`attention` replaces SDPA: bf16 tensors on a CPU."""
-    return q.dtype == torch.bfloat16 and q.device.type == "cpu"
+def wants_bf16_cpu_attention(q: torch.Tensor, weight_dtype: torch.dtype = torch.bfloat16) -> bool:
+    """True where :func:`attention` replaces SDPA: bf16 tensors on a CPU from a block whose weights are
+    stored in bf16 (our CPU path). Autocast over fp32 weights (the official policy) keeps SDPA."""
+    return q.dtype == torch.bfloat16 and weight_dtype == torch.bfloat16 and q.device.type == "cpu"
 
 
 def chunk_rows(batch_heads: int, tokens: int) -> int:
