@@ -77,3 +77,14 @@ def test_uv_embedding_rows_are_the_full_grids_rows():
     full = dpt.add_uv_embedding(x.clone(), 700, 420)
     part = dpt.add_uv_embedding(x[:, :, 7:19].clone(), 700, 420, rows=(7, 19, 30))
     torch.testing.assert_close(part, full[:, :, 7:19], rtol=0, atol=0)
+
+
+def test_row_max_is_amax_exactly():
+    g = torch.Generator().manual_seed(1)
+    s = (torch.randn(3, 50, 77, generator=g) * 4).bfloat16()
+    s[0, :10] = -s[0, :10].abs() - 0.5  # rows with no positive value
+    s[1, 3] = -0.0
+    s[1, 4] = 0.0
+    s[1, 5, :] = -s[1, 5, :].abs()
+    s[1, 5, 7] = -0.0
+    torch.testing.assert_close(cpu_attention.row_max(s), s.amax(-1, keepdim=True), rtol=0, atol=0)

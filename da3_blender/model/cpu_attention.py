@@ -36,6 +36,15 @@ def chunk_rows(batch_heads: int, tokens: int) -> int:
     return int(min(tokens, max(MIN_ROWS, rows // 32 * 32)))
 
 
+def row_max(s: torch.Tensor) -> torch.Tensor:
+    """``s.amax(-1, keepdim=True)`` of a bf16 tensor, exactly, from its bit patterns as int16 (torch's
+    bf16 reductions are ~6x slower than int16 ones here). Non-negative bf16 values order like their
+    patterns and lie above every negative one; a row with none is ordered by the smallest pattern."""
+    bits = s.view(torch.int16)
+    hi = bits.amax(-1, keepdim=True)
+    return torch.where(hi >= 0, hi, bits.amin(-1, keepdim=True)).view(torch.bfloat16)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for (B, heads, N, d) bf16 tensors; returns (B, heads, N, d) bf16."""
     b, h, n, d = q.shape
@@ -55,7 +64,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
         qc = q[:, start:start + rows]
         m = qc.shape[1]
         qa[:, :m, :d] = qc
-        qa[:, :m, d:d + 1] = torch.bmm(qc, kt).amax(-1, keepdim=True).neg_()
+        qa[:, :m, d:d + 1] = row_max(torch.bmm(qc, kt)).neg_()
         scores = torch.bmm(qa[:, :m], ka)  # q.k/sqrt(d) - row max, accumulated in fp32, then rounded
         torch.bmm(torch.softmax(scores, -1), v, out=out[:, start:start + m])
     return out.reshape(b, h, n, d)
