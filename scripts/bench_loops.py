@@ -126,7 +126,8 @@ def main() -> int:
     args = p.parse_args()
     if args.child:
         folder, lens, row = args.child
-        print(json.dumps(reference(folder, lens) if row == "ref" else [{**child(folder, lens, row == "on"), "row": row}]))
+        rows = reference(folder, lens) if row == "ref" else [{**child(folder, lens, row == "on"), "row": row}]
+        print(json.dumps(rows))
         return 0
     if args.quick:
         args.frames, args.size = 48, "480x270"
