@@ -19,7 +19,7 @@ from torch import nn
 from .devices import resolve_device
 from .model.config import capabilities, check_model_name
 from .model.loading import load_safetensors_into, locate, read_model_name
-from .model.net import build_network
+from .model.net import build_network, defer_camera_encoder
 from .errors import BadInputError
 from .model.precision import COMPUTE_DTYPES, backbone_dtype, uses_weight_cast
 
@@ -64,8 +64,10 @@ class DepthAnything3(nn.Module):
         device = torch.device(device if device is not None else resolve_device("auto"))
         model = cls(name, device="meta", compute_dtype=compute_dtype)
         cast = uses_weight_cast(device, backbone_dtype(device, compute_dtype))
-        load_safetensors_into(model, weights, device, label=name, from_hub=repo_id is not None,
-                              block_dtype=torch.bfloat16 if cast else None)
+        pending = load_safetensors_into(model, weights, device, label=name, from_hub=repo_id is not None,
+                                        block_dtype=torch.bfloat16 if cast else None, defer=True)
+        if pending is not None:  # the camera encoder: read at the first run with known poses
+            defer_camera_encoder(model, pending)
         return model.eval()
 
     @torch.inference_mode()

@@ -253,7 +253,7 @@ def _forward(run: forward.ViewRunner, n: int, chunking, align: str, report, loop
         pred, alignment = forward.single_pass(run, n, report)
         return pred, alignment, None
     size, overlap, ranges = plan
-    loop_closure = bool(loop_closure) and n >= options.LOOP_MIN_FRAMES  # streaming_loops: on for long shots
+    loop_closure = options.loop_closure_on(loop_closure, n)  # streaming_loops: on for long shots
     pred, alignment, chunks = forward.run_chunks(run, n, ranges, align, report, loop_closure)
     report("postprocess", 0.0, "building the prediction")
     meta = {"chunk_size": int(size), "chunk_overlap": int(overlap), "chunk_align": align, "chunks": chunks}

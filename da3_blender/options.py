@@ -161,6 +161,11 @@ DEFAULT_LOOP_CLOSURE = True
 LOOP_MIN_FRAMES = 32
 
 
+def loop_closure_on(loop_closure, n_views: int) -> bool:
+    """Whether a streamed shot of ``n_views`` views closes its loops (in process and on the farm)."""
+    return bool(loop_closure) and int(n_views) >= LOOP_MIN_FRAMES
+
+
 def default_chunk_overlap(chunk_size: int) -> int:
     """Views shared by two consecutive chunks when the user gives none."""
     return max(2, int(chunk_size) // 4)

@@ -88,7 +88,7 @@ def test_align_gives_in_process_streaming(frames, tmp_path):
         for a, b in zip(got.meta["chunks"], ref.meta["chunks"]):
             assert (a["start"], a["end"], a["fallback"]) == (b["start"], b["end"], b["fallback"])
             assert a["scale"] == pytest.approx(b["scale"], rel=1e-5) and a["residual"] == pytest.approx(b["residual"], abs=1e-6)
-    assert saved.meta["farm"]["plan_id"] == plan["plan_id"]
+    assert saved.meta["farm"]["plan_id"] == plan["plan_id"] and saved.meta["farm"]["loops"] is None  # 20 views: no loops
     assert len({round(c["scale"], 3) for c in saved.meta["chunks"]}) == count  # each chunk's gauge was undone
 
 
@@ -268,10 +268,12 @@ def test_openjd_template_passes_openjd_check():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passes validation" in proc.stdout
     text = TEMPLATE.read_text()
-    for step in ("Forward", "Align", "Solve", "Build"):
+    for step in ("Forward", "Align", "Loops", "Solve", "Build"):
         assert f"- name: {step}" in text
-    assert "dependsOn: Align\n  script:\n    actions:\n      onRun:\n        command: \"{{Param.Python}}\"\n        args: [\"" \
-           "{{Param.Da3Root}}/scripts/da3_farm.py\", \"solve\"" in text and "dependsOn: Solve" in text  # Align, Solve, Build
+    run = "\n  script:\n    actions:\n      onRun:\n        command: \"{{Param.Python}}\"\n        args: [\"{{Param.Da3Root}}/scripts/da3_farm.py\", "
+    assert f'dependsOn: Loops{run}"solve"' in text and "dependsOn: Solve" in text  # Align, Loops, Solve, Build
+    assert f'dependsOn: Align\n  hostRequirements:\n    amounts:\n    - name: amount.worker.gpu\n      min: ' \
+           f'"{{{{Param.WorkerGpus}}}}"{run}"loops", "{{{{Param.PlanDir}}}}", "--device", "{{{{Param.Device}}}}"]' in text
     assert "amount.worker.gpu" in text and 'range: "{{Param.Chunks}}"' in text
 
 
@@ -324,6 +326,7 @@ def test_openjd_run_matches_da3_video_streaming(openjd_shot, clip, fixture_dir, 
     assert len(plan["chunks"]) == 2 <= plan["views"]["count"]  # chunks overlapping by 2 views
     assert log.count("da3 farm: chunk ") == len(plan["chunks"]) and "da3 farm: 6 views from 2 chunks" in log
     assert "da3 farm: 6 views, nothing to solve: the plan does not refine cameras" in log  # the Solve step ran
+    assert "da3 farm: 6 views, no loop closure in this plan" in log  # so did Loops: a short shot, nothing to close
 
     assert main(["video", str(clip), "--model", str(fixture_dir), *CLIP_OPTIONS, "--export-dir", str(tmp_path), "-q"]) == 0
     with np.load(tmp_path / "exports" / "mini_npz" / "results.npz", allow_pickle=False) as ref, \

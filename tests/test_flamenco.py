@@ -89,12 +89,12 @@ def _planned(shot, tmp_path) -> Path:
     return plan_dir
 
 
-def test_job_type_compiles_a_forward_task_per_chunk_then_align_solve_build():
+def test_job_type_compiles_a_forward_task_per_chunk_then_align_loops_solve_build():
     settings = {"input": "/shots/sh010.mp4", "output": "/shots/sh010.blend", "model": "depth-anything/DA3-SMALL",
                 "chunks": 3, "plan_dir": "/shots/sh010_farm", "da3_root": "/opt/da3"}
     out = compile_job({"settings": settings})
     tasks = {t["name"]: t for t in out["tasks"]}
-    assert list(tasks) == ["forward-0", "forward-1", "forward-2", "align", "solve", "build"]
+    assert list(tasks) == ["forward-0", "forward-1", "forward-2", "align", "loops", "solve", "build"]
     farm_py = "/opt/da3/scripts/da3_farm.py"
     for k in range(3):
         task = tasks[f"forward-{k}"]
@@ -104,7 +104,9 @@ def test_job_type_compiles_a_forward_task_per_chunk_then_align_solve_build():
             "args": [farm_py, "forward", "/shots/sh010_farm", "--chunk", str(k), "--device", "auto"]}}]
     assert tasks["align"]["type"] == "da3-align" and tasks["align"]["dependencies"] == ["forward-0", "forward-1", "forward-2"]
     assert tasks["align"]["commands"][0]["parameters"]["args"] == [farm_py, "align", "/shots/sh010_farm"]
-    assert tasks["solve"]["type"] == "da3-align" and tasks["solve"]["dependencies"] == ["align"]  # CPU, after align
+    assert tasks["loops"]["type"] == "da3-gpu" and tasks["loops"]["dependencies"] == ["align"]  # loop chunks: the model
+    assert tasks["loops"]["commands"][0]["parameters"]["args"] == [farm_py, "loops", "/shots/sh010_farm", "--device", "auto"]
+    assert tasks["solve"]["type"] == "da3-align" and tasks["solve"]["dependencies"] == ["loops"]  # CPU, after loops
     assert tasks["solve"]["commands"][0]["parameters"]["args"] == [farm_py, "solve", "/shots/sh010_farm"]
     assert tasks["build"]["type"] == "da3-build" and tasks["build"]["dependencies"] == ["solve"]
     assert tasks["build"]["commands"][0]["parameters"]["args"] == [
@@ -119,7 +121,8 @@ def test_job_type_settings_are_what_the_submission_sends(shot, tmp_path):
     assert {s["key"] for s in out["jobType"]["settings"]} == set(job["settings"])
     required = {s["key"] for s in out["jobType"]["settings"] if s.get("required")}
     assert required <= set(job["settings"])
-    assert sum(t["type"] == "da3-gpu" for t in out["tasks"]) == len(farm.read_plan(plan_dir)["chunks"]) == 3
+    gpu = [t["name"] for t in out["tasks"] if t["type"] == "da3-gpu"]
+    assert gpu == [f"forward-{k}" for k in range(len(farm.read_plan(plan_dir)["chunks"]))] + ["loops"] and len(gpu) == 4
 
 
 def test_da3_farm_submit_posts_the_job(shot, tmp_path, capsys):

@@ -189,3 +189,49 @@ def test_hub_cache_loads_by_repo_id_offline(tmp_path, fixture_dir):
     res = _run_offline(code, hf_home)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["da3-small", "da3-small", "True"]
+
+
+def _posed_inputs(views=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(1, views, 3, 56, 84, generator=g)
+    ext = torch.eye(4).repeat(1, views, 1, 1)
+    ext[0, 1, 0, 3] = 0.3
+    k = torch.tensor([[60.0, 0, 42], [0, 60.0, 28], [0, 0, 1]]).repeat(1, views, 1, 1)
+    return image, ext, k
+
+
+def test_camera_encoder_is_read_at_the_first_posed_run(tmp_path, official):
+    """The camera encoder (unused without known poses) stays unread at load, so a plain run does not
+    hold its weights; the first posed run reads it and gives what a fully read model gives."""
+    tensors, meta = official
+    folder = _write(tmp_path / "ckpt", tensors, meta)
+    lazy = DepthAnything3.from_pretrained(folder, device="cpu", compute_dtype="fp32")
+    enc = lazy.model.cam_enc
+    assert all(p.is_meta for p in enc.parameters())
+    assert not any(p.is_meta for n, p in lazy.named_parameters() if ".cam_enc." not in n)
+    image, ext, k = _posed_inputs()
+    lazy(image)  # a plain run leaves it unread
+    assert all(p.is_meta for p in enc.parameters())
+    full = DepthAnything3.from_pretrained(folder, device="cpu", compute_dtype="fp32")
+    full.state_dict()  # a state_dict() reads it too
+    assert not any(p.is_meta for p in full.parameters())
+    torch.testing.assert_close(full.state_dict()["model.cam_enc.trunk.0.norm1.weight"],
+                               tensors["model.cam_enc.trunk.0.norm1.weight"].float())
+    posed = lazy(image, extrinsics=ext, intrinsics=k)
+    assert not any(p.is_meta for p in lazy.parameters())
+    torch.testing.assert_close(posed["depth"], full(image, extrinsics=ext, intrinsics=k)["depth"], rtol=0, atol=0)
+
+
+def test_a_checkpoint_changed_before_the_first_posed_run_is_a_clear_error(tmp_path, official):
+    tensors, meta = official
+    folder = _write(tmp_path / "ckpt", tensors, meta)
+    model = DepthAnything3.from_pretrained(folder, device="cpu", compute_dtype="fp32")
+    image, ext, k = _posed_inputs()
+    (folder / "model.safetensors").write_bytes(b"replaced")
+    with pytest.raises(ModelLoadError, match="changed since the model was loaded.*load the model again") as err:
+        model(image, extrinsics=ext, intrinsics=k)
+    assert "\n" not in str(err.value)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="is gone since the model was loaded"):
+        model(image, extrinsics=ext, intrinsics=k)
+    model(image)  # runs without poses still work

@@ -1,8 +1,9 @@
-"""``da3 farm plan|forward|align|solve|build|submit``: a shot as render-farm tasks (:mod:`da3_blender.farm`).
+"""``da3 farm plan|forward|align|loops|solve|build|submit``: a shot as render-farm tasks (:mod:`da3_blender.farm`).
 
     da3 farm plan INPUT... --out DIR [the usual options]   # one plan folder per shot (several: DIR/<shot>)
     da3 farm forward DIR --chunk K [--device cuda]         # one chunk's forward -> DIR/chunks/K.npz
     da3 farm align DIR                                     # -> DIR/result.npz and the asked exports
+    da3 farm loops DIR [--device cuda]                     # a long shot's loop closure (loop chunks: the model)
     da3 farm solve DIR                                     # --refine: the stitched shot's camera solve
     da3 farm build DIR [--output shot.blend] [--blender PATH] [-- build options]
     da3 farm submit DIR --flamenco URL                     # the shot as a Flamenco job
@@ -25,7 +26,7 @@ def add_parser(sub, common, video) -> None:
     import copy
 
     common = copy.deepcopy(common)  # its own actions: the export defaults below must not reach the other commands
-    farm = sub.add_parser("farm", help="a long shot as render-farm tasks: plan, forward, align, solve, build, submit")
+    farm = sub.add_parser("farm", help="a long shot as render-farm tasks: plan, forward, align, loops, solve, build, submit")
     steps = farm.add_subparsers(dest="farm_command", metavar="STEP", parser_class=type(farm))
     p = steps.add_parser("plan", parents=[common, video], help="plan shots: DIR/plan.json and DIR/openjd-params.json")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="shots: a video, a folder of images or an image each")
@@ -44,6 +45,11 @@ def add_parser(sub, common, video) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the file")
     p = steps.add_parser("align", help="stitch the chunks -> DIR/result.npz and the plan's exports")
     p.add_argument("plan_dir", metavar="DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the file")
+    p = steps.add_parser("loops", help="close the loops of a long shot that comes back to a place (as in-process "
+                         "streaming; else nothing to do) -> DIR/result.npz")
+    p.add_argument("plan_dir", metavar="DIR")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: the plan's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the file")
     p = steps.add_parser("solve", help="the camera solve of the stitched shot (a plan with --refine; else nothing to do)")
     p.add_argument("plan_dir", metavar="DIR")
@@ -79,7 +85,7 @@ def run(args, build_options=()) -> int:
 
     step = getattr(args, "farm_command", None)
     if step is None:
-        raise BadInputError("choose a farm step: plan, forward, align, solve, build or submit (see da3 farm --help)")
+        raise BadInputError("choose a farm step: plan, forward, align, loops, solve, build or submit (see da3 farm --help)")
     args.build_options = list(build_options)
     from ..cancel import terminate_as_cancel
 
@@ -87,8 +93,8 @@ def run(args, build_options=()) -> int:
     failed = True
     try:
         with terminate_as_cancel(f"da3 farm {step}"):  # a killed task leaves no .tmp-* file
-            code = {"plan": _plan, "forward": _forward, "align": _align, "solve": _solve, "build": _build,
-                    "submit": _submit}[step](args, printer)
+            code = {"plan": _plan, "forward": _forward, "align": _align, "loops": _loops, "solve": _solve,
+                    "build": _build, "submit": _submit}[step](args, printer)
         failed = False
         return code
     finally:
@@ -171,10 +177,27 @@ def _align(args, printer) -> int:
 
     path, pred = farm.align_shot(args.plan_dir, progress=printer)
     chunks = pred.meta["chunks"]
-    pending = " (cameras to refine: run `da3 farm solve`, it writes the exports)" if farm.refines(farm.read_plan(
-        args.plan_dir)) else ""
+    plan = farm.read_plan(args.plan_dir)
+    todo = [step for step, pending in (("loops", farm.closes_loops(plan)), ("solve", farm.refines(plan))) if pending]
+    pending = f" (to do: {' then '.join(f'`da3 farm {s}`' for s in todo)}, it writes the exports)" if todo else ""
     print(f"da3 farm: {pred.num_views} views from {len(chunks)} chunk{'s' * (len(chunks) != 1)} -> {path}{pending}")
     for f in pred.meta.get("exported_files", []):
+        print(f"  {f}")
+    return 0
+
+
+def _loops(args, printer) -> int:
+    from ..farm.loops import close_shot_loops
+
+    path, pred, closed = close_shot_loops(args.plan_dir, device=args.device, progress=printer)
+    figures = (pred.meta.get("streaming") or {}).get("loop_closure")
+    if not closed:
+        what = "loops already closed" if figures else "no loop closure in this plan (loop_closure off or a short shot)"
+    else:
+        found = len(figures["loops"])
+        what = f"{found} loop{'s' * (found != 1)} closed ({figures['candidates']} found, {figures['rejected']} rejected)"
+    print(f"da3 farm: {pred.num_views} views, {what} -> {path}")
+    for f in pred.meta.get("exported_files", []) if closed else []:
         print(f"  {f}")
     return 0
 
@@ -214,5 +237,5 @@ def _submit(args, printer) -> int:
                                 priority=args.priority, da3_root=args.da3_root)
     answer = flamenco.submit(args.flamenco, job)
     print(f"da3 farm: {plan['shot']} submitted to {args.flamenco} as job {answer.get('id', '?')} "
-          f"({len(plan['chunks'])} forward tasks, align, solve, build)")
+          f"({len(plan['chunks'])} forward tasks, align, loops, solve, build)")
     return 0

@@ -1,7 +1,8 @@
 """Flamenco v3: a planned shot as a job of the ``da3-reconstruct`` type, submitted to a manager.
 
 The job type is ``farm/flamenco/da3_reconstruct.js`` (Flamenco names a job type after its file, ``_``
-as ``-``): one ``da3-gpu`` task per chunk, then align and solve (``da3-align``) and ``da3-build``. A job is a POST of
+as ``-``): one ``da3-gpu`` task per chunk, then align (``da3-align``), loops (``da3-gpu``: loop chunks),
+solve (``da3-align``) and ``da3-build``. A job is a POST of
 JSON to the manager's ``/api/v3/jobs`` (its ``SubmittedJob`` schema: name, type, priority,
 submitter_platform, settings, metadata). Paths in the settings are the submitter's; Flamenco's
 two-way variables map them per platform. ``{da3_python}`` (a manager variable: the workers' Python

@@ -1,8 +1,8 @@
 """The render farm's Solve step (``da3 farm solve DIR``): the camera solve of the whole stitched shot.
 
 In-process ``--refine`` on a long shot solves the stitched prediction once, from every source frame
-(``inference.refine_or_keep``); the farm does the same after ``align``: ``DIR/result.npz`` (marked
-``meta["farm"]["solve"] = "pending"`` by ``align`` when the job refines) is refined from the plan's
+(``inference.refine_or_keep``); the farm does the same after ``align`` and ``loops`` (:mod:`.loops`):
+``DIR/result.npz`` (marked ``meta["farm"]["solve"] = "pending"`` by ``align`` when the job refines) is refined from the plan's
 source frames (:func:`da3_blender.farm.tasks.chunk_inputs` over all views: the decodable frames of a video),
 the job's exports are written, and ``result.npz`` is replaced (``"solve": "done"``). Chunks never
 solve. A solve that fails keeps the stitched cameras with the reason and a warning, as in process.
@@ -34,6 +34,8 @@ def solve_shot(plan_dir, progress=None) -> tuple[str, object, bool]:
     state = dict(pred.meta.get("farm") or {})
     if state.get("plan_id") != plan["plan_id"]:
         raise BadInputError(f"{path} is not the result of this plan (planned again?): run `da3 farm align {plan_dir}`")
+    if state.get("loops") == "pending":  # in process too the solve takes the shot with its loops closed
+        raise BadInputError(f"the loops of {path} are not closed yet: run `da3 farm loops {plan_dir}` first")
     if state.get("solve") != "pending":
         return path, pred, False
     require_pycolmap()  # the plan asks for the solve: a worker without pycolmap is an error, not a warning

@@ -10,6 +10,8 @@ One shot is a *plan folder* (``DIR``) that every worker sees (shared storage):
   exactly what in-process streaming runs for that chunk) -> ``DIR/chunks/K.npz`` (result format);
 * ``align``: the chunks stitched in order as in-process streaming stitches them
   (:class:`da3_blender.pipeline.streaming.Stitcher`) -> ``DIR/result.npz`` (File > Import) and the exports;
+* ``loops``: loop closure of a long shot that comes back to a place (:mod:`da3_blender.farm.loops`, as
+  in-process streaming: loop chunks through the network, the chunks' pose graph) -> ``DIR/result.npz``;
 * ``solve``: the stitched shot's camera solve (:mod:`da3_blender.farm.solve`, as in-process ``--refine``;
   chunks never solve) -> ``DIR/result.npz`` and the exports, which wait for it; a no-op without refine;
 * ``build``: ``result.npz`` into a .blend by headless Blender (``scripts/farm_build.py``).
@@ -34,6 +36,7 @@ from pathlib import Path
 from .. import options as opt
 from ..errors import BadInputError, DA3Error
 from ..files import open_atomic, remove_stale_temp_files
+from .sizes import processed_size
 
 PLAN_FORMAT = "da3-farm-plan"
 PLAN_VERSION = 2  # 2: input stamps in the plan id, chunks never solve (the Solve step does)
@@ -75,7 +78,7 @@ def plan_shot(job: dict, out_dir, python: str | None = None, blend: str | None =
     source = collect_inputs(job["inputs"], exif_transpose=job["options"].get("exif_transpose", True),
                                    progress=progress, **video_kwargs(job))
     n = len(source)
-    hw = _processed_size(source, job["options"])
+    hw = processed_size(source, job["options"])
     kwargs = inference_kwargs(job)
     size, overlap = kwargs.get("chunk_size"), kwargs.get("chunk_overlap")
     device = devices.resolve_device(job["device"]) if size == opt.AUTO_CHUNK else job["device"]
@@ -149,35 +152,6 @@ def _check_farm_job(job: dict) -> None:
         raise BadInputError("farm jobs do not take known camera poses: run them in one process (da3, the panel)")
     if options.get("infer_gs") or "gs_ply" in (job["export_format"] or "").split("-"):
         raise BadInputError("3D Gaussians are predicted in one pass, not in farm chunks: leave infer_gs and gs_ply out")
-
-
-def _processed_size(source, options: dict) -> tuple[int, int]:
-    """(H, W) every view is processed at; one line if they differ (chunks would crop them differently)."""
-    from ..pipeline import preprocess
-
-    res = options.get("process_res", opt.DEFAULT_PROCESS_RES)
-    method = options.get("process_res_method", opt.DEFAULT_PROCESS_RES_METHOD)
-    if source.video:
-        sizes = {(source.video["width"], source.video["height"])}
-    else:
-        sizes = {_image_size(p, options.get("exif_transpose", True)) for p in source.source_paths}
-    processed = {preprocess.processed_size(w, h, res, method) for w, h in sizes}
-    if len(processed) > 1:
-        raise BadInputError(f"the views have {len(processed)} different sizes ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}): "
-                            "farm chunks need one size; resize them alike, or run the set in one process")
-    w, h = processed.pop()
-    return int(h), int(w)
-
-
-def _image_size(path: str, exif_transpose: bool) -> tuple[int, int]:
-    """(W, H) of an image file from its header, after its EXIF orientation."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        w, h = im.size
-        if exif_transpose and im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated a quarter turn
-            w, h = h, w
-    return w, h
 
 
 def _shot_name(paths: list[str]) -> str:
@@ -399,15 +373,22 @@ def refines(plan: dict) -> bool:
     return plan["job"]["options"].get("refine") not in (None, False)
 
 
+def closes_loops(plan: dict) -> bool:
+    """True when the Loops step has work: a streamed shot that in-process streaming would close loops in."""
+    on = plan["job"]["options"].get("loop_closure", opt.DEFAULT_LOOP_CLOSURE)
+    return len(plan["chunks"]) > 1 and opt.loop_closure_on(on, plan["views"]["count"])
+
+
 def align_shot(plan_dir, progress=None) -> tuple[str, object]:
-    """Stitch the chunks, write the exports (unless Solve will) and ``DIR/result.npz`` -> ``(path, prediction)``."""
+    """Stitch the chunks, write the exports (unless Loops or Solve will) and ``DIR/result.npz`` -> ``(path, prediction)``."""
     from ..prediction import save_result
 
     progress = progress or _nothing
     plan = read_plan(plan_dir)
     pred = stitch(plan_dir, plan, progress)
-    pred.meta["farm"]["solve"] = "pending" if refines(plan) else None  # da3 farm solve: the whole shot's solve
-    if not refines(plan):
+    pending = {"loops": closes_loops(plan), "solve": refines(plan)}  # da3 farm loops, solve: the whole shot's
+    pred.meta["farm"].update({step: "pending" if todo else None for step, todo in pending.items()})
+    if not any(pending.values()):
         export_shot(pred, plan["job"], progress)
     out = save_result(os.path.join(os.fspath(plan_dir), RESULT_FILE), pred)
     return out, pred
@@ -473,6 +454,8 @@ def _check_result(result: str, plan: dict, plan_dir) -> None:
     farm = _farm_meta(result)
     if farm.get("plan_id") != plan["plan_id"]:
         raise BadInputError(f"{result} is not the result of this plan (planned again?): run `da3 farm align {plan_dir}`")
+    if farm.get("loops") == "pending":
+        raise BadInputError(f"the loops of {result} are not closed yet: run `da3 farm loops {plan_dir}` first")
     if farm.get("solve") == "pending":
         raise BadInputError(f"the cameras of {result} are not solved yet (the plan refines them): run "
                             f"`da3 farm solve {plan_dir}` first")

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_attention
+
 
 def rotate_halves(t: torch.Tensor) -> torch.Tensor:
     """2D-RoPE "rotate-half" on each 32-channel half (row half, column half): [a, b] -> [-b, a]."""
@@ -37,7 +39,10 @@ class Attention(nn.Module):
             cos, sin = (t.to(q.dtype) for t in rope)
             q = q * cos + rotate_halves(q) * sin
             k = k * cos + rotate_halves(k) * sin
-        x = F.scaled_dot_product_attention(q, k, v)
+        if cpu_attention.wants_bf16_cpu_attention(q, self.qkv.weight.dtype):
+            x = cpu_attention.attention(q, k, v)  # bf16 products: SDPA is no faster than fp32 there
+        else:
+            x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
 

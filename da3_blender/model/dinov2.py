@@ -98,7 +98,11 @@ class DinoVisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         if alt_start != -1:
-            self.camera_token = nn.Parameter(torch.randn(1, 2, dim))  # [reference view, other views]
+            # [reference view, other views]: randn as officially (a model built in memory keeps the
+            # official init), but not on the meta device, where randn/normal_ go through torch._refs,
+            # which imports sympy (33 MiB of peak RSS); the checkpoint fills it there
+            token = torch.empty(1, 2, dim)
+            self.camera_token = nn.Parameter(token if token.is_meta else token.normal_())
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + 37 * 37, dim))  # 518 px / 14
         # qk-norm and RoPE start with the alternating schedule (true for every released config)
         self.blocks = nn.ModuleList(

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import BadInputError
+from ..errors import BadInputError, ModelLoadError
 from .camera import CameraDec, CameraEnc
 from .config import MODEL_CONFIGS, NestedConfig, NetConfig
 from .dinov2 import PATCH, DinoV2, check_ref_view_strategy
@@ -79,6 +79,20 @@ class DepthAnything3Net(nn.Module):
         self.gs_head = GSDPT(dim_in, cfg.features, cfg.out_channels) if cfg.gs_head else None
         self.gs_adapter = GaussianAdapter() if cfg.gs_head else None
 
+    deferred = None  # a loading.DeferredWeights (the camera encoder, read at the first posed forward)
+
+    def defer_weights(self, pending, prefix: str = "") -> None:
+        """Keep ``pending`` (tensors named ``prefix`` + this net's names) to read when first needed:
+        at the first forward with poses, or before a ``state_dict()``."""
+        pending.groups = [(key, [n[len(prefix):] for n in names]) for key, names in pending.groups]
+        self.deferred = pending
+        self.register_state_dict_pre_hook(lambda module, *args: module.load_deferred())
+
+    def load_deferred(self) -> None:
+        if self.deferred is not None:
+            self.deferred.load_into(self)
+            self.deferred = None
+
     def num_steps(self, posed: bool = False, infer_gs: bool = False) -> int:
         return self.backbone.depth + 2 + int(posed) + int(infer_gs)
 
@@ -123,6 +137,7 @@ class DepthAnything3Net(nn.Module):
                 raise BadInputError("this model does not take camera poses; use an any-view DA3 model or drop extrinsics")
             if intrinsics is None:
                 raise BadInputError("camera-pose conditioning needs intrinsics together with extrinsics")
+            self.load_deferred()
             with autocast(x.device, None):
                 cam_token = self.cam_enc(extrinsics.float(), intrinsics.float(), (height, width))
             step()
@@ -223,6 +238,18 @@ class NestedDepthAnything3Net(nn.Module):
         out["scale_factor"] = float(scale)
         step()
         return out
+
+
+def defer_camera_encoder(root: nn.Module, pending) -> None:
+    """Hand ``pending`` (a ``loading.DeferredWeights`` of ``root``'s camera encoder) to the any-view
+    net inside ``root`` that owns it; its names must all lie under that net."""
+    for name, net in root.named_modules():
+        if isinstance(net, DepthAnything3Net) and net.cam_enc is not None:
+            prefix = f"{name}." if name else ""
+            if all(n.startswith(prefix) for _, names in pending.groups for n in names):
+                net.defer_weights(pending, prefix)
+                return
+    raise ModelLoadError("internal: deferred camera-encoder tensors without an any-view net to hold them")
 
 
 def build_network(model_name: str) -> nn.Module:

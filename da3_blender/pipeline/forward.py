@@ -128,7 +128,7 @@ def run_chunks(run: ViewRunner, n: int, chunks: list[tuple[int, int]], align: st
     if loop_closure and run.extr is None:  # known poses: the chunks are in the user's frame already
         from .streaming_loops import close_loops
 
-        figures = close_loops(images, stitcher, chunks, report, lambda views, progress: _views(run, views, progress))
+        figures = close_loops(images, stitcher, chunks, report, lambda views, progress: views_forward(run, views, progress))
     pred = stitcher.prediction(images)
     if figures is not None:
         pred.meta = {**(pred.meta or {}), "loop_closure": figures}
@@ -136,8 +136,9 @@ def run_chunks(run: ViewRunner, n: int, chunks: list[tuple[int, int]], align: st
     return pred, first_alignment, stitcher.chunks
 
 
-def _views(run: ViewRunner, views: list, progress) -> Prediction:
-    """Any views (a loop chunk: two places of the shot) through the network together, unaligned."""
+def views_forward(run: ViewRunner, views: list, progress) -> Prediction:
+    """Any views (a loop chunk: two places of the shot) through the network together, unaligned; ``run.images``
+    hold the processed images (farm jobs: the stitched result's, :mod:`da3_blender.farm.loops`)."""
     part = to_prediction(run.forward(preprocess.normalize(run.images[views]), 0, len(views), progress), len(views))
     if run.proc_k is not None:
         part.intrinsics = np.asarray(run.proc_k, dtype=np.float32)[views]

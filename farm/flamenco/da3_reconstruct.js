@@ -7,7 +7,9 @@
 // --submit-flamenco URL`, or `da3 farm submit DIR --flamenco URL`.
 //
 // Tasks: one `da3-gpu` task per chunk (`da3_farm.py forward DIR --chunk K`; any order, in parallel),
-// then `align` (type `da3-align`: stitches the chunks in order: result.npz and the exports), `solve`
+// then `align` (type `da3-align`: stitches the chunks in order: result.npz and the exports), `loops`
+// (type `da3-gpu`: a long shot that comes back to a place gets its loops closed, as in-process
+// streaming; the loop chunks run through the network; else nothing), `solve`
 // (type `da3-align`: the camera solve of the whole stitched shot when the plan refines cameras, as
 // in-process --refine; pycolmap on the worker; else nothing) and `build` (type `da3-build`: the
 // .blend, headless Blender). Give GPU workers the task type `da3-gpu` in their flamenco-worker.yaml
@@ -64,12 +66,19 @@ function compileJob(job) {
         alignTask.addDependency(task);
     }
 
+    const loopsTask = author.Task("loops", "da3-gpu");
+    loopsTask.addCommand(author.Command("exec", {
+        exe: settings.python,
+        args: [farm, "loops", settings.plan_dir, "--device", settings.device],
+    }));
+    loopsTask.addDependency(alignTask);
+
     const solveTask = author.Task("solve", "da3-align");
     solveTask.addCommand(author.Command("exec", {
         exe: settings.python,
         args: [farm, "solve", settings.plan_dir],
     }));
-    solveTask.addDependency(alignTask);
+    solveTask.addDependency(loopsTask);
 
     const buildTask = author.Task("build", "da3-build");
     buildTask.addCommand(author.Command("exec", {
@@ -82,6 +91,7 @@ function compileJob(job) {
         job.addTask(task);
     }
     job.addTask(alignTask);
+    job.addTask(loopsTask);
     job.addTask(solveTask);
     job.addTask(buildTask);
 }
