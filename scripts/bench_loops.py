@@ -5,10 +5,13 @@ whose opposite walls repeat), rendered once into ``--shot-root`` and reused. The
 streamed ones do (a random walk: each view's error is the previous one's plus a step about a random axis
 and along the path, 0.8 degrees and 0.5 % of the path at 48 frames, scaled by sqrt(48 / frames) so that
 the end is as far off at any length; the focal 3 % off), so the end is several degrees and % of the
-path off the start. Each row is ``refine`` in its own child process: lens fixed and known, with loop pairs and without
-(the sequential pairs only), with the worst view's rotation and position error after the gauge fit::
+path off the start. Each row is ``refine`` in its own child process: lens fixed and known, with loop pairs
+(``on``) and without (``off``: the sequential pairs only), with the worst view's rotation and position error
+after the gauge fit and the mean over the views. The ``ref`` rows (:func:`reference`) are what the images
+allow: the solve's own observations in a plain bundle adjustment started from the true cameras::
 
     python scripts/bench_loops.py --frames 240 --size 640x360
+    python scripts/bench_loops.py --frames 240 --size 960x540 --samples 8 --rows on,ref
     python scripts/bench_loops.py --quick                      # 48 frames at 480x270
 """
 
