@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 LENS_MODELS = choice_ids(REFINE_LENSES)
 MOTIONS = choice_ids(REFINE_MOTIONS)
-MAX_SOLVE_TRACKS = 12_000  # the longest tracks go to the bundle adjustment (its time grows with them)
+MAX_SOLVE_TRACKS = 12_000  # the longest tracks go to the first bundle adjustment rounds (their time grows with them)
+MAX_FINAL_TRACKS = 40_000  # ... and at most this many to the last rounds, from the refined cameras (issue 30: the
+# 12,000 alone left a 240-frame orbit at 1.4x the worst-view error of every track, BENCHMARKS.md)
 PYCOLMAP_PIN = "pycolmap==4.2.1"
 SUBPIXEL = True  # align the tracks at the source resolution when SIFT ran on reduced frames
 
@@ -236,10 +238,11 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     features = _features(pycolmap, frames, pred, progress)
     tracks = _tracks(pycolmap, features, rig_in, progress)
     found, _ = loops.loop_pairs(pycolmap, features, rig_in, pred, progress)  # places seen again (solve/loops.py)
-    tracks = feat.strongest_tracks(loops.merge(features, tracks, found), MAX_SOLVE_TRACKS)
+    tracks = feat.strongest_tracks(loops.merge(features, tracks, found), MAX_FINAL_TRACKS)
     tracks = _subpixel(features, tracks, frames, pred, progress)
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)
-    chosen, used = choose_motion(pycolmap, pred, rig0, rig_in, tracks, camera_of_view, model, sizes, motion, progress)
+    chosen, used = choose_motion(pycolmap, pred, rig0, rig_in, feat.strongest_tracks(tracks, MAX_SOLVE_TRACKS),
+                                 camera_of_view, model, sizes, motion, progress, all_tracks=tracks)
     points, weak = chosen.points, chosen.held
     colours = _track_colours(features, chosen.tracks)
     verdict = judge(pycolmap, rig_in, chosen.rig, points, chosen.tracks, tracks, sizes)
