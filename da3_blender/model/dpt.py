@@ -121,10 +121,14 @@ class FeatureFusionBlock(nn.Module):
         self.resConfUnit2 = ResidualConvUnit(features)
         self.out_conv = nn.Conv2d(features, features, 1)
 
-    def forward(self, x: torch.Tensor, lateral: torch.Tensor | None = None, size=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lateral: torch.Tensor | None = None, size=None,
+                resize: bool = True) -> torch.Tensor:
+        """``resize=False``: the map before its x2 resize (the caller resizes it in strips)."""
         if lateral is not None:
             x = x + self.resConfUnit1(lateral)
         x = self.resConfUnit2(x)
+        if not resize:
+            return self.out_conv(x)
         # out_conv (1x1) before the resize, not after as officially: a 1x1 convolution and a bilinear
         # resize (weights summing to 1) commute, so the result is the same up to rounding (~1e-7),
         # at a quarter of the convolution's work and without its buffers at the larger size
@@ -194,6 +198,17 @@ class _DPTBase(nn.Module):
         levels.append(rn(1)(levels[-1], l1))
         return levels if keep_levels else levels[-1]
 
+    def fused_conv1(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """``output_conv1(fuse(maps))``, refinenet1's x2 resize done in strips of rows with the 3x3
+        convolution (:func:`full_resolution`): the 2x map with all the features never exists whole."""
+        l1, l2, l3, l4 = maps
+        x = self.scratch.refinenet4(l4, size=l3.shape[2:])
+        x = self.scratch.refinenet3(x, l3, size=l2.shape[2:])
+        x = self.scratch.refinenet2(x, l2, size=l1.shape[2:])
+        x = self.scratch.refinenet1(x, l1, resize=False)
+        out, = full_resolution(x, x.shape[-2] * 2, x.shape[-1] * 2, [self.scratch.output_conv1], None)
+        return out
+
     def forward(self, feats, height: int, width: int, on_chunk=None, **kwargs) -> dict[str, torch.Tensor]:
         """feats: 4 x (B,S,P,C) -> dict of (B,S,...) maps; views run in chunks of CHUNK.
 
@@ -232,7 +247,7 @@ class DualDPT(_DPTBase):
     def forward_views(self, feats, height, width, with_ray: bool = True):
         h, w = height // PATCH, width // PATCH
         maps = self.pyramid(feats, h, w, height, width)
-        main = self.scratch.output_conv1(self.fuse(maps))
+        main = self.fused_conv1(maps)
         logits, = full_resolution(main, h * PATCH, w * PATCH, [self.scratch.output_conv2], (width, height))
         out = {"depth": torch.exp(logits[:, 0]), "depth_conf": torch.exp(logits[:, 1]) + 1}
         if with_ray:  # only the finest aux level feeds the output
@@ -257,7 +272,7 @@ class DPT(_DPTBase):
 
     def forward_views(self, feats, height, width):
         h, w = height // PATCH, width // PATCH
-        x = self.scratch.output_conv1(self.fuse(self.pyramid(feats, h, w, height, width)))
+        x = self.fused_conv1(self.pyramid(feats, h, w, height, width))
         sky = hasattr(self.scratch, "sky_output_conv2")
         convs = [self.scratch.output_conv2] + ([self.scratch.sky_output_conv2] if sky else [])
         maps = full_resolution(x, h * PATCH, w * PATCH, convs, None)
@@ -296,7 +311,7 @@ class GSDPT(DPT):
 
     def forward_views(self, feats, height, width, images):
         h, w = height // PATCH, width // PATCH
-        x = self.scratch.output_conv1(self.fuse(self.pyramid(feats, h, w, height, width)))
+        x = self.fused_conv1(self.pyramid(feats, h, w, height, width))
         x = interpolate(x, (h * PATCH, w * PATCH)) + self.images_merger(images)
         logits = self.scratch.output_conv2(add_uv_embedding(x, width, height)).permute(0, 2, 3, 1)
         return {"raw_gs": logits[..., :-1], "raw_gs_conf": torch.sigmoid(logits[..., -1])}
