@@ -428,3 +428,28 @@ def test_out_of_memory_outside_the_network_is_not_reported_as_a_bug(monkeypatch,
     code, _, err = da3(capsys, "image", tiny_png)
     assert_one_line_error(code, err, "out of memory", "smaller model", "fewer frames")
     assert code == 2 and "report" not in err
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_dtype_reaches_the_model(fixture_dir, tiny_png, tmp_path, capsys, monkeypatch, dtype):
+    """``--dtype fp32`` is the exact official-parity path (matchmove users choose it): the in-process
+    CLI must load the model with it, not with ``auto`` (it did, silently, until 2026-12-07)."""
+    from da3_blender.api import DepthAnything3
+
+    loaded = []
+    real = DepthAnything3.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        model = real(cls, *args, **kwargs)
+        loaded.append(model)
+        return model
+
+    monkeypatch.setattr(DepthAnything3, "from_pretrained", classmethod(spy))
+    code, _, err = da3(capsys, "image", tiny_png, "--model", fixture_dir, *FAST, "--dtype", dtype,
+                       "--export-dir", tmp_path / "out", "--export-format", "npz")
+    assert code == 0, err
+    assert len(loaded) == 1 and loaded[0].compute_dtype == dtype
+    import torch
+
+    want = torch.float32 if dtype == "fp32" else torch.bfloat16  # bf16: the blocks' weights (CPU)
+    assert loaded[0].model.backbone_weight_dtype == want

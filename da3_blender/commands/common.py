@@ -296,7 +296,7 @@ def _run_here(spec: dict, source, printer, kwargs: dict):
     device = devices.resolve_device(spec["device"])
     inputs = source(printer)
     printer("model", 0.0, f"loading {spec['model']} on {device}")
-    model = DepthAnything3.from_pretrained(spec["model"], device=device)
+    model = DepthAnything3.from_pretrained(spec["model"], device=device, compute_dtype=spec["dtype"])
     printer("model", 1.0, f"{getattr(model, 'model_name', spec['model'])} on {device}")
     make_folder(spec["export_dir"])
     return run_inference(model, inputs, export_dir=spec["export_dir"], export_format=spec["export_format"],
