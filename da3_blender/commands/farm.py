@@ -196,10 +196,7 @@ def _loops(args, printer) -> int:
     else:
         found = len(figures["loops"])
         what = f"{found} loop{'s' * (found != 1)} closed ({figures['candidates']} found, {figures['rejected']} rejected)"
-    print(f"da3 farm: {pred.num_views} views, {what} -> {path}")
-    for f in pred.meta.get("exported_files", []) if closed else []:
-        print(f"  {f}")
-    return 0
+    return _step_done(pred, what, path, closed)
 
 
 def _solve(args, printer) -> int:
@@ -213,8 +210,13 @@ def _solve(args, printer) -> int:
         what = "the camera solve failed, the DA3 cameras are kept (see the warning)"
     else:
         what = f"solve error {s['rms_px_before']:.2f} -> {s['rms_px']:.2f} px ({s['tracks']} tracks)"
+    return _step_done(pred, what, path, solved)
+
+
+def _step_done(pred, what: str, path, wrote: bool) -> int:
+    """The one-line summary of a Loops or Solve step, then the exports it wrote (if it ran)."""
     print(f"da3 farm: {pred.num_views} views, {what} -> {path}")
-    for f in pred.meta.get("exported_files", []) if solved else []:
+    for f in pred.meta.get("exported_files", []) if wrote else []:
         print(f"  {f}")
     return 0
 
