@@ -112,6 +112,7 @@ def adjust_in_child(rig: Rig, points, tracks: TrackSet, **options) -> tuple[Rig,
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
+        checkpoint()  # a cancel asked while the round ran wins, even when the round ended in the same poll
         if code != 0:
             lines = (folder / "stderr.txt").read_text(errors="replace").strip().splitlines() or [f"exit status {code}"]
             raise DA3Error(f"the bundle adjustment failed in its child process ({lines[-1]}): please report it")
