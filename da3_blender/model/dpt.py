@@ -127,12 +127,11 @@ class FeatureFusionBlock(nn.Module):
         if lateral is not None:
             x = x + self.resConfUnit1(lateral)
         x = self.resConfUnit2(x)
-        if not resize:
-            return self.out_conv(x)
         # out_conv (1x1) before the resize, not after as officially: a 1x1 convolution and a bilinear
         # resize (weights summing to 1) commute, so the result is the same up to rounding (~1e-7),
         # at a quarter of the convolution's work and without its buffers at the larger size
-        return interpolate(self.out_conv(x), size if size is not None else (x.shape[-2] * 2, x.shape[-1] * 2))
+        x = self.out_conv(x)
+        return interpolate(x, size if size is not None else (x.shape[-2] * 2, x.shape[-1] * 2)) if resize else x
 
 
 class Permute(nn.Module):
@@ -188,24 +187,20 @@ class _DPTBase(nn.Module):
             maps.append(getattr(self.scratch, f"layer{k + 1}_rn")(x))
         return maps
 
-    def fuse(self, maps: list[torch.Tensor], suffix: str = "", keep_levels: bool = False):
-        """Top-down fusion 4 -> 1; ends at 8x the patch grid. Optionally returns every level too."""
+    def fuse(self, maps: list[torch.Tensor], suffix: str = "", resize_last: bool = True) -> torch.Tensor:
+        """Top-down fusion 4 -> 1; ends at 8x the patch grid (``resize_last=False``: at 4x, before
+        refinenet1's x2 resize, which the caller then does in strips)."""
         l1, l2, l3, l4 = maps
         rn = lambda k: getattr(self.scratch, f"refinenet{k}{suffix}")  # noqa: E731
-        levels = [rn(4)(l4, size=l3.shape[2:])]
-        levels.append(rn(3)(levels[-1], l3, size=l2.shape[2:]))
-        levels.append(rn(2)(levels[-1], l2, size=l1.shape[2:]))
-        levels.append(rn(1)(levels[-1], l1))
-        return levels if keep_levels else levels[-1]
+        x = rn(4)(l4, size=l3.shape[2:])
+        x = rn(3)(x, l3, size=l2.shape[2:])
+        x = rn(2)(x, l2, size=l1.shape[2:])
+        return rn(1)(x, l1, resize=resize_last)
 
     def fused_conv1(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """``output_conv1(fuse(maps))``, refinenet1's x2 resize done in strips of rows with the 3x3
         convolution (:func:`full_resolution`): the 2x map with all the features never exists whole."""
-        l1, l2, l3, l4 = maps
-        x = self.scratch.refinenet4(l4, size=l3.shape[2:])
-        x = self.scratch.refinenet3(x, l3, size=l2.shape[2:])
-        x = self.scratch.refinenet2(x, l2, size=l1.shape[2:])
-        x = self.scratch.refinenet1(x, l1, resize=False)
+        x = self.fuse(maps, resize_last=False)
         out, = full_resolution(x, x.shape[-2] * 2, x.shape[-1] * 2, [self.scratch.output_conv1], None)
         return out
 

@@ -226,15 +226,14 @@ class DeferredWeights:
 
     def load_into(self, module: nn.Module) -> None:
         """Read the deferred tensors into ``module`` (``groups`` name its tensors relative to it)."""
-        again = "load the model again"
+        why = "since the model was loaded (its camera encoder is read at the first run with known poses); " \
+              "load the model again"
         try:
             st = os.stat(self.path)
         except OSError:
-            raise ModelLoadError(f"{self.path} is gone since the model was loaded (its camera encoder is read at the "
-                                 f"first run with known poses); {again}") from None
+            raise ModelLoadError(f"{self.path} is gone {why}") from None
         if (st.st_size, st.st_mtime_ns) != self.stamp:
-            raise ModelLoadError(f"{self.path} changed since the model was loaded (its camera encoder is read at the "
-                                 f"first run with known poses); {again}")
+            raise ModelLoadError(f"{self.path} changed {why}")
         state = {}
         with torch.inference_mode(False), contextlib.closing(_FileReader(self.path)) as reader:
             for key, names in self.groups:
