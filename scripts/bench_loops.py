@@ -83,8 +83,9 @@ def reference(folder: str, lens: str) -> list:
     n = len(e)
     rig_in = pipeline.input_rig(pred)
     features = pipeline._features(pycolmap, H.render_solve_shot.frame_paths(folder, n), pred, None)
-    found, _ = loops.loop_pairs(pycolmap, features, rig_in, pred, None)
-    every = loops.merge(features, pipeline._tracks(pycolmap, features, rig_in, None), found)
+    sequential = pipeline._tracks(pycolmap, features, rig_in, None)
+    found, _ = loops.loop_pairs(pycolmap, features, rig_in, pred, None, sequential)
+    every = loops.merge(features, sequential, found)
     gt, kt = shot["extrinsics"], shot["intrinsics"]
     truth = Rig(R=gt[:, :, :3].copy(), t=gt[:, :, 3].copy(), f=np.stack([kt[:, 0, 0], kt[:, 1, 1]], 1),
                 c=kt[:, :2, 2].copy(), k=np.zeros((n, 2)))

@@ -131,3 +131,37 @@ def test_a_repeated_wall_elsewhere_is_no_loop(orbit):
     assert loops.agrees(pycolmap, rig, pred, 0, 47, *revisit) == (True, "")
     plausible = loops.plausible_pairs(rig, pred)
     assert not plausible[0, 24] and plausible[0, 47]
+
+
+def test_a_shot_without_a_loop_matches_none_of_the_candidates_its_tracks_tie(shot, monkeypatch):
+    """A straight 48-frame shot: retrieval offers frames 10+ apart that overlap, but the sequential tracks
+    tie each such pair already, so none is matched (on a 1080p shot that was 12 s for nothing new)."""
+    import pycolmap
+
+    from da3_blender.solve import features as feat
+    from da3_blender.solve import pipeline
+
+    e, k = H.perturb(shot["extrinsics"], shot["intrinsics"], seed=1)
+    pred = H.prediction(e, k, shot["size"], paths=shot["paths"])
+    rig = pipeline.input_rig(pred)
+    features = pipeline._features(pycolmap, shot["paths"], pred, None)
+    tracks = pipeline._tracks(pycolmap, features, rig, None)
+    matched = []
+    real_match = feat.match_pair
+    monkeypatch.setattr(feat, "match_pair", lambda *a: matched.append(1) or real_match(*a))
+    found, info = loops.loop_pairs(pycolmap, features, rig, pred, None, tracks)
+    assert info["candidates"] > 20 and info["tied"] == info["candidates"], info
+    assert found == {} and not matched
+    # without the sequential tracks every candidate is matched, and they are overlapping frames, not loops
+    found_all, info_all = loops.loop_pairs(pycolmap, features, rig, pred, None)
+    assert info_all["tied"] == 0 and len(matched) == info_all["candidates"] and len(found_all) > 20
+
+
+def test_shared_tracks_counts_the_tracks_both_views_see():
+    from da3_blender.solve import features as feat
+
+    # track 0 in views 0, 1, 2; track 1 in views 0, 2; track 2 in views 1, 3
+    tracks = feat.TrackSet(np.array([0, 0, 0, 1, 1, 2, 2]), np.array([0, 1, 2, 0, 2, 1, 3]), np.zeros((7, 2)),
+                           np.arange(7))
+    assert loops.shared_tracks(tracks, [(0, 1), (0, 2), (1, 3), (0, 3), (2, 5)]).tolist() == [1, 2, 1, 0, 0]
+    assert loops.shared_tracks(None, [(0, 1)]).tolist() == [0]

@@ -154,7 +154,7 @@ def from_reconstruction(rec, rig: Rig, camera_of_view: np.ndarray, model: str, p
 
 
 def adjust(pycolmap, rig: Rig, points: np.ndarray, tracks: TrackSet, *, camera_of_view, model, sizes,
-           constant_views=(), refine_cameras=True, loss_scale=None, threads=-1) -> tuple[Rig, np.ndarray]:
+           constant_views=(), refine_cameras=True, loss_scale=None, threads=-1, max_iterations=100) -> tuple[Rig, np.ndarray]:
     """Bundle adjustment (pycolmap/Ceres). View 0 and ``constant_views`` keep their poses; with
     ``refine_cameras=False`` only the points move (the error of the cameras as they are); the
     :data:`HELD_LENS_MODEL` keeps its intrinsics (a known lens: only the poses are solved)."""
@@ -166,7 +166,7 @@ def adjust(pycolmap, rig: Rig, points: np.ndarray, tracks: TrackSet, *, camera_o
     options.refine_extra_params = refine_cameras and model == "RADIAL"
     options.refine_rig_from_world = refine_cameras
     options.ceres.solver_options.num_threads = threads
-    options.ceres.solver_options.max_num_iterations = 100
+    options.ceres.solver_options.max_num_iterations = int(max_iterations)
     options.ceres.solver_options.function_tolerance = 1e-8  # pycolmap's 0 runs every iteration to the cap
     if loss_scale:
         options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY

@@ -48,13 +48,14 @@ def adjust(pycolmap, rig: Rig, points: np.ndarray, tracks: TrackSet, **options) 
 
 
 def write_problem(path, rig: Rig, points, tracks: TrackSet, *, camera_of_view, model, sizes, constant_views=(),
-                  refine_cameras=True, loss_scale=None, threads=-1) -> None:
+                  refine_cameras=True, loss_scale=None, threads=-1, max_iterations=100) -> None:
     arrays = {name: np.asarray(getattr(rig, name), dtype=np.float64) for name in _RIG}
     arrays.update({name: np.asarray(getattr(tracks, name)) for name in _TRACKS})
     arrays.update(points=np.asarray(points, dtype=np.float64), camera_of_view=np.asarray(camera_of_view, dtype=np.int64),
                   sizes=np.asarray(sizes), constant_views=np.asarray(sorted(int(v) for v in constant_views), dtype=np.int64),
                   model=np.array(str(model)), refine_cameras=np.array(bool(refine_cameras)),
-                  loss_scale=np.array(np.nan if loss_scale is None else float(loss_scale)), threads=np.array(int(threads)))
+                  loss_scale=np.array(np.nan if loss_scale is None else float(loss_scale)), threads=np.array(int(threads)),
+                  max_iterations=np.array(int(max_iterations)))
     np.savez(path, **arrays)
 
 
@@ -65,7 +66,8 @@ def read_problem(path) -> tuple[Rig, np.ndarray, TrackSet, dict]:
         loss = float(z["loss_scale"])
         options = dict(camera_of_view=z["camera_of_view"], model=str(z["model"]), sizes=z["sizes"],
                        constant_views=tuple(int(v) for v in z["constant_views"]), refine_cameras=bool(z["refine_cameras"]),
-                       loss_scale=None if np.isnan(loss) else loss, threads=int(z["threads"]))
+                       loss_scale=None if np.isnan(loss) else loss, threads=int(z["threads"]),
+                       max_iterations=int(z["max_iterations"]))
         return rig, z["points"], tracks, options
 
 

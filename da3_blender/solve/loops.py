@@ -14,6 +14,13 @@ matched, and a pair is kept only if
    the matched points (DA3's depth in the first view): two windows of a facade that look alike but
    lie metres apart along it are rejected although they face the same way.
 
+A candidate whose two frames the sequential tracks already tie (at least :data:`TIED_TRACKS` tracks seen
+in both) is not matched: a loop is a place seen again that the tracks do not yet connect, and on a shot
+without one every candidate is such a pair (a 50-frame 1080p shot: 140 candidates, each sharing 450+
+tracks, 12 s of matching and checking for nothing new). Weakly tied pairs are still matched: on the
+240-frame orbit, skipping from 50 shared tracks up kept 59 of 547 pairs and the worst view went from 0.109
+to 0.114 degrees; from 200 up, 400 pairs and 0.106 degrees in a quarter less time (issue 30, BENCHMARKS.md).
+
 Shots of fewer than :data:`MIN_FRAMES` frames are not searched (their sequential and wide pairs tie
 them already). Before any matching, only pairs the input cameras allow compete for a frame's candidates: viewing
 directions at most :data:`PRIOR_MAX_ANGLE_DEG` apart and centres within :data:`MAX_BASELINE_DEPTHS`
@@ -42,6 +49,7 @@ MAX_BASELINE_DEPTHS = 0.5
 E_MAX_ERROR_PX = 4.0
 MIN_FRAMES = 2 * retrieval.MIN_GAP  # shots shorter than this are not searched
 MAX_CANDIDATES_PER_FRAME = 3  # verified pairs at most (the best-scoring first): 3 x frames
+TIED_TRACKS = 200  # a candidate whose frames share this many sequential tracks is tied already: not matched
 
 
 def _camera(pycolmap, f, c):
@@ -103,9 +111,23 @@ def agrees(pycolmap, rig_in, pred, i: int, j: int, xy_i: np.ndarray, xy_j: np.nd
     return True, ""
 
 
-def loop_pairs(pycolmap, features: feat.Features, rig_in, pred=None, progress=None) -> tuple[dict, dict]:
+def shared_tracks(tracks: feat.TrackSet | None, pairs: list) -> np.ndarray:
+    """How many tracks of ``tracks`` each pair ``(i, j)`` of views sees in both (zeros without tracks)."""
+    if tracks is None or not len(tracks.obs_track) or not pairs:
+        return np.zeros(len(pairs), dtype=np.int64)
+    n_views = int(tracks.obs_view.max()) + 1
+    order = np.lexsort((tracks.obs_track, tracks.obs_view))
+    starts = np.searchsorted(tracks.obs_view[order], np.arange(n_views + 1))
+    seen = [tracks.obs_track[order[starts[v]:starts[v + 1]]] for v in range(n_views)]  # sorted track ids per view
+    none = np.zeros(0, dtype=np.int64)
+    return np.array([len(np.intersect1d(seen[i] if i < n_views else none, seen[j] if j < n_views else none,
+                                        assume_unique=True)) for i, j in pairs], dtype=np.int64)
+
+
+def loop_pairs(pycolmap, features: feat.Features, rig_in, pred=None, progress=None,
+               tracks: feat.TrackSet | None = None) -> tuple[dict, dict]:
     """Verified loop pairs ``{(i, j): (K,2) feature matches}`` and what the search found (``candidates``,
-    ``rejected`` by reason)."""
+    ``tied``: candidates the sequential ``tracks`` tie already, not matched; ``rejected`` by reason)."""
     n = len(features.desc)
     last = [time.monotonic()]
 
@@ -116,14 +138,15 @@ def loop_pairs(pycolmap, features: feat.Features, rig_in, pred=None, progress=No
             report(progress, 0.7, "loop pairs: finding places seen again")
 
     if n < MIN_FRAMES:  # a short shot: the sequential and wide pairs (features.WIDE_STEPS) tie it already
-        return {}, {"candidates": 0, "rejected": {}}
+        return {}, {"candidates": 0, "tied": 0, "rejected": {}}
     extr = np.concatenate([rig_in.R, rig_in.t[:, :, None]], axis=2)
     sequential = set(feat.select_pairs(extr))
     cands = retrieval.candidates(retrieval.similarity(features.desc, check), exclude=sequential,
                                  plausible=plausible_pairs(rig_in, pred))
     cands = cands[:MAX_CANDIDATES_PER_FRAME * n]
+    tied = shared_tracks(tracks, cands) >= TIED_TRACKS
     found, rejected = {}, {}
-    for k, (i, j) in enumerate(cands):
+    for (i, j) in (pair for pair, t in zip(cands, tied) if not t):
         check()
         m = feat.verify_pair(pycolmap, features.xy[i], features.xy[j], feat.match_pair(features.desc[i], features.desc[j]))
         ok, why = (False, "matches") if not len(m) else agrees(
@@ -132,8 +155,8 @@ def loop_pairs(pycolmap, features: feat.Features, rig_in, pred=None, progress=No
             found[(i, j)] = m
         else:
             rejected[why] = rejected.get(why, 0) + 1
-    report(progress, 0.7, f"loop pairs: {len(found)} of {len(cands)} candidates kept")
-    return found, {"candidates": len(cands), "rejected": rejected}
+    report(progress, 0.7, f"loop pairs: {len(found)} of {len(cands)} candidates kept ({int(tied.sum())} tied already)")
+    return found, {"candidates": len(cands), "tied": int(tied.sum()), "rejected": rejected}
 
 
 def merge(features: feat.Features, tracks: feat.TrackSet, pairs: dict) -> feat.TrackSet:

@@ -34,6 +34,12 @@ MIN_ANGLE_DEG = 0.2  # tracks whose rays meet at a narrower angle do not fix dep
 # (aliased or slightly wrong matches) weigh less; on a 240-frame orbit (the same tracks) it took the worst view
 # from 0.118 to 0.094 degrees, the mean position error from 0.049 % to 0.033 % of the path (issue 30, BENCHMARKS.md)
 ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.0), (0.5, None))
+# the most solver iterations of each round of the free solve: the first two only sort out the outliers (their
+# robust losses crept on to the cap of 100 for ~0.3 % lower cost: 10 of a 50-frame 1080p solve's 21 s of
+# bundle adjustment); the least-squares round converges in ~15; in the last the cameras settle within 10-20
+# (the points creep on: 60 iterations moved no camera by 1e-4 degrees more), and on the 240-frame orbit 40 and
+# 100 give the same worst view (issue 30, BENCHMARKS.md)
+ROUND_ITERATIONS = (25, 25, 100, 40)
 COMPLETE_AFTER = 1  # after this round every track of the free solve is placed again for the refined cameras
 FINAL_MEDIANS = 3.0
 NODAL_CHECK_PX = 20.0  # a free solve whose move makes less parallax than this (px) is checked against nodal,
@@ -83,7 +89,7 @@ def _rounds(rig: Rig, points: np.ndarray, tracks, adjust_round, hold, progress, 
         for v in sorted(new_weak):  # too few tracks: back to the input pose, held there
             hold(rig, v)
         weak |= new_weak
-        rig, points = adjust_round(rig, points, tracks, sorted(weak), loss)
+        rig, points = adjust_round(rig, points, tracks, sorted(weak), loss, ROUND_ITERATIONS[r])
         checkpoint()
         report(progress, span[0] + (span[1] - span[0]) * (r + 1) / len(ROUNDS), f"bundle adjustment {r + 1}/{len(ROUNDS)}")
         if complete is not None and r == COMPLETE_AFTER:
@@ -112,9 +118,9 @@ def _bundle(pycolmap, rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, siz
     points, tracks = _initial_points(rig0, tracks)
     gauge = []  # the similarity adjustment frame -> input frame, fixed once a view is held (see _to_input_frame)
 
-    def adjust_round(rig, points, tracks, held, loss):
+    def adjust_round(rig, points, tracks, held, loss, iterations):
         return adjust(pycolmap, rig, points, tracks, camera_of_view=camera_of_view, model=model, sizes=sizes,
-                      constant_views=held, loss_scale=loss)
+                      constant_views=held, loss_scale=loss, max_iterations=iterations)
 
     def hold(rig, v):
         if not gauge:
@@ -142,7 +148,7 @@ def _bundle_nodal(rig0: Rig, rig_in: Rig, tracks, camera_of_view, model, progres
     tracks = tracks.subset(front)
     d = nodal.directions(rig, tracks)
 
-    def adjust_round(rig, d, tracks, held, loss):
+    def adjust_round(rig, d, tracks, held, loss, _iterations):  # nodal.adjust converges on its own terms
         return nodal.adjust(rig, d, tracks, camera_of_view=camera_of_view, radial=model == "RADIAL",
                             held_views=held, loss_scale=loss, hold_lens=model == HELD_LENS_MODEL)
 

@@ -22,7 +22,8 @@ from ..options import DEFAULT_REFINE_LENS, DEFAULT_REFINE_MOTION, REFINE_LENSES,
 from ..prediction import Prediction, video_frame_indices
 from ..results.tracks import Tracks
 from . import features as feat
-from . import loops, subpixel
+from . import loops, sift_child, subpixel
+from .read_ahead import read_ahead
 from .bundle import HELD_LENS_MODEL, Rig
 from .compare import judge
 from .motion import MIN_TRACKS, choose_motion
@@ -38,6 +39,7 @@ MAX_FINAL_TRACKS = 40_000  # ... and at most this many to the last rounds, from 
 # 12,000 alone left a 240-frame orbit at 1.4x the worst-view error of every track, BENCHMARKS.md)
 PYCOLMAP_PIN = "pycolmap==4.2.1"
 SUBPIXEL = True  # align the tracks at the source resolution when SIFT ran on reduced frames
+PARALLEL_SIFT = True  # every other frame's SIFT in a second process (solve/sift_child.py)
 
 
 @dataclass
@@ -150,20 +152,53 @@ def _load(item, i: int, size) -> np.ndarray:
 
 
 def _features(pycolmap, frames, pred: Prediction, progress) -> feat.Features:
+    """SIFT of every frame, in order (a video decodes once); every other frame in a second process
+    (solve/sift_child.py) when the shot is long enough, so both cores extract."""
     extractor = feat.make_extractor(pycolmap)
-    xy, desc, rgb, shape = [], [], [], []
     n = pred.num_views
-    for i, item in enumerate(frames):  # in order: a video decodes once, frame by frame
-        checkpoint()
-        img = _load(item, i, pred.orig_size[i])
-        kp, d = feat.extract_keypoints(pycolmap, extractor, img)
-        xy.append(kp[:, :2])
-        shape.append(kp[:, 2:4])
-        desc.append(d)
-        rgb.append(feat.colours_at(img, kp[:, :2]))
-        _report(progress, 0.4 * (i + 1) / n, f"features {i + 1}/{n}")
+    xy, desc, rgb, shape = [None] * n, [None] * n, [None] * n, [None] * n
+    done = [0]
+
+    def keep(i, img, factor, kp, d):
+        kp, d = feat.to_source(kp, d, factor)
+        xy[i], shape[i], desc[i], rgb[i] = kp[:, :2], kp[:, 2:4], d, feat.colours_at(img, kp[:, :2])
+        done[0] += 1
+        _report(progress, 0.4 * done[0] / n, f"features {done[0]}/{n}")
+
+    helper = _sift_helper(n)
+    waiting = None  # (view, image, factor, grey) the helper is extracting
+    try:
+        with read_ahead(frames, lambda item, i: _load(item, i, pred.orig_size[i])) as loaded:
+            for i, img in enumerate(loaded):
+                checkpoint()
+                factor = feat.sift_factor(img.shape[1], img.shape[0])
+                gray = feat.to_gray(img, factor)
+                if helper is not None and waiting is None:
+                    helper.submit(gray)
+                    waiting = (i, img, factor, gray)
+                    continue
+                keep(i, img, factor, *feat.extract_gray(pycolmap, extractor, gray))
+                if waiting is not None:
+                    keep(*waiting[:3], *helper.result())
+                    waiting = None
+        if waiting is not None:
+            keep(*waiting[:3], *helper.result())
+    finally:
+        if helper is not None:
+            helper.close()
     factor = max(feat.sift_factor(int(w), int(h)) for w, h in pred.orig_size)
     return feat.Features(xy, desc, rgb, shape, factor)
+
+
+def _sift_helper(n: int):
+    """A second SIFT process for a shot of ``n`` frames, or None (a short shot, or it cannot start)."""
+    if n < sift_child.MIN_FRAMES or not PARALLEL_SIFT:
+        return None
+    try:
+        return sift_child.SiftHelper()
+    except OSError as exc:
+        log.warning("SIFT runs in one process: its helper process did not start (%s)", exc)
+        return None
 
 
 def _subpixel(features: feat.Features, tracks: feat.TrackSet, frames, pred: Prediction, progress) -> feat.TrackSet:
@@ -171,8 +206,8 @@ def _subpixel(features: feat.Features, tracks: feat.TrackSet, frames, pred: Pred
     if features.factor <= 1 or not SUBPIXEL:
         return tracks
     _report(progress, 0.7, "tracks: sub-pixel alignment")
-    images = (_load(item, i, pred.orig_size[i]) for i, item in enumerate(frames))
-    tracks, moved = subpixel.refine(tracks, features.shape, images, max_shift_px=float(features.factor))
+    with read_ahead(frames, lambda item, i: _load(item, i, pred.orig_size[i])) as images:
+        tracks, moved = subpixel.refine(tracks, features.shape, images, max_shift_px=float(features.factor))
     log.info("sub-pixel alignment moved %d of %d observations", moved, len(tracks.obs_track))
     return tracks
 
@@ -180,16 +215,12 @@ def _subpixel(features: feat.Features, tracks: feat.TrackSet, frames, pred: Pred
 def _tracks(pycolmap, features: feat.Features, rig: Rig, progress) -> feat.TrackSet:
     extr = np.concatenate([rig.R, rig.t[:, :, None]], axis=2)
     pairs = feat.select_pairs(extr)
-    verified = {}
-    for k, (i, j) in enumerate(pairs):
-        checkpoint()
-        m = feat.match_pair(features.desc[i], features.desc[j])
-        m = feat.verify_pair(pycolmap, features.xy[i], features.xy[j], m)
-        if len(m):
-            verified[(i, j)] = m
+
+    def matched(k):
         if k % 8 == 0:
             _report(progress, 0.4 + 0.3 * (k + 1) / len(pairs), f"matching {k + 1}/{len(pairs)} pairs")
-    tracks = feat.build_tracks(features, verified)
+
+    tracks = feat.build_tracks(features, feat.verified_matches(pycolmap, features, pairs, matched))
     if tracks.num_tracks < MIN_TRACKS:
         raise BadInputError(
             f"the camera solve found {tracks.num_tracks} feature tracks (needs {MIN_TRACKS}): the frames are too "
@@ -237,7 +268,7 @@ def solve(pred: Prediction, images, lens: str = DEFAULT_REFINE_LENS, progress=No
     rig_in = input_rig(pred)
     features = _features(pycolmap, frames, pred, progress)
     tracks = _tracks(pycolmap, features, rig_in, progress)
-    found, _ = loops.loop_pairs(pycolmap, features, rig_in, pred, progress)  # places seen again (solve/loops.py)
+    found, _ = loops.loop_pairs(pycolmap, features, rig_in, pred, progress, tracks)  # places seen again (solve/loops.py)
     tracks = feat.strongest_tracks(loops.merge(features, tracks, found), MAX_FINAL_TRACKS)
     tracks = _subpixel(features, tracks, frames, pred, progress)
     rig0, camera_of_view, model = _lens_setup(rig_in, sizes, lens)

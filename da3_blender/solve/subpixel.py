@@ -20,6 +20,8 @@ observations of a 50-frame 1080p shot. Numpy only.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..cancel import checkpoint
@@ -32,6 +34,7 @@ CONVERGED = 0.02  # patch pixels: the last step was smaller than this
 MIN_NCC = 0.6  # the aligned patch's correlation with the reference's
 MIN_TEXTURE = 0.01  # the smaller eigenvalue of the normalised patch's mean gradient outer product
 CHUNK = 4096  # observations aligned at once (a cancel is never more than one chunk away)
+THREADS = 2  # chunks aligned side by side (numpy releases the GIL in its array loops)
 
 
 def _offsets(half: int) -> np.ndarray:
@@ -176,12 +179,22 @@ def refine(tracks: TrackSet, shape: list, images, max_shift_px: float) -> tuple[
     targets = np.nonzero((ref_obs != np.arange(len(ref_obs))) & inside & inside[ref_obs])[0]
     new_xy = tracks.obs_xy.copy()
     moved = 0
-    for a in range(0, len(targets), CHUNK):
-        checkpoint()
-        sel = targets[a:a + CHUNK]
-        shift, ok = _align(windows[ref_obs[sel]].astype(np.float32), windows[sel].astype(np.float32))
-        delta = np.einsum("oij,oj->oi", axes[sel], shift)
-        ok &= np.linalg.norm(delta, axis=1) <= max_shift_px
-        new_xy[sel[ok]] += delta[ok]
-        moved += int(ok.sum())
+
+    def align(sel):
+        return _align(windows[ref_obs[sel]].astype(np.float32), windows[sel].astype(np.float32))
+
+    chunks = [targets[a:a + CHUNK] for a in range(0, len(targets), CHUNK)]
+    with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="da3-align") as pool:  # numpy frees the GIL
+        futures = [pool.submit(align, sel) for sel in chunks]
+        try:
+            for sel, future in zip(chunks, futures):
+                checkpoint()
+                shift, ok = future.result()
+                delta = np.einsum("oij,oj->oi", axes[sel], shift)
+                ok &= np.linalg.norm(delta, axis=1) <= max_shift_px
+                new_xy[sel[ok]] += delta[ok]
+                moved += int(ok.sum())
+        finally:
+            for future in futures:
+                future.cancel()
     return TrackSet(tracks.obs_track, tracks.obs_view, new_xy, tracks.obs_feature), moved
