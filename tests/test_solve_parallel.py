@@ -108,3 +108,29 @@ def test_features_from_two_processes_equal_one_process(shot, monkeypatch):
         for a, b in zip(getattr(two, name), getattr(one, name)):
             assert np.array_equal(a, b), name
     assert all(len(x) > 100 for x in two.xy)
+
+
+def test_blocked_matching_finds_the_mutual_nearest_neighbours_that_pass_the_ratio_test():
+    """match_pair reduces the similarity product block by block: the matches are the ones of the whole
+    product (checked here by brute force over more rows than one block)."""
+    from da3_blender.solve import features as feat
+
+    rng = np.random.default_rng(3)
+    n = 2 * feat.MATCH_BLOCK + 37
+    a = rng.normal(size=(n, 128)).astype(np.float32)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    perm = rng.permutation(n)
+    b = a[perm] + rng.normal(scale=rng.uniform(0.01, 0.2, size=(n, 1)), size=(n, 128)).astype(np.float32)
+    b = np.concatenate([b, rng.normal(size=(300, 128)).astype(np.float32)])  # distractors
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    sim = a.astype(np.float64) @ b.T.astype(np.float64)
+    want = []
+    for i in range(n):
+        order = np.argsort(-sim[i])
+        j, second = order[0], sim[i, order[1]]
+        d1, d2 = np.sqrt(max(2 - 2 * sim[i, j], 0)), np.sqrt(max(2 - 2 * second, 0))
+        if np.argmax(sim[:, j]) == i and d1 < feat.RATIO * d2:
+            want.append((i, j))
+    got = feat.match_pair(a, b)
+    assert sorted(map(tuple, got.tolist())) == want
+    assert len(want) > n // 2 and all(perm[j] == i for i, j in want if j < n)  # the true partners
