@@ -103,7 +103,9 @@ def test_loop_pairs_close_an_orbit_that_drifted(orbit, monkeypatch):
     open_path = solve.refine(pred, orbit["paths"], lens="fixed")
     assert open_path.meta["solve"]["loop_pairs"] == 0 and open_path.meta["solve"]["longest_track_gap"] < 20
     rot_open, pos_open = H.gauge_errors(open_path.extrinsics, orbit["extrinsics"])
-    assert rot_open.max() > 2 * rot.max() and pos_open.max() > 3 * pos.max(), (rot_open.max(), pos_open.max())
+    # the open path's end drifts: its worst position ~10x the loop solve's (3.4 % against 0.3 %), its worst
+    # rotation ~2x (0.60 against 0.30 degrees, near what these 480x270 frames allow: docs/loop-closure.md)
+    assert rot_open.max() > 1.5 * rot.max() and pos_open.max() > 5 * pos.max(), (rot_open.max(), pos_open.max())
 
 
 def test_a_repeated_wall_elsewhere_is_no_loop(orbit):

@@ -134,3 +134,41 @@ def test_blocked_matching_finds_the_mutual_nearest_neighbours_that_pass_the_rati
     got = feat.match_pair(a, b)
     assert sorted(map(tuple, got.tolist())) == want
     assert len(want) > n // 2 and all(perm[j] == i for i, j in want if j < n)  # the true partners
+
+
+def test_a_cancel_while_the_sift_child_works_ends_the_solve_and_the_child(shot, monkeypatch):
+    pytest.importorskip("pycolmap")
+    import solve_helpers as H
+
+    from da3_blender import solve
+    from da3_blender.cancel import cancellable
+
+    n = 8
+    pred = H.prediction(*H.perturb(shot["extrinsics"][:n], shot["intrinsics"][:n], seed=2), shot["size"],
+                        paths=shot["paths"][:n])
+    monkeypatch.setattr(sift_child, "MIN_FRAMES", 2)
+    started = []
+    real = sift_child.SiftHelper
+
+    class Spy(real):
+        def __init__(self):
+            super().__init__()
+            started.append(self)
+
+    monkeypatch.setattr(sift_child, "SiftHelper", Spy)
+    flag = threading.Event()
+    asked = []
+
+    def check():
+        if flag.is_set():
+            raise CancelledError()
+
+    def progress(stage, fraction, message):
+        if message.startswith("features 3/") and not flag.is_set():
+            asked.append(time.monotonic())
+            flag.set()
+
+    with cancellable(check), pytest.raises(CancelledError):
+        solve.refine(pred, shot["paths"][:n], progress=progress)
+    assert asked and time.monotonic() - asked[0] < 2.0
+    assert len(started) == 1 and started[0].proc.poll() is not None  # the child is gone, not left running

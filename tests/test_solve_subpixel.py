@@ -66,17 +66,18 @@ def test_tracks_found_on_a_halved_frame_line_up_at_the_source_resolution():
              for a, s in ((0.0, 1.0), (12.0, 1.1), (-8.0, 0.93))]  # SIFT scale and orientation
     tracks = feat.TrackSet(np.repeat(np.arange(n), 3), np.tile(np.arange(3), n),
                            np.stack(noisy, 1).reshape(-1, 2), np.repeat(np.arange(n), 3))
-    out, moved = subpixel.refine(tracks, shape, (img for img, _ in views), max_shift_px=2.0)
+    out, moved, failed = subpixel.refine(tracks, shape, (img for img, _ in views), max_shift_px=2.0)
     before = np.linalg.norm(tracks.obs_xy - np.stack(xy, 1).reshape(-1, 2), axis=1)
     after = np.linalg.norm(out.obs_xy - np.stack(xy, 1).reshape(-1, 2), axis=1)
-    assert moved >= 0.9 * 2 * n, moved
+    assert moved >= 0.9 * 2 * n and failed <= 0.1 * 2 * n, (moved, failed)
+    np.testing.assert_array_equal(out.obs_view, tracks.obs_view)  # none dropped: in this test every view aligns
     others = tracks.obs_view != 1
     assert np.sqrt(np.mean(before[others] ** 2)) > 0.7
     assert np.sqrt(np.mean(after[others] ** 2)) < 0.1, np.sqrt(np.mean(after[others] ** 2))
     np.testing.assert_array_equal(out.obs_xy[~others], tracks.obs_xy[~others])  # the references stay
 
 
-def test_an_observation_that_does_not_match_its_reference_keeps_its_place():
+def test_an_observation_that_does_not_match_its_reference_is_dropped():
     texture = _texture(seed=2)
     flat = np.full_like(texture, 90.0)
     other = _texture(seed=3)  # a different place altogether
@@ -86,9 +87,13 @@ def test_an_observation_that_does_not_match_its_reference_keeps_its_place():
     tracks = feat.TrackSet(np.repeat(np.arange(n), 3), np.tile(np.arange(3), n),
                            np.repeat(xy, 3, axis=0), np.repeat(np.arange(n), 3))
     shape = [np.tile([4.0, 0.0], (n, 1))] * 3
-    out, moved = subpixel.refine(tracks, shape, iter([flat, texture, other]), max_shift_px=2.0)
-    assert moved <= 2, moved  # no texture in view 0, nothing alike in view 2
-    np.testing.assert_array_equal(out.obs_xy, tracks.obs_xy)
+    frames = [flat, texture, other]
+    out, moved, failed = subpixel.refine(tracks, shape, iter(frames), max_shift_px=2.0)
+    assert moved <= 2 and failed >= 2 * n - 2, (moved, failed)  # no texture in view 0, nothing alike in view 2
+    assert len(out.obs_track) <= 4  # their tracks are left with the reference alone: gone
+    kept, _, failed_kept = subpixel.refine(tracks, shape, iter(frames), max_shift_px=2.0, drop=False)
+    assert failed_kept == failed
+    np.testing.assert_array_equal(kept.obs_xy, tracks.obs_xy)  # not dropped: where SIFT put them
 
 
 @pytest.mark.slow
@@ -110,8 +115,31 @@ def test_a_frame_solved_at_half_size_is_aligned_at_full_size_and_solves_no_worse
     # certain than at full size (0.02 degrees, 0.12 % of this short path)
     assert s["reason"] is None and s["rms_px"] <= 0.6, s["rms_px"]
     assert rot.max() <= 0.1 and pos.max() <= 0.01 and focal <= 0.005, (rot.max(), pos.max(), focal)
-    monkeypatch.setattr(solve.pipeline, "SUBPIXEL", False)  # the same without the alignment
+    monkeypatch.setattr(solve.pipeline, "SUBPIXEL", False)  # the same without the alignment (nor the check)
+    monkeypatch.setattr(solve.pipeline, "PATCH_CHECK", False)
     coarse = solve.refine(pred, shot["paths"][:n], lens="fixed")
     rot_c, pos_c = H.gauge_errors(coarse.extrinsics, shot["extrinsics"][:n])
     assert rot.max() <= 1.05 * rot_c.max() and pos.max() <= 1.05 * pos_c.max(), (rot.max(), rot_c.max(), pos.max(),
                                                                                 pos_c.max())
+
+
+@pytest.mark.slow
+def test_the_patch_check_drops_observations_that_bend_the_cameras(shot, monkeypatch):
+    """The 48-frame shot at full size (no reduction, so nothing moves): observations whose patch cannot be
+    placed on their track's reference are dropped, and the worst camera position comes out closer to the
+    truth than with them (0.040 % of the path against 0.074 % when measured)."""
+    pytest.importorskip("pycolmap")
+    import solve_helpers as H
+
+    from da3_blender import solve
+
+    e, k = H.perturb(shot["extrinsics"], shot["intrinsics"], seed=1)
+    pred = H.prediction(e, k, shot["size"], paths=shot["paths"])
+    checked = solve.refine(pred, shot["paths"], lens="fixed")
+    monkeypatch.setattr(solve.pipeline, "PATCH_CHECK", False)
+    unchecked = solve.refine(pred, shot["paths"], lens="fixed")
+    rot, pos = H.gauge_errors(checked.extrinsics, shot["extrinsics"])
+    rot_u, pos_u = H.gauge_errors(unchecked.extrinsics, shot["extrinsics"])
+    assert checked.meta["solve"]["reason"] is None and checked.meta["solve"]["rms_px"] < 0.45
+    assert pos.max() <= 0.75 * pos_u.max() and rot.max() <= 1.05 * rot_u.max(), (pos.max(), pos_u.max(), rot.max(),
+                                                                                  rot_u.max())

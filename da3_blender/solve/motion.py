@@ -5,7 +5,8 @@ pose, the lens and the points adjusted by pycolmap (bundle.adjust). **Nodal**: a
 has no parallax, so its tracks cannot be triangulated and nothing fixes the camera positions; it is
 solved about one centre (nodal.adjust: rotations, lens and track directions), as matchmove tools do
 (Blender's "Tripod" solve). ``motion="auto"`` runs the free solve, and the nodal one as well when
-the free one fails, is not sub-pixel or its move makes little parallax (``NODAL_CHECK_*``); the nodal solve wins when it explains the
+the free one fails, is not sub-pixel, its move makes little parallax or it explains too few of the
+observations (``NODAL_CHECK_*``); the nodal solve wins when it explains the
 tracks as well (``NODAL_RMS_RATIO``/``NODAL_RMS_SLACK_PX``, keeping nearly as many observations):
 the simpler model, with no invented camera moves.
 Both run in rounds (``ROUNDS``) that drop outliers, and a view left with too few tracks keeps its
@@ -43,7 +44,9 @@ ROUND_ITERATIONS = (25, 25, 100, 40)
 COMPLETE_AFTER = 1  # after this round every track of the free solve is placed again for the refined cameras
 FINAL_MEDIANS = 3.0
 NODAL_CHECK_PX = 20.0  # a free solve whose move makes less parallax than this (px) is checked against nodal,
-NODAL_CHECK_RMS_PX = 1.0  # and so is one that is not sub-pixel (a pan a free solve cannot explain)
+NODAL_CHECK_RMS_PX = 1.0  # and so is one that is not sub-pixel (a pan a free solve cannot explain),
+NODAL_CHECK_KEPT = 0.5  # and one that kept under this share of the observations offered to it (a pan "explained"
+# by an invented move on the few tracks that fit it: a 12-frame tripod pan, 2,245 of ~21,000, 0.49 px, 380 px of parallax)
 NODAL_RMS_RATIO, NODAL_RMS_SLACK_PX = 1.1, 0.05  # nodal wins when its error <= ratio * free + slack ...
 NODAL_MIN_OBSERVATIONS = 0.8  # ... keeping at least this fraction of the free solve's observations
 
@@ -224,11 +227,14 @@ class Candidate:
 
 
 def _free(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress, all_tracks=None) -> tuple[Candidate, bool]:
-    """The free solve, and whether a nodal one should be tried too (it failed to be sub-pixel or barely moves)."""
+    """The free solve, and whether a nodal one should be tried too (it failed to be sub-pixel, barely moves,
+    or explains too few of the observations)."""
+    offered = len((tracks if all_tracks is None else all_tracks).obs_view)
     rig, points, tracks, weak = _bundle(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress,
                                         all_tracks=all_tracks)
     error = rms(residuals(rig, points, tracks)[0])  # of the cameras as they come out
-    check_nodal = parallax_px(rig, points, tracks) < NODAL_CHECK_PX or not error <= NODAL_CHECK_RMS_PX
+    check_nodal = (parallax_px(rig, points, tracks) < NODAL_CHECK_PX or not error <= NODAL_CHECK_RMS_PX
+                   or len(tracks.obs_view) < NODAL_CHECK_KEPT * offered)
     return Candidate(rig, points, tracks, weak, error), check_nodal
 
 

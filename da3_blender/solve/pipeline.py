@@ -39,6 +39,7 @@ MAX_FINAL_TRACKS = 40_000  # ... and at most this many to the last rounds, from 
 # 12,000 alone left a 240-frame orbit at 1.4x the worst-view error of every track, BENCHMARKS.md)
 PYCOLMAP_PIN = "pycolmap==4.2.1"
 SUBPIXEL = True  # align the tracks at the source resolution when SIFT ran on reduced frames
+PATCH_CHECK = True  # drop observations whose patch does not align with their track's reference (subpixel.py)
 PARALLEL_SIFT = True  # every other frame's SIFT in a second process (solve/sift_child.py)
 
 
@@ -202,13 +203,15 @@ def _sift_helper(n: int):
 
 
 def _subpixel(features: feat.Features, tracks: feat.TrackSet, frames, pred: Prediction, progress) -> feat.TrackSet:
-    """Tracks aligned at the source resolution when SIFT ran on reduced frames (solve/subpixel.py)."""
-    if features.factor <= 1 or not SUBPIXEL:
+    """Every observation's patch checked against its track's reference, those that do not align dropped, and,
+    when SIFT ran on reduced frames, the rest aligned at the source resolution (solve/subpixel.py)."""
+    shift = float(features.factor) if features.factor > 1 and SUBPIXEL else 0.0
+    if not (shift or PATCH_CHECK):
         return tracks
-    _report(progress, 0.7, "tracks: sub-pixel alignment")
+    _report(progress, 0.7, "tracks: patches checked" + (" and aligned at full size" if shift else ""))
     with read_ahead(frames, lambda item, i: _load(item, i, pred.orig_size[i])) as images:
-        tracks, moved = subpixel.refine(tracks, features.shape, images, max_shift_px=float(features.factor))
-    log.info("sub-pixel alignment moved %d of %d observations", moved, len(tracks.obs_track))
+        tracks, moved, failed = subpixel.refine(tracks, features.shape, images, max_shift_px=shift, drop=PATCH_CHECK)
+    log.info("patch check: %d observations moved, %d failed (%s)", moved, failed, "dropped" if PATCH_CHECK else "kept")
     return tracks
 
 
