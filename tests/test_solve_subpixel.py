@@ -1,4 +1,4 @@
-"""SIFT on a reduced frame, tracks aligned back at the source resolution (solve/subpixel.py, issue 30).
+"""SIFT on a reduced frame, tracks aligned back at the source resolution, and the patch check (solve/subpixel.py, issue 30).
 
 A 1080p source goes to SIFT at half size (a quarter of the pixels), which places its keypoints on a grid of
 2 source pixels; the sub-pixel alignment must bring a track's observations back to within a fraction of a
@@ -77,7 +77,7 @@ def test_tracks_found_on_a_halved_frame_line_up_at_the_source_resolution():
     np.testing.assert_array_equal(out.obs_xy[~others], tracks.obs_xy[~others])  # the references stay
 
 
-def test_an_observation_that_does_not_match_its_reference_is_dropped():
+def test_an_observation_that_cannot_be_placed_on_its_reference_is_dropped():
     texture = _texture(seed=2)
     flat = np.full_like(texture, 90.0)
     other = _texture(seed=3)  # a different place altogether
@@ -89,7 +89,7 @@ def test_an_observation_that_does_not_match_its_reference_is_dropped():
     shape = [np.tile([4.0, 0.0], (n, 1))] * 3
     frames = [flat, texture, other]
     out, moved, failed = subpixel.refine(tracks, shape, iter(frames), max_shift_px=2.0)
-    assert moved <= 2 and failed >= 2 * n - 2, (moved, failed)  # no texture in view 0, nothing alike in view 2
+    assert moved <= 2 and failed >= 2 * n - 2, (moved, failed)  # nothing to align to in view 0, nothing alike in 2
     assert len(out.obs_track) <= 4  # their tracks are left with the reference alone: gone
     kept, _, failed_kept = subpixel.refine(tracks, shape, iter(frames), max_shift_px=2.0, drop=False)
     assert failed_kept == failed

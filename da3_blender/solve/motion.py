@@ -35,12 +35,12 @@ MIN_ANGLE_DEG = 0.2  # tracks whose rays meet at a narrower angle do not fix dep
 # (aliased or slightly wrong matches) weigh less; on a 240-frame orbit (the same tracks) it took the worst view
 # from 0.118 to 0.094 degrees, the mean position error from 0.049 % to 0.033 % of the path (issue 30, BENCHMARKS.md)
 ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.0), (0.5, None))
-# the most solver iterations of each round of the free solve: the first two only sort out the outliers (their
-# robust losses crept on to the cap of 100 for ~0.3 % lower cost: 10 of a 50-frame 1080p solve's 21 s of
-# bundle adjustment); the least-squares round converges in ~15; in the last the cameras settle within 10-20
-# (the points creep on: 60 iterations moved no camera by 1e-4 degrees more), and on the 240-frame orbit 40 and
-# 100 give the same worst view (issue 30, BENCHMARKS.md)
-ROUND_ITERATIONS = (25, 25, 100, 40)
+# the most solver iterations of each round of the free solve: the first two only sort out the outliers at 8 and
+# 3 px (their robust losses crept on to the cap of 100 for ~0.3 % lower cost: 10 of a 50-frame 1080p solve's 21 s
+# of bundle adjustment; at 15 the RMS is within 1.5 % of 100's); the least-squares round converges in ~15; in the
+# last the cameras settle within 10-20 (the points creep on: 60 iterations moved no camera by 1e-4 degrees
+# more), and on the 240-frame orbit 40 and 100 give the same worst view (issue 30, BENCHMARKS.md)
+ROUND_ITERATIONS = (15, 15, 100, 40)
 COMPLETE_AFTER = 1  # after this round every track of the free solve is placed again for the refined cameras
 FINAL_MEDIANS = 3.0
 NODAL_CHECK_PX = 20.0  # a free solve whose move makes less parallax than this (px) is checked against nodal,
