@@ -34,7 +34,7 @@ MIN_ANGLE_DEG = 0.2  # tracks whose rays meet at a narrower angle do not fix dep
 # last round keeps a tight robust loss: observations just inside the threshold that the cameras bent to fit
 # (aliased or slightly wrong matches) weigh less; on a 240-frame orbit (the same tracks) it took the worst view
 # from 0.118 to 0.094 degrees, the mean position error from 0.049 % to 0.033 % of the path (issue 30, BENCHMARKS.md)
-ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.0), (0.5, None))
+ROUNDS = ((4.0, 8.0), (1.0, 3.0), (None, 1.0), (0.5, None))  # None after the last: the cut before it again
 # the most solver iterations of each round of the free solve: the first two only sort out the outliers at 8 and
 # 3 px (their robust losses crept on to the cap of 100 for ~0.3 % lower cost: 10 of a 50-frame 1080p solve's 21 s
 # of bundle adjustment; at 15 the RMS is within 1.5 % of 100's); the least-squares round converges in ~15; in the
@@ -45,7 +45,7 @@ COMPLETE_AFTER = 1  # after this round every track of the free solve is placed a
 FINAL_MEDIANS = 3.0
 NODAL_CHECK_PX = 20.0  # a free solve whose move makes less parallax than this (px) is checked against nodal,
 NODAL_CHECK_RMS_PX = 1.0  # and so is one that is not sub-pixel (a pan a free solve cannot explain),
-NODAL_CHECK_KEPT = 0.5  # and one that kept under this share of the observations offered to it (a pan "explained"
+NODAL_CHECK_KEPT = 0.5  # and one that kept under this share of the observations its first round had (a pan "explained"
 # by an invented move on the few tracks that fit it: a 12-frame tripod pan, 2,245 of ~21,000, 0.49 px, 380 px of parallax)
 NODAL_RMS_RATIO, NODAL_RMS_SLACK_PX = 1.1, 0.05  # nodal wins when its error <= ratio * free + slack ...
 NODAL_MIN_OBSERVATIONS = 0.8  # ... keeping at least this fraction of the free solve's observations
@@ -87,6 +87,7 @@ def _rounds(rig: Rig, points: np.ndarray, tracks, adjust_round, hold, progress, 
     ``complete(rig)`` gives every track of the shot placed for the refined cameras (points, tracks), and
     the outlier filter that follows keeps what fits: observations lost to the input cameras' errors come back."""
     weak: set = set()
+    last_cut = None
     for r, (loss, threshold) in enumerate(ROUNDS):
         new_weak = _weak_views(tracks, len(rig.R)) - weak
         for v in sorted(new_weak):  # too few tracks: back to the input pose, held there
@@ -97,10 +98,12 @@ def _rounds(rig: Rig, points: np.ndarray, tracks, adjust_round, hold, progress, 
         report(progress, span[0] + (span[1] - span[0]) * (r + 1) / len(ROUNDS), f"bundle adjustment {r + 1}/{len(ROUNDS)}")
         if complete is not None and r == COMPLETE_AFTER:
             points, tracks = complete(rig)
+        if threshold is None and r == len(ROUNDS) - 1:
+            threshold = last_cut  # what the robust last round left far off (a wrong track it barely felt) goes too
         if threshold is not None:
             err, front = residuals(rig, points, tracks)
             if r == len(ROUNDS) - 2:
-                threshold = max(threshold, FINAL_MEDIANS * float(np.median(err)))
+                threshold = last_cut = max(threshold, FINAL_MEDIANS * float(np.median(err)))
             keep = (err < threshold) & front
             if (~keep).any():
                 counts = np.bincount(tracks.obs_track[keep], minlength=len(points))
@@ -229,7 +232,7 @@ class Candidate:
 def _free(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress, all_tracks=None) -> tuple[Candidate, bool]:
     """The free solve, and whether a nodal one should be tried too (it failed to be sub-pixel, barely moves,
     or explains too few of the observations)."""
-    offered = len((tracks if all_tracks is None else all_tracks).obs_view)
+    offered = len(tracks.obs_view)  # what its first rounds adjust (every track comes back later: not a measure)
     rig, points, tracks, weak = _bundle(pycolmap, rig0, rig_in, tracks, camera_of_view, model, sizes, progress,
                                         all_tracks=all_tracks)
     error = rms(residuals(rig, points, tracks)[0])  # of the cameras as they come out
