@@ -78,17 +78,9 @@ def test_the_sift_child_framing_refuses_a_malformed_header():
         sift_child.read_array(io.BytesIO(b"\x00" * 10))
 
 
-def test_features_from_two_processes_equal_one_process(shot, monkeypatch):
-    """Every other frame's SIFT runs in the child: the features are the ones one process finds, in view order."""
-    pytest.importorskip("pycolmap")
-    import solve_helpers as H
-
-    from da3_blender.solve import pipeline
-
-    pycolmap = pipeline.require_pycolmap()
-    n = 5
-    pred = H.prediction(shot["extrinsics"][:n], shot["intrinsics"][:n], shot["size"])
-    paths = shot["paths"][:n]
+@pytest.fixture
+def sift_helpers(monkeypatch) -> list:
+    """Every SiftHelper the solve starts, even on a short shot (MIN_FRAMES lowered to 2)."""
     monkeypatch.setattr(sift_child, "MIN_FRAMES", 2)
     started = []
     real = sift_child.SiftHelper
@@ -99,6 +91,21 @@ def test_features_from_two_processes_equal_one_process(shot, monkeypatch):
             started.append(self)
 
     monkeypatch.setattr(sift_child, "SiftHelper", Spy)
+    return started
+
+
+def test_features_from_two_processes_equal_one_process(shot, monkeypatch, sift_helpers):
+    """Every other frame's SIFT runs in the child: the features are the ones one process finds, in view order."""
+    pytest.importorskip("pycolmap")
+    import solve_helpers as H
+
+    from da3_blender.solve import pipeline
+
+    pycolmap = pipeline.require_pycolmap()
+    n = 5
+    pred = H.prediction(shot["extrinsics"][:n], shot["intrinsics"][:n], shot["size"])
+    paths = shot["paths"][:n]
+    started = sift_helpers
     two = pipeline._features(pycolmap, paths, pred, None)
     assert len(started) == 1 and started[0].proc.poll() is not None  # the child ran and has ended
     monkeypatch.setattr(pipeline, "PARALLEL_SIFT", False)
@@ -136,7 +143,7 @@ def test_blocked_matching_finds_the_mutual_nearest_neighbours_that_pass_the_rati
     assert len(want) > n // 2 and all(perm[j] == i for i, j in want if j < n)  # the true partners
 
 
-def test_a_cancel_while_the_sift_child_works_ends_the_solve_and_the_child(shot, monkeypatch):
+def test_a_cancel_while_the_sift_child_works_ends_the_solve_and_the_child(shot, sift_helpers):
     pytest.importorskip("pycolmap")
     import solve_helpers as H
 
@@ -146,16 +153,7 @@ def test_a_cancel_while_the_sift_child_works_ends_the_solve_and_the_child(shot, 
     n = 8
     pred = H.prediction(*H.perturb(shot["extrinsics"][:n], shot["intrinsics"][:n], seed=2), shot["size"],
                         paths=shot["paths"][:n])
-    monkeypatch.setattr(sift_child, "MIN_FRAMES", 2)
-    started = []
-    real = sift_child.SiftHelper
-
-    class Spy(real):
-        def __init__(self):
-            super().__init__()
-            started.append(self)
-
-    monkeypatch.setattr(sift_child, "SiftHelper", Spy)
+    started = sift_helpers
     flag = threading.Event()
     asked = []
 

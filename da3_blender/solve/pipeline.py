@@ -167,7 +167,7 @@ def _features(pycolmap, frames, pred: Prediction, progress) -> feat.Features:
         _report(progress, 0.4 * done[0] / n, f"features {done[0]}/{n}")
 
     helper = _sift_helper(n)
-    waiting = None  # (view, image, factor, grey) the helper is extracting
+    waiting = None  # (view, image, factor) the helper is extracting
     try:
         with read_ahead(frames, lambda item, i: _load(item, i, pred.orig_size[i])) as loaded:
             for i, img in enumerate(loaded):
@@ -176,14 +176,14 @@ def _features(pycolmap, frames, pred: Prediction, progress) -> feat.Features:
                 gray = feat.to_gray(img, factor)
                 if helper is not None and waiting is None:
                     helper.submit(gray)
-                    waiting = (i, img, factor, gray)
+                    waiting = (i, img, factor)
                     continue
                 keep(i, img, factor, *feat.extract_gray(pycolmap, extractor, gray))
                 if waiting is not None:
-                    keep(*waiting[:3], *helper.result())
+                    keep(*waiting, *helper.result())
                     waiting = None
         if waiting is not None:
-            keep(*waiting[:3], *helper.result())
+            keep(*waiting, *helper.result())
     finally:
         if helper is not None:
             helper.close()
