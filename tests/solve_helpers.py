@@ -187,3 +187,31 @@ def hide_pycolmap(monkeypatch) -> None:
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_pycolmap)
+
+
+def refine_cancelled_at(pred, paths, when: str) -> float:
+    """``solve.refine`` cancelled as the worker cancels a job (its check raises at the next cancel point)
+    once a progress message starts with ``when``: the seconds from that request to the CancelledError."""
+    import threading
+    import time
+
+    from da3_blender import solve
+    from da3_blender.cancel import cancellable
+    from da3_blender.errors import CancelledError
+
+    flag = threading.Event()
+    asked = []
+
+    def check():
+        if flag.is_set():
+            raise CancelledError()
+
+    def progress(stage, fraction, message):
+        if message.startswith(when) and not flag.is_set():
+            asked.append(time.monotonic())
+            flag.set()
+
+    with cancellable(check), pytest.raises(CancelledError):
+        solve.refine(pred, paths, progress=progress)
+    assert asked, f"no progress message started with {when!r}"
+    return time.monotonic() - asked[0]

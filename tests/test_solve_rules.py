@@ -6,8 +6,6 @@ bundle adjustment alone, the rendered ground-truth shot (tests/solve_helpers.py)
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +14,6 @@ import pytest
 pycolmap = pytest.importorskip("pycolmap")
 
 from da3_blender import solve  # noqa: E402
-from da3_blender.cancel import cancellable  # noqa: E402
-from da3_blender.errors import CancelledError  # noqa: E402
 from da3_blender.solve import compare, motion  # noqa: E402
 from da3_blender.solve.bundle import Rig, residuals  # noqa: E402
 from da3_blender.solve.features import TrackSet  # noqa: E402
@@ -144,18 +140,4 @@ def test_a_cancel_during_the_solve_ends_it_within_two_seconds(shot, when):
     n = 8
     pred = H.prediction(*H.perturb(shot["extrinsics"][:n], shot["intrinsics"][:n], seed=2), shot["size"],
                         paths=shot["paths"][:n])
-    flag = threading.Event()
-    asked = []
-
-    def check():
-        if flag.is_set():
-            raise CancelledError()
-
-    def progress(stage, fraction, message):
-        if message.startswith(when) and not flag.is_set():
-            asked.append(time.monotonic())
-            flag.set()
-
-    with cancellable(check), pytest.raises(CancelledError):
-        solve.refine(pred, shot["paths"][:n], progress=progress)
-    assert asked and time.monotonic() - asked[0] < 2.0
+    assert H.refine_cancelled_at(pred, shot["paths"][:n], when) < 2.0

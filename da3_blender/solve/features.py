@@ -122,7 +122,8 @@ def extract_keypoints(pycolmap, extractor, image: np.ndarray) -> tuple[np.ndarra
     unit length) of one frame, SIFT run on it reduced by :func:`sift_factor`."""
     img = np.asarray(image)
     factor = sift_factor(img.shape[1], img.shape[0])
-    return to_source(*extract_gray(pycolmap, extractor, to_gray(img, factor)), factor)
+    kp, desc = extract_gray(pycolmap, extractor, to_gray(img, factor))
+    return to_source(kp, factor), desc
 
 
 def extract_gray(pycolmap, extractor, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,12 +140,12 @@ def extract_gray(pycolmap, extractor, gray: np.ndarray) -> tuple[np.ndarray, np.
     return kp, desc
 
 
-def to_source(kp: np.ndarray, desc: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+def to_source(kp: np.ndarray, factor: int) -> np.ndarray:
     """Keypoints of a frame reduced by ``factor`` in source pixels (pixel-edge convention: a reduced
     pixel's centre i + 0.5 is factor * (i + 0.5) there); scales too, orientations as they are."""
     kp = np.array(kp, dtype=np.float64)
     kp[:, :3] *= factor
-    return kp, desc
+    return kp
 
 
 def select_pairs(extrinsics: np.ndarray) -> list[tuple[int, int]]:

@@ -83,14 +83,22 @@ def read_result(path, rig: Rig) -> tuple[Rig, np.ndarray]:
         return out, z["points"]
 
 
-def _child_command(folder: Path) -> tuple[list, dict]:
+def child_python(module: str, *args: str) -> tuple[list, dict]:
+    """argv and environment of ``python -m da3_blender.solve.<module> args...`` in this Python (the worker's,
+    never Blender's), with the package importable wherever the extension put it."""
     package = __name__.rsplit(".", 1)[0]  # da3_blender.solve, wherever the extension put it
     root = Path(__file__).resolve().parents[len(__name__.split(".")) - 1]
     env = os.environ.copy()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
     env.pop("PYTHONHOME", None)
-    argv = [sys.executable, "-m", f"{package}.bundle_child", str(folder / "problem.npz"), str(folder / "result.npz")]
-    return argv, env
+    return [sys.executable, "-m", f"{package}.{module}", *args], env
+
+
+NO_WINDOW = {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)} if os.name == "nt" else {}  # Popen options
+
+
+def _child_command(folder: Path) -> tuple[list, dict]:
+    return child_python("bundle_child", str(folder / "problem.npz"), str(folder / "result.npz"))
 
 
 def adjust_in_child(rig: Rig, points, tracks: TrackSet, **options) -> tuple[Rig, np.ndarray]:
@@ -99,10 +107,9 @@ def adjust_in_child(rig: Rig, points, tracks: TrackSet, **options) -> tuple[Rig,
         folder = Path(tmp)
         write_problem(folder / "problem.npz", rig, points, tracks, **options)
         argv, env = _child_command(folder)
-        kwargs = {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)} if os.name == "nt" else {}
         with open(folder / "stderr.txt", "wb") as err:
             # never the worker's stdin/stdout: they carry its protocol
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, **kwargs)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, **NO_WINDOW)
             try:
                 while True:
                     try:

@@ -115,13 +115,11 @@ def shared_tracks(tracks: feat.TrackSet | None, pairs: list) -> np.ndarray:
     """How many tracks of ``tracks`` each pair ``(i, j)`` of views sees in both (zeros without tracks)."""
     if tracks is None or not len(tracks.obs_track) or not pairs:
         return np.zeros(len(pairs), dtype=np.int64)
-    n_views = int(tracks.obs_view.max()) + 1
+    n_views = max(int(tracks.obs_view.max()), int(np.max(pairs))) + 1
     order = np.lexsort((tracks.obs_track, tracks.obs_view))
     starts = np.searchsorted(tracks.obs_view[order], np.arange(n_views + 1))
     seen = [tracks.obs_track[order[starts[v]:starts[v + 1]]] for v in range(n_views)]  # sorted track ids per view
-    none = np.zeros(0, dtype=np.int64)
-    return np.array([len(np.intersect1d(seen[i] if i < n_views else none, seen[j] if j < n_views else none,
-                                        assume_unique=True)) for i, j in pairs], dtype=np.int64)
+    return np.array([len(np.intersect1d(seen[i], seen[j], assume_unique=True)) for i, j in pairs], dtype=np.int64)
 
 
 def loop_pairs(pycolmap, features: feat.Features, rig_in, pred=None, progress=None,

@@ -161,7 +161,7 @@ def _features(pycolmap, frames, pred: Prediction, progress) -> feat.Features:
     done = [0]
 
     def keep(i, img, factor, kp, d):
-        kp, d = feat.to_source(kp, d, factor)
+        kp = feat.to_source(kp, factor)
         xy[i], shape[i], desc[i], rgb[i] = kp[:, :2], kp[:, 2:4], d, feat.colours_at(img, kp[:, :2])
         done[0] += 1
         _report(progress, 0.4 * done[0] / n, f"features {done[0]}/{n}")

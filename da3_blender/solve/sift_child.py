@@ -15,15 +15,14 @@ that cannot start leaves the solve extracting every frame itself.
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import DA3Error
+from .isolate import NO_WINDOW, child_python
 
 MIN_FRAMES = 12  # shorter shots extract in one process (the child's start, ~0.4 s, would not pay off)
 _DTYPES = (np.uint8, np.float64, np.float32)
@@ -63,15 +62,10 @@ class SiftHelper:
     """The child process: :meth:`submit` a grey frame, :meth:`result` its (keypoints, descriptors), in order."""
 
     def __init__(self):
-        package = __name__.rsplit(".", 1)[0]
-        root = Path(__file__).resolve().parents[len(__name__.split(".")) - 1]
-        env = os.environ.copy()
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
-        env.pop("PYTHONHOME", None)
+        argv, env = child_python("sift_child")
         env.setdefault("OMP_NUM_THREADS", "1")
-        kwargs = {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)} if os.name == "nt" else {}
-        self.proc = subprocess.Popen([sys.executable, "-m", f"{package}.sift_child"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, **kwargs)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=env, **NO_WINDOW)
         self.pending = 0
 
     def submit(self, gray: np.ndarray) -> None:

@@ -10,16 +10,16 @@ SIFT orientation and scale differences of the tracks the two views share, so a c
 moves in still compares like with like), aligned by Lucas-Kanade (inverse compositional, translation;
 each patch normalised to zero mean and unit variance, so exposure changes do not matter). The
 observations of a track then agree to a fraction of a source pixel; the reference keeps its SIFT
-position (the track's point is wherever that patch's centre is). An observation whose alignment does
-not converge, runs out of its window (it lies over ``MARGIN - 1`` patch pixels from where SIFT put it),
-whose reference has too little texture, or that correlates less than :data:`MIN_NCC` with its reference
-afterwards is dropped (its track keeps the others): its patch does not look like the point the track
-follows where SIFT put it, and such observations are what bends a weakly seen view. On the 240-frame
-640x360 orbit about 5 % of the observations fail, and dropping them takes the worst view from 0.106 to
-0.077 degrees (0.130 to 0.093 % of the path); on the tests' 48-frame 960x540 shot the worst position
-error halves (0.074 to 0.038 %); on 16 of its frames the worst view moves by noise, 0.020 to 0.021
-degrees (issue 30, BENCHMARKS.md). One that aligns but would move further than the reduction factor
-keeps its SIFT position. Frames SIFT saw at full size get the check only (``max_shift_px=0``): nothing
+position (the track's point is wherever that patch's centre is). An observation that cannot be placed
+there, because its reference has too little texture or its alignment does not converge or runs out of its
+window (it lies over ``MARGIN - 1`` patch pixels from where SIFT put it), is dropped (its track keeps the
+others): SIFT localised it wrongly, and such observations are what bends a weakly seen view. On the
+240-frame 640x360 orbit about 2 % of the observations are dropped, and the worst view goes from 0.106 to
+0.075 degrees (0.130 to 0.094 % of the path); on the tests' 48-frame 960x540 shot the worst position error
+halves (0.074 to 0.040 %) (issue 30, BENCHMARKS.md). One that aligns but correlates less than
+:data:`MIN_NCC` with its reference afterwards keeps its SIFT position: dropping those too made the tests'
+short clean shots worse. One that aligns but would move further than the reduction factor
+keeps its SIFT position too. Frames SIFT saw at full size get the check only (``max_shift_px=0``): nothing
 moves. Observations whose window reaches past the frame are neither checked nor moved.
 
 The frames are read once more, in view order (a video decodes again, frame by frame), and only the
